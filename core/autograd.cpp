@@ -1,0 +1,134 @@
+// The backward engine: topological ordering of the recorded graph, gradient accumulation
+// per node, accumulation into leaves, and graph release.
+#include "core/autograd.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/ops.h"
+
+namespace engine {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+}
+
+bool GradMode::enabled() { return g_grad_enabled; }
+void GradMode::set(bool enabled) { g_grad_enabled = enabled; }
+
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!GradMode::enabled()) return false;
+  for (const Tensor* t : inputs)
+    if (t->defined() && t->requires_grad()) return true;
+  return false;
+}
+bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  if (!GradMode::enabled()) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs,
+            std::function<std::vector<Tensor>(const Tensor&)> backward) {
+  auto node = std::make_shared<Node>();
+  node->name = name;
+  node->next.reserve(inputs.size());
+  for (const Tensor& in : inputs) {
+    Edge e;
+    if (in.defined() && in.requires_grad()) {
+      if (in.grad_fn())
+        e.node = in.grad_fn();
+      else
+        e.leaf = in.impl_ptr();
+    }
+    node->next.push_back(std::move(e));
+    node->input_shapes.push_back(in.defined() ? in.shape() : Shape{});
+  }
+  node->backward = std::move(backward);
+  out.set_grad_fn(std::move(node));
+}
+
+namespace {
+void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
+  Tensor gd = g.detach().contiguous();
+  if (!leaf.grad) {
+    // Own the buffer: a gradient may alias a saved tensor or another leaf's grad.
+    leaf.grad = (gd.impl_ptr().use_count() > 1 ? gd.clone() : gd).impl_ptr();
+  } else {
+    leaf.grad = add(Tensor(leaf.grad), gd).impl_ptr();
+  }
+}
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph) {
+  ENGINE_CHECK(root.requires_grad(), "backward", "tensor does not require grad and has no grad_fn");
+  Tensor g0 = gradient;
+  if (!g0.defined()) {
+    ENGINE_CHECK(root.numel() == 1, "backward", "implicit gradient only for scalars; output has shape ",
+                 shape_str(root.shape()), " (pass a gradient)");
+    g0 = Tensor::ones(root.shape(), root.dtype(), root.device());
+  }
+  ENGINE_CHECK(g0.shape() == root.shape(), "backward", "gradient shape ", shape_str(g0.shape()),
+               " does not match output shape ", shape_str(root.shape()));
+  NoGradGuard no_grad;  // backward computations are not recorded (no higher-order grads)
+
+  if (!root.grad_fn()) {  // a leaf: its gradient is the seed
+    accumulate_leaf(*root.impl(), g0);
+    return;
+  }
+
+  // Iterative DFS for a topological order and dependency counts.
+  std::vector<Node*> order;
+  std::unordered_map<Node*, int> deps;
+  std::unordered_set<Node*> visited;
+  std::vector<std::pair<Node*, size_t>> stack{{root.grad_fn().get(), 0}};
+  visited.insert(root.grad_fn().get());
+  while (!stack.empty()) {
+    auto& [n, i] = stack.back();
+    if (i < n->next.size()) {
+      Node* child = n->next[i++].node.get();
+      if (child) {
+        deps[child]++;
+        if (visited.insert(child).second) stack.push_back({child, 0});
+      }
+    } else {
+      order.push_back(n);
+      stack.pop_back();
+    }
+  }
+  // `order` is post-order (children first); process reversed (root first).
+  std::unordered_map<Node*, Tensor> grads;
+  grads[root.grad_fn().get()] = g0;
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node* n = *it;
+    auto git = grads.find(n);
+    if (git == grads.end()) continue;  // no gradient flowed here
+    Tensor g = std::move(git->second);
+    grads.erase(git);
+    ENGINE_CHECK(n->backward, "backward", "graph of '", n->name,
+                 "' was already released; call backward(..., retain_graph=true) to run it twice");
+    std::vector<Tensor> in_grads = n->backward(g);
+    for (size_t i = 0; i < n->next.size(); ++i) {
+      const Edge& e = n->next[i];
+      if (!e.defined() || i >= in_grads.size() || !in_grads[i].defined()) continue;
+      const Tensor& gi = in_grads[i];
+      ENGINE_CHECK(gi.shape() == n->input_shapes[i], "backward", "op '", n->name, "' produced a gradient of shape ",
+                   shape_str(gi.shape()), " for an input of shape ", shape_str(n->input_shapes[i]));
+      if (e.leaf) {
+        accumulate_leaf(*e.leaf, gi);
+      } else {
+        auto [slot, inserted] = grads.try_emplace(e.node.get(), gi);
+        if (!inserted) slot->second = add(slot->second, gi);
+      }
+    }
+    if (!retain_graph) {
+      n->backward = nullptr;  // frees saved tensors
+    }
+  }
+  if (!retain_graph) {
+    for (Node* n : order) n->next.clear();
+  }
+}
+
+}  // namespace engine

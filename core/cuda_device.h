@@ -1,0 +1,37 @@
+// CUDA device plumbing used by core/: device discovery, the caching allocator, the engine
+// stream, host<->device copies. Implemented in core/cuda_device.cu; a build without CUDA
+// links core/cuda_device_stub.cpp, where device_count() is 0 and everything else throws
+// "built without CUDA".
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace engine::cuda {
+
+bool built_with_cuda();
+// Number of usable GPUs (0 when built without CUDA or no driver/device).
+int device_count();
+void set_device(int index);
+int current_device();
+std::string device_name(int index);
+
+// Caching allocator: size-bucketed reuse; freed blocks return to a per-device pool, so steady
+// state makes no cudaMalloc/cudaFree. Throws a clear out-of-memory error naming the size.
+void* alloc(std::size_t bytes, int device);
+void free(void* ptr, int device);
+struct AllocatorStats {
+  std::size_t current_bytes = 0, peak_bytes = 0, cached_bytes = 0;
+  int64_t num_mallocs = 0, num_frees = 0;
+};
+AllocatorStats allocator_stats(int device);
+void reset_peak(int device);
+void empty_cache();
+
+// Copies; all synchronous with respect to the host.
+void copy_h2d(void* dst, const void* src, std::size_t bytes, int device);
+void copy_d2h(void* dst, const void* src, std::size_t bytes, int device);
+void copy_d2d(void* dst, const void* src, std::size_t bytes, int device);
+void synchronize(int device);
+
+}  // namespace engine::cuda

@@ -1,0 +1,31 @@
+// Linked instead of core/cuda_device.cu in a build without CUDA: no devices, and every
+// operation that would need one throws a clear error.
+#include <stdexcept>
+
+#include "core/cuda_device.h"
+
+namespace engine::cuda {
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  throw std::runtime_error(std::string(what) +
+                           ": this engine was built without CUDA (reconfigure with a CUDA toolkit and "
+                           "-DENGINE_CUDA=ON to use cuda devices)");
+}
+}  // namespace
+
+bool built_with_cuda() { return false; }
+int device_count() { return 0; }
+void set_device(int) { no_cuda("cuda::set_device"); }
+int current_device() { no_cuda("cuda::current_device"); }
+std::string device_name(int) { no_cuda("cuda::device_name"); }
+void* alloc(std::size_t, int) { no_cuda("cuda::alloc"); }
+void free(void*, int) { no_cuda("cuda::free"); }
+AllocatorStats allocator_stats(int) { no_cuda("cuda::allocator_stats"); }
+void reset_peak(int) { no_cuda("cuda::reset_peak"); }
+void empty_cache() {}
+void copy_h2d(void*, const void*, std::size_t, int) { no_cuda("cuda::copy_h2d"); }
+void copy_d2h(void*, const void*, std::size_t, int) { no_cuda("cuda::copy_d2h"); }
+void copy_d2d(void*, const void*, std::size_t, int) { no_cuda("cuda::copy_d2d"); }
+void synchronize(int) { no_cuda("cuda::synchronize"); }
+
+}  // namespace engine::cuda

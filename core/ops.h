@@ -1,0 +1,98 @@
+// The differentiable ops of the engine. Each op is defined once: argument checks, a
+// dispatch to the CPU kernel (float32/float64) or the CUDA kernel (float32), and a backward
+// written with other ops or dedicated backward kernels. Shapes follow PyTorch conventions.
+#pragma once
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/tensor.h"
+
+namespace engine {
+
+// ---- elementwise, with NumPy/PyTorch broadcasting
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, double s);
+Tensor mul(const Tensor& a, double s);
+Tensor affine(const Tensor& x, double alpha, double beta);  // alpha * x + beta
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor sin(const Tensor& x);
+Tensor cos(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor silu(const Tensor& x);
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator+(const Tensor& a, double s) { return add(a, s); }
+inline Tensor operator-(const Tensor& a, double s) { return add(a, -s); }
+inline Tensor operator*(const Tensor& a, double s) { return mul(a, s); }
+inline Tensor operator*(double s, const Tensor& a) { return mul(a, s); }
+inline Tensor operator/(const Tensor& a, double s) { return mul(a, 1.0 / s); }
+inline Tensor operator-(const Tensor& a) { return neg(a); }
+
+// ---- reductions
+Tensor sum(const Tensor& x);  // all elements -> 0-d
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+// Sums a broadcast result back to `shape` (the inverse of broadcasting).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+Tensor mse_loss(const Tensor& pred, const Tensor& target);  // mean((pred - target)^2), 0-d
+
+// ---- linear algebra
+// (..., M, K) @ (..., K, N); batch dims must match, or b may be 2-D (shared).
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x (..., in), weight (out, in), bias (out) or undefined.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- convolution and normalisation (NCHW)
+struct Conv2dOptions {
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  static Conv2dOptions same(int64_t stride, int64_t pad) { return {stride, stride, pad, pad}; }
+};
+// x (N, C, H, W), weight (K, C, R, S), bias (K) or undefined -> (N, K, P, Q).
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opt);
+// x (N, C, *), gamma/beta (C) or undefined.
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, double eps);
+
+// ---- attention: q (B, H, Lq, D), k/v (B, H, Lk, D) -> (B, H, Lq, D).
+// softmax(q k^T * scale) v with a numerically stable softmax; scale defaults to D^-0.5.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    std::optional<double> scale = std::nullopt);
+
+// ---- indexing and shape
+// indices (any shape, int64), table (num, dim) -> (*indices.shape, dim).
+Tensor embedding(const Tensor& indices, const Tensor& table);
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+// x (N, C, H, W) -> (N, C, 2H, 2W), nearest neighbour.
+Tensor upsample_nearest2x(const Tensor& x);
+
+// ---- random numbers (counter-based Philox: same numbers on CPU and CUDA)
+class Generator {
+ public:
+  explicit Generator(uint64_t seed = 0, uint64_t offset = 0) : seed_(seed), offset_(offset) {}
+  uint64_t seed() const { return seed_; }
+  uint64_t offset() const { return offset_; }
+  void set_state(uint64_t seed, uint64_t offset) { seed_ = seed, offset_ = offset; }
+  // Reserves n stream positions and returns the first.
+  uint64_t advance(uint64_t n) {
+    uint64_t o = offset_;
+    offset_ += n;
+    return o;
+  }
+
+ private:
+  uint64_t seed_, offset_;
+};
+Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::F32, Device device = Device::cpu());
+Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::F32, Device device = Device::cpu());
+
+}  // namespace engine

@@ -1,0 +1,75 @@
+// Internal helpers for op implementations: backend dispatch and kernel-layout builders.
+//
+//   dispatch_float(x, "conv2d", [&]<typename T, bool Cuda>() {
+//     KERN(conv2d_forward, shape, x.data<T>(), ...);
+//   });
+// runs the lambda as <float, false>, <double, false> or <float, true> by x's dtype and device,
+// and throws a clear error for anything else (e.g. float64 on CUDA).
+#pragma once
+#include "core/error.h"
+#include "core/tensor.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace engine::detail {
+
+#define KERN(fn, ...)                  \
+  do {                                 \
+    if constexpr (Cuda)                \
+      ::kern::cuda::fn(__VA_ARGS__);   \
+    else                               \
+      ::kern::cpu::fn<T>(__VA_ARGS__); \
+  } while (0)
+
+template <typename F>
+void dispatch_float(const Tensor& x, const char* op, F&& f) {
+  if (x.device().is_cuda()) {
+    ENGINE_CHECK(x.dtype() == DType::F32, op, "CUDA kernels support float32 only, got ", dtype_name(x.dtype()));
+    f.template operator()<float, true>();
+    return;
+  }
+  switch (x.dtype()) {
+    case DType::F32: f.template operator()<float, false>(); return;
+    case DType::F64: f.template operator()<double, false>(); return;
+    default: throw Error(concat(op, ": expected a floating-point tensor, got ", dtype_name(x.dtype())));
+  }
+}
+
+// All tensors on the same device, same floating dtype.
+inline void check_same(const char* op, std::initializer_list<const Tensor*> ts) {
+  const Tensor* first = nullptr;
+  for (const Tensor* t : ts) {
+    if (!t->defined()) continue;
+    if (!first) {
+      first = t;
+      continue;
+    }
+    ENGINE_CHECK(t->device() == first->device(), op, "tensors on different devices: ", first->device().str(),
+                 " and ", t->device().str());
+    ENGINE_CHECK(t->dtype() == first->dtype(), op, "dtype mismatch: ", dtype_name(first->dtype()), " and ",
+                 dtype_name(t->dtype()));
+  }
+}
+
+inline kern::Strided layout_of(const Shape& shape, const Shape& strides, const char* op) {
+  ENGINE_CHECK(shape.size() <= kern::kMaxDims, op, "at most ", kern::kMaxDims, " dims supported, got ",
+               shape.size());
+  kern::Strided s{};
+  s.ndim = static_cast<int>(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) s.shape[i] = shape[i], s.stride[i] = strides[i];
+  return s;
+}
+inline kern::Strided layout_of(const Tensor& t, const char* op) { return layout_of(t.shape(), t.strides(), op); }
+
+// Strides to read `t` as if broadcast to `out` (0 on broadcast dims).
+inline Shape broadcast_strides(const Tensor& t, const Shape& out) {
+  Shape st(out.size(), 0);
+  const int64_t off = static_cast<int64_t>(out.size()) - t.dim();
+  for (int64_t i = 0; i < t.dim(); ++i) st[off + i] = t.shape()[i] == 1 ? 0 : t.strides()[i];
+  return st;
+}
+
+// Copies src (any layout) into dst (any layout, same shape, same dtype and device).
+void copy_into(const Tensor& src, const Tensor& dst);
+
+}  // namespace engine::detail

@@ -1,0 +1,136 @@
+// CPU scaled dot-product attention (forward saves the row log-sum-exp; backward recomputes the
+// probabilities from it). One head per OpenMP iteration, with single-threaded GEMMs inside.
+#include <omp.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace kern::cpu {
+namespace {
+bool head_parallel(int64_t BH) { return !omp_in_parallel() && omp_get_max_threads() > 1 && BH > 1; }
+
+#if defined(__AVX2__) && defined(__FMA__)
+// Cephes-style expf for x <= 0 (relative error ~1e-7); inputs below -87 flush towards 0.
+inline __m256 exp256_nonpos(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+#endif
+
+// row[j] = exp(row[j] - sub) for j < n; returns sum_j row[j] (float rows use AVX2 when available).
+template <typename T>
+double exp_sub_row(T* row, int64_t n, T sub) {
+  double sum = 0;
+  int64_t j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256 vs = _mm256_set1_ps(sub);
+    __m256 acc = _mm256_setzero_ps();
+    for (; j + 8 <= n; j += 8) {
+      const __m256 e = exp256_nonpos(_mm256_sub_ps(_mm256_loadu_ps(row + j), vs));
+      _mm256_storeu_ps(row + j, e);
+      acc = _mm256_add_ps(acc, e);
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc);
+    for (float l : lanes) sum += l;
+  }
+#endif
+  for (; j < n; ++j) {
+    row[j] = std::exp(row[j] - sub);
+    sum += row[j];
+  }
+  return sum;
+}
+}  // namespace
+
+template <typename T>
+void attention_forward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const T* q, const T* k,
+                       const T* v, T* o, T* lse) {
+#pragma omp parallel if (head_parallel(BH))
+  {
+    std::vector<T> P(Lq * Lk);  // (Lq, Lk) scores, then probabilities
+#pragma omp for schedule(static)
+    for (int64_t h = 0; h < BH; ++h) {
+      const T* qh = q + h * Lq * D;
+      const T* kh = k + h * Lk * D;
+      const T* vh = v + h * Lk * D;
+      gemm<T>(false, true, Lq, Lk, D, T(scale), qh, D, kh, D, T(0), P.data(), Lk);
+      for (int64_t i = 0; i < Lq; ++i) {
+        T* row = P.data() + i * Lk;
+        T m = row[0];
+        for (int64_t j = 1; j < Lk; ++j) m = std::max(m, row[j]);
+        const double sum = exp_sub_row(row, Lk, m);
+        const T inv = T(1.0 / sum);
+        for (int64_t j = 0; j < Lk; ++j) row[j] *= inv;
+        lse[h * Lq + i] = T(double(m) + std::log(sum));
+      }
+      gemm<T>(false, false, Lq, D, Lk, T(1), P.data(), Lk, vh, D, T(0), o + h * Lq * D, D);
+    }
+  }
+}
+
+template <typename T>
+void attention_backward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const T* q, const T* k,
+                        const T* v, const T* o, const T* lse, const T* dout, T* dq, T* dk, T* dv) {
+#pragma omp parallel if (head_parallel(BH))
+  {
+    std::vector<T> P(Lq * Lk), dS(Lq * Lk);  // (Lq, Lk) each
+#pragma omp for schedule(static)
+    for (int64_t h = 0; h < BH; ++h) {
+      const T* qh = q + h * Lq * D;
+      const T* kh = k + h * Lk * D;
+      const T* vh = v + h * Lk * D;
+      const T* oh = o + h * Lq * D;
+      const T* doh = dout + h * Lq * D;
+      gemm<T>(false, true, Lq, Lk, D, T(scale), qh, D, kh, D, T(0), P.data(), Lk);
+      for (int64_t i = 0; i < Lq; ++i) {
+        T* row = P.data() + i * Lk;
+        const T l = lse[h * Lq + i];
+        exp_sub_row(row, Lk, l);
+      }
+      gemm<T>(true, false, Lk, D, Lq, T(1), P.data(), Lk, doh, D, T(0), dv + h * Lk * D, D);  // dV = P^T dO
+      gemm<T>(false, true, Lq, Lk, D, T(1), doh, D, vh, D, T(0), dS.data(), Lk);              // dP = dO V^T
+      for (int64_t i = 0; i < Lq; ++i) {
+        double delta = 0;  // rowsum(dO * O)
+        for (int64_t d = 0; d < D; ++d) delta += double(doh[i * D + d]) * double(oh[i * D + d]);
+        const T dl = T(delta);
+        T* ds = dS.data() + i * Lk;
+        const T* p = P.data() + i * Lk;
+        for (int64_t j = 0; j < Lk; ++j) ds[j] = p[j] * (ds[j] - dl);
+      }
+      gemm<T>(false, false, Lq, D, Lk, T(scale), dS.data(), Lk, kh, D, T(0), dq + h * Lq * D, D);
+      gemm<T>(true, false, Lk, D, Lq, T(scale), dS.data(), Lk, qh, D, T(0), dk + h * Lk * D, D);
+    }
+  }
+}
+
+#define KERN_INSTANTIATE(T)                                                                           \
+  template void attention_forward<T>(int64_t, int64_t, int64_t, int64_t, double, const T*, const T*,  \
+                                     const T*, T*, T*);                                               \
+  template void attention_backward<T>(int64_t, int64_t, int64_t, int64_t, double, const T*, const T*, \
+                                      const T*, const T*, const T*, const T*, T*, T*, T*);
+KERN_INSTANTIATE(float)
+KERN_INSTANTIATE(double)
+#undef KERN_INSTANTIATE
+
+}  // namespace kern::cpu

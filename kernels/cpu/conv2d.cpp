@@ -1,0 +1,189 @@
+// CPU conv2d (NCHW) via im2col + GEMM, OpenMP-parallel over the batch. 1x1 stride-1 pad-0 convolutions
+// skip im2col. Weight gradients use per-thread partial sums reduced in a fixed order (deterministic).
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace kern::cpu {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+bool is_pointwise(const Conv2dShape& s) {
+  return s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
+}
+
+// Valid output-column range [q0, q1) for kernel column sc: input column q*sw - pw + sc in [0, W).
+void q_range(const Conv2dShape& s, int64_t sc, int64_t& q0, int64_t& q1) {
+  q0 = std::max<int64_t>(0, ceil_div(s.pad_w - sc, s.stride_w));
+  q1 = std::min<int64_t>(s.Q, floor_div(s.W - 1 + s.pad_w - sc, s.stride_w) + 1);
+  if (q1 < q0) q1 = q0;
+}
+
+// x (C, H, W) -> cols (C*R*S, P*Q).
+template <typename T>
+void im2col(const Conv2dShape& s, const T* x, T* cols) {
+  const int64_t P = s.P, Q = s.Q;
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t sc = 0; sc < s.S; ++sc) {
+        T* row = cols + ((c * s.R + r) * s.S + sc) * P * Q;
+        int64_t q0, q1;
+        q_range(s, sc, q0, q1);
+        for (int64_t p = 0; p < P; ++p) {
+          T* dst = row + p * Q;
+          const int64_t h = p * s.stride_h - s.pad_h + r;
+          if (h < 0 || h >= s.H) {
+            std::fill(dst, dst + Q, T(0));
+            continue;
+          }
+          std::fill(dst, dst + q0, T(0));
+          std::fill(dst + q1, dst + Q, T(0));
+          const T* src = x + (c * s.H + h) * s.W - s.pad_w + sc;
+          if (s.stride_w == 1) {
+            std::memcpy(dst + q0, src + q0, sizeof(T) * (q1 - q0));
+          } else {
+            for (int64_t q = q0; q < q1; ++q) dst[q] = src[q * s.stride_w];
+          }
+        }
+      }
+}
+
+// cols (C*R*S, P*Q) -> dx (C, H, W), overwriting dx.
+template <typename T>
+void col2im(const Conv2dShape& s, const T* cols, T* dx) {
+  const int64_t P = s.P, Q = s.Q;
+  std::fill(dx, dx + s.C * s.H * s.W, T(0));
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t sc = 0; sc < s.S; ++sc) {
+        const T* row = cols + ((c * s.R + r) * s.S + sc) * P * Q;
+        int64_t q0, q1;
+        q_range(s, sc, q0, q1);
+        for (int64_t p = 0; p < P; ++p) {
+          const int64_t h = p * s.stride_h - s.pad_h + r;
+          if (h < 0 || h >= s.H) continue;
+          const T* src = row + p * Q;
+          T* dst = dx + (c * s.H + h) * s.W - s.pad_w + sc;
+          if (s.stride_w == 1) {
+            for (int64_t q = q0; q < q1; ++q) dst[q] += src[q];
+          } else {
+            for (int64_t q = q0; q < q1; ++q) dst[q * s.stride_w] += src[q];
+          }
+        }
+      }
+}
+
+// Parallelise over the batch only when there is enough of it; otherwise let OpenBLAS use the threads.
+bool batch_parallel(int64_t N) {
+  return !omp_in_parallel() && omp_get_max_threads() > 1 && N >= omp_get_max_threads();
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* b, T* y) {
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
+  const bool pw = is_pointwise(s);
+#pragma omp parallel if (batch_parallel(s.N))
+  {
+    std::vector<T> cols(pw ? 0 : CRS * PQ);  // (C*R*S, P*Q)
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < s.N; ++n) {
+      const T* xn = x + n * CHW;
+      T* yn = y + n * s.K * PQ;  // (K, P*Q)
+      const T* src = xn;
+      if (!pw) {
+        im2col(s, xn, cols.data());
+        src = cols.data();
+      }
+      T beta = T(0);
+      if (b) {
+        for (int64_t k = 0; k < s.K; ++k) std::fill(yn + k * PQ, yn + (k + 1) * PQ, b[k]);
+        beta = T(1);
+      }
+      gemm<T>(false, false, s.K, PQ, CRS, T(1), w, CRS, src, PQ, beta, yn, PQ);
+    }
+  }
+}
+
+template <typename T>
+void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
+  const bool pw = is_pointwise(s);
+#pragma omp parallel if (batch_parallel(s.N))
+  {
+    std::vector<T> cols(pw ? 0 : CRS * PQ);  // (C*R*S, P*Q)
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < s.N; ++n) {
+      const T* dyn = dy + n * s.K * PQ;
+      T* dxn = dx + n * CHW;
+      if (pw) {
+        gemm<T>(true, false, s.C, PQ, s.K, T(1), w, CRS, dyn, PQ, T(0), dxn, PQ);
+      } else {
+        gemm<T>(true, false, CRS, PQ, s.K, T(1), w, CRS, dyn, PQ, T(0), cols.data(), PQ);
+        col2im(s, cols.data(), dxn);
+      }
+    }
+  }
+}
+
+template <typename T>
+void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw, T* db) {
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W, KCRS = s.K * CRS;
+  const bool pw = is_pointwise(s);
+  const int nt = batch_parallel(s.N) ? omp_get_max_threads() : 1;
+  // Thread t accumulates images [N*t/nt, N*(t+1)/nt) in order into its own (K, C*R*S) buffer
+  // (thread 0 writes dw directly); partials are then added in thread order.
+  std::vector<T> partial(static_cast<size_t>(nt - 1) * KCRS);
+#pragma omp parallel for num_threads(nt) schedule(static, 1) if (nt > 1)
+  for (int t = 0; t < nt; ++t) {
+    T* acc = t == 0 ? dw : partial.data() + (t - 1) * KCRS;
+    const int64_t n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
+    std::vector<T> cols(pw ? 0 : CRS * PQ);  // (C*R*S, P*Q)
+    if (n1 <= n0) std::fill(acc, acc + KCRS, T(0));
+    for (int64_t n = n0; n < n1; ++n) {
+      const T* src = x + n * CHW;
+      if (!pw) {
+        im2col(s, src, cols.data());
+        src = cols.data();
+      }
+      gemm<T>(false, true, s.K, CRS, PQ, T(1), dy + n * s.K * PQ, PQ, src, PQ, n == n0 ? T(0) : T(1), acc,
+              CRS);
+    }
+  }
+  if (nt > 1) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < KCRS; ++i) {
+      T v = dw[i];
+      for (int t = 1; t < nt; ++t) v += partial[(t - 1) * KCRS + i];
+      dw[i] = v;
+    }
+  }
+  if (db) {
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < s.K; ++k) {
+      double acc = 0;
+      for (int64_t n = 0; n < s.N; ++n) {
+        const T* d = dy + (n * s.K + k) * PQ;
+        for (int64_t i = 0; i < PQ; ++i) acc += d[i];
+      }
+      db[k] = static_cast<T>(acc);
+    }
+  }
+}
+
+#define KERN_INSTANTIATE(T)                                                              \
+  template void conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
+  template void conv2d_backward_input<T>(const Conv2dShape&, const T*, const T*, T*);    \
+  template void conv2d_backward_weight<T>(const Conv2dShape&, const T*, const T*, T*, T*);
+KERN_INSTANTIATE(float)
+KERN_INSTANTIATE(double)
+#undef KERN_INSTANTIATE
+
+}  // namespace kern::cpu

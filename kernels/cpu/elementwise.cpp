@@ -1,0 +1,227 @@
+// CPU elementwise kernels: unary ops, SiLU backward, affine, broadcast binary ops, N-d strided copy,
+// fill and float/double casts. Contiguous fast paths; generic paths walk the N-d index row by row.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace kern::cpu {
+namespace {
+
+constexpr int64_t kParThreshold = 32768;  // below this many elements, stay single-threaded
+
+template <typename T>
+inline T sigmoid(T x) {
+  if (x >= T(0)) return T(1) / (T(1) + std::exp(-x));
+  const T e = std::exp(x);
+  return e / (T(1) + e);
+}
+
+int64_t numel(const Strided& s) {
+  int64_t n = 1;
+  for (int d = 0; d < s.ndim; ++d) n *= s.shape[d];
+  return n;
+}
+
+bool is_contiguous(const Strided& shape_of, const Strided& s) {
+  int64_t expect = 1;
+  for (int d = shape_of.ndim - 1; d >= 0; --d) {
+    if (shape_of.shape[d] != 1 && s.stride[d] != expect) return false;
+    expect *= shape_of.shape[d];
+  }
+  return true;
+}
+
+// Calls body(row, off[0..NOP-1]) for every row (all dims but the innermost) of shape, where off[j] is
+// operand j's element offset of the row start (strides[j]); rows are processed in parallel.
+template <int NOP, typename F>
+void for_each_row(const Strided& shape, const int64_t* const (&strides)[NOP], F&& body) {
+  const int nd = shape.ndim;
+  const int64_t inner = nd > 0 ? shape.shape[nd - 1] : 1;
+  int64_t rows = 1;
+  for (int d = 0; d + 1 < nd; ++d) rows *= shape.shape[d];
+  if (rows <= 0 || inner <= 0) return;
+#pragma omp parallel for schedule(static) if (rows * inner > kParThreshold && rows > 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t off[NOP] = {};
+    int64_t rem = r;
+    for (int d = nd - 2; d >= 0; --d) {
+      const int64_t i = rem % shape.shape[d];
+      rem /= shape.shape[d];
+      for (int j = 0; j < NOP; ++j) off[j] += i * strides[j][d];
+    }
+    body(r, off);
+  }
+}
+
+template <typename T, typename Op>
+void binary_impl(Op op, const Strided& out, const T* a, const Strided& as, const T* b, const Strided& bs,
+                 T* y) {
+  const int64_t n = numel(out);
+  if (is_contiguous(out, as) && is_contiguous(out, bs)) {
+#pragma omp parallel for simd schedule(static) if (n > kParThreshold)
+    for (int64_t i = 0; i < n; ++i) y[i] = op(a[i], b[i]);
+    return;
+  }
+  if (out.ndim == 0) {
+    y[0] = op(a[0], b[0]);
+    return;
+  }
+  const int nd = out.ndim;
+  const int64_t inner = out.shape[nd - 1];
+  const int64_t sa = as.stride[nd - 1], sb = bs.stride[nd - 1];
+  const int64_t* const strides[2] = {as.stride, bs.stride};
+  for_each_row<2>(out, strides, [&](int64_t r, const int64_t* off) {
+    const T* pa = a + off[0];
+    const T* pb = b + off[1];
+    T* py = y + r * inner;
+    if (sa == 1 && sb == 1) {
+      for (int64_t i = 0; i < inner; ++i) py[i] = op(pa[i], pb[i]);
+    } else if (sa == 1 && sb == 0) {
+      const T bv = pb[0];
+      for (int64_t i = 0; i < inner; ++i) py[i] = op(pa[i], bv);
+    } else if (sa == 0 && sb == 1) {
+      const T av = pa[0];
+      for (int64_t i = 0; i < inner; ++i) py[i] = op(av, pb[i]);
+    } else {
+      for (int64_t i = 0; i < inner; ++i) py[i] = op(pa[i * sa], pb[i * sb]);
+    }
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void unary(Unary op, int64_t n, const T* x, T* y) {
+  switch (op) {
+    case Unary::Neg:
+#pragma omp parallel for simd schedule(static) if (n > kParThreshold)
+      for (int64_t i = 0; i < n; ++i) y[i] = -x[i];
+      break;
+    case Unary::Exp:
+#pragma omp parallel for schedule(static) if (n > kParThreshold)
+      for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
+      break;
+    case Unary::Sin:
+#pragma omp parallel for schedule(static) if (n > kParThreshold)
+      for (int64_t i = 0; i < n; ++i) y[i] = std::sin(x[i]);
+      break;
+    case Unary::Cos:
+#pragma omp parallel for schedule(static) if (n > kParThreshold)
+      for (int64_t i = 0; i < n; ++i) y[i] = std::cos(x[i]);
+      break;
+    case Unary::Silu:
+#pragma omp parallel for schedule(static) if (n > kParThreshold)
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] * sigmoid(x[i]);
+      break;
+    case Unary::Sqrt:
+#pragma omp parallel for simd schedule(static) if (n > kParThreshold)
+      for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]);
+      break;
+    case Unary::Square:
+#pragma omp parallel for simd schedule(static) if (n > kParThreshold)
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i];
+      break;
+    case Unary::Abs:
+#pragma omp parallel for simd schedule(static) if (n > kParThreshold)
+      for (int64_t i = 0; i < n; ++i) y[i] = std::abs(x[i]);
+      break;
+  }
+}
+
+template <typename T>
+void silu_backward(int64_t n, const T* x, const T* dy, T* dx) {
+  // silu'(x) = s * (1 + x * (1 - s)), s = sigmoid(x).
+#pragma omp parallel for schedule(static) if (n > kParThreshold)
+  for (int64_t i = 0; i < n; ++i) {
+    const T s = sigmoid(x[i]);
+    dx[i] = dy[i] * (s * (T(1) + x[i] * (T(1) - s)));
+  }
+}
+
+template <typename T>
+void affine(int64_t n, const T* x, double alpha, double beta, T* y) {
+  const T a = T(alpha), b = T(beta);
+#pragma omp parallel for simd schedule(static) if (n > kParThreshold)
+  for (int64_t i = 0; i < n; ++i) y[i] = a * x[i] + b;
+}
+
+template <typename T>
+void binary(Binary op, const Strided& out, const T* a, const Strided& as, const T* b, const Strided& bs,
+            T* y) {
+  switch (op) {
+    case Binary::Add:
+      binary_impl<T>([](T u, T v) { return u + v; }, out, a, as, b, bs, y);
+      break;
+    case Binary::Sub:
+      binary_impl<T>([](T u, T v) { return u - v; }, out, a, as, b, bs, y);
+      break;
+    case Binary::Mul:
+      binary_impl<T>([](T u, T v) { return u * v; }, out, a, as, b, bs, y);
+      break;
+    case Binary::Div:
+      binary_impl<T>([](T u, T v) { return u / v; }, out, a, as, b, bs, y);
+      break;
+  }
+}
+
+template <typename T>
+void copy_strided(const Strided& src_layout, const T* src, const Strided& dst_layout, T* dst) {
+  const int64_t n = numel(src_layout);
+  if (n <= 0) return;
+  if (is_contiguous(src_layout, src_layout) && is_contiguous(src_layout, dst_layout)) {
+    std::memcpy(dst, src, sizeof(T) * n);
+    return;
+  }
+  const int nd = src_layout.ndim;
+  const int64_t ss = src_layout.stride[nd - 1], ds = dst_layout.stride[nd - 1];
+  const int64_t inner = src_layout.shape[nd - 1];
+  const int64_t* const strides[2] = {src_layout.stride, dst_layout.stride};
+  for_each_row<2>(src_layout, strides, [&](int64_t, const int64_t* off) {
+    const T* ps = src + off[0];
+    T* pd = dst + off[1];
+    if (ss == 1 && ds == 1) {
+      std::memcpy(pd, ps, sizeof(T) * inner);
+    } else {
+      for (int64_t i = 0; i < inner; ++i) pd[i * ds] = ps[i * ss];
+    }
+  });
+}
+
+template <typename T>
+void fill(int64_t n, T* y, double value) {
+  const T v = static_cast<T>(value);
+#pragma omp parallel for simd schedule(static) if (n > kParThreshold)
+  for (int64_t i = 0; i < n; ++i) y[i] = v;
+}
+
+void cast_f32_to_f64(int64_t n, const float* x, double* y) {
+#pragma omp parallel for simd schedule(static) if (n > kParThreshold)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i];
+}
+
+void cast_f64_to_f32(int64_t n, const double* x, float* y) {
+#pragma omp parallel for simd schedule(static) if (n > kParThreshold)
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(x[i]);
+}
+
+#define KERN_INSTANTIATE(T)                                        \
+  template void unary<T>(Unary, int64_t, const T*, T*);            \
+  template void silu_backward<T>(int64_t, const T*, const T*, T*); \
+  template void affine<T>(int64_t, const T*, double, double, T*);  \
+  template void binary<T>(Binary, const Strided&, const T*, const Strided&, const T*, const Strided&, T*);
+KERN_INSTANTIATE(float)
+KERN_INSTANTIATE(double)
+#undef KERN_INSTANTIATE
+
+#define KERN_INSTANTIATE_COPY(T)                                               \
+  template void copy_strided<T>(const Strided&, const T*, const Strided&, T*); \
+  template void fill<T>(int64_t, T*, double);
+KERN_INSTANTIATE_COPY(float)
+KERN_INSTANTIATE_COPY(double)
+KERN_INSTANTIATE_COPY(int64_t)
+KERN_INSTANTIATE_COPY(uint8_t)
+#undef KERN_INSTANTIATE_COPY
+
+}  // namespace kern::cpu

@@ -1,0 +1,36 @@
+// Plain shape descriptors shared by the CPU and CUDA kernel interfaces.
+// Kernels see raw contiguous buffers plus these descriptors; they know nothing
+// about Tensor, autograd or devices (that is core/'s job).
+#pragma once
+#include <cstdint>
+
+namespace kern {
+
+// NCHW conv: x (N, C, H, W), w (K, C, R, S), b (K), y (N, K, P, Q).
+struct Conv2dShape {
+  int64_t N, C, H, W;      // input
+  int64_t K, R, S;         // out channels, kernel height, kernel width
+  int64_t stride_h, stride_w, pad_h, pad_w;
+  int64_t P, Q;            // output height, width
+  double flops() const { return 2.0 * N * K * P * Q * C * R * S; }
+};
+
+// Elementwise op codes.
+enum class Unary : int { Neg, Exp, Sin, Cos, Silu, Sqrt, Square, Abs };
+enum class Binary : int { Add, Sub, Mul, Div };
+
+// Broadcast strided iteration: at most this many dims (callers coalesce/merge).
+constexpr int kMaxDims = 8;
+struct Strided {
+  int ndim;
+  int64_t shape[kMaxDims];
+  int64_t stride[kMaxDims];  // in elements; 0 for broadcast dims
+};
+
+// Hyper-parameters of one AdamW step (torch.optim.AdamW semantics).
+struct AdamWParams {
+  double lr, beta1, beta2, eps, weight_decay;
+  int64_t step;  // 1-based step number after increment (for bias correction)
+};
+
+}  // namespace kern

@@ -1,0 +1,207 @@
+// The op-case table and the generic runners (finite differences, device parity helpers).
+#include "tests/op_table.h"
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "core/autograd.h"
+
+namespace engine::test {
+
+namespace {
+using K = InputSpec::Kind;
+InputSpec F(Shape s) { return {std::move(s), K::Normal, true, 0}; }
+InputSpec Fc(Shape s) { return {std::move(s), K::Normal, false, 0}; }  // float, no grad
+InputSpec Pos(Shape s) { return {std::move(s), K::Positive, true, 0}; }
+InputSpec Idx(Shape s, int64_t n) { return {std::move(s), K::Index, false, n}; }
+
+Conv2dOptions conv_opt(int64_t sh, int64_t sw, int64_t ph, int64_t pw) { return {sh, sw, ph, pw}; }
+
+std::vector<OpCase> build_cases() {
+  std::vector<OpCase> c;
+  auto def = [&](std::string op, std::string variant, std::vector<InputSpec> in,
+                 std::function<Tensor(const std::vector<Tensor>&)> fn, bool gradcheck = true) {
+    c.push_back({std::move(op), std::move(variant), std::move(in), std::move(fn), gradcheck});
+  };
+  // ---- conv2d
+  def("Conv2d", "3x3_s1_p1_bias", {F({2, 3, 6, 5}), F({4, 3, 3, 3}), F({4})},
+      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 1, 1)); });
+  def("Conv2d", "3x3_s2_p1_bias", {F({2, 3, 7, 6}), F({4, 3, 3, 3}), F({4})},
+      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(2, 2, 1, 1)); });
+  def("Conv2d", "1x1_bias", {F({2, 5, 4, 3}), F({3, 5, 1, 1}), F({3})},
+      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 0, 0)); });
+  def("Conv2d", "5x3_s21_p20_nobias", {F({1, 2, 9, 7}), F({3, 2, 5, 3})},
+      [](auto& t) { return conv2d(t[0], t[1], Tensor(), conv_opt(2, 1, 2, 0)); });
+  def("Conv2d", "bias_only_grad", {Fc({2, 3, 5, 5}), Fc({4, 3, 3, 3}), F({4})},
+      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 1, 1)); });
+  def("Conv2d", "unet_32to32_28x28", {F({4, 32, 28, 28}), F({32, 32, 3, 3}), F({32})},
+      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 1, 1)); }, false);
+  def("Conv2d", "unet_down_s2_64_14x14", {F({4, 64, 14, 14}), F({64, 64, 3, 3}), F({64})},
+      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(2, 2, 1, 1)); }, false);
+  def("Conv2d", "unet_shortcut_128to64_7x7", {F({4, 128, 7, 7}), F({64, 128, 1, 1}), F({64})},
+      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 0, 0)); }, false);
+  // ---- group_norm
+  def("GroupNorm", "g2_affine", {F({2, 4, 3, 3}), F({4}), F({4})},
+      [](auto& t) { return group_norm(t[0], 2, t[1], t[2], 1e-5); });
+  def("GroupNorm", "g1_affine", {F({2, 3, 4, 2}), F({3}), F({3})},
+      [](auto& t) { return group_norm(t[0], 1, t[1], t[2], 1e-5); });
+  def("GroupNorm", "per_channel_no_affine", {F({3, 4, 5})}, [](auto& t) { return group_norm(t[0], 4, Tensor(), Tensor(), 1e-5); });
+  def("GroupNorm", "unet_32groups_96ch_28x28", {F({4, 96, 28, 28}), F({96}), F({96})},
+      [](auto& t) { return group_norm(t[0], 32, t[1], t[2], 1e-5); }, false);
+  // ---- linear / matmul
+  def("Linear", "bias", {F({5, 4}), F({3, 4}), F({3})}, [](auto& t) { return linear(t[0], t[1], t[2]); });
+  def("Linear", "nobias_3d", {F({2, 3, 4}), F({6, 4})}, [](auto& t) { return linear(t[0], t[1]); });
+  def("Matmul", "2d", {F({3, 4}), F({4, 5})}, [](auto& t) { return matmul(t[0], t[1]); });
+  def("Matmul", "batched", {F({2, 3, 3, 4}), F({2, 3, 4, 2})}, [](auto& t) { return matmul(t[0], t[1]); });
+  def("Matmul", "transposed_views", {F({2, 4, 3}), F({2, 5, 4})},
+      [](auto& t) { return matmul(t[0].transpose(-1, -2), t[1].transpose(-1, -2)); });
+  def("Matmul", "shared_rhs", {F({2, 3, 4}), F({4, 2})}, [](auto& t) { return matmul(t[0], t[1]); });
+  // ---- attention
+  def("Attention", "1head", {F({1, 1, 5, 4}), F({1, 1, 5, 4}), F({1, 1, 5, 4})},
+      [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); });
+  def("Attention", "3heads_lq_ne_lk", {F({2, 3, 4, 3}), F({2, 3, 6, 3}), F({2, 3, 6, 3})},
+      [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); });
+  def("Attention", "custom_scale", {F({1, 2, 3, 2}), F({1, 2, 3, 2}), F({1, 2, 3, 2})},
+      [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], 0.7); });
+  def("Attention", "unet_8heads_196", {F({2, 8, 196, 8}), F({2, 8, 196, 8}), F({2, 8, 196, 8})},
+      [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); }, false);
+  def("Attention", "long_784_d64", {F({1, 2, 784, 64}), F({1, 2, 784, 64}), F({1, 2, 784, 64})},
+      [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); }, false);
+  // ---- elementwise
+  def("Silu", "plain", {F({3, 7})}, [](auto& t) { return silu(t[0]); });
+  def("Exp", "plain", {F({4, 3})}, [](auto& t) { return exp(t[0]); });
+  def("Sin", "plain", {F({4, 3})}, [](auto& t) { return sin(t[0]); });
+  def("Cos", "plain", {F({4, 3})}, [](auto& t) { return cos(t[0]); });
+  def("Sqrt", "positive", {Pos({4, 3})}, [](auto& t) { return sqrt(t[0]); });
+  def("Square", "plain", {F({4, 3})}, [](auto& t) { return square(t[0]); });
+  def("Neg", "plain", {F({5})}, [](auto& t) { return neg(t[0]); });
+  def("Affine", "scalar_ops", {F({2, 3})}, [](auto& t) { return (t[0] * 1.5 + 2.0) / 3.0 - 0.25; });
+  def("Add", "broadcast", {F({2, 3, 4}), F({3, 1})}, [](auto& t) { return add(t[0], t[1]); });
+  def("Sub", "broadcast_lhs", {F({1, 4}), F({3, 4})}, [](auto& t) { return sub(t[0], t[1]); });
+  def("Mul", "broadcast_both", {F({2, 1, 4}), F({3, 1})}, [](auto& t) { return mul(t[0], t[1]); });
+  def("Mul", "same_tensor", {F({3, 3})}, [](auto& t) { return mul(t[0], t[0]); });
+  def("Div", "broadcast", {F({2, 3}), Pos({3})}, [](auto& t) { return div(t[0], t[1]); });
+  // ---- indexing / shape
+  def("Embedding", "repeated_indices", {Idx({6}, 4), F({4, 3})}, [](auto& t) { return embedding(t[0], t[1]); });
+  def("Embedding", "2d_indices", {Idx({2, 3}, 5), F({5, 2})}, [](auto& t) { return embedding(t[0], t[1]); });
+  def("Concat", "dim1", {F({2, 3, 2}), F({2, 1, 2})}, [](auto& t) { return concat({t[0], t[1]}, 1); });
+  def("Concat", "dim0_three", {F({1, 3}), F({2, 3}), F({1, 3})}, [](auto& t) { return concat({t[0], t[1], t[2]}, 0); });
+  def("Concat", "last_dim_of_view", {F({3, 2}), F({2, 3})},
+      [](auto& t) { return concat({t[0], t[1].transpose(0, 1)}, -1); });
+  def("Upsample", "nearest2x", {F({2, 3, 3, 4})}, [](auto& t) { return upsample_nearest2x(t[0]); });
+  // ---- reductions and losses
+  def("Sum", "all", {F({3, 4})}, [](auto& t) { return sum(t[0]); });
+  def("Sum", "dims_keepdim", {F({2, 3, 4})}, [](auto& t) { return sum(t[0], {0, 2}, true); });
+  def("Sum", "middle_dim", {F({2, 3, 4})}, [](auto& t) { return sum(t[0], {1}); });
+  def("Mean", "all", {F({3, 4})}, [](auto& t) { return mean(t[0]); });
+  def("Mean", "dims", {F({2, 3, 4})}, [](auto& t) { return mean(t[0], {-1}); });
+  def("MseLoss", "both_grads", {F({2, 3, 4}), F({2, 3, 4})}, [](auto& t) { return mse_loss(t[0], t[1]); });
+  // ---- views
+  def("Views", "reshape_permute_narrow", {F({2, 3, 4})},
+      [](auto& t) { return t[0].permute({2, 0, 1}).narrow(0, 1, 2).reshape({2, 6}); });
+  def("Views", "expand_transpose", {F({3, 1})}, [](auto& t) { return t[0].expand({2, 3, 4}).transpose(0, 2).contiguous(); });
+  def("Views", "unsqueeze_flatten", {F({2, 3})}, [](auto& t) { return t[0].unsqueeze(1).flatten(); });
+  return c;
+}
+}  // namespace
+
+const std::vector<OpCase>& op_cases() {
+  static const std::vector<OpCase> cases = build_cases();
+  return cases;
+}
+
+std::vector<OpCase> cases_for(const std::string& op) {
+  std::vector<OpCase> out;
+  for (const auto& c : op_cases())
+    if (c.op == op) out.push_back(c);
+  return out;
+}
+
+std::vector<Tensor> make_inputs(const OpCase& c, DType dtype, Device device, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<Tensor> out;
+  for (const InputSpec& s : c.inputs) {
+    const int64_t n = numel_of(s.shape);
+    Tensor t;
+    if (s.kind == K::Index) {
+      std::uniform_int_distribution<int64_t> d(0, s.index_max - 1);
+      std::vector<int64_t> v(n);
+      for (auto& x : v) x = d(rng);
+      t = Tensor::from_vector(v, s.shape, device);
+    } else {
+      std::vector<double> v(n);
+      std::normal_distribution<double> nd(0.0, 1.0);
+      std::uniform_real_distribution<double> ud(0.5, 2.0);
+      for (auto& x : v) x = s.kind == K::Positive ? ud(rng) : nd(rng);
+      t = Tensor::from_vector(v, s.shape).to(dtype).to(device);
+      if (s.requires_grad) t.set_requires_grad(true);
+    }
+    out.push_back(t);
+  }
+  return out;
+}
+
+double rel_err(const Tensor& a, const Tensor& b) {
+  auto va = a.detach().to(DType::F64).to_vector<double>();
+  auto vb = b.detach().to(DType::F64).to_vector<double>();
+  if (va.size() != vb.size()) return std::numeric_limits<double>::infinity();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < va.size(); ++i) {
+    if (!std::isfinite(va[i]) || !std::isfinite(vb[i])) return std::numeric_limits<double>::quiet_NaN();
+    num += (va[i] - vb[i]) * (va[i] - vb[i]);
+    den += vb[i] * vb[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
+GradCheckResult gradcheck_fn(const OpCase& c, const std::function<Tensor(const std::vector<Tensor>&)>& fn,
+                             double eps, uint64_t seed) {
+  std::vector<Tensor> in = make_inputs(c, DType::F64, Device::cpu(), seed);
+  Tensor out = fn(in);
+  // Random projection so that every output element contributes with a distinct weight.
+  std::mt19937_64 rng(seed + 1000);
+  std::normal_distribution<double> nd(0.0, 1.0);
+  std::vector<double> r(out.numel());
+  for (auto& x : r) x = nd(rng);
+  Tensor R = Tensor::from_vector(r, out.shape());
+  auto loss_of = [&](const std::vector<Tensor>& xs) {
+    NoGradGuard ng;
+    return sum(mul(fn(xs), R)).item();
+  };
+  Tensor L = sum(mul(out, R));
+  L.backward();
+
+  GradCheckResult res;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (!in[i].requires_grad()) continue;
+    Tensor g = in[i].grad();
+    std::vector<double> analytic = g.defined() ? g.to_vector<double>() : std::vector<double>(in[i].numel(), 0.0);
+    double* p = in[i].data<double>();
+    std::vector<double> numeric(in[i].numel());
+    for (int64_t j = 0; j < in[i].numel(); ++j) {
+      const double orig = p[j];
+      p[j] = orig + eps;
+      const double lp = loss_of(in);
+      p[j] = orig - eps;
+      const double lm = loss_of(in);
+      p[j] = orig;
+      numeric[j] = (lp - lm) / (2 * eps);
+    }
+    double scale = 1.0;
+    for (double v : numeric) scale = std::max(scale, std::abs(v));
+    for (int64_t j = 0; j < in[i].numel(); ++j) {
+      const double e = std::abs(numeric[j] - analytic[j]) / scale;
+      if (!(e <= res.max_err)) {  // also catches NaN
+        res.max_err = std::isnan(e) ? std::numeric_limits<double>::infinity() : e;
+        res.worst = c.op + "/" + c.variant + " input " + std::to_string(i) + " element " + std::to_string(j) +
+                    ": numeric " + std::to_string(numeric[j]) + " analytic " + std::to_string(analytic[j]);
+      }
+    }
+  }
+  return res;
+}
+
+GradCheckResult gradcheck(const OpCase& c, double eps, uint64_t seed) { return gradcheck_fn(c, c.fn, eps, seed); }
+
+}  // namespace engine::test

@@ -1,0 +1,48 @@
+// One table of op cases (the idea of ggml's test-backend-ops): every differentiable op with
+// its variants, described once and run (a) through finite differences in float64 on the CPU
+// (GradCheck.*) and (b) on every other device against the CPU backend (CudaParity.*).
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/ops.h"
+
+namespace engine::test {
+
+struct InputSpec {
+  enum class Kind { Normal, Positive, Index, Mask };
+  Shape shape;
+  Kind kind = Kind::Normal;
+  bool requires_grad = true;  // ignored for Index/Mask inputs
+  int64_t index_max = 0;      // Index: values in [0, index_max)
+};
+
+struct OpCase {
+  std::string op;       // test name suffix, e.g. "Conv2d"
+  std::string variant;  // e.g. "3x3_s2_p1_bias"
+  std::vector<InputSpec> inputs;
+  std::function<Tensor(const std::vector<Tensor>&)> fn;
+  bool gradcheck = true;  // false for cases too large for finite differences (model shapes)
+};
+
+const std::vector<OpCase>& op_cases();
+std::vector<OpCase> cases_for(const std::string& op);
+
+// Deterministic inputs for a case in the given dtype/device.
+std::vector<Tensor> make_inputs(const OpCase& c, DType dtype, Device device, uint64_t seed);
+
+struct GradCheckResult {
+  double max_err = 0;  // max |numeric - analytic| / max(1, max |numeric|), over all inputs
+  std::string worst;   // where it happened
+};
+// Central finite differences (float64) of L = sum(fn(inputs) * R), R a fixed random tensor.
+GradCheckResult gradcheck(const OpCase& c, double eps = 1e-6, uint64_t seed = 1);
+// Same, with a caller-supplied function in place of c.fn (used to prove a wrong backward is caught).
+GradCheckResult gradcheck_fn(const OpCase& c, const std::function<Tensor(const std::vector<Tensor>&)>& fn,
+                             double eps = 1e-6, uint64_t seed = 1);
+
+// ‖a − b‖₂ / max(‖b‖₂, tiny); NaN if either contains a non-finite value.
+double rel_err(const Tensor& a, const Tensor& b);
+
+}  // namespace engine::test
