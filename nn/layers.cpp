@@ -1,0 +1,169 @@
+// Layer implementations (see layers.h). Shapes follow PyTorch/diffusers conventions.
+#include "nn/layers.h"
+
+#include <cmath>
+
+#include "core/autograd.h"
+
+namespace engine::nn {
+
+// ---------------------------------------------------------------- Conv2d / Linear / norms
+Conv2d::Conv2d(Init& init, int64_t in, int64_t out, int64_t kernel, int64_t stride_, int64_t padding_,
+               bool bias_)
+    : stride(stride_), padding(padding_) {
+  ENGINE_CHECK(in > 0 && out > 0 && kernel > 0 && stride_ > 0 && padding_ >= 0, "Conv2d",
+               "invalid arguments in=", in, " out=", out, " kernel=", kernel, " stride=", stride_,
+               " padding=", padding_);
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in * kernel * kernel));
+  weight = register_parameter("weight", init.uniform({out, in, kernel, kernel}, bound));
+  if (bias_) bias = register_parameter("bias", init.uniform({out}, bound));
+}
+
+Tensor Conv2d::forward(const Tensor& x) const {
+  return conv2d(x, weight, bias, Conv2dOptions::same(stride, padding));
+}
+
+Linear::Linear(Init& init, int64_t in, int64_t out, bool bias_) {
+  ENGINE_CHECK(in > 0 && out > 0, "Linear", "invalid sizes in=", in, " out=", out);
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  weight = register_parameter("weight", init.uniform({out, in}, bound));
+  if (bias_) bias = register_parameter("bias", init.uniform({out}, bound));
+}
+
+Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
+
+GroupNorm::GroupNorm(Init& init, int64_t groups_, int64_t channels, double eps_, bool affine)
+    : groups(groups_), eps(eps_) {
+  ENGINE_CHECK(groups_ > 0 && channels > 0 && channels % groups_ == 0, "GroupNorm", "channels ", channels,
+               " not divisible by groups ", groups_);
+  if (affine) {
+    weight = register_parameter("weight", init.constant({channels}, 1.0));
+    bias = register_parameter("bias", init.constant({channels}, 0.0));
+  }
+}
+
+Tensor GroupNorm::forward(const Tensor& x) const { return group_norm(x, groups, weight, bias, eps); }
+
+Embedding::Embedding(Init& init, int64_t num, int64_t dim) {
+  ENGINE_CHECK(num > 0 && dim > 0, "Embedding", "invalid sizes num=", num, " dim=", dim);
+  weight = register_parameter("weight", init.normal({num, dim}));
+}
+
+Tensor Embedding::forward(const Tensor& idx) const { return embedding(idx, weight); }
+
+// ---------------------------------------------------------------- Attention
+Attention::Attention(Init& init, int64_t channels_, int64_t heads_, int64_t dim_head_, int64_t norm_groups,
+                     double eps, double rescale)
+    : channels(channels_), heads(heads_), dim_head(dim_head_), rescale_output_factor(rescale) {
+  ENGINE_CHECK(heads_ > 0 && dim_head_ > 0, "Attention", "invalid heads=", heads_, " dim_head=", dim_head_,
+               " for ", channels_, " channels");
+  const int64_t inner = heads * dim_head;
+  group_norm = register_module("group_norm", std::make_shared<GroupNorm>(init, norm_groups, channels, eps));
+  to_q = register_module("to_q", std::make_shared<Linear>(init, channels, inner));
+  to_k = register_module("to_k", std::make_shared<Linear>(init, channels, inner));
+  to_v = register_module("to_v", std::make_shared<Linear>(init, channels, inner));
+  to_out = register_module("to_out", std::make_shared<ModuleList<Linear>>());
+  to_out->push_back(std::make_shared<Linear>(init, inner, channels));
+}
+
+Tensor Attention::forward(const Tensor& x) const {
+  ENGINE_CHECK(x.dim() == 4 && x.size(1) == channels, "Attention", "expected (B, ", channels, ", H, W), got ",
+               shape_str(x.shape()));
+  const int64_t B = x.size(0), H = x.size(2), W = x.size(3), L = H * W;
+  Tensor h = group_norm->forward(x.reshape({B, channels, L}));  // (B, C, L)
+  h = h.transpose(1, 2);                                        // (B, L, C)
+  auto split = [&](const Tensor& t) {                           // (B, L, heads*D) -> (B, heads, L, D)
+    return t.reshape({B, L, heads, dim_head}).permute({0, 2, 1, 3});
+  };
+  Tensor q = split(to_q->forward(h)), k = split(to_k->forward(h)), v = split(to_v->forward(h));
+  Tensor o = scaled_dot_product_attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(dim_head)));
+  o = o.permute({0, 2, 1, 3}).reshape({B, L, heads * dim_head});  // (B, L, inner)
+  o = (*to_out)[0].forward(o);                                    // (B, L, C)
+  o = o.transpose(1, 2).reshape({B, channels, H, W}) + x;         // (B, C, H, W)
+  return rescale_output_factor == 1.0 ? o
+                                      : div(o, Tensor::scalar(rescale_output_factor, o.dtype(), o.device()));
+}
+
+// ---------------------------------------------------------------- ResnetBlock2D
+ResnetBlock2D::ResnetBlock2D(Init& init, int64_t in, int64_t out, int64_t temb_channels, int64_t groups,
+                             double eps, double osf)
+    : in_channels(in), out_channels(out), output_scale_factor(osf) {
+  norm1 = register_module("norm1", std::make_shared<GroupNorm>(init, groups, in, eps));
+  conv1 = register_module("conv1", std::make_shared<Conv2d>(init, in, out, 3, 1, 1));
+  time_emb_proj = register_module("time_emb_proj", std::make_shared<Linear>(init, temb_channels, out));
+  norm2 = register_module("norm2", std::make_shared<GroupNorm>(init, groups, out, eps));
+  conv2 = register_module("conv2", std::make_shared<Conv2d>(init, out, out, 3, 1, 1));
+  if (in != out)
+    conv_shortcut = register_module("conv_shortcut", std::make_shared<Conv2d>(init, in, out, 1, 1, 0));
+}
+
+Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor& temb) const {
+  const int64_t B = x.size(0);
+  Tensor h = conv1->forward(engine::silu(norm1->forward(x)));                              // (B, out, H, W)
+  Tensor t = time_emb_proj->forward(engine::silu(temb)).reshape({B, out_channels, 1, 1});  // (B, out, 1, 1)
+  h = engine::silu(norm2->forward(h + t));
+  h = conv2->forward(h);
+  Tensor sc = conv_shortcut ? conv_shortcut->forward(x) : x;
+  Tensor o = sc + h;
+  return output_scale_factor == 1.0 ? o : div(o, Tensor::scalar(output_scale_factor, o.dtype(), o.device()));
+}
+
+// ---------------------------------------------------------------- Down/Upsample2D
+Downsample2D::Downsample2D(Init& init, int64_t channels, int64_t padding_) : padding(padding_) {
+  conv = register_module("conv", std::make_shared<Conv2d>(init, channels, channels, 3, 2, padding_));
+}
+
+Tensor Downsample2D::forward(const Tensor& x) const {
+  if (padding != 0) return conv->forward(x);
+  // diffusers: F.pad(x, (0, 1, 0, 1)) before a padding-0 conv.
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  Tensor right = Tensor::zeros({B, C, H, 1}, x.dtype(), x.device());
+  Tensor xp = concat({x, right}, 3);  // (B, C, H, W+1)
+  Tensor bottom = Tensor::zeros({B, C, 1, W + 1}, x.dtype(), x.device());
+  return conv->forward(concat({xp, bottom}, 2));  // conv on (B, C, H+1, W+1)
+}
+
+Upsample2D::Upsample2D(Init& init, int64_t channels) {
+  conv = register_module("conv", std::make_shared<Conv2d>(init, channels, channels, 3, 1, 1));
+}
+
+Tensor Upsample2D::forward(const Tensor& x) const { return conv->forward(upsample_nearest2x(x)); }
+
+// ---------------------------------------------------------------- time embedding
+Tensor Timesteps::forward(const Tensor& t, int64_t batch, DType dtype, Device device) const {
+  ENGINE_CHECK(t.defined() && (t.dim() == 0 || (t.dim() == 1 && (t.size(0) == batch || t.size(0) == 1))),
+               "Timesteps", "expected timesteps of shape (", batch, ",), (1,) or (), got ",
+               t.defined() ? shape_str(t.shape()) : std::string("undefined"));
+  std::vector<double> tv = t.detach().to(Device::cpu()).to(DType::F64).to_vector<double>();
+  const int64_t half = dim / 2;
+  ENGINE_CHECK(static_cast<double>(half) != freq_shift, "Timesteps", "half dim ", half, " equals freq_shift");
+  // float32 arithmetic in torch's order: exponent = (-ln(1e4) * arange) / (half - shift); f = exp(exponent)
+  std::vector<float> freq(half);
+  const float neg_log = static_cast<float>(-std::log(10000.0));
+  const float denom = static_cast<float>(static_cast<double>(half) - freq_shift);
+  for (int64_t i = 0; i < half; ++i) freq[i] = std::exp(neg_log * static_cast<float>(i) / denom);
+  std::vector<float> emb(static_cast<size_t>(batch * dim), 0.0f);  // odd dim: last column stays 0
+  for (int64_t b = 0; b < batch; ++b) {
+    const float tb = static_cast<float>(tv[tv.size() == 1 ? 0 : b]);
+    float* row = emb.data() + b * dim;
+    for (int64_t i = 0; i < half; ++i) {
+      const float arg = tb * freq[i];
+      const float s = std::sin(arg), c = std::cos(arg);
+      row[i] = flip_sin_to_cos ? c : s;
+      row[half + i] = flip_sin_to_cos ? s : c;
+    }
+  }
+  Tensor e = Tensor::from_vector(emb, {batch, dim});  // (B, dim) float32
+  return e.to(dtype).to(device);
+}
+
+TimestepEmbedding::TimestepEmbedding(Init& init, int64_t in, int64_t dim) {
+  linear_1 = register_module("linear_1", std::make_shared<Linear>(init, in, dim));
+  linear_2 = register_module("linear_2", std::make_shared<Linear>(init, dim, dim));
+}
+
+Tensor TimestepEmbedding::forward(const Tensor& x) const {
+  return linear_2->forward(engine::silu(linear_1->forward(x)));
+}
+
+}  // namespace engine::nn

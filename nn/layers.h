@@ -1,0 +1,112 @@
+// Layers of the diffusers UNet2DModel family, named after diffusers' state-dict keys: Conv2d, Linear,
+// GroupNorm, Embedding, Attention (diffusers `Attention` on NCHW maps), ResnetBlock2D, Downsample2D,
+// Upsample2D, Timesteps (sinusoidal projection) and TimestepEmbedding. Initialisation follows
+// PyTorch's defaults (kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)) for weights and biases).
+#pragma once
+#include <memory>
+
+#include "nn/module.h"
+
+namespace engine::nn {
+
+// SiLU is engine::silu (core/ops.h): no parameters, no module needed.
+class Conv2d : public Module {
+ public:
+  Conv2d(Init& init, int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0,
+         bool bias = true);
+  Tensor forward(const Tensor& x) const;  // (B, in, H, W) -> (B, out, P, Q)
+  Tensor weight, bias;                    // (out, in, k, k), (out)
+  int64_t stride, padding;
+};
+
+class Linear : public Module {
+ public:
+  Linear(Init& init, int64_t in, int64_t out, bool bias = true);
+  Tensor forward(const Tensor& x) const;  // (..., in) -> (..., out)
+  Tensor weight, bias;                    // (out, in), (out)
+};
+
+class GroupNorm : public Module {
+ public:
+  GroupNorm(Init& init, int64_t groups, int64_t channels, double eps, bool affine = true);
+  Tensor forward(const Tensor& x) const;  // (B, C, *)
+  Tensor weight, bias;                    // (C) each; undefined without affine
+  int64_t groups;
+  double eps;
+};
+
+class Embedding : public Module {
+ public:
+  Embedding(Init& init, int64_t num, int64_t dim);
+  Tensor forward(const Tensor& idx) const;  // int64 (*) -> (*, dim)
+  Tensor weight;                            // (num, dim), N(0, 1)
+};
+
+// diffusers `Attention` as UNet2DModel's attention blocks build it (_from_deprecated_attn_block):
+// GroupNorm -> q/k/v projections -> per-head softmax(q k^T / sqrt(dim_head)) v -> to_out.0 ->
+// + residual -> / rescale_output_factor. heads * dim_head may differ from the channel count.
+class Attention : public Module {
+ public:
+  Attention(Init& init, int64_t channels, int64_t heads, int64_t dim_head, int64_t norm_groups, double eps,
+            double rescale_output_factor = 1.0);
+  Tensor forward(const Tensor& x) const;  // (B, C, H, W) -> (B, C, H, W)
+  int64_t channels, heads, dim_head;
+  double rescale_output_factor;
+  std::shared_ptr<GroupNorm> group_norm;
+  std::shared_ptr<Linear> to_q, to_k, to_v;
+  std::shared_ptr<ModuleList<Linear>> to_out;  // [Linear(inner, C)] (+ Dropout(0) in diffusers: no params)
+};
+
+// diffusers ResnetBlock2D with time_embedding_norm="default" (temb added after conv1).
+class ResnetBlock2D : public Module {
+ public:
+  ResnetBlock2D(Init& init, int64_t in, int64_t out, int64_t temb_channels, int64_t groups, double eps,
+                double output_scale_factor = 1.0);
+  Tensor forward(const Tensor& x, const Tensor& temb) const;  // (B, in, H, W), (B, T) -> (B, out, H, W)
+  int64_t in_channels, out_channels;
+  double output_scale_factor;
+  std::shared_ptr<GroupNorm> norm1;
+  std::shared_ptr<Conv2d> conv1;
+  std::shared_ptr<Linear> time_emb_proj;
+  std::shared_ptr<GroupNorm> norm2;
+  std::shared_ptr<Conv2d> conv2;
+  std::shared_ptr<Conv2d> conv_shortcut;  // 1x1 with bias, only when in != out
+};
+
+// 3x3 stride-2 conv. padding 0 reproduces diffusers' asymmetric (0, 1, 0, 1) zero pad.
+class Downsample2D : public Module {
+ public:
+  Downsample2D(Init& init, int64_t channels, int64_t padding);
+  Tensor forward(const Tensor& x) const;  // (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)) for padding 1
+  int64_t padding;
+  std::shared_ptr<Conv2d> conv;
+};
+
+class Upsample2D : public Module {
+ public:
+  Upsample2D(Init& init, int64_t channels);
+  Tensor forward(const Tensor& x) const;  // (B, C, H, W) -> (B, C, 2H, 2W)
+  std::shared_ptr<Conv2d> conv;
+};
+
+// diffusers get_timestep_embedding (scale 1, max_period 10000), computed in float32 exactly like
+// torch does, then cast to `dtype` on `device`. No parameters.
+class Timesteps {
+ public:
+  Timesteps(int64_t dim, bool flip_sin_to_cos, double freq_shift)
+      : dim(dim), flip_sin_to_cos(flip_sin_to_cos), freq_shift(freq_shift) {}
+  // t (B,) (or 0-d / (1,), broadcast to `batch`) -> (B, dim)
+  Tensor forward(const Tensor& t, int64_t batch, DType dtype, Device device) const;
+  int64_t dim;
+  bool flip_sin_to_cos;
+  double freq_shift;
+};
+
+class TimestepEmbedding : public Module {
+ public:
+  TimestepEmbedding(Init& init, int64_t in, int64_t dim);
+  Tensor forward(const Tensor& x) const;  // (B, in) -> (B, dim): linear_2(silu(linear_1(x)))
+  std::shared_ptr<Linear> linear_1, linear_2;
+};
+
+}  // namespace engine::nn

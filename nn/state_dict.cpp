@@ -1,0 +1,196 @@
+// State-dict conversion and the strict, all-errors-at-once loader.
+#include "nn/state_dict.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "core/autograd.h"
+
+namespace engine::nn {
+
+namespace {
+bool to_st_dtype(DType d, st::StDtype* out) {
+  switch (d) {
+    case DType::F32:
+      *out = st::StDtype::F32;
+      return true;
+    case DType::F64:
+      *out = st::StDtype::F64;
+      return true;
+    case DType::I64:
+      *out = st::StDtype::I64;
+      return true;
+    case DType::U8:
+      *out = st::StDtype::U8;
+      return true;
+  }
+  return false;
+}
+bool from_st_dtype(st::StDtype d, DType* out) {
+  switch (d) {
+    case st::StDtype::F32:
+      *out = DType::F32;
+      return true;
+    case st::StDtype::F64:
+      *out = DType::F64;
+      return true;
+    case st::StDtype::I64:
+      *out = DType::I64;
+      return true;
+    case st::StDtype::U8:
+      *out = DType::U8;
+      return true;
+    default:
+      return false;
+  }
+}
+bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+}  // namespace
+
+st::StTensor st_from_tensor(const std::string& name, const Tensor& t) {
+  ENGINE_CHECK(t.defined(), "st_from_tensor", "tensor '", name, "' is undefined");
+  st::StTensor s;
+  s.name = name;
+  to_st_dtype(t.dtype(), &s.dtype);
+  s.shape = t.shape();
+  Tensor c = t.detach().to(Device::cpu()).contiguous();
+  const size_t bytes = static_cast<size_t>(c.numel()) * dtype_size(c.dtype());
+  s.data.resize(bytes);
+  if (bytes) std::memcpy(s.data.data(), c.raw_data(), bytes);
+  return s;
+}
+
+st::StFile state_dict_to_st(const std::vector<std::pair<std::string, Tensor>>& named,
+                            const std::string& prefix) {
+  st::StFile f;
+  for (const auto& [n, t] : named) f.tensors.push_back(st_from_tensor(prefix + n, t));
+  return f;
+}
+
+Tensor tensor_from_st(const st::StTensor& t, Device device) {
+  DType dt;
+  ENGINE_CHECK(from_st_dtype(t.dtype, &dt), "tensor_from_st", "tensor '", t.name, "' has unsupported dtype ",
+               st::dtype_name(t.dtype), " (supported: F32, F64, I64, U8)");
+  ENGINE_CHECK(static_cast<int64_t>(t.data.size()) == t.numel() * static_cast<int64_t>(dtype_size(dt)),
+               "tensor_from_st", "tensor '", t.name, "' has ", t.data.size(), " bytes for shape ",
+               shape_str(t.shape));
+  return Tensor::from_bytes(t.data.data(), t.shape, dt, device);
+}
+
+std::string convert_legacy_attention_key(const std::string& key) {
+  static const std::pair<const char*, const char*> kMap[] = {
+      {".query.", ".to_q."}, {".key.", ".to_k."}, {".value.", ".to_v."}, {".proj_attn.", ".to_out.0."}};
+  if (key.find("attentions.") == std::string::npos) return key;
+  for (const auto& [from, to] : kMap) {
+    const size_t pos = key.rfind(from);
+    if (pos != std::string::npos && key.find('.', pos + std::strlen(from)) == std::string::npos)
+      return key.substr(0, pos) + to + key.substr(pos + std::strlen(from));
+  }
+  return key;
+}
+
+LoadReport load_state_dict(std::vector<std::pair<std::string, Tensor>>& named, const st::StFile& f,
+                           const LoadOptions& opt) {
+  LoadReport rep;
+  std::map<std::string, size_t> model_index;
+  for (size_t i = 0; i < named.size(); ++i) model_index[named[i].first] = i;
+
+  // File keys (after prefix selection) -> tensor, in file order.
+  std::vector<std::pair<std::string, const st::StTensor*>> entries;
+  for (const st::StTensor& t : f.tensors)
+    if (starts_with(t.name, opt.prefix)) entries.emplace_back(t.name.substr(opt.prefix.size()), &t);
+
+  // Bare UNet2DModel state dict into a wrapper: no file key has "model." but the model's do.
+  bool model_has_wrapper = false, file_has_wrapper = false;
+  for (auto& [n, _] : named) model_has_wrapper |= starts_with(n, "model.");
+  for (auto& [n, _] : entries) file_has_wrapper |= starts_with(n, "model.");
+  if (opt.accept_bare_unet && model_has_wrapper && !file_has_wrapper && !entries.empty()) {
+    rep.bare_unet = true;
+    for (auto& [n, _] : entries)
+      if (!model_index.count(n)) n = "model." + n;
+  }
+  if (opt.accept_legacy_attention) {
+    for (auto& [n, _] : entries) {
+      if (model_index.count(n)) continue;
+      std::string c = convert_legacy_attention_key(n);
+      if (c != n && model_index.count(c)) {
+        n = c;
+        ++rep.renamed_legacy;
+      }
+    }
+  }
+
+  std::vector<std::string> missing, unexpected, shape_bad, dtype_bad, duplicate;
+  std::map<std::string, const st::StTensor*> found;
+  for (auto& [n, t] : entries) {
+    auto it = model_index.find(n);
+    if (it == model_index.end()) {
+      unexpected.push_back(opt.prefix + n);
+      continue;
+    }
+    if (found.count(n)) {
+      duplicate.push_back(n);
+      continue;
+    }
+    found[n] = t;
+    const Tensor& p = named[it->second].second;
+    if (t->shape != p.shape()) {
+      shape_bad.push_back(n + ": file " + shape_str(t->shape) + " vs model " + shape_str(p.shape()));
+      continue;
+    }
+    DType fd;
+    const bool known = from_st_dtype(t->dtype, &fd);
+    const bool same = known && fd == p.dtype();
+    const bool convertible = known && is_floating(fd) && is_floating(p.dtype()) && opt.allow_dtype_conversion;
+    if (!same && !convertible)
+      dtype_bad.push_back(n + ": file " + st::dtype_name(t->dtype) + " vs model " + dtype_name(p.dtype()) +
+                          (known && is_floating(fd) && is_floating(p.dtype())
+                               ? " (set allow_dtype_conversion to convert)"
+                               : ""));
+  }
+  for (auto& [n, p] : named) {
+    if (found.count(n)) continue;
+    if (rep.bare_unet && n == "class_emb.weight" && opt.allow_missing_class_emb) {
+      rep.kept.push_back(n);
+      continue;
+    }
+    missing.push_back(n);
+  }
+
+  if (!missing.empty() || !unexpected.empty() || !shape_bad.empty() || !dtype_bad.empty() ||
+      !duplicate.empty()) {
+    std::ostringstream os;
+    os << "load_state_dict: the file does not match the model (" << missing.size() << " missing, "
+       << unexpected.size() << " unexpected, " << shape_bad.size() << " shape mismatches, "
+       << dtype_bad.size() << " dtype mismatches" << (duplicate.empty() ? "" : ", duplicates") << ")";
+    if (!opt.prefix.empty()) os << " [prefix '" << opt.prefix << "']";
+    if (rep.bare_unet) os << " [bare UNet2DModel keys, 'model.' prepended]";
+    auto list = [&](const char* what, const std::vector<std::string>& v) {
+      for (const auto& s : v) os << "\n  " << what << ": " << s;
+    };
+    list("missing key", missing);
+    list("unexpected key", unexpected);
+    list("shape mismatch", shape_bad);
+    list("dtype mismatch", dtype_bad);
+    list("duplicate key (after renaming)", duplicate);
+    if (rep.bare_unet && std::find(missing.begin(), missing.end(), "class_emb.weight") != missing.end())
+      os << "\n  (class_emb.weight is not part of a bare UNet2DModel state dict: set allow_missing_class_emb "
+            "to keep the model's)";
+    throw Error(os.str());
+  }
+
+  NoGradGuard ng;
+  for (auto& [n, t] : found) {
+    Tensor& p = named[model_index[n]].second;
+    Tensor src = tensor_from_st(*t, Device::cpu());
+    if (src.dtype() != p.dtype()) rep.converted.push_back(n);
+    p.copy_(src);
+    ++rep.loaded;
+  }
+  return rep;
+}
+
+}  // namespace engine::nn
