@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""PyTorch baseline for the C++ ``fm_bench``: same model, same work, same metrics.
+
+Model: the blog's class-conditional wrapper around diffusers ``UNet2DModel`` with
+the seed config (block_out_channels (32, 64, 64), 28x28, 1 image channel +
+1 class-embedding channel, 10 classes) -- 1,707,307 parameters.
+
+Measured per mode (``--mode eager|compile|both``):
+
+  train      one flow-matching training step at ``--batch`` (default 128):
+             x ~ U[-1, 1] (stand-in for MNIST scaled to [-1, 1]), noise ~ N(0, 1),
+             sigma ~ U[0.006, 0.994], x_t = (1 - sigma) x + sigma noise,
+             timesteps = sigma * 1000 (1-D float tensor), labels ~ U{0..9},
+             10% class drop; loss = MSE(pred, noise - x); backward;
+             AdamW(lr=1e-3) step.  -> train_ms_per_step (median over --iters
+             after --warmup), train_img_per_s
+  peak mem   torch.cuda.max_memory_allocated during training on CUDA; on CPU the
+             process's peak resident set (resource.getrusage ru_maxrss), which
+             includes the Python/torch runtime itself  -> peak_mem_bytes
+  sample80   8 images per class x 10 classes = 80 images, 15 Euler steps of
+             t = 0.994 -> 0 (linspace, 16 points), classifier-free guidance with
+             scale 3: cond + uncond in one batch of 160,
+             v = v_u + 3 (v_c - v_u), x <- x + (t_next - t) v  -> sample80_img_per_s
+  sample_large  the same with ``--sample-batch`` images (default 1024, i.e.
+             forward batches of 2048)  -> sample_large_img_per_s
+
+Output: a table on stdout, and with ``--json FILE`` a JSON object
+``{"meta": {...}, "eager": {metrics}, "compile": {metrics}}``, metrics keys
+train_ms_per_step, train_img_per_s, peak_mem_bytes, sample80_img_per_s,
+sample_large_img_per_s. A mode that fails records {"error": "compile failed: ..."}.
+
+Where diffusers is not installed (e.g. the device machine, no network):
+  1. here, with network:  pip download diffusers --no-deps -d .whl
+     (add its dependencies too if the target lacks them: pip download diffusers -d .whl)
+  2. carry .whl/ (git-ignored) to the target and either install it:
+         pip install --no-index --no-deps .whl/diffusers*.whl
+     (or ``pip install --no-index --find-links .whl diffusers`` for the full set),
+     or do nothing: this script puts ``.whl/diffusers*.whl`` on sys.path itself
+     (diffusers is pure Python, so the wheel imports as a zip) when the import fails.
+
+Examples:
+  python bench/torch_baseline.py --device cpu --threads 2 --quick
+  python bench/torch_baseline.py --device cuda --mode both --json out/torch_baseline.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SEED_UNET = dict(
+    sample_size=28, in_channels=2, out_channels=1, layers_per_block=2,
+    block_out_channels=(32, 64, 64),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+)
+NUM_CLASSES = 10
+TIME_SCALE = 1000.0
+
+
+def import_diffusers():
+    """Import diffusers, falling back to a carried wheel in .whl/ (see module docstring)."""
+    try:
+        import diffusers  # noqa: F401
+        return diffusers
+    except ImportError as first:
+        wheels = sorted(glob.glob(str(ROOT / ".whl" / "diffusers*.whl"))) + \
+            sorted(glob.glob(os.path.join(os.getcwd(), ".whl", "diffusers*.whl")))
+        for w in wheels:
+            sys.path.insert(0, w)
+            try:
+                import diffusers  # noqa: F401
+                print(f"[torch_baseline] using diffusers from wheel {w}")
+                return diffusers
+            except ImportError as e:
+                first = e
+                sys.path.remove(w)
+        sys.exit("torch_baseline.py: diffusers is not importable "
+                 f"({type(first).__name__}: {first}).\n"
+                 "Install it (pip install diffusers), or carry a wheel: on a networked machine run\n"
+                 "  pip download diffusers --no-deps -d .whl      (add deps if the target lacks them)\n"
+                 "then on the target: pip install --no-index --no-deps .whl/diffusers*.whl")
+
+
+class ConditionalUnet(nn.Module):
+    """The blog's wrapper (identical to tests/reference/make_fixtures.py)."""
+
+    def __init__(self, unet_cls, unet_config, num_classes=10, class_emb_size=1):
+        super().__init__()
+        self.class_emb = nn.Embedding(num_classes, class_emb_size)
+        self.model = unet_cls(**unet_config)
+
+    def forward(self, x, t, labels, drop):
+        emb = self.class_emb(labels) * (~drop).to(x.dtype)[:, None]
+        emb = emb[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+        return self.model(torch.cat([x, emb], 1), t).sample
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def timed(fn, dev, warmup, iters):
+    for _ in range(warmup):
+        fn()
+    sync(dev)
+    ts = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync(dev)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def make_train_step(model, fwd, opt, batch, dev):
+    def step():
+        x = torch.rand(batch, 1, 28, 28, device=dev) * 2 - 1
+        noise = torch.randn_like(x)
+        sigma = 0.006 + 0.988 * torch.rand(batch, device=dev)
+        labels = torch.randint(0, NUM_CLASSES, (batch,), device=dev)
+        drop = torch.rand(batch, device=dev) < 0.1
+        s = sigma[:, None, None, None]
+        xt = (1 - s) * x + s * noise
+        pred = fwd(xt, sigma * TIME_SCALE, labels, drop)
+        loss = F.mse_loss(pred, noise - x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+@torch.no_grad()
+def sample(fwd, n_images, dev, steps=15, cfg_scale=3.0, t0=0.994):
+    labels = torch.arange(NUM_CLASSES, device=dev).repeat_interleave(-(-n_images // NUM_CLASSES))[:n_images]
+    x = torch.randn(n_images, 1, 28, 28, device=dev)
+    lab2 = torch.cat([labels, labels])
+    drop2 = torch.cat([torch.zeros(n_images, dtype=torch.bool, device=dev),
+                       torch.ones(n_images, dtype=torch.bool, device=dev)])
+    ts = torch.linspace(t0, 0.0, steps + 1).tolist()
+    for t, tn in zip(ts[:-1], ts[1:]):
+        tt = torch.full((2 * n_images,), t * TIME_SCALE, device=dev)
+        v = fwd(torch.cat([x, x]), tt, lab2, drop2)
+        vc, vu = v[:n_images], v[n_images:]
+        x = x + (tn - t) * (vu + cfg_scale * (vc - vu))
+    return x
+
+
+def run_mode(mode, args, dev, unet_cls):
+    torch.manual_seed(0)
+    model = ConditionalUnet(unet_cls, SEED_UNET, NUM_CLASSES, 1).to(dev)
+    if args.attn == "classic":
+        from diffusers.models.attention_processor import Attention, AttnProcessor
+        for m in model.modules():
+            if isinstance(m, Attention):
+                m.set_processor(AttnProcessor())
+    fwd = model
+    res = {}
+    t_compile = time.perf_counter()
+    if mode == "compile":
+        fwd = torch.compile(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    step = make_train_step(model, fwd, opt, args.batch, dev)
+    model.train()
+    if mode == "compile":  # first call compiles; time it separately
+        step()
+        sync(dev)
+        res["compile_s"] = time.perf_counter() - t_compile
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    sec = timed(step, dev, args.warmup, args.iters)
+    res["train_ms_per_step"] = sec * 1e3
+    res["train_img_per_s"] = args.batch / sec
+    if dev.type == "cuda":
+        res["peak_mem_bytes"] = int(torch.cuda.max_memory_allocated(dev))
+    else:
+        res["peak_mem_bytes"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    del opt
+    model.eval()
+    sw = max(args.warmup, 1 if mode == "compile" else 0)
+    sec = timed(lambda: sample(fwd, 80, dev), dev, sw, args.sample_iters)
+    res["sample80_img_per_s"] = 80 / sec
+    if args.sample_batch > 0:
+        sec = timed(lambda: sample(fwd, args.sample_batch, dev), dev, sw, args.sample_iters)
+        res["sample_large_img_per_s"] = args.sample_batch / sec
+    else:
+        res["sample_large_img_per_s"] = None
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--mode", choices=["eager", "compile", "both"], default="eager")
+    ap.add_argument("--batch", type=int, default=128, help="training batch (default 128)")
+    ap.add_argument("--iters", type=int, default=20, help="timed training steps (median)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--sample-iters", type=int, default=3, help="timed sampling runs (median)")
+    ap.add_argument("--sample-batch", type=int, default=None,
+                    help="images for the large sampling run (default 1024; --quick: 128; 0 = skip)")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N)")
+    ap.add_argument("--attn", choices=["sdpa", "classic"], default="sdpa",
+                    help="attention processor: diffusers' default on torch>=2 (SDPA) or classic AttnProcessor")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 matmul/conv on CUDA (default: strict fp32)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: warmup 1, iters 2, sample-iters 1, sample-batch 128")
+    ap.add_argument("--json", help="write results as JSON here")
+    a = ap.parse_args(argv)
+
+    if a.quick:
+        a.warmup, a.iters, a.sample_iters = 1, 2, 1
+        if a.sample_batch is None:
+            a.sample_batch = 128
+    if a.sample_batch is None:
+        a.sample_batch = 1024
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("--device cuda but torch.cuda.is_available() is False")
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32
+        torch.backends.cudnn.allow_tf32 = a.tf32
+    diffusers = import_diffusers()
+    from diffusers import UNet2DModel
+
+    meta = dict(device=a.device, device_name=(torch.cuda.get_device_name(dev) if dev.type == "cuda"
+                                              else platform.processor() or platform.machine()),
+                threads=torch.get_num_threads(), torch=torch.__version__, diffusers=diffusers.__version__,
+                batch=a.batch, iters=a.iters, warmup=a.warmup, sample_iters=a.sample_iters,
+                sample_batch=a.sample_batch, attn=a.attn, tf32=a.tf32, quick=a.quick)
+    out = {"meta": meta}
+    modes = ["eager", "compile"] if a.mode == "both" else [a.mode]
+    for mode in modes:
+        print(f"[torch_baseline] {mode} ...", flush=True)
+        try:
+            out[mode] = run_mode(mode, a, dev, UNet2DModel)
+        except Exception as e:  # noqa: BLE001 -- report, don't crash the other mode
+            msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+            if mode == "compile":
+                msg = "compile failed: " + msg
+            traceback.print_exc(limit=3)
+            out[mode] = {"error": msg}
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+
+    print(f"\ntorch {meta['torch']}  diffusers {meta['diffusers']}  device {a.device} ({meta['device_name']})  "
+          f"threads {meta['threads']}  batch {a.batch}  attn {a.attn}")
+    cols = [("train_ms_per_step", "train ms/step", "{:.1f}"), ("train_img_per_s", "train img/s", "{:.1f}"),
+            ("peak_mem_bytes", "peak MiB", "{:.0f}"), ("sample80_img_per_s", "sample80 img/s", "{:.2f}"),
+            ("sample_large_img_per_s", f"sample{a.sample_batch} img/s", "{:.2f}")]
+    print(f"{'mode':8s} " + " ".join(f"{c[1]:>18s}" for c in cols))
+    for mode in modes:
+        r = out[mode]
+        if "error" in r:
+            print(f"{mode:8s} {r['error']}")
+            continue
+        cells = []
+        for k, _, f in cols:
+            v = r.get(k)
+            if v is None:
+                cells.append(f"{'-':>18s}")
+            else:
+                cells.append(f"{f.format(v / 2**20 if k == 'peak_mem_bytes' else v):>18s}")
+        extra = f"   (compile {r['compile_s']:.1f}s)" if "compile_s" in r else ""
+        print(f"{mode:8s} " + " ".join(cells) + extra)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {a.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+#!/usr/bin/env python3
+"""Generate reference fixtures for the C++ UNet2DModel / flow-matching engine.
+
+Dev-time tool only: it builds the *real* diffusers ``UNet2DModel`` inside the
+blog's class-conditional wrapper (``ConditionalUnet`` below), runs one
+flow-matching loss evaluation, its backward pass and a few AdamW steps in
+PyTorch, and writes everything the C++ tests compare against into a single
+safetensors file.
+
+Fixture layout (all float tensors F32, or F64 with ``--dtype float64``):
+
+  params.<key>    initial wrapper parameters (``class_emb.weight``,
+                  ``model.<diffusers key>``), constructed under
+                  ``torch.manual_seed(seed)`` and then perturbed with
+                  ``p += 0.05 * randn_like(p)`` (so GroupNorm weights are not 1,
+                  biases are not 0 and ``conv_out`` is not zero).
+  inputs.x        (B,1,H,W) uniform in [-1, 1]       (the "data" sample)
+  inputs.noise    (B,1,H,W) standard normal
+  inputs.sigma    (B,)      uniform in [0.006, 0.994]
+  inputs.labels   (B,)      I64 in [0, num_classes)
+  inputs.drop     (B,)      U8, 1 = class embedding zeroed (CFG drop); both
+                            values appear whenever B >= 2
+  outputs.pred    (B,1,H,W) wrapper(x_t, t, labels, drop) with
+                            x_t = (1 - s) * x + s * noise  (s = sigma per sample)
+                            t   = sigma * time_scale       (1-D float tensor)
+  outputs.loss    (1,)      mean((pred - (noise - x))**2)
+  grads.<key>     d loss / d param at the initial parameters
+  after.<key>     parameters after ``steps`` torch.optim.AdamW steps, each step
+                  recomputing the loss on the same inputs
+
+  __metadata__: config (JSON: UNet2DModel config + num_classes, class_emb_size),
+                adamw (JSON: lr, betas, eps, weight_decay), steps, time_scale,
+                plus informational keys (seed, dtype, attn_processor,
+                torch_version, diffusers_version).
+
+Additional outputs:
+  --state-dict-out FILE  plain ``safetensors.torch.save_file`` of the wrapper's
+                         (perturbed, initial) state dict, un-prefixed keys
+                         ``class_emb.weight``, ``model.*`` -- a genuine
+                         PyTorch-written file for loader tests.
+  --io-out FILE          ``inputs.*`` + ``outputs.pred`` (+ ``outputs.loss``)
+                         for that state dict.
+
+Presets (``--config NAME``): tiny, tiny_variant, medium, seed.  ``--config`` also
+accepts a JSON object (string or path to a .json file) of overrides applied to
+the ``seed`` preset.  ``--all`` regenerates every standard fixture of the repo.
+
+The attention processor is forced to diffusers' classic ``AttnProcessor``
+(explicit baddbmm + fp32 softmax, what ``set_default_attn_processor`` selects);
+``--attn-processor sdpa`` keeps ``AttnProcessor2_0`` instead. Both agree to
+float32 rounding (pred ~5e-7 relative). In float64 mode SDPA is the default,
+because the classic processor's ``upcast_softmax`` casts the scores to *fp32*.
+
+Caveat for comparisons: ``grads.*.attentions.*.to_k.bias`` is mathematically
+zero (softmax is invariant to a per-query shift of the scores, and the key bias
+adds exactly such a shift); the stored values are float rounding noise
+(~1e-10). Compare those with an absolute tolerance, not a relative one.
+
+Examples:
+  python tests/reference/make_fixtures.py --all
+  python tests/reference/make_fixtures.py --config tiny --out /tmp/tiny.safetensors
+  python tests/reference/make_fixtures.py --config '{"block_out_channels":[16,32]}' \
+      --batch 2 --image-size 8 --out /tmp/x.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+try:
+    import diffusers
+    from diffusers import UNet2DModel
+    from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+except ImportError as e:  # pragma: no cover
+    sys.exit(f"make_fixtures.py needs diffusers (pip install diffusers safetensors): {e}")
+
+from safetensors.torch import save_file
+
+HERE = Path(__file__).resolve().parent
+
+# UNet2DModel config keys recorded in the fixture metadata (the C++ side reads
+# exactly these; everything else is left at the diffusers default).
+CONFIG_KEYS = [
+    "sample_size", "in_channels", "out_channels", "block_out_channels", "layers_per_block",
+    "down_block_types", "up_block_types", "attention_head_dim", "norm_num_groups", "norm_eps",
+    "flip_sin_to_cos", "freq_shift", "downsample_padding", "mid_block_scale_factor", "add_attention",
+]
+
+SEED_CONFIG = dict(
+    sample_size=28, in_channels=2, out_channels=1,
+    block_out_channels=[32, 64, 64], layers_per_block=2,
+    down_block_types=["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
+    up_block_types=["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+    attention_head_dim=8, norm_num_groups=32, norm_eps=1e-5,
+    flip_sin_to_cos=True, freq_shift=0, downsample_padding=1,
+    mid_block_scale_factor=1, add_attention=True,
+    num_classes=10, class_emb_size=1,
+)
+
+# preset name -> (config overrides on SEED_CONFIG, default batch, default image size)
+PRESETS = {
+    "seed": ({}, 3, 28),
+    "tiny": (dict(block_out_channels=[8, 16, 16], norm_num_groups=4, layers_per_block=2,
+                  attention_head_dim=8), 2, 16),
+    "tiny_variant": (dict(block_out_channels=[8, 16], layers_per_block=2, attention_head_dim=4,
+                          norm_num_groups=4, down_block_types=["AttnDownBlock2D", "DownBlock2D"],
+                          up_block_types=["UpBlock2D", "AttnUpBlock2D"], class_emb_size=3,
+                          num_classes=5, add_attention=False, flip_sin_to_cos=False,
+                          freq_shift=1), 3, 8),
+    "medium": (dict(block_out_channels=[16, 32, 32], norm_num_groups=8, layers_per_block=2,
+                    attention_head_dim=16, class_emb_size=2), 2, 16),
+}
+
+DEFAULT_ADAMW = dict(lr=1e-3, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.01)
+TIME_SCALE = 1000.0
+
+
+class ConditionalUnet(nn.Module):
+    """The blog's wrapper: class embedding concatenated as extra input channel(s)."""
+
+    def __init__(self, unet_config, num_classes=10, class_emb_size=1):
+        super().__init__()
+        self.class_emb = nn.Embedding(num_classes, class_emb_size)
+        self.model = UNet2DModel(**unet_config)  # in_channels = image channels + class_emb_size
+
+    def forward(self, x, t, labels, drop):  # drop: (B,) bool, True = class embedding zeroed (CFG)
+        emb = self.class_emb(labels) * (~drop).to(x.dtype)[:, None]  # (B, E)
+        emb = emb[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+        return self.model(torch.cat([x, emb], 1), t).sample
+
+
+def save_canonical(tensors: dict, path, metadata: dict) -> None:
+    """safetensors.torch.save_file, then rewrite the JSON header with sorted keys.
+
+    safetensors serialises ``__metadata__`` from a hash map, so its key order (and
+    hence the file bytes) changes from run to run. Re-dumping the header sorted
+    makes regenerated fixtures byte-identical; tensor offsets are untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata)
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    new = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    new += b" " * (-len(new) % 8)
+    path.write_bytes(len(new).to_bytes(8, "little") + new + raw[8 + n:])
+    os.chmod(path, 0o644)
+
+
+def resolve_config(spec: str) -> tuple[dict, int, int]:
+    """Preset name, JSON string, or JSON file -> (full config, default batch, default size)."""
+    if spec in PRESETS:
+        over, batch, size = PRESETS[spec]
+    else:
+        text = Path(spec).read_text() if os.path.exists(spec) else spec
+        try:
+            over = json.loads(text)
+        except json.JSONDecodeError as e:
+            sys.exit(f"--config: not a preset ({', '.join(PRESETS)}) nor valid JSON: {e}")
+        batch, size = 2, over.get("sample_size", 28)
+    cfg = dict(SEED_CONFIG)
+    cfg.update(over)
+    unknown = set(cfg) - set(CONFIG_KEYS) - {"num_classes", "class_emb_size"}
+    if unknown:
+        sys.exit(f"--config: unsupported keys {sorted(unknown)}")
+    return cfg, batch, size
+
+
+def build_wrapper(cfg: dict, image_size: int, seed: int, perturb: float) -> ConditionalUnet:
+    cfg = dict(cfg)
+    cfg["sample_size"] = image_size
+    cfg["in_channels"] = 1 + cfg["class_emb_size"]
+    cfg["out_channels"] = 1
+    unet_cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in CONFIG_KEYS}
+    torch.manual_seed(seed)
+    model = ConditionalUnet(unet_cfg, cfg["num_classes"], cfg["class_emb_size"])
+    if perturb:
+        g = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(perturb * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model
+
+
+def set_attn_processor(model: nn.Module, kind: str) -> str:
+    name = None
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.set_processor(AttnProcessor() if kind == "classic" else AttnProcessor2_0())
+            name = type(m.processor).__name__
+    return name or "none"
+
+
+def make_inputs(cfg: dict, batch: int, size: int, seed: int, dtype) -> dict:
+    # drawn in float32 (then cast) so float64 fixtures share the float32 inputs
+    g = torch.Generator().manual_seed(seed + 2)
+    x = (torch.rand(batch, 1, size, size, generator=g) * 2 - 1).to(dtype)
+    noise = torch.randn(batch, 1, size, size, generator=g).to(dtype)
+    sigma = (0.006 + (0.994 - 0.006) * torch.rand(batch, generator=g)).to(dtype)
+    labels = torch.randint(0, cfg["num_classes"], (batch,), generator=g, dtype=torch.int64)
+    drop = torch.rand(batch, generator=g) < 0.5
+    if batch >= 2 and (drop.all() or not drop.any()):
+        drop[0], drop[-1] = False, True
+    return dict(x=x, noise=noise, sigma=sigma, labels=labels, drop=drop)
+
+
+def fm_loss(model, inp, time_scale):
+    s = inp["sigma"][:, None, None, None]
+    xt = (1 - s) * inp["x"] + s * inp["noise"]
+    t = inp["sigma"] * time_scale  # 1-D float tensor: diffusers keeps fractional timesteps
+    pred = model(xt, t, inp["labels"], inp["drop"])
+    loss = ((pred - (inp["noise"] - inp["x"])) ** 2).mean()
+    return pred, loss
+
+
+def coverage(model, inp, time_scale) -> dict:
+    """Which module kinds / code paths the forward pass actually runs."""
+    seen = {}
+
+    def hook(name):
+        def f(mod, args, out):
+            kind = type(mod).__name__
+            if kind == "ResnetBlock2D" and mod.conv_shortcut is not None:
+                kind = "ResnetBlock2D+conv_shortcut"
+            seen.setdefault(kind, []).append(name)
+        return f
+
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.upsampling import Upsample2D
+    from diffusers.models.unets import unet_2d_blocks as B
+    kinds = (ResnetBlock2D, Downsample2D, Upsample2D, Attention, B.DownBlock2D, B.AttnDownBlock2D,
+             B.UpBlock2D, B.AttnUpBlock2D, B.UNetMidBlock2D)
+    hs = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, kinds)]
+    with torch.no_grad():
+        fm_loss(model, inp, time_scale)
+    for h in hs:
+        h.remove()
+    # skip concatenations with differing channel counts (hidden != skip)
+    cats = []
+    for n, m in model.named_modules():
+        if isinstance(m, (B.UpBlock2D, B.AttnUpBlock2D)):
+            cats += [r.in_channels for r in m.resnets]
+    seen["skip_concat_in_channels"] = cats
+    return seen
+
+
+def generate(cfg, batch, size, seed, out, *, steps=3, adamw=None, time_scale=TIME_SCALE,
+             dtype=torch.float32, attn="classic", perturb=0.05, state_dict_out=None, io_out=None,
+             write_fixture=True, verbose=True):
+    adamw = dict(adamw or DEFAULT_ADAMW)
+    torch.use_deterministic_algorithms(True)
+    model = build_wrapper(cfg, size, seed, perturb).to(dtype)
+    proc = set_attn_processor(model, attn)
+    model.train()  # dropout is 0; train mode only affects layout (.contiguous() in shortcut)
+    inp = make_inputs(cfg, batch, size, seed, dtype)
+    fdt = "F64" if dtype == torch.float64 else "F32"
+
+    def fl(t):
+        return t.detach().to(dtype).contiguous().clone()
+
+    names = [n for n, _ in model.named_parameters()]
+    params0 = {n: fl(p) for n, p in model.named_parameters()}
+
+    model.zero_grad(set_to_none=True)
+    pred, loss = fm_loss(model, inp, time_scale)
+    loss.backward()
+    grads = {n: fl(p.grad) if p.grad is not None else torch.zeros_like(params0[n])
+             for n, p in model.named_parameters()}
+
+    opt = torch.optim.AdamW(model.parameters(), lr=adamw["lr"], betas=tuple(adamw["betas"]),
+                            eps=adamw["eps"], weight_decay=adamw["weight_decay"], foreach=False)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        _, l = fm_loss(model, inp, time_scale)
+        losses.append(float(l.detach()))
+        l.backward()
+        opt.step()
+    after = {n: fl(p) for n, p in model.named_parameters()}
+
+    full_cfg = dict(cfg, sample_size=size, in_channels=1 + cfg["class_emb_size"], out_channels=1)
+    meta = {
+        "config": json.dumps({k: full_cfg[k] for k in CONFIG_KEYS + ["num_classes", "class_emb_size"]}),
+        "adamw": json.dumps(adamw),
+        "steps": str(steps),
+        "time_scale": repr(float(time_scale)) if time_scale != int(time_scale) else str(int(time_scale)),
+        "seed": str(seed),
+        "dtype": fdt,
+        "attn_processor": proc,
+        "torch_version": torch.__version__,
+        "diffusers_version": diffusers.__version__,
+    }
+    inputs = {
+        "inputs.x": fl(inp["x"]), "inputs.noise": fl(inp["noise"]), "inputs.sigma": fl(inp["sigma"]),
+        "inputs.labels": inp["labels"].contiguous(), "inputs.drop": inp["drop"].to(torch.uint8).contiguous(),
+    }
+    outputs = {"outputs.pred": fl(pred), "outputs.loss": fl(loss).reshape(1)}
+
+    if write_fixture:
+        t = {}
+        t.update({f"params.{n}": params0[n] for n in names})
+        t.update(inputs)
+        t.update(outputs)
+        t.update({f"grads.{n}": grads[n] for n in names})
+        t.update({f"after.{n}": after[n] for n in names})
+        save_canonical(t, out, meta)
+    if state_dict_out:
+        # a genuine PyTorch state dict of the initial (perturbed) wrapper
+        sd_model = build_wrapper(cfg, size, seed, perturb).to(dtype)
+        sd = {k: v.contiguous() for k, v in sd_model.state_dict().items()}
+        assert all(torch.equal(sd[n], params0[n]) for n in names)
+        # plain safetensors.torch.save_file output (header order left as written)
+        Path(state_dict_out).parent.mkdir(parents=True, exist_ok=True)
+        save_file(sd, str(state_dict_out), metadata={"format": "pt"})
+        os.chmod(state_dict_out, 0o644)
+    if io_out:
+        save_canonical({**inputs, **outputs}, io_out, {k: meta[k] for k in ("config", "time_scale", "dtype", "attn_processor", "torch_version", "diffusers_version")})
+
+    if verbose:
+        nparam = sum(p.numel() for p in params0.values())
+        print(f"[make_fixtures] B={batch} S={size} seed={seed} dtype={fdt} attn={proc} "
+              f"params={nparam} tensors={len(names)} loss={float(loss.detach()):.6f} "
+              f"losses_during_adamw={['%.6f' % l for l in losses]}")
+        for path in (out if write_fixture else None, state_dict_out, io_out):
+            if path:
+                print(f"  wrote {path} ({os.path.getsize(path) / 1e6:.3f} MB)")
+    return model, inp
+
+
+def check_processors(cfg, batch, size, seed, time_scale=TIME_SCALE):
+    """Compare classic AttnProcessor vs AttnProcessor2_0 (SDPA) on this config."""
+    m = build_wrapper(cfg, size, seed, 0.05)
+    inp = make_inputs(cfg, batch, size, seed, torch.float32)
+    res = {}
+    for kind in ("classic", "sdpa"):
+        set_attn_processor(m, kind)
+        m.zero_grad(set_to_none=True)
+        p, l = fm_loss(m, inp, time_scale)
+        l.backward()
+        res[kind] = (p.detach().clone(), [q.grad.clone() for q in m.parameters()])
+    a, b = res["classic"], res["sdpa"]
+    rel = lambda u, v: float((u - v).norm() / (v.norm() + 1e-30))
+    return rel(a[0], b[0]), max(rel(u, v) for u, v in zip(a[1], b[1]))
+
+
+STANDARD = [
+    # (preset, out, extra kwargs)
+    ("tiny", HERE / "tiny.safetensors", dict(state_dict_out=HERE / "tiny_state_dict.safetensors")),
+    ("tiny_variant", HERE / "tiny_variant.safetensors", {}),
+    ("medium", HERE / "large" / "medium.safetensors", {}),
+    ("seed", HERE / "large" / "seed_b3.safetensors",
+     dict(state_dict_out=HERE / "large" / "seed_wrapper_state.safetensors",
+          io_out=HERE / "large" / "seed_wrapper_io.safetensors")),
+]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="See the module docstring / tests/reference/README.md for the format.")
+    ap.add_argument("--config", default="tiny",
+                    help=f"preset ({', '.join(PRESETS)}) or JSON overrides of the seed config (string or file)")
+    ap.add_argument("--batch", type=int, help="batch size (default: the preset's)")
+    ap.add_argument("--image-size", type=int, help="square image side (default: the preset's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="fixture file to write")
+    ap.add_argument("--steps", type=int, default=3, help="AdamW steps for after.* (default 3)")
+    ap.add_argument("--lr", type=float, default=DEFAULT_ADAMW["lr"])
+    ap.add_argument("--weight-decay", type=float, default=DEFAULT_ADAMW["weight_decay"])
+    ap.add_argument("--time-scale", type=float, default=TIME_SCALE)
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                    help="compute + storage dtype (float64 stores F64 tensors)")
+    ap.add_argument("--attn-processor", choices=["classic", "sdpa"], default=None,
+                    help="classic AttnProcessor (default for float32) or AttnProcessor2_0/SDPA (default for "
+                         "float64, because the classic processor's upcast_softmax runs the softmax in fp32)")
+    ap.add_argument("--state-dict-out", help="also write the plain wrapper state dict here")
+    ap.add_argument("--io-out", help="also write inputs.* + outputs.* here")
+    ap.add_argument("--coverage", action="store_true", help="print which blocks/code paths are exercised")
+    ap.add_argument("--check-processors", action="store_true",
+                    help="compare classic AttnProcessor against SDPA and print relative errors")
+    ap.add_argument("--all", action="store_true", help="regenerate every standard fixture in tests/reference")
+    a = ap.parse_args(argv)
+
+    dtype = torch.float64 if a.dtype == "float64" else torch.float32
+    if a.attn_processor is None:
+        a.attn_processor = "sdpa" if dtype == torch.float64 else "classic"
+    adamw = dict(DEFAULT_ADAMW, lr=a.lr, weight_decay=a.weight_decay)
+    if a.all:
+        for preset, out, extra in STANDARD:
+            cfg, b, s = resolve_config(preset)
+            print(f"== {preset}")
+            generate(cfg, b, s, a.seed, out, steps=a.steps, adamw=adamw, time_scale=a.time_scale,
+                     dtype=dtype, attn=a.attn_processor, **extra)
+        return
+
+    cfg, b, s = resolve_config(a.config)
+    batch, size = a.batch or b, a.image_size or s
+    if not (a.out or a.state_dict_out or a.io_out or a.coverage or a.check_processors):
+        ap.error("nothing to do: give --out (and/or --state-dict-out/--io-out/--coverage/--check-processors)")
+    if a.out or a.state_dict_out or a.io_out:
+        generate(cfg, batch, size, a.seed, a.out, steps=a.steps, adamw=adamw, time_scale=a.time_scale,
+                 dtype=dtype, attn=a.attn_processor, state_dict_out=a.state_dict_out, io_out=a.io_out,
+                 write_fixture=bool(a.out))
+    if a.coverage:
+        m = build_wrapper(cfg, size, a.seed, 0.05).to(dtype)
+        set_attn_processor(m, a.attn_processor)
+        cov = coverage(m, make_inputs(cfg, batch, size, a.seed, dtype), a.time_scale)
+        for k, v in cov.items():
+            print(f"  {k}: {len(v)} {v if k == 'skip_concat_in_channels' else v[:4]}")
+    if a.check_processors:
+        pr, gr = check_processors(cfg, batch, size, a.seed, a.time_scale)
+        print(f"  classic vs sdpa: pred rel L2 {pr:.2e}, worst grad rel L2 {gr:.2e}")
+
+
+if __name__ == "__main__":
+    main()
