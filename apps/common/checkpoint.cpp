@@ -1,0 +1,239 @@
+// Checkpoint writing, reading, validation and loading (see checkpoint.h for the layout).
+#include "apps/common/checkpoint.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "nn/state_dict.h"
+
+namespace engine::app {
+
+namespace {
+using nlohmann::json;
+
+constexpr const char* kEma = "ema.";
+constexpr const char* kExpAvg = "optim.exp_avg.";
+constexpr const char* kExpAvgSq = "optim.exp_avg_sq.";
+
+bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+
+[[noreturn]] void fail(const std::string& path, const std::string& why) {
+  throw CheckpointError("checkpoint '" + path + "': " + why);
+}
+
+std::string require(const st::StFile& f, const std::string& path, const std::string& key) {
+  auto it = f.metadata.find(key);
+  if (it == f.metadata.end()) fail(path, "metadata key '" + key + "' is missing");
+  return it->second;
+}
+
+int64_t parse_i64(const std::string& path, const std::string& key, const std::string& v) {
+  char* end = nullptr;
+  errno = 0;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno != 0 || x < 0)
+    fail(path, "metadata '" + key + "' is not a non-negative integer: '" + v + "'");
+  return x;
+}
+
+uint64_t parse_u64(const std::string& path, const std::string& key, const std::string& v) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long x = std::strtoull(v.c_str(), &end, 10);
+  if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0)
+    fail(path, "metadata '" + key + "' is not an unsigned integer: '" + v + "'");
+  return x;
+}
+
+double parse_f64(const std::string& path, const std::string& key, const std::string& v) {
+  char* end = nullptr;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0') fail(path, "metadata '" + key + "' is not a number: '" + v + "'");
+  return x;
+}
+
+json parse_json(const std::string& path, const std::string& key, const std::string& v) {
+  try {
+    return json::parse(v);
+  } catch (const std::exception& e) {
+    fail(path, "metadata '" + key + "' is not valid JSON: " + e.what());
+  }
+}
+
+std::string num(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+void append(st::StFile& f, const std::string& prefix, const nn::NamedTensors& named) {
+  for (const auto& [n, t] : named) f.tensors.push_back(nn::st_from_tensor(prefix + n, t));
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const models::ConditionalUNet& model,
+                     const models::ConditionalUNet* ema, const nn::AdamW* opt, const TrainingState& s) {
+  st::StFile f;
+  append(f, "", model.named_parameters());
+  if (ema) append(f, kEma, ema->named_parameters());
+  if (opt) {
+    for (size_t i = 0; i < opt->names().size(); ++i) {
+      f.tensors.push_back(nn::st_from_tensor(kExpAvg + opt->names()[i], opt->exp_avg()[i]));
+      f.tensors.push_back(nn::st_from_tensor(kExpAvgSq + opt->names()[i], opt->exp_avg_sq()[i]));
+    }
+  }
+  const nn::AdamWOptions& a = s.adamw;
+  f.metadata = {
+      {"format", kCheckpointFormat},
+      {"config", model.config().to_json().dump()},
+      {"step", std::to_string(s.step)},
+      {"epoch", std::to_string(s.epoch)},
+      {"batch_in_epoch", std::to_string(s.batch_in_epoch)},
+      {"rng_seed", std::to_string(s.rng_seed)},
+      {"rng_offset", std::to_string(s.rng_offset)},
+      {"adamw", json{{"lr", a.lr},
+                     {"beta1", a.beta1},
+                     {"beta2", a.beta2},
+                     {"eps", a.eps},
+                     {"weight_decay", a.weight_decay}}
+                    .dump()},
+      {"ema_decay", num(ema ? s.ema_decay : 0.0)},
+      {"train_args", s.train_args.dump()},
+  };
+  try {
+    st::write_file_atomic(path, f);
+  } catch (const std::exception& e) {
+    fail(path, std::string("cannot write: ") + e.what());
+  }
+}
+
+Checkpoint read_checkpoint(const std::string& path) {
+  Checkpoint c;
+  c.path = path;
+  st::StFile f;
+  try {
+    f = st::read_file(path);
+  } catch (const std::exception& e) {
+    fail(path, e.what());
+  }
+  auto fmt = f.metadata.find("format");
+  c.training = fmt != f.metadata.end() && fmt->second == kCheckpointFormat;
+  if (fmt != f.metadata.end() && !c.training && starts_with(fmt->second, "engine-fm-checkpoint"))
+    fail(path,
+         "unsupported checkpoint format '" + fmt->second + "' (this build reads " + kCheckpointFormat + ")");
+
+  if (auto it = f.metadata.find("config"); it != f.metadata.end()) {
+    try {
+      c.config = models::ConditionalConfig::from_json(parse_json(path, "config", it->second));
+      c.config.validate();
+    } catch (const CheckpointError&) {
+      throw;
+    } catch (const std::exception& e) {
+      fail(path, std::string("invalid model config in metadata: ") + e.what());
+    }
+    c.has_config = true;
+  } else if (c.training) {
+    fail(path, "metadata key 'config' is missing");
+  }
+
+  if (c.training) {
+    TrainingState& s = c.state;
+    s.step = parse_i64(path, "step", require(f, path, "step"));
+    s.epoch = parse_i64(path, "epoch", require(f, path, "epoch"));
+    s.batch_in_epoch = parse_i64(path, "batch_in_epoch", require(f, path, "batch_in_epoch"));
+    s.rng_seed = parse_u64(path, "rng_seed", require(f, path, "rng_seed"));
+    s.rng_offset = parse_u64(path, "rng_offset", require(f, path, "rng_offset"));
+    s.ema_decay = parse_f64(path, "ema_decay", require(f, path, "ema_decay"));
+    const json a = parse_json(path, "adamw", require(f, path, "adamw"));
+    try {
+      s.adamw.lr = a.at("lr").get<double>();
+      s.adamw.beta1 = a.at("beta1").get<double>();
+      s.adamw.beta2 = a.at("beta2").get<double>();
+      s.adamw.eps = a.at("eps").get<double>();
+      s.adamw.weight_decay = a.at("weight_decay").get<double>();
+    } catch (const std::exception& e) {
+      fail(path, std::string("metadata 'adamw' is incomplete: ") + e.what());
+    }
+    s.train_args = parse_json(path, "train_args", require(f, path, "train_args"));
+    if (!s.train_args.is_object()) fail(path, "metadata 'train_args' is not a JSON object");
+  }
+
+  for (st::StTensor& t : f.tensors) {
+    if (!c.training) {
+      c.weights.tensors.push_back(std::move(t));
+    } else if (starts_with(t.name, kEma)) {
+      t.name = t.name.substr(std::string(kEma).size());
+      c.ema.tensors.push_back(std::move(t));
+    } else if (starts_with(t.name, kExpAvgSq)) {
+      t.name = t.name.substr(std::string(kExpAvgSq).size());
+      c.exp_avg_sq.tensors.push_back(std::move(t));
+    } else if (starts_with(t.name, kExpAvg)) {
+      t.name = t.name.substr(std::string(kExpAvg).size());
+      c.exp_avg.tensors.push_back(std::move(t));
+    } else {
+      c.weights.tensors.push_back(std::move(t));
+    }
+  }
+  if (c.weights.tensors.empty()) fail(path, "contains no model weights");
+  if (c.training && c.state.ema_decay > 0 && !c.has_ema())
+    fail(path, "metadata says ema_decay " + num(c.state.ema_decay) + " but no ema.* tensors are stored");
+  return c;
+}
+
+void load_weights(models::ConditionalUNet& model, const Checkpoint& c, bool use_ema) {
+  if (use_ema && !c.has_ema()) fail(c.path, "has no EMA weights (ema.* tensors)");
+  auto named = model.named_parameters();
+  nn::LoadOptions opt;
+  opt.accept_bare_unet = !c.training;
+  opt.accept_legacy_attention = !c.training;
+  try {
+    nn::load_state_dict(named, use_ema ? c.ema : c.weights, opt);
+  } catch (const std::exception& e) {
+    fail(c.path, std::string(use_ema ? "EMA weights: " : "") + e.what());
+  }
+}
+
+void load_optimizer(nn::AdamW& opt, const Checkpoint& c) {
+  if (!c.has_optimizer()) fail(c.path, "has no optimizer state (optim.exp_avg.* / optim.exp_avg_sq.*)");
+  std::vector<Tensor> m, v;
+  nn::NamedTensors nm, nv;
+  for (size_t i = 0; i < opt.names().size(); ++i) {
+    const Tensor& ref = opt.exp_avg()[i];
+    m.push_back(Tensor::zeros(ref.shape(), ref.dtype()));
+    v.push_back(Tensor::zeros(ref.shape(), ref.dtype()));
+    nm.emplace_back(opt.names()[i], m.back());
+    nv.emplace_back(opt.names()[i], v.back());
+  }
+  nn::LoadOptions lo;
+  lo.accept_bare_unet = false;
+  lo.accept_legacy_attention = false;
+  try {
+    nn::load_state_dict(nm, c.exp_avg, lo);
+  } catch (const std::exception& e) {
+    fail(c.path, std::string("optimizer exp_avg: ") + e.what());
+  }
+  try {
+    nn::load_state_dict(nv, c.exp_avg_sq, lo);
+  } catch (const std::exception& e) {
+    fail(c.path, std::string("optimizer exp_avg_sq: ") + e.what());
+  }
+  opt.load_state(c.state.step, m, v);
+}
+
+models::ConditionalConfig read_model_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw CheckpointError("model config '" + path + "': cannot open file");
+  try {
+    models::ConditionalConfig c = models::ConditionalConfig::from_json(json::parse(in));
+    c.validate();
+    return c;
+  } catch (const std::exception& e) {
+    throw CheckpointError("model config '" + path + "': " + e.what());
+  }
+}
+
+}  // namespace engine::app

@@ -1,0 +1,80 @@
+// MNIST / Fashion-MNIST IDX reader (raw or gzipped) with strict validation, and a deterministic,
+// resumable, prefetching batch loader producing float images normalised to [-1, 1].
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace engine::app {
+
+class DataError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct MnistSet {
+  int64_t n = 0, rows = 0, cols = 0;
+  std::vector<uint8_t> images;  // n * rows * cols, row-major
+  std::vector<uint8_t> labels;  // n, each < 10
+};
+
+// Loads {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] from `dir`. Throws DataError naming the file.
+MnistSet load_mnist(const std::string& dir, bool train);
+
+// `flag` if non-empty, else $MNIST_DIR, else "data/mnist"; throws DataError if the directory is missing.
+std::string resolve_data_dir(const std::string& flag);
+
+struct Batch {
+  int64_t epoch = 0;
+  int64_t index_in_epoch = 0;
+  std::vector<float> x;         // size() * rows * cols, values in [-1, 1]
+  std::vector<int64_t> labels;  // batch size (the last batch of an epoch may be smaller)
+  int64_t size() const { return static_cast<int64_t>(labels.size()); }
+};
+
+// Iterates over epochs forever; each epoch visits the first `limit` images (all if limit <= 0) in an order
+// that depends only on (seed, epoch), so a loader constructed at (start_epoch, start_batch) yields exactly
+// the batches an uninterrupted loader would. The next batch is prepared on a background thread.
+// `set` must outlive the loader.
+class BatchLoader {
+ public:
+  BatchLoader(const MnistSet& set, int64_t batch, uint64_t seed, int64_t start_epoch = 0,
+              int64_t start_batch = 0, int64_t limit = 0);
+  ~BatchLoader();
+  BatchLoader(const BatchLoader&) = delete;
+  BatchLoader& operator=(const BatchLoader&) = delete;
+
+  Batch next();
+  int64_t batches_per_epoch() const { return batches_per_epoch_; }
+  int64_t num_images() const { return n_; }
+
+  // The permutation of image indices used for `epoch` (exposed for tests).
+  static std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
+
+ private:
+  void worker();
+  Batch make_batch(int64_t epoch, int64_t index, std::vector<int64_t>& order, int64_t& order_epoch) const;
+
+  const MnistSet& set_;
+  const int64_t batch_;
+  const uint64_t seed_;
+  int64_t n_ = 0;
+  int64_t batches_per_epoch_ = 0;
+  int64_t next_epoch_ = 0, next_index_ = 0;  // position of the next batch the worker produces
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<Batch> ready_;
+  std::exception_ptr error_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace engine::app

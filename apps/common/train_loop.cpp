@@ -1,0 +1,265 @@
+// The flow-matching training loop behind fm_train.
+#include "apps/common/train_loop.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <sstream>
+
+#include "apps/common/csv.h"
+#include "apps/common/flow_matching.h"
+#include "apps/common/image_grid.h"
+#include "apps/common/mnist.h"
+#include "apps/common/progress.h"
+#include "apps/common/tfevents.h"
+#include "core/autograd.h"
+#include "nn/adamw.h"
+
+namespace engine::app {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+const std::vector<std::string> kMetricsHeader = {"step", "epoch", "loss", "lr", "img_per_s"};
+
+// Keeps the header and the rows with step <= max_step, so a resumed run does not duplicate the steps an
+// interrupted run logged after its last checkpoint.
+void truncate_metrics(const std::string& path, int64_t max_step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, out;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (header) {
+      out += line + "\n";
+      header = false;
+      continue;
+    }
+    if (line.empty()) continue;
+    if (std::strtoll(line.c_str(), nullptr, 10) <= max_step) out += line + "\n";
+  }
+  in.close();
+  std::ofstream o(path, std::ios::trunc);
+  o << out;
+}
+
+void write_samples(const std::string& path, const models::ConditionalUNet& model, uint64_t seed, int64_t H,
+                   int64_t W) {
+  const int64_t per_class = 8;
+  std::vector<int64_t> classes;
+  for (int64_t c = 0; c < model.config().num_classes; ++c) classes.push_back(c);
+  const std::vector<int64_t> lab = grid_labels(classes, per_class);
+  Generator gen(sampling_rng_seed(seed));
+  Tensor s = sample(model, Tensor::from_vector<int64_t>(lab, {static_cast<int64_t>(lab.size())}), gen,
+                    SampleOptions{}, H, W);  // (N, 1, H, W)
+  write_grid_png(path, s.data<float>(), s.size(0), H, W, per_class);
+}
+
+std::string fmt_loss(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+}  // namespace
+
+uint64_t training_rng_seed(uint64_t seed) { return splitmix64(seed ^ 0x7472616e6eull); }
+uint64_t sampling_rng_seed(uint64_t seed) { return splitmix64(seed ^ 0x73616d706cull); }
+
+std::vector<double> read_metrics_losses(const std::string& path) {
+  std::vector<double> ys;
+  std::ifstream in(path);
+  std::string line;
+  if (!std::getline(in, line)) return ys;  // header
+  while (std::getline(in, line)) {
+    std::stringstream ss(line);
+    std::string field;
+    for (int i = 0; i < 3 && std::getline(ss, field, ','); ++i) {
+    }
+    if (!field.empty()) ys.push_back(std::strtod(field.c_str(), nullptr));
+  }
+  return ys;
+}
+
+TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
+  using Clock = std::chrono::steady_clock;
+  ENGINE_CHECK(cfg.batch_size >= 1, "fm_train", "--batch-size must be >= 1, got ", cfg.batch_size);
+  ENGINE_CHECK(cfg.epochs >= 1, "fm_train", "--epochs must be >= 1, got ", cfg.epochs);
+  ENGINE_CHECK(cfg.cfg_drop >= 0 && cfg.cfg_drop <= 1, "fm_train", "--cfg-drop must be in [0, 1], got ",
+               cfg.cfg_drop);
+  ENGINE_CHECK(cfg.model.image_channels() == 1, "fm_train", "MNIST has 1 channel but the model config has ",
+               cfg.model.image_channels(), " image channels (in_channels - class_emb_size)");
+  ENGINE_CHECK(cfg.model.num_classes >= 10, "fm_train", "MNIST has 10 classes but the model config has ",
+               cfg.model.num_classes);
+  TrainResult res;
+  int64_t ckpt_step = 0;
+  const bool say = !cfg.quiet;
+
+  const MnistSet set = load_mnist(cfg.data_dir, /*train=*/true);
+  const int64_t H = set.rows, W = set.cols;
+
+  models::ConditionalUNet model(cfg.model, cfg.seed, cfg.device);
+  nn::AdamW opt(model.named_parameters(), nn::AdamWOptions{cfg.lr, 0.9, 0.999, 1e-8, 0.01});
+  std::unique_ptr<Ema> ema;
+  if (cfg.ema_decay > 0) ema = std::make_unique<Ema>(model, cfg.ema_decay, cfg.device);
+  Generator gen(training_rng_seed(cfg.seed));
+  TrainingState state;
+  state.rng_seed = gen.seed();
+  if (resume) {
+    load_weights(model, *resume, false);
+    load_optimizer(opt, *resume);
+    if (ema) {
+      if (resume->has_ema())
+        load_weights(ema->model(), *resume, true);
+      else if (say)
+        std::printf("note: %s has no EMA weights; the EMA restarts from the current weights\n",
+                    resume->path.c_str());
+    }
+    state = resume->state;
+    gen.set_state(state.rng_seed, state.rng_offset);
+    res.checkpoint = resume->path;
+    ckpt_step = resume->state.step;
+  }
+  opt.set_lr(cfg.lr);
+  state.adamw = opt.options();
+  state.adamw.lr = cfg.lr;
+  state.ema_decay = cfg.ema_decay;
+  state.train_args = cfg.train_args;
+
+  BatchLoader loader(set, cfg.batch_size, cfg.seed, state.epoch, state.batch_in_epoch, cfg.limit);
+  const int64_t bpe = loader.batches_per_epoch();
+  int64_t total = cfg.epochs * bpe;
+  if (cfg.max_steps > 0) total = std::min(total, cfg.max_steps);
+  res.step = state.step;
+
+  fs::create_directories(cfg.out_dir);
+  const std::string metrics_path = (fs::path(cfg.out_dir) / "metrics.csv").string();
+  const std::string ckpt_path = (fs::path(cfg.out_dir) / "checkpoint.safetensors").string();
+  if (resume) truncate_metrics(metrics_path, state.step);
+  CsvWriter metrics(metrics_path, kMetricsHeader, /*append=*/resume != nullptr);
+  EventWriter events(cfg.out_dir);
+  if (say) {
+    std::printf(
+        "fm_train: %lld parameters, device %s, %lld training images (%lld batches of %lld per epoch)\n",
+        static_cast<long long>(model.num_parameters()), cfg.device.str().c_str(),
+        static_cast<long long>(loader.num_images()), static_cast<long long>(bpe),
+        static_cast<long long>(cfg.batch_size));
+    std::printf("fm_train: steps %lld -> %lld, output in %s\n", static_cast<long long>(state.step),
+                static_cast<long long>(total), cfg.out_dir.c_str());
+    std::fflush(stdout);
+  }
+  ProgressBar bar((total + bpe - 1) / bpe, stdout);
+
+  auto save = [&] {
+    state.rng_offset = gen.offset();
+    save_checkpoint(ckpt_path, model, ema ? &ema->model() : nullptr, &opt, state);
+    res.checkpoint = ckpt_path;
+    ckpt_step = state.step;
+  };
+  auto samples_model = [&]() -> const models::ConditionalUNet& { return ema ? ema->model() : model; };
+
+  double smoothed = 0, smooth_w = 0, ips_smoothed = 0, time_sum = 0;
+  int64_t timed_steps = 0, timed_images = 0;
+  bool saved_at_end = false;
+  while (state.step < total) {
+    const auto t0 = Clock::now();
+    Batch b = loader.next();
+    const int64_t B = b.size();
+    Tensor x = Tensor::from_vector<float>(b.x, {B, 1, H, W}, cfg.device);     // (B, 1, H, W)
+    Tensor labels = Tensor::from_vector<int64_t>(b.labels, {B}, cfg.device);  // (B,)
+    StepDraws d = draw_step(gen, B, 1, H, W, cfg.cfg_drop, cfg.device);
+    Tensor loss = flow_matching_loss(model, x, labels, d);
+    double lv = loss.item();
+    if (cfg.debug_nan_at_step > 0 && state.step + 1 == cfg.debug_nan_at_step)
+      lv = std::numeric_limits<double>::quiet_NaN();
+    if (!std::isfinite(lv)) {
+      if (say) bar.finish();
+      res.status = TrainResult::Status::NonFinite;
+      res.message = "loss became " + std::string(std::isnan(lv) ? "NaN" : "Inf") + " at step " +
+                    std::to_string(state.step + 1) + "; " +
+                    (res.checkpoint.empty() ? std::string("no checkpoint had been written yet")
+                                            : "last good checkpoint kept at " + res.checkpoint + " (step " +
+                                                  std::to_string(ckpt_step) + ")") +
+                    " (try a lower --lr)";
+      return res;
+    }
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    if (ema) ema->update(model, state.step);
+    ++state.step;
+    if (b.index_in_epoch + 1 >= bpe) {
+      state.epoch = b.epoch + 1;
+      state.batch_in_epoch = 0;
+    } else {
+      state.epoch = b.epoch;
+      state.batch_in_epoch = b.index_in_epoch + 1;
+    }
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double ips = B / std::max(dt, 1e-9);
+    ips_smoothed = ips_smoothed == 0 ? ips : 0.9 * ips_smoothed + 0.1 * ips;
+    if (!res.steps.empty()) {  // the first step includes warm-up
+      time_sum += dt;
+      ++timed_steps;
+      timed_images += B;
+    }
+    res.steps.push_back(state.step);
+    res.losses.push_back(lv);
+    res.step = state.step;
+    metrics.write(state.step, b.epoch, lv, cfg.lr, ips);
+    events.add_scalar("train_loss", static_cast<float>(lv), state.step);
+    smoothed = 0.98 * smoothed + 0.02 * lv;
+    smooth_w = 0.98 * smooth_w + 0.02;
+    if (say) bar.update(b.epoch, b.index_in_epoch + 1, bpe, smoothed / smooth_w, ips_smoothed);
+
+    const bool last = state.step == total;
+    const bool stop = cfg.stop_requested && cfg.stop_requested();
+    if (last || stop || (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0)) {
+      save();
+      saved_at_end = last || stop;
+    }
+    if (!last && cfg.sample_every > 0 && state.step % cfg.sample_every == 0) {
+      const std::string p =
+          (fs::path(cfg.out_dir) / ("samples_step" + std::to_string(state.step) + ".png")).string();
+      write_samples(p, samples_model(), cfg.seed, H, W);
+    }
+    if (stop) {
+      res.status = TrainResult::Status::Interrupted;
+      break;
+    }
+  }
+  if (say) bar.finish();
+  events.flush();
+  if (timed_steps > 0) {
+    res.ms_per_step = 1e3 * time_sum / timed_steps;
+    res.img_per_s = timed_images / time_sum;
+  }
+  if (!saved_at_end && !res.steps.empty()) save();
+  write_line_plot_png((fs::path(cfg.out_dir) / "loss.png").string(), read_metrics_losses(metrics_path));
+  if (res.status == TrainResult::Status::Done && cfg.final_samples)
+    write_samples((fs::path(cfg.out_dir) / "samples_final.png").string(), samples_model(), cfg.seed, H, W);
+  if (say) {
+    std::printf("fm_train: %s at step %lld (last loss %s",
+                res.status == TrainResult::Status::Done ? "done" : "stopped",
+                static_cast<long long>(state.step),
+                res.losses.empty() ? "-" : fmt_loss(res.losses.back()).c_str());
+    if (timed_steps > 0) std::printf(", %.1f ms/step, %.1f img/s", res.ms_per_step, res.img_per_s);
+    std::printf("); checkpoint %s\n", res.checkpoint.empty() ? "-" : res.checkpoint.c_str());
+    std::fflush(stdout);
+  }
+  return res;
+}
+
+}  // namespace engine::app

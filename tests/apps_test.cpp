@@ -1,0 +1,522 @@
+// Tests of the flow-matching apps: the library pieces (checkpoint, EMA, samplers, training loop) called
+// directly, and the fm_train / fm_sample binaries (ENGINE_BIN_DIR) for CLI behaviour, outputs and exit
+// codes. Uses a tiny UNet config on real MNIST (ENGINE_MNIST_DIR); skipped with a reason when missing.
+// Apps.* are quick; AppsEndToEnd.* train for a few dozen steps.
+#include <gtest/gtest.h>
+#include <omp.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "apps/common/checkpoint.h"
+#include "apps/common/flow_matching.h"
+#include "apps/common/train_loop.h"
+#include "core/autograd.h"
+#include "nn/adamw.h"
+
+namespace fs = std::filesystem;
+using namespace engine;
+using namespace engine::app;
+
+namespace {
+
+const char* kTinyJson = R"({"sample_size": 28, "in_channels": 2, "out_channels": 1,
+  "block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
+  "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+  "attention_head_dim": 8, "num_classes": 10, "class_emb_size": 1})";
+// Another shape: wider channels.
+const char* kOtherJson = R"({"sample_size": 28, "in_channels": 2, "out_channels": 1,
+  "block_out_channels": [8, 8], "layers_per_block": 1, "norm_num_groups": 4,
+  "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+  "attention_head_dim": 8, "num_classes": 10, "class_emb_size": 1})";
+
+models::ConditionalConfig tiny() {
+  return models::ConditionalConfig::from_json(nlohmann::json::parse(kTinyJson));
+}
+
+std::string mnist_dir() { return ENGINE_MNIST_DIR; }
+bool have_mnist() { return fs::exists(fs::path(mnist_dir()) / "train-images-idx3-ubyte.gz"); }
+std::string bin(const std::string& name) { return (fs::path(ENGINE_BIN_DIR) / name).string(); }
+bool have_bins() { return fs::exists(bin("fm_train")) && fs::exists(bin("fm_sample")); }
+
+#define REQUIRE_MNIST() \
+  if (!have_mnist()) GTEST_SKIP() << "MNIST not found in " << mnist_dir() << " (set -DMNIST_DIR=...)"
+#define REQUIRE_BINS() \
+  if (!have_bins()) GTEST_SKIP() << "fm_train/fm_sample not built in " << ENGINE_BIN_DIR
+
+fs::path temp_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("apps_test_" + std::to_string(::getpid()) + "_" + name);
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+void write_text(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+struct RunResult {
+  bool exited = false;  // false: killed by a signal
+  int code = -1;
+  std::string out;  // stdout + stderr
+};
+
+// Runs a shell command. Children get OMP_WAIT_POLICY=passive so a loaded test machine does not make
+// OpenMP's spin-waiting threads crawl; it does not change results.
+RunResult run(const std::string& cmd) {
+  RunResult r;
+  std::FILE* p = ::popen(("export OMP_WAIT_POLICY=passive; " + cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  r.exited = WIFEXITED(st);
+  r.code = r.exited ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+// (width, height) from a PNG's IHDR.
+std::pair<uint32_t, uint32_t> png_size(const fs::path& p) {
+  const std::string s = read_bytes(p);
+  if (s.size() < 24 || s.compare(1, 3, "PNG") != 0) return {0, 0};
+  auto be = [&](size_t o) {
+    return (uint32_t(uint8_t(s[o])) << 24) | (uint32_t(uint8_t(s[o + 1])) << 16) |
+           (uint32_t(uint8_t(s[o + 2])) << 8) | uint32_t(uint8_t(s[o + 3]));
+  };
+  return {be(16), be(20)};
+}
+
+// Fixes the OpenMP thread count for in-process training (bitwise reproducibility needs a fixed count).
+struct ThreadGuard {
+  int prev = omp_get_max_threads();
+  explicit ThreadGuard(int n) { omp_set_num_threads(n); }
+  ~ThreadGuard() { omp_set_num_threads(prev); }
+};
+
+TrainConfig quick_config(const fs::path& out) {
+  TrainConfig c;
+  c.data_dir = mnist_dir();
+  c.model = tiny();
+  c.batch_size = 16;
+  c.limit = 512;
+  c.lr = 2e-3;
+  c.out_dir = out.string();
+  c.checkpoint_every = 0;
+  c.sample_every = 0;
+  c.final_samples = false;
+  c.quiet = true;
+  return c;
+}
+
+double mean(const std::vector<double>& v, size_t a, size_t b) {
+  return std::accumulate(v.begin() + a, v.begin() + b, 0.0) / static_cast<double>(b - a);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- quick, library level
+
+TEST(Apps, EmaDecayWarmup) {
+  EXPECT_DOUBLE_EQ(Ema::decay_at(0.999, 0), 0.1);
+  EXPECT_DOUBLE_EQ(Ema::decay_at(0.999, 10), 11.0 / 20.0);
+  EXPECT_DOUBLE_EQ(Ema::decay_at(0.999, 100000), 0.999);
+}
+
+TEST(Apps, SolverNames) {
+  EXPECT_EQ(parse_solver("euler"), Solver::Euler);
+  EXPECT_EQ(parse_solver("heun"), Solver::Heun);
+  EXPECT_EQ(parse_solver("midpoint"), Solver::Midpoint);
+  EXPECT_THROW(parse_solver("rk4"), engine::Error);
+  EXPECT_EQ(grid_labels({3, 5}, 2), (std::vector<int64_t>{3, 3, 5, 5}));
+}
+
+TEST(Apps, EmaFollowsWeights) {
+  models::ConditionalUNet m(tiny(), 1);
+  Ema ema(m, 0.5, Device::cpu());
+  {
+    NoGradGuard ng;
+    for (auto& p : m.parameters()) p.fill_(1.0);
+  }
+  ema.update(m, 1000);  // decay 0.5
+  const Tensor e = ema.model().named_parameters()[0].second,
+               p0 = models::ConditionalUNet(tiny(), 1).parameters()[0];
+  const auto ev = e.to_vector<float>(), pv = p0.to_vector<float>();
+  for (size_t i = 0; i < ev.size(); ++i) EXPECT_FLOAT_EQ(ev[i], 0.5f * pv[i] + 0.5f);
+}
+
+TEST(Apps, CheckpointRoundTrip) {
+  const fs::path dir = temp_dir("roundtrip");
+  models::ConditionalUNet m(tiny(), 3);
+  nn::AdamW opt(m.named_parameters(), {2e-3});
+  Ema ema(m, 0.99, Device::cpu());
+  Generator gen(11);
+  {  // one real step so weights, moments and EMA differ
+    Tensor x = affine(rand({4, 1, 28, 28}, gen), 2.0, -1.0);
+    Tensor y = Tensor::from_vector<int64_t>({0, 3, 7, 9}, {4});
+    Tensor loss = flow_matching_loss(m, x, y, draw_step(gen, 4, 1, 28, 28, 0.5, Device::cpu()));
+    loss.backward();
+    opt.step();
+    ema.update(m, 0);
+  }
+  TrainingState s;
+  s.step = 1, s.epoch = 2, s.batch_in_epoch = 3, s.rng_seed = 0xFFFFFFFFFFFFFFF1ull,
+  s.rng_offset = gen.offset();
+  s.adamw = opt.options();
+  s.ema_decay = 0.99;
+  s.train_args = {{"batch_size", 4}, {"note", "x"}};
+  const std::string path = (dir / "c.safetensors").string();
+  save_checkpoint(path, m, &ema.model(), &opt, s);
+
+  const Checkpoint c = read_checkpoint(path);
+  EXPECT_TRUE(c.training);
+  EXPECT_TRUE(c.has_config && c.has_ema() && c.has_optimizer());
+  EXPECT_EQ(c.config.to_json(), tiny().to_json());
+  EXPECT_EQ(c.state.step, 1);
+  EXPECT_EQ(c.state.epoch, 2);
+  EXPECT_EQ(c.state.batch_in_epoch, 3);
+  EXPECT_EQ(c.state.rng_seed, s.rng_seed);
+  EXPECT_EQ(c.state.rng_offset, s.rng_offset);
+  EXPECT_EQ(c.state.adamw.lr, 2e-3);
+  EXPECT_EQ(c.state.adamw.weight_decay, 0.01);
+  EXPECT_EQ(c.state.ema_decay, 0.99);
+  EXPECT_EQ(c.state.train_args, s.train_args);
+
+  models::ConditionalUNet m2(tiny(), 99), e2(tiny(), 98);
+  nn::AdamW opt2(m2.named_parameters(), {2e-3});
+  load_weights(m2, c, false);
+  load_weights(e2, c, true);
+  load_optimizer(opt2, c);
+  EXPECT_EQ(opt2.step_count(), 1);
+  auto same = [](const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].to_vector<float>(), b[i].to_vector<float>()) << i;
+  };
+  same(m.parameters(), m2.parameters());
+  same(ema.model().parameters(), e2.parameters());
+  same(opt.exp_avg(), opt2.exp_avg());
+  same(opt.exp_avg_sq(), opt2.exp_avg_sq());
+  // The file is also a plain wrapper state dict for everyone else: the model keys carry no prefix.
+  const st::StFile raw = st::read_file(path);
+  EXPECT_NE(raw.find("class_emb.weight"), nullptr);
+  EXPECT_NE(raw.find("model.conv_in.weight"), nullptr);
+  EXPECT_NE(raw.find("ema.model.conv_in.weight"), nullptr);
+  EXPECT_NE(raw.find("optim.exp_avg_sq.model.conv_in.weight"), nullptr);
+  EXPECT_EQ(raw.metadata.at("format"), kCheckpointFormat);
+  fs::remove_all(dir);
+}
+
+TEST(Apps, CheckpointBadFiles) {
+  const fs::path dir = temp_dir("badckpt");
+  models::ConditionalUNet m(tiny(), 3);
+  TrainingState s;
+  const std::string good = (dir / "good.safetensors").string();
+  save_checkpoint(good, m, nullptr, nullptr, s);
+
+  write_text(dir / "garbage.safetensors", "this is not a safetensors file at all");
+  try {
+    read_checkpoint((dir / "garbage.safetensors").string());
+    FAIL() << "garbage accepted";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("garbage.safetensors"), std::string::npos) << e.what();
+  }
+  const std::string bytes = read_bytes(good);
+  write_text(dir / "trunc.safetensors", bytes.substr(0, bytes.size() / 2));
+  EXPECT_THROW(read_checkpoint((dir / "trunc.safetensors").string()), CheckpointError);
+
+  const Checkpoint c = read_checkpoint(good);
+  models::ConditionalUNet other(models::ConditionalConfig::from_json(nlohmann::json::parse(kOtherJson)), 0);
+  try {
+    load_weights(other, c, false);
+    FAIL() << "other shape accepted";
+  } catch (const CheckpointError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("good.safetensors"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("shape mismatch"), std::string::npos) << msg;
+  }
+  EXPECT_THROW(load_weights(m, c, /*use_ema=*/true), CheckpointError);  // no EMA stored
+  fs::remove_all(dir);
+}
+
+TEST(Apps, SamplerDeterministicAndBatchIndependent) {
+  ThreadGuard tg(1);
+  models::ConditionalUNet m(tiny(), 5);
+  const Tensor labels = Tensor::from_vector<int64_t>({1, 2, 3}, {3});
+  SampleOptions o;
+  o.steps = 2;
+  for (Solver s : {Solver::Euler, Solver::Heun, Solver::Midpoint}) {
+    o.solver = s;
+    Generator g1(7), g2(7), g3(8);
+    o.max_batch = 0;
+    const auto a = sample(m, labels, g1, o, 28, 28).to_vector<float>();
+    const auto c = sample(m, labels, g3, o, 28, 28).to_vector<float>();
+    o.max_batch = 1;
+    const auto b = sample(m, labels, g2, o, 28, 28).to_vector<float>();
+    ASSERT_EQ(a.size(), 3u * 28 * 28);
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-5) << solver_name(s);
+    EXPECT_NE(a, c);
+  }
+}
+
+TEST(Apps, DownloadScriptVerifies) {
+  REQUIRE_MNIST();
+  const std::string script = std::string(ENGINE_SOURCE_DIR) + "/scripts/download_mnist.sh";
+  RunResult ok = run("bash " + script + " --verify-only " + mnist_dir());
+  EXPECT_TRUE(ok.exited && ok.code == 0) << ok.out;
+  const fs::path dir = temp_dir("verify");
+  for (const char* f :
+       {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"})
+    fs::create_symlink(fs::path(mnist_dir()) / f, dir / f);
+  const std::string labels = read_bytes(fs::path(mnist_dir()) / "t10k-labels-idx1-ubyte.gz");
+  write_text(dir / "t10k-labels-idx1-ubyte.gz", labels.substr(0, labels.size() - 10));
+  RunResult bad = run("bash " + script + " --verify-only " + dir.string());
+  EXPECT_TRUE(bad.exited && bad.code == 1) << bad.out;
+  EXPECT_NE(bad.out.find("MISMATCH " + dir.string() + "/t10k-labels-idx1-ubyte.gz"), std::string::npos)
+      << bad.out;
+  fs::remove_all(dir);
+}
+
+// Bad inputs: non-zero exit (1 = runtime error, 2 = usage), no signal, a message naming the problem.
+TEST(Apps, CliBadInputs) {
+  REQUIRE_BINS();
+  REQUIRE_MNIST();
+  const fs::path dir = temp_dir("cli");
+  const std::string train = bin("fm_train"), samp = bin("fm_sample");
+  auto expect_fail = [](const RunResult& r, int code, const std::string& needle) {
+    EXPECT_TRUE(r.exited) << "killed by a signal: " << r.out;
+    EXPECT_EQ(r.code, code) << r.out;
+    EXPECT_NE(r.out.find(needle), std::string::npos) << "missing '" << needle << "' in: " << r.out;
+  };
+  expect_fail(run(train + " --bogus-flag 3"), 2, "--bogus-flag");
+  expect_fail(run(samp + " --checkpoint x --bogus"), 2, "--bogus");
+  expect_fail(run(train + " --device tpu --data " + mnist_dir()), 2, "tpu");
+  expect_fail(run(train + " --data " + (dir / "nope").string() + " --out " + (dir / "o").string()), 1,
+              "not found");
+  {  // truncated IDX file
+    const fs::path d = dir / "trunc_mnist";
+    fs::create_directories(d);
+    for (const char* f :
+         {"train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
+      fs::create_symlink(fs::path(mnist_dir()) / f, d / f);
+    const std::string img = read_bytes(fs::path(mnist_dir()) / "train-images-idx3-ubyte.gz");
+    write_text(d / "train-images-idx3-ubyte.gz", img.substr(0, 100000));
+    expect_fail(run(train + " --quiet --data " + d.string() + " --out " + (dir / "o").string()), 1,
+                "train-images-idx3-ubyte");
+  }
+  write_text(dir / "garbage.safetensors", std::string(1000, '\x7f'));
+  expect_fail(run(samp + " --device cpu --checkpoint " + (dir / "garbage.safetensors").string()), 1,
+              "garbage.safetensors");
+  expect_fail(run(samp + " --device cpu --checkpoint " + (dir / "missing.safetensors").string()), 1,
+              "missing.safetensors");
+  write_text(dir / "tiny.json", kTinyJson);
+  expect_fail(
+      run(train + " --quiet --data " + mnist_dir() + " --model-config " + (dir / "tiny.json").string() +
+          " --limit 64 --batch-size 8 --no-samples --debug-nan-at-step 2 --out " + (dir / "nan").string()),
+      1, "loss became NaN at step 2");
+  expect_fail(
+      run(train + " --quiet --data " + mnist_dir() + " --model-config " + (dir / "tiny.json").string() +
+          " --limit 64 --batch-size 8 --no-samples --lr -1 --out " + (dir / "o").string()),
+      2, "--lr");
+  fs::remove_all(dir);
+}
+
+// ---------------------------------------------------------------- training
+
+// The binary tests share one small fm_train run, made on first use.
+class AppsEndToEnd : public ::testing::Test {
+ protected:
+  void SetUp() override { REQUIRE_MNIST(); }
+  static void TearDownTestSuite() {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  // Skips (no binaries) or fails (the run failed) the calling test unless the shared run exists.
+  static bool trained() {
+    if (dir_.empty()) {
+      dir_ = temp_dir("bins");
+      write_text(dir_ / "tiny.json", kTinyJson);
+      write_text(dir_ / "other.json", kOtherJson);
+      train_run_ = run(
+          bin("fm_train") + " --data " + mnist_dir() + " --model-config " + (dir_ / "tiny.json").string() +
+          " --device cpu --limit 256 --batch-size 16 --max-steps 4 --sample-every 2 --threads 2 --out " +
+          (dir_ / "run").string());
+    }
+    return train_run_.exited && train_run_.code == 0;
+  }
+  static std::string ckpt() { return (dir_ / "run" / "checkpoint.safetensors").string(); }
+  static inline fs::path dir_;
+  static inline RunResult train_run_;
+};
+
+#define REQUIRE_TRAINED() \
+  REQUIRE_BINS();         \
+  ASSERT_TRUE(trained()) << "fm_train failed: " << train_run_.out
+
+TEST_F(AppsEndToEnd, LossFalls) {
+  ThreadGuard tg(1);
+  const fs::path dir = temp_dir("loss");
+  TrainConfig c = quick_config(dir);
+  c.max_steps = 50;
+  const TrainResult r = train(c);
+  ASSERT_EQ(r.status, TrainResult::Status::Done);
+  ASSERT_EQ(r.losses.size(), 50u);
+  const double first = mean(r.losses, 0, 10), last = mean(r.losses, 40, 50);
+  EXPECT_LT(last, 0.75 * first) << "first 10: " << first << ", last 10: " << last;
+  for (double l : r.losses) EXPECT_TRUE(std::isfinite(l));
+  fs::remove_all(dir);
+}
+
+TEST_F(AppsEndToEnd, ResumeIsBitwiseIdentical) {
+  ThreadGuard tg(2);
+  const fs::path a = temp_dir("resume_a"), b = temp_dir("resume_b");
+  TrainConfig ca = quick_config(a);
+  ca.limit = 48;  // 3 batches per epoch: the resume point (step 4) lies in the second epoch
+  ca.max_steps = 8;
+  const TrainResult full = train(ca);
+  ASSERT_EQ(full.losses.size(), 8u);
+
+  TrainConfig cb = ca;
+  cb.out_dir = b.string();
+  cb.max_steps = 4;
+  const TrainResult first = train(cb);
+  ASSERT_EQ(first.losses.size(), 4u);
+  const Checkpoint ck = read_checkpoint((b / "checkpoint.safetensors").string());
+  EXPECT_EQ(ck.state.step, 4);
+  EXPECT_EQ(ck.state.epoch, 1);
+  EXPECT_EQ(ck.state.batch_in_epoch, 1);
+  cb.max_steps = 8;
+  const TrainResult second = train(cb, &ck);
+  ASSERT_EQ(second.losses.size(), 4u);
+  EXPECT_EQ(second.steps.front(), 5);
+  std::vector<double> joined = first.losses;
+  joined.insert(joined.end(), second.losses.begin(), second.losses.end());
+  for (size_t i = 0; i < 8; ++i) EXPECT_EQ(joined[i], full.losses[i]) << "step " << i + 1;
+  // metrics.csv of the resumed directory holds all 8 steps with the same losses.
+  EXPECT_EQ(read_metrics_losses((b / "metrics.csv").string()), full.losses);
+  // Final weights and EMA are identical too.
+  const Checkpoint fa = read_checkpoint((a / "checkpoint.safetensors").string());
+  const Checkpoint fb = read_checkpoint((b / "checkpoint.safetensors").string());
+  ASSERT_EQ(fa.weights.tensors.size(), fb.weights.tensors.size());
+  for (size_t i = 0; i < fa.weights.tensors.size(); ++i)
+    EXPECT_EQ(fa.weights.tensors[i].data, fb.weights.tensors[i].data) << fa.weights.tensors[i].name;
+  for (size_t i = 0; i < fa.ema.tensors.size(); ++i)
+    EXPECT_EQ(fa.ema.tensors[i].data, fb.ema.tensors[i].data) << fa.ema.tensors[i].name;
+  EXPECT_EQ(fa.state.rng_offset, fb.state.rng_offset);
+  fs::remove_all(a);
+  fs::remove_all(b);
+}
+
+TEST_F(AppsEndToEnd, TrainWritesAllOutputs) {
+  REQUIRE_TRAINED();
+  const fs::path run_dir = dir_ / "run";
+  for (const char* f :
+       {"metrics.csv", "loss.png", "samples_step2.png", "samples_final.png", "checkpoint.safetensors"})
+    EXPECT_TRUE(fs::exists(run_dir / f)) << f;
+  bool events = false;
+  for (const auto& e : fs::directory_iterator(run_dir))
+    events |=
+        e.path().filename().string().rfind("events.out.tfevents.", 0) == 0 && fs::file_size(e.path()) > 0;
+  EXPECT_TRUE(events);
+  EXPECT_EQ(read_metrics_losses((run_dir / "metrics.csv").string()).size(), 4u);
+  std::ifstream m(run_dir / "metrics.csv");
+  std::string header;
+  std::getline(m, header);
+  EXPECT_EQ(header, "step,epoch,loss,lr,img_per_s");
+  // samples grid: 8 columns, 10 rows of 28 px with 2 px padding.
+  EXPECT_EQ(png_size(run_dir / "samples_final.png"), std::make_pair(2u + 8 * 30, 2u + 10 * 30));
+  const Checkpoint c = read_checkpoint(ckpt());
+  EXPECT_EQ(c.state.step, 4);
+  EXPECT_EQ(c.state.train_args.at("batch_size"), 16);
+}
+
+TEST_F(AppsEndToEnd, SampleGridAndDeterminism) {
+  REQUIRE_TRAINED();
+  const std::string base =
+      bin("fm_sample") + " --quiet --device cpu --threads 2 --checkpoint " + ckpt() + " --steps 2";
+  const fs::path g = dir_ / "grid.png";
+  RunResult r = run(base + " --per-class 1 --out " + g.string());
+  ASSERT_TRUE(r.exited && r.code == 0) << r.out;
+  EXPECT_EQ(png_size(g), std::make_pair(2u + 30, 2u + 10 * 30));  // one row per class
+
+  const fs::path t1 = dir_ / "s1.safetensors", t2 = dir_ / "s2.safetensors", t3 = dir_ / "s3.safetensors";
+  const std::string sub = base + " --classes 3,7 --per-class 2 --out " + (dir_ / "g2.png").string();
+  ASSERT_EQ(run(sub + " --seed 5 --save-tensor " + t1.string()).code, 0);
+  ASSERT_EQ(run(sub + " --seed 5 --batch 1 --solver euler --save-tensor " + t2.string()).code, 0);
+  ASSERT_EQ(run(sub + " --seed 6 --save-tensor " + t3.string()).code, 0);
+  EXPECT_EQ(png_size(dir_ / "g2.png"), std::make_pair(2u + 2 * 30, 2u + 2 * 30));
+  const st::StFile f1 = st::read_file(t1.string()), f3 = st::read_file(t3.string());
+  EXPECT_EQ(read_bytes(t1), read_bytes(t2)) << "same seed must give identical samples";
+  ASSERT_NE(f1.find("samples"), nullptr);
+  EXPECT_EQ(f1.find("samples")->shape, (std::vector<int64_t>{4, 1, 28, 28}));
+  EXPECT_EQ(f1.find("labels")->dtype, st::StDtype::I64);
+  EXPECT_NE(f1.find("samples")->data, f3.find("samples")->data) << "another seed must give other samples";
+
+  for (const char* solver : {"heun", "midpoint"}) {
+    RunResult s = run(base + " --per-class 1 --classes 0 --solver " + solver + " --no-ema --out " +
+                      (dir_ / "h.png").string());
+    EXPECT_TRUE(s.exited && s.code == 0) << solver << ": " << s.out;
+  }
+}
+
+TEST_F(AppsEndToEnd, SampleRejectsBadCheckpoints) {
+  REQUIRE_TRAINED();
+  const std::string samp =
+      bin("fm_sample") + " --device cpu --steps 1 --per-class 1 --out " + (dir_ / "x.png").string();
+  RunResult r = run(samp + " --checkpoint " + ckpt() + " --model-config " + (dir_ / "other.json").string());
+  EXPECT_TRUE(r.exited && r.code == 1) << r.out;
+  EXPECT_NE(r.out.find("shape mismatch"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(ckpt()), std::string::npos) << r.out;
+
+  const std::string bytes = read_bytes(ckpt());
+  write_text(dir_ / "trunc.safetensors", bytes.substr(0, bytes.size() - 1000));
+  r = run(samp + " --checkpoint " + (dir_ / "trunc.safetensors").string());
+  EXPECT_TRUE(r.exited && r.code == 1) << r.out;
+  EXPECT_NE(r.out.find("trunc.safetensors"), std::string::npos) << r.out;
+
+  // Resuming with a different batch size is refused.
+  r = run(bin("fm_train") + " --quiet --data " + mnist_dir() + " --resume " + ckpt() +
+          " --batch-size 8 --out " + (dir_ / "r").string());
+  EXPECT_TRUE(r.exited && r.code == 2) << r.out;
+  EXPECT_NE(r.out.find("--batch-size"), std::string::npos) << r.out;
+}
+
+TEST_F(AppsEndToEnd, ResumeViaCliAndSigint) {
+  REQUIRE_TRAINED();
+  // CLI resume: inherits the flags from the checkpoint and appends to metrics.csv in the checkpoint's dir.
+  const fs::path rd = dir_ / "resume";
+  fs::create_directories(rd);
+  fs::copy_file(dir_ / "run" / "checkpoint.safetensors", rd / "checkpoint.safetensors");
+  RunResult r = run(bin("fm_train") + " --quiet --threads 2 --no-samples --data " + mnist_dir() +
+                    " --resume " + (rd / "checkpoint.safetensors").string() + " --max-steps 6");
+  ASSERT_TRUE(r.exited && r.code == 0) << r.out;
+  EXPECT_EQ(read_checkpoint((rd / "checkpoint.safetensors").string()).state.step, 6);
+  EXPECT_EQ(read_metrics_losses((rd / "metrics.csv").string()).size(), 2u);
+
+  // SIGINT: the current step finishes, a checkpoint is saved, exit status 130.
+  const fs::path sd = dir_ / "sigint";
+  const std::string cmd = "( " + bin("fm_train") + " --quiet --threads 1 --no-samples --data " + mnist_dir() +
+                          " --model-config " + (dir_ / "tiny.json").string() +
+                          " --limit 256 --batch-size 8 --max-steps 100000 --out " + sd.string() +
+                          " & pid=$!; for i in $(seq 600); do "
+                          "[ -f " +
+                          (sd / "metrics.csv").string() + " ] && [ $(wc -l < " +
+                          (sd / "metrics.csv").string() +
+                          ") -ge 3 ] && break; sleep 0.1; done; "
+                          "kill -INT $pid; wait $pid; echo \"exit=$?\" )";
+  r = run(cmd);
+  EXPECT_NE(r.out.find("exit=130"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("stopped by SIGINT"), std::string::npos) << r.out;
+  const Checkpoint c = read_checkpoint((sd / "checkpoint.safetensors").string());
+  EXPECT_GE(c.state.step, 2);
+  EXPECT_EQ(static_cast<int64_t>(read_metrics_losses((sd / "metrics.csv").string()).size()), c.state.step);
+}
