@@ -15,12 +15,9 @@ struct Case {
   int64_t C, K, H, R, stride, pad;
 };
 constexpr Case kCases[] = {
-    {"32to32_28x28", 32, 32, 28, 3, 1, 1},
-    {"64to64_14x14", 64, 64, 14, 3, 1, 1},
-    {"128to64_7x7", 128, 64, 7, 3, 1, 1},
-    {"96to64_28x28", 96, 64, 28, 3, 1, 1},
-    {"down_s2_32_28x28", 32, 32, 28, 3, 2, 1},
-    {"shortcut1x1_128to64_14x14", 128, 64, 14, 1, 1, 0},
+    {"32to32_28x28", 32, 32, 28, 3, 1, 1},     {"64to64_14x14", 64, 64, 14, 3, 1, 1},
+    {"128to64_7x7", 128, 64, 7, 3, 1, 1},      {"96to64_28x28", 96, 64, 28, 3, 1, 1},
+    {"down_s2_32_28x28", 32, 32, 28, 3, 2, 1}, {"shortcut1x1_128to64_14x14", 128, 64, 14, 1, 1, 0},
 };
 constexpr int64_t kBatch = 128;
 
@@ -45,13 +42,18 @@ enum class Pass { Forward, BackwardInput, BackwardWeight };
 
 void BM_Conv(benchmark::State& state, Case c, Pass pass) {
   const kern::Conv2dShape s = shape_of(c);
-  auto x = random_vec(s.N * s.C * s.H * s.W, 1), w = random_vec(s.K * s.C * s.R * s.S, 2), b = random_vec(s.K, 3);
+  auto x = random_vec(s.N * s.C * s.H * s.W, 1), w = random_vec(s.K * s.C * s.R * s.S, 2),
+       b = random_vec(s.K, 3);
   auto y = random_vec(s.N * s.K * s.P * s.Q, 4);
   std::vector<float> dx(x.size()), dw(w.size()), db(b.size());
   for (auto _ : state) {
     switch (pass) {
-      case Pass::Forward: kern::cpu::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data()); break;
-      case Pass::BackwardInput: kern::cpu::conv2d_backward_input<float>(s, y.data(), w.data(), dx.data()); break;
+      case Pass::Forward:
+        kern::cpu::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data());
+        break;
+      case Pass::BackwardInput:
+        kern::cpu::conv2d_backward_input<float>(s, y.data(), w.data(), dx.data());
+        break;
       case Pass::BackwardWeight:
         kern::cpu::conv2d_backward_weight<float>(s, y.data(), x.data(), dw.data(), db.data());
         break;
@@ -65,11 +67,16 @@ void BM_Conv(benchmark::State& state, Case c, Pass pass) {
 int register_all() {
   for (const Case& c : kCases) {
     benchmark::RegisterBenchmark((std::string("conv2d_fwd/") + c.name).c_str(), BM_Conv, c, Pass::Forward)
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
     benchmark::RegisterBenchmark((std::string("conv2d_bwd_input/") + c.name).c_str(), BM_Conv, c,
-                                 Pass::BackwardInput)->Unit(benchmark::kMillisecond)->UseRealTime();
+                                 Pass::BackwardInput)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
     benchmark::RegisterBenchmark((std::string("conv2d_bwd_weight/") + c.name).c_str(), BM_Conv, c,
-                                 Pass::BackwardWeight)->Unit(benchmark::kMillisecond)->UseRealTime();
+                                 Pass::BackwardWeight)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   }
   return 0;
 }

@@ -113,8 +113,9 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
       const Edge& e = n->next[i];
       if (!e.defined() || i >= in_grads.size() || !in_grads[i].defined()) continue;
       const Tensor& gi = in_grads[i];
-      ENGINE_CHECK(gi.shape() == n->input_shapes[i], "backward", "op '", n->name, "' produced a gradient of shape ",
-                   shape_str(gi.shape()), " for an input of shape ", shape_str(n->input_shapes[i]));
+      ENGINE_CHECK(gi.shape() == n->input_shapes[i], "backward", "op '", n->name,
+                   "' produced a gradient of shape ", shape_str(gi.shape()), " for an input of shape ",
+                   shape_str(n->input_shapes[i]));
       if (e.leaf) {
         accumulate_leaf(*e.leaf, gi);
       } else {

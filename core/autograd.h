@@ -13,14 +13,14 @@
 namespace engine {
 
 struct Edge {
-  std::shared_ptr<Node> node;         // the producer's node, or
-  std::shared_ptr<TensorImpl> leaf;   // a leaf that requires grad (accumulate into .grad)
+  std::shared_ptr<Node> node;        // the producer's node, or
+  std::shared_ptr<TensorImpl> leaf;  // a leaf that requires grad (accumulate into .grad)
   bool defined() const { return node || leaf; }
 };
 
 struct Node {
-  std::string name;                // op name, for errors and debugging
-  std::vector<Edge> next;          // one per differentiable input (may be undefined)
+  std::string name;                 // op name, for errors and debugging
+  std::vector<Edge> next;           // one per differentiable input (may be undefined)
   std::vector<Shape> input_shapes;  // expected gradient shapes, checked
   // grad of the output -> grads of the inputs (undefined where not needed / not differentiable).
   std::function<std::vector<Tensor>(const Tensor&)> backward;

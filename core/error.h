@@ -1,5 +1,6 @@
 // Error type and checking helpers. Every error names the op (or subsystem) and, where
-// shapes are involved, the shapes: "conv2d: weight (8, 3, 3, 3) expects 3 input channels, got x (2, 4, 8, 8)".
+// shapes are involved, the shapes: "conv2d: weight (8, 3, 3, 3) expects 3 input channels, got x (2, 4, 8,
+// 8)".
 #pragma once
 #include <cstdint>
 #include <sstream>
@@ -33,8 +34,8 @@ std::string concat(const Args&... args) {
 }  // namespace detail
 
 // ENGINE_CHECK(cond, "op", "message parts", ...): throws engine::Error("op: message").
-#define ENGINE_CHECK(cond, op, ...)                                          \
-  do {                                                                       \
+#define ENGINE_CHECK(cond, op, ...)                                                      \
+  do {                                                                                   \
     if (!(cond)) throw ::engine::Error(::engine::detail::concat(op, ": ", __VA_ARGS__)); \
   } while (0)
 

@@ -75,15 +75,21 @@ int64_t wrap_dim(int64_t d, int64_t ndim, const char* op) {
 }  // namespace
 
 // ---------------------------------------------------------------- factories
-Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) { return Tensor(make_impl(shape, dtype, device)); }
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  return Tensor(make_impl(shape, dtype, device));
+}
 
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
   t.fill_(value);
   return t;
 }
-Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
-Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  return full(shape, 0.0, dtype, device);
+}
+Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) {
+  return full(shape, 1.0, dtype, device);
+}
 Tensor Tensor::scalar(double value, DType dtype, Device device) { return full({}, value, dtype, device); }
 
 Tensor Tensor::from_bytes(const void* data, const Shape& shape, DType dtype, Device device) {
@@ -161,10 +167,14 @@ template std::vector<uint8_t> Tensor::to_vector<uint8_t>() const;
 double Tensor::item() const {
   ENGINE_CHECK(numel() == 1, "item", "expected one element, got shape ", shape_str(shape()));
   switch (dtype()) {
-    case DType::F32: return to_vector<float>()[0];
-    case DType::F64: return to_vector<double>()[0];
-    case DType::I64: return static_cast<double>(to_vector<int64_t>()[0]);
-    case DType::U8: return to_vector<uint8_t>()[0];
+    case DType::F32:
+      return to_vector<float>()[0];
+    case DType::F64:
+      return to_vector<double>()[0];
+    case DType::I64:
+      return static_cast<double>(to_vector<int64_t>()[0]);
+    case DType::U8:
+      return to_vector<uint8_t>()[0];
   }
   return 0;
 }
@@ -199,10 +209,18 @@ Tensor& Tensor::fill_(double value) {
   }
   if (device().is_cpu()) {
     switch (dtype()) {
-      case DType::F32: kern::cpu::fill<float>(n, data<float>(), value); break;
-      case DType::F64: kern::cpu::fill<double>(n, data<double>(), value); break;
-      case DType::I64: kern::cpu::fill<int64_t>(n, data<int64_t>(), value); break;
-      case DType::U8: kern::cpu::fill<uint8_t>(n, data<uint8_t>(), value); break;
+      case DType::F32:
+        kern::cpu::fill<float>(n, data<float>(), value);
+        break;
+      case DType::F64:
+        kern::cpu::fill<double>(n, data<double>(), value);
+        break;
+      case DType::I64:
+        kern::cpu::fill<int64_t>(n, data<int64_t>(), value);
+        break;
+      case DType::U8:
+        kern::cpu::fill<uint8_t>(n, data<uint8_t>(), value);
+        break;
     }
   } else if (dtype() == DType::F32) {
     kern::cuda::fill(n, data<float>(), value);
@@ -214,8 +232,8 @@ Tensor& Tensor::fill_(double value) {
 }
 
 Tensor& Tensor::copy_(const Tensor& src) {
-  ENGINE_CHECK(src.shape() == shape(), "copy_", "shape mismatch: destination ", shape_str(shape()), ", source ",
-               shape_str(src.shape()));
+  ENGINE_CHECK(src.shape() == shape(), "copy_", "shape mismatch: destination ", shape_str(shape()),
+               ", source ", shape_str(src.shape()));
   Tensor s = src.detach();
   if (s.dtype() != dtype()) {
     NoGradGuard ng;
@@ -290,20 +308,46 @@ Tensor Tensor::to(DType dt) const {
   auto cast_any = [&](auto* dst) {
     using D = std::remove_pointer_t<decltype(dst)>;
     switch (dtype()) {
-      case DType::F32: { const float* s = src.data<float>(); for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]); break; }
-      case DType::F64: { const double* s = src.data<double>(); for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]); break; }
-      case DType::I64: { const int64_t* s = src.data<int64_t>(); for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]); break; }
-      case DType::U8: { const uint8_t* s = src.data<uint8_t>(); for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]); break; }
+      case DType::F32: {
+        const float* s = src.data<float>();
+        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]);
+        break;
+      }
+      case DType::F64: {
+        const double* s = src.data<double>();
+        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]);
+        break;
+      }
+      case DType::I64: {
+        const int64_t* s = src.data<int64_t>();
+        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]);
+        break;
+      }
+      case DType::U8: {
+        const uint8_t* s = src.data<uint8_t>();
+        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]);
+        break;
+      }
     }
   };
-  if (dtype() == DType::F32 && dt == DType::F64) kern::cpu::cast_f32_to_f64(n, src.data<float>(), out.data<double>());
-  else if (dtype() == DType::F64 && dt == DType::F32) kern::cpu::cast_f64_to_f32(n, src.data<double>(), out.data<float>());
+  if (dtype() == DType::F32 && dt == DType::F64)
+    kern::cpu::cast_f32_to_f64(n, src.data<float>(), out.data<double>());
+  else if (dtype() == DType::F64 && dt == DType::F32)
+    kern::cpu::cast_f64_to_f32(n, src.data<double>(), out.data<float>());
   else {
     switch (dt) {
-      case DType::F32: cast_any(out.data<float>()); break;
-      case DType::F64: cast_any(out.data<double>()); break;
-      case DType::I64: cast_any(out.data<int64_t>()); break;
-      case DType::U8: cast_any(out.data<uint8_t>()); break;
+      case DType::F32:
+        cast_any(out.data<float>());
+        break;
+      case DType::F64:
+        cast_any(out.data<double>());
+        break;
+      case DType::I64:
+        cast_any(out.data<int64_t>());
+        break;
+      case DType::U8:
+        cast_any(out.data<uint8_t>());
+        break;
     }
   }
   if (is_floating(dt) && is_floating(dtype()) && any_requires_grad({this})) {
@@ -449,8 +493,8 @@ Tensor Tensor::squeeze(int64_t d) const {
 // ---------------------------------------------------------------- autograd accessors
 bool Tensor::requires_grad() const { return checked().requires_grad || checked().grad_fn != nullptr; }
 Tensor& Tensor::set_requires_grad(bool r) {
-  ENGINE_CHECK(!r || is_floating(dtype()), "requires_grad", "only floating-point tensors can require grad, got ",
-               dtype_name(dtype()));
+  ENGINE_CHECK(!r || is_floating(dtype()), "requires_grad",
+               "only floating-point tensors can require grad, got ", dtype_name(dtype()));
   ENGINE_CHECK(is_leaf(), "requires_grad", "can only be set on leaf tensors");
   checked().requires_grad = r;
   return *this;
@@ -460,6 +504,8 @@ void Tensor::set_grad(const Tensor& g) { checked().grad = g.defined() ? g.impl_p
 void Tensor::zero_grad() { checked().grad.reset(); }
 const std::shared_ptr<Node>& Tensor::grad_fn() const { return checked().grad_fn; }
 void Tensor::set_grad_fn(std::shared_ptr<Node> fn) { checked().grad_fn = std::move(fn); }
-void Tensor::backward(const Tensor& gradient, bool retain_graph) const { run_backward(*this, gradient, retain_graph); }
+void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
+  run_backward(*this, gradient, retain_graph);
+}
 
 }  // namespace engine

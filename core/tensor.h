@@ -30,7 +30,8 @@ class Tensor {
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
   static Tensor ones(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
-  static Tensor full(const Shape& shape, double value, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::F32,
+                     Device device = Device::cpu());
   static Tensor scalar(double value, DType dtype = DType::F32, Device device = Device::cpu());
   // Copies host data (size must equal numel(shape)).
   template <typename T>

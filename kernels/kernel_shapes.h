@@ -8,10 +8,10 @@ namespace kern {
 
 // NCHW conv: x (N, C, H, W), w (K, C, R, S), b (K), y (N, K, P, Q).
 struct Conv2dShape {
-  int64_t N, C, H, W;      // input
-  int64_t K, R, S;         // out channels, kernel height, kernel width
+  int64_t N, C, H, W;  // input
+  int64_t K, R, S;     // out channels, kernel height, kernel width
   int64_t stride_h, stride_w, pad_h, pad_w;
-  int64_t P, Q;            // output height, width
+  int64_t P, Q;  // output height, width
   double flops() const { return 2.0 * N * K * P * Q * C * R * S; }
 };
 

@@ -14,7 +14,9 @@
 namespace engine::models {
 
 namespace {
-std::vector<double> host(const Tensor& t) { return t.detach().to(Device::cpu()).to(DType::F64).to_vector<double>(); }
+std::vector<double> host(const Tensor& t) {
+  return t.detach().to(Device::cpu()).to(DType::F64).to_vector<double>();
+}
 
 const st::StTensor& need(const st::StFile& f, const std::string& name, const std::string& path) {
   const st::StTensor* t = f.find(name);

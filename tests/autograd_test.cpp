@@ -14,7 +14,7 @@ std::vector<double> vals(const Tensor& t) { return t.to(DType::F64).to_vector<do
 
 TEST(Autograd, SharedSubexpression) {
   Tensor x = vec({1.0, -2.0, 3.0}).set_requires_grad();
-  Tensor y = mul(x, x);  // x used twice in one op
+  Tensor y = mul(x, x);               // x used twice in one op
   Tensor z = sum(add(y, mul(y, x)));  // y used twice: z = x^2 + x^3
   z.backward();
   std::vector<double> expect = {2 + 3, -4 + 12, 6 + 27};

@@ -2,6 +2,8 @@
 // are not multiples of tile sizes and on the UNet's real shapes. Each output buffer sits
 // between guard regions that must come back untouched (catches out-of-bounds writes), and
 // starts filled with NaN so an element the kernel forgets to write fails the comparison.
+#include "kernels/cuda/cuda_kernels.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,13 +13,12 @@
 
 #include "core/cuda_device.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "kernels/cuda/cuda_kernels.h"
 #include "tests/cuda_test_util.h"
 
 namespace {
 
-constexpr int64_t kGuard = 1024;               // elements on each side
-constexpr uint32_t kGuardBits = 0x7fc0dead;    // a NaN payload no kernel produces
+constexpr int64_t kGuard = 1024;             // elements on each side
+constexpr uint32_t kGuardBits = 0x7fc0dead;  // a NaN payload no kernel produces
 
 // A device buffer of n elements of T with guard regions; contents start as NaN / guard bits.
 template <typename T>
@@ -74,11 +75,11 @@ double rel(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 
-#define EXPECT_CLOSE(gpu_buf, cpu_vec, tol)                               \
-  do {                                                                    \
+#define EXPECT_CLOSE(gpu_buf, cpu_vec, tol)                                     \
+  do {                                                                          \
     EXPECT_TRUE((gpu_buf).guards_intact()) << #gpu_buf ": out-of-bounds write"; \
-    const double e_ = rel((gpu_buf).download(), (cpu_vec));              \
-    EXPECT_LE(e_, (tol)) << #gpu_buf " differs from the CPU reference";   \
+    const double e_ = rel((gpu_buf).download(), (cpu_vec));                     \
+    EXPECT_LE(e_, (tol)) << #gpu_buf " differs from the CPU reference";         \
   } while (0)
 
 kern::Conv2dShape conv_shape(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
@@ -90,8 +91,9 @@ kern::Conv2dShape conv_shape(int64_t N, int64_t C, int64_t H, int64_t W, int64_t
 }
 
 void check_conv(const kern::Conv2dShape& s, bool bias) {
-  SCOPED_TRACE(::testing::Message() << "conv N" << s.N << " C" << s.C << " " << s.H << "x" << s.W << " K" << s.K
-                                    << " " << s.R << "x" << s.S << " stride " << s.stride_h << " pad " << s.pad_h);
+  SCOPED_TRACE(::testing::Message() << "conv N" << s.N << " C" << s.C << " " << s.H << "x" << s.W << " K"
+                                    << s.K << " " << s.R << "x" << s.S << " stride " << s.stride_h << " pad "
+                                    << s.pad_h);
   const int64_t nx = s.N * s.C * s.H * s.W, nw = s.K * s.C * s.R * s.S, ny = s.N * s.K * s.P * s.Q;
   auto x = randv(nx, 1), w = randv(nw, 2), b = randv(s.K, 3), dy = randv(ny, 4);
   std::vector<float> y(ny), dx(nx), dw(nw), db(s.K);
@@ -132,15 +134,17 @@ TEST(CudaKernel, Conv2dUNetShapes) {
 
 void check_group_norm(int64_t N, int64_t C, int64_t HW, int64_t G, bool affine) {
   SCOPED_TRACE(::testing::Message() << "group_norm N" << N << " C" << C << " HW" << HW << " G" << G);
-  auto x = randv(N * C * HW, 5, -2.f, 3.f), gamma = randv(C, 6), beta = randv(C, 7), dy = randv(N * C * HW, 8);
+  auto x = randv(N * C * HW, 5, -2.f, 3.f), gamma = randv(C, 6), beta = randv(C, 7),
+       dy = randv(N * C * HW, 8);
   std::vector<float> y(x.size()), mean(N * G), rstd(N * G), dx(x.size()), dg(C), dbt(C);
   const float* gp = affine ? gamma.data() : nullptr;
-  kern::cpu::group_norm_forward<float>(N, C, HW, G, 1e-5, x.data(), gp, affine ? beta.data() : nullptr, y.data(),
-                                       mean.data(), rstd.data());
-  kern::cpu::group_norm_backward<float>(N, C, HW, G, dy.data(), x.data(), mean.data(), rstd.data(), gp, dx.data(),
-                                        affine ? dg.data() : nullptr, affine ? dbt.data() : nullptr);
-  Guarded<float> gx(x.size()), gga(C), gbe(C), gy(x.size()), gm(N * G), gr(N * G), gdy(x.size()), gdx(x.size()),
-      gdg(C), gdb(C);
+  kern::cpu::group_norm_forward<float>(N, C, HW, G, 1e-5, x.data(), gp, affine ? beta.data() : nullptr,
+                                       y.data(), mean.data(), rstd.data());
+  kern::cpu::group_norm_backward<float>(N, C, HW, G, dy.data(), x.data(), mean.data(), rstd.data(), gp,
+                                        dx.data(), affine ? dg.data() : nullptr,
+                                        affine ? dbt.data() : nullptr);
+  Guarded<float> gx(x.size()), gga(C), gbe(C), gy(x.size()), gm(N * G), gr(N * G), gdy(x.size()),
+      gdx(x.size()), gdg(C), gdb(C);
   gx.upload(x), gga.upload(gamma), gbe.upload(beta), gdy.upload(dy);
   kern::cuda::group_norm_forward(N, C, HW, G, 1e-5, gx.ptr(), affine ? gga.ptr() : nullptr,
                                  affine ? gbe.ptr() : nullptr, gy.ptr(), gm.ptr(), gr.ptr());
@@ -149,8 +153,9 @@ void check_group_norm(int64_t N, int64_t C, int64_t HW, int64_t G, bool affine) 
   EXPECT_CLOSE(gr, rstd, 1e-5);
   // Backward from the CPU statistics so the comparison isolates the backward kernel.
   gm.upload(mean), gr.upload(rstd);
-  kern::cuda::group_norm_backward(N, C, HW, G, gdy.ptr(), gx.ptr(), gm.ptr(), gr.ptr(), affine ? gga.ptr() : nullptr,
-                                  gdx.ptr(), affine ? gdg.ptr() : nullptr, affine ? gdb.ptr() : nullptr);
+  kern::cuda::group_norm_backward(N, C, HW, G, gdy.ptr(), gx.ptr(), gm.ptr(), gr.ptr(),
+                                  affine ? gga.ptr() : nullptr, gdx.ptr(), affine ? gdg.ptr() : nullptr,
+                                  affine ? gdb.ptr() : nullptr);
   EXPECT_CLOSE(gdx, dx, 1e-4);
   if (affine) {
     EXPECT_CLOSE(gdg, dg, 1e-4);
@@ -171,12 +176,14 @@ TEST(CudaKernel, GroupNorm) {
 void check_attention(int64_t BH, int64_t Lq, int64_t Lk, int64_t D) {
   SCOPED_TRACE(::testing::Message() << "attention BH" << BH << " Lq" << Lq << " Lk" << Lk << " D" << D);
   const double scale = 1.0 / std::sqrt(double(D));
-  auto q = randv(BH * Lq * D, 9, -2.f, 2.f), k = randv(BH * Lk * D, 10, -2.f, 2.f), v = randv(BH * Lk * D, 11);
+  auto q = randv(BH * Lq * D, 9, -2.f, 2.f), k = randv(BH * Lk * D, 10, -2.f, 2.f),
+       v = randv(BH * Lk * D, 11);
   auto dout = randv(BH * Lq * D, 12);
   std::vector<float> o(q.size()), lse(BH * Lq), dq(q.size()), dk(k.size()), dv(v.size());
-  kern::cpu::attention_forward<float>(BH, Lq, Lk, D, scale, q.data(), k.data(), v.data(), o.data(), lse.data());
-  kern::cpu::attention_backward<float>(BH, Lq, Lk, D, scale, q.data(), k.data(), v.data(), o.data(), lse.data(),
-                                       dout.data(), dq.data(), dk.data(), dv.data());
+  kern::cpu::attention_forward<float>(BH, Lq, Lk, D, scale, q.data(), k.data(), v.data(), o.data(),
+                                      lse.data());
+  kern::cpu::attention_backward<float>(BH, Lq, Lk, D, scale, q.data(), k.data(), v.data(), o.data(),
+                                       lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
   Guarded<float> gq(q.size()), gk(k.size()), gv(v.size()), go(o.size()), gl(lse.size()), gdo(dout.size()),
       gdq(q.size()), gdk(k.size()), gdv(v.size());
   gq.upload(q), gk.upload(k), gv.upload(v), gdo.upload(dout);
@@ -184,8 +191,8 @@ void check_attention(int64_t BH, int64_t Lq, int64_t Lk, int64_t D) {
   EXPECT_CLOSE(go, o, 1e-5);
   EXPECT_CLOSE(gl, lse, 1e-5);
   go.upload(o), gl.upload(lse);
-  kern::cuda::attention_backward(BH, Lq, Lk, D, scale, gq.ptr(), gk.ptr(), gv.ptr(), go.ptr(), gl.ptr(), gdo.ptr(),
-                                 gdq.ptr(), gdk.ptr(), gdv.ptr());
+  kern::cuda::attention_backward(BH, Lq, Lk, D, scale, gq.ptr(), gk.ptr(), gv.ptr(), go.ptr(), gl.ptr(),
+                                 gdo.ptr(), gdq.ptr(), gdk.ptr(), gdv.ptr());
   EXPECT_CLOSE(gdq, dq, 1e-4);
   EXPECT_CLOSE(gdk, dk, 1e-4);
   EXPECT_CLOSE(gdv, dv, 1e-4);
@@ -205,8 +212,8 @@ TEST(CudaKernel, ElementwiseAndLayout) {
   SKIP_WITHOUT_CUDA();
   const int64_t n = 10007;
   auto x = randv(n, 13, -4.f, 4.f), dy = randv(n, 14);
-  for (kern::Unary op : {kern::Unary::Neg, kern::Unary::Exp, kern::Unary::Sin, kern::Unary::Cos, kern::Unary::Silu,
-                         kern::Unary::Square, kern::Unary::Abs}) {
+  for (kern::Unary op : {kern::Unary::Neg, kern::Unary::Exp, kern::Unary::Sin, kern::Unary::Cos,
+                         kern::Unary::Silu, kern::Unary::Square, kern::Unary::Abs}) {
     SCOPED_TRACE(static_cast<int>(op));
     std::vector<float> y(n);
     kern::cpu::unary<float>(op, n, x.data(), y.data());
@@ -321,8 +328,10 @@ TEST(CudaKernel, ReductionsEmbeddingAdamWRandom) {
       std::vector<float*> cp, cm, cv, dp, dm, dv;
       std::vector<const float*> cg, dg;
       for (size_t i = 0; i < sizes.size(); ++i) {
-        cp.push_back(p[i].data()), cg.push_back(g[i].data()), cm.push_back(m[i].data()), cv.push_back(v[i].data());
-        dp.push_back(gp[i]->ptr()), dg.push_back(gg[i]->ptr()), dm.push_back(gm[i]->ptr()), dv.push_back(gv[i]->ptr());
+        cp.push_back(p[i].data()), cg.push_back(g[i].data()), cm.push_back(m[i].data()),
+            cv.push_back(v[i].data());
+        dp.push_back(gp[i]->ptr()), dg.push_back(gg[i]->ptr()), dm.push_back(gm[i]->ptr()),
+            dv.push_back(gv[i]->ptr());
       }
       const int nt = static_cast<int>(sizes.size());
       kern::cpu::adamw_step<float>(nt, cp.data(), cg.data(), cm.data(), cv.data(), sizes.data(), hp);

@@ -27,7 +27,8 @@ RunResult run_case(const OpCase& c, Device dev) {
   Tensor R = Tensor::from_vector(r, out.shape(), dev);
   sum(mul(out, R)).backward();
   RunResult res{out.detach().to(Device::cpu()), {}};
-  for (auto& t : in) res.grads.push_back(t.requires_grad() && t.grad().defined() ? t.grad().to(Device::cpu()) : Tensor());
+  for (auto& t : in)
+    res.grads.push_back(t.requires_grad() && t.grad().defined() ? t.grad().to(Device::cpu()) : Tensor());
   return res;
 }
 

@@ -24,7 +24,9 @@ namespace fs = std::filesystem;
 const fs::path kSource = ENGINE_SOURCE_DIR;
 const fs::path kSpec = kSource / ".." / "shared" / "reference" / "unet2d_spec.md";
 
-std::vector<double> values(const Tensor& t) { return t.detach().to(Device::cpu()).to(DType::F64).to_vector<double>(); }
+std::vector<double> values(const Tensor& t) {
+  return t.detach().to(Device::cpu()).to(DType::F64).to_vector<double>();
+}
 
 TEST(Model, SeedParameterCount) {
   models::ConditionalUNet m(models::ConditionalConfig::seed(), 0);

@@ -30,7 +30,9 @@ models::ConditionalConfig tiny_config() {
   return c;
 }
 
-std::vector<double> values(const Tensor& t) { return t.detach().to(Device::cpu()).to(DType::F64).to_vector<double>(); }
+std::vector<double> values(const Tensor& t) {
+  return t.detach().to(Device::cpu()).to(DType::F64).to_vector<double>();
+}
 
 class TwoLayer : public nn::Module {
  public:

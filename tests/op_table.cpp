@@ -35,19 +35,24 @@ std::vector<OpCase> build_cases() {
       [](auto& t) { return conv2d(t[0], t[1], Tensor(), conv_opt(2, 1, 2, 0)); });
   def("Conv2d", "bias_only_grad", {Fc({2, 3, 5, 5}), Fc({4, 3, 3, 3}), F({4})},
       [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 1, 1)); });
-  def("Conv2d", "unet_32to32_28x28", {F({4, 32, 28, 28}), F({32, 32, 3, 3}), F({32})},
+  def(
+      "Conv2d", "unet_32to32_28x28", {F({4, 32, 28, 28}), F({32, 32, 3, 3}), F({32})},
       [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 1, 1)); }, false);
-  def("Conv2d", "unet_down_s2_64_14x14", {F({4, 64, 14, 14}), F({64, 64, 3, 3}), F({64})},
+  def(
+      "Conv2d", "unet_down_s2_64_14x14", {F({4, 64, 14, 14}), F({64, 64, 3, 3}), F({64})},
       [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(2, 2, 1, 1)); }, false);
-  def("Conv2d", "unet_shortcut_128to64_7x7", {F({4, 128, 7, 7}), F({64, 128, 1, 1}), F({64})},
+  def(
+      "Conv2d", "unet_shortcut_128to64_7x7", {F({4, 128, 7, 7}), F({64, 128, 1, 1}), F({64})},
       [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 0, 0)); }, false);
   // ---- group_norm
   def("GroupNorm", "g2_affine", {F({2, 4, 3, 3}), F({4}), F({4})},
       [](auto& t) { return group_norm(t[0], 2, t[1], t[2], 1e-5); });
   def("GroupNorm", "g1_affine", {F({2, 3, 4, 2}), F({3}), F({3})},
       [](auto& t) { return group_norm(t[0], 1, t[1], t[2], 1e-5); });
-  def("GroupNorm", "per_channel_no_affine", {F({3, 4, 5})}, [](auto& t) { return group_norm(t[0], 4, Tensor(), Tensor(), 1e-5); });
-  def("GroupNorm", "unet_32groups_96ch_28x28", {F({4, 96, 28, 28}), F({96}), F({96})},
+  def("GroupNorm", "per_channel_no_affine", {F({3, 4, 5})},
+      [](auto& t) { return group_norm(t[0], 4, Tensor(), Tensor(), 1e-5); });
+  def(
+      "GroupNorm", "unet_32groups_96ch_28x28", {F({4, 96, 28, 28}), F({96}), F({96})},
       [](auto& t) { return group_norm(t[0], 32, t[1], t[2], 1e-5); }, false);
   // ---- linear / matmul
   def("Linear", "bias", {F({5, 4}), F({3, 4}), F({3})}, [](auto& t) { return linear(t[0], t[1], t[2]); });
@@ -64,9 +69,11 @@ std::vector<OpCase> build_cases() {
       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); });
   def("Attention", "custom_scale", {F({1, 2, 3, 2}), F({1, 2, 3, 2}), F({1, 2, 3, 2})},
       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], 0.7); });
-  def("Attention", "unet_8heads_196", {F({2, 8, 196, 8}), F({2, 8, 196, 8}), F({2, 8, 196, 8})},
+  def(
+      "Attention", "unet_8heads_196", {F({2, 8, 196, 8}), F({2, 8, 196, 8}), F({2, 8, 196, 8})},
       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); }, false);
-  def("Attention", "long_784_d64", {F({1, 2, 784, 64}), F({1, 2, 784, 64}), F({1, 2, 784, 64})},
+  def(
+      "Attention", "long_784_d64", {F({1, 2, 784, 64}), F({1, 2, 784, 64}), F({1, 2, 784, 64})},
       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); }, false);
   // ---- elementwise
   def("Silu", "plain", {F({3, 7})}, [](auto& t) { return silu(t[0]); });
@@ -83,12 +90,16 @@ std::vector<OpCase> build_cases() {
   def("Mul", "same_tensor", {F({3, 3})}, [](auto& t) { return mul(t[0], t[0]); });
   def("Div", "broadcast", {F({2, 3}), Pos({3})}, [](auto& t) { return div(t[0], t[1]); });
   // ---- indexing / shape
-  def("Embedding", "repeated_indices", {Idx({6}, 4), F({4, 3})}, [](auto& t) { return embedding(t[0], t[1]); });
+  def("Embedding", "repeated_indices", {Idx({6}, 4), F({4, 3})},
+      [](auto& t) { return embedding(t[0], t[1]); });
   def("Embedding", "2d_indices", {Idx({2, 3}, 5), F({5, 2})}, [](auto& t) { return embedding(t[0], t[1]); });
   def("Concat", "dim1", {F({2, 3, 2}), F({2, 1, 2})}, [](auto& t) { return concat({t[0], t[1]}, 1); });
-  def("Concat", "dim0_three", {F({1, 3}), F({2, 3}), F({1, 3})}, [](auto& t) { return concat({t[0], t[1], t[2]}, 0); });
-  def("Concat", "last_dim_of_view", {F({3, 2}), F({2, 3})},
-      [](auto& t) { return concat({t[0], t[1].transpose(0, 1)}, -1); });
+  def("Concat", "dim0_three", {F({1, 3}), F({2, 3}), F({1, 3})}, [](auto& t) {
+    return concat({t[0], t[1], t[2]}, 0);
+  });
+  def("Concat", "last_dim_of_view", {F({3, 2}), F({2, 3})}, [](auto& t) {
+    return concat({t[0], t[1].transpose(0, 1)}, -1);
+  });
   def("Upsample", "nearest2x", {F({2, 3, 3, 4})}, [](auto& t) { return upsample_nearest2x(t[0]); });
   // ---- reductions and losses
   def("Sum", "all", {F({3, 4})}, [](auto& t) { return sum(t[0]); });
@@ -98,9 +109,12 @@ std::vector<OpCase> build_cases() {
   def("Mean", "dims", {F({2, 3, 4})}, [](auto& t) { return mean(t[0], {-1}); });
   def("MseLoss", "both_grads", {F({2, 3, 4}), F({2, 3, 4})}, [](auto& t) { return mse_loss(t[0], t[1]); });
   // ---- views
-  def("Views", "reshape_permute_narrow", {F({2, 3, 4})},
-      [](auto& t) { return t[0].permute({2, 0, 1}).narrow(0, 1, 2).reshape({2, 6}); });
-  def("Views", "expand_transpose", {F({3, 1})}, [](auto& t) { return t[0].expand({2, 3, 4}).transpose(0, 2).contiguous(); });
+  def("Views", "reshape_permute_narrow", {F({2, 3, 4})}, [](auto& t) {
+    return t[0].permute({2, 0, 1}).narrow(0, 1, 2).reshape({2, 6});
+  });
+  def("Views", "expand_transpose", {F({3, 1})}, [](auto& t) {
+    return t[0].expand({2, 3, 4}).transpose(0, 2).contiguous();
+  });
   def("Views", "unsqueeze_flatten", {F({2, 3})}, [](auto& t) { return t[0].unsqueeze(1).flatten(); });
   return c;
 }
@@ -176,7 +190,8 @@ GradCheckResult gradcheck_fn(const OpCase& c, const std::function<Tensor(const s
   for (size_t i = 0; i < in.size(); ++i) {
     if (!in[i].requires_grad()) continue;
     Tensor g = in[i].grad();
-    std::vector<double> analytic = g.defined() ? g.to_vector<double>() : std::vector<double>(in[i].numel(), 0.0);
+    std::vector<double> analytic =
+        g.defined() ? g.to_vector<double>() : std::vector<double>(in[i].numel(), 0.0);
     double* p = in[i].data<double>();
     std::vector<double> numeric(in[i].numel());
     for (int64_t j = 0; j < in[i].numel(); ++j) {
@@ -202,6 +217,8 @@ GradCheckResult gradcheck_fn(const OpCase& c, const std::function<Tensor(const s
   return res;
 }
 
-GradCheckResult gradcheck(const OpCase& c, double eps, uint64_t seed) { return gradcheck_fn(c, c.fn, eps, seed); }
+GradCheckResult gradcheck(const OpCase& c, double eps, uint64_t seed) {
+  return gradcheck_fn(c, c.fn, eps, seed);
+}
 
 }  // namespace engine::test

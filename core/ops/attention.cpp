@@ -7,10 +7,12 @@
 
 namespace engine {
 
-Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, std::optional<double> scale_opt) {
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    std::optional<double> scale_opt) {
   detail::check_same("attention", {&q, &k, &v});
-  ENGINE_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention", "expects (B, H, L, D) tensors, got q ",
-               shape_str(q.shape()), " k ", shape_str(k.shape()), " v ", shape_str(v.shape()));
+  ENGINE_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention",
+               "expects (B, H, L, D) tensors, got q ", shape_str(q.shape()), " k ", shape_str(k.shape()),
+               " v ", shape_str(v.shape()));
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), D = q.size(3), Lk = k.size(2);
   ENGINE_CHECK(k.size(0) == B && k.size(1) == H && k.size(3) == D && v.shape() == k.shape(), "attention",
                "shapes do not agree: q ", shape_str(q.shape()), " k ", shape_str(k.shape()), " v ",

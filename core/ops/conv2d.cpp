@@ -13,8 +13,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   ENGINE_CHECK(weight.size(1) == x.size(1), "conv2d", "weight ", shape_str(weight.shape()), " expects ",
                weight.size(1), " input channels, got x ", shape_str(x.shape()));
   if (bias.defined())
-    ENGINE_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "conv2d", "bias ", shape_str(bias.shape()),
-                 " does not match weight ", shape_str(weight.shape()));
+    ENGINE_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "conv2d", "bias ",
+                 shape_str(bias.shape()), " does not match weight ", shape_str(weight.shape()));
   ENGINE_CHECK(opt.stride_h > 0 && opt.stride_w > 0 && opt.pad_h >= 0 && opt.pad_w >= 0, "conv2d",
                "invalid stride/padding");
   kern::Conv2dShape s{};
@@ -34,7 +34,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     });
   }
   if (any_requires_grad({&x, &weight, &bias})) {
-    const bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
+    const bool gx = x.requires_grad(), gw = weight.requires_grad(),
+               gb = bias.defined() && bias.requires_grad();
     Tensor sx = gw ? xc.detach() : Tensor(), sw = gx ? wc.detach() : Tensor();
     DType dt = x.dtype();
     Device dev = x.device();
@@ -46,7 +47,9 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
       if (gb) db = Tensor::empty({s.K}, dt, dev);
       detail::dispatch_float(gc, "conv2d_backward", [&]<typename T, bool Cuda>() {
         if (gx) KERN(conv2d_backward_input, s, gc.data<T>(), sw.data<T>(), dx.data<T>());
-        if (gw) KERN(conv2d_backward_weight, s, gc.data<T>(), sx.data<T>(), dw.data<T>(), gb ? db.data<T>() : nullptr);
+        if (gw)
+          KERN(conv2d_backward_weight, s, gc.data<T>(), sx.data<T>(), dw.data<T>(),
+               gb ? db.data<T>() : nullptr);
       });
       if (gb && !gw) db = sum(gc, {0, 2, 3});  // bias only: sum over (N, P, Q)
       return std::vector<Tensor>{dx, gw ? dw : Tensor(), gb ? db : Tensor()};

@@ -24,14 +24,20 @@ namespace engine::detail {
 template <typename F>
 void dispatch_float(const Tensor& x, const char* op, F&& f) {
   if (x.device().is_cuda()) {
-    ENGINE_CHECK(x.dtype() == DType::F32, op, "CUDA kernels support float32 only, got ", dtype_name(x.dtype()));
+    ENGINE_CHECK(x.dtype() == DType::F32, op, "CUDA kernels support float32 only, got ",
+                 dtype_name(x.dtype()));
     f.template operator()<float, true>();
     return;
   }
   switch (x.dtype()) {
-    case DType::F32: f.template operator()<float, false>(); return;
-    case DType::F64: f.template operator()<double, false>(); return;
-    default: throw Error(concat(op, ": expected a floating-point tensor, got ", dtype_name(x.dtype())));
+    case DType::F32:
+      f.template operator()<float, false>();
+      return;
+    case DType::F64:
+      f.template operator()<double, false>();
+      return;
+    default:
+      throw Error(concat(op, ": expected a floating-point tensor, got ", dtype_name(x.dtype())));
   }
 }
 
@@ -59,7 +65,9 @@ inline kern::Strided layout_of(const Shape& shape, const Shape& strides, const c
   for (size_t i = 0; i < shape.size(); ++i) s.shape[i] = shape[i], s.stride[i] = strides[i];
   return s;
 }
-inline kern::Strided layout_of(const Tensor& t, const char* op) { return layout_of(t.shape(), t.strides(), op); }
+inline kern::Strided layout_of(const Tensor& t, const char* op) {
+  return layout_of(t.shape(), t.strides(), op);
+}
 
 // Strides to read `t` as if broadcast to `out` (0 on broadcast dims).
 inline Shape broadcast_strides(const Tensor& t, const Shape& out) {

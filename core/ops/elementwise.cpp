@@ -15,14 +15,23 @@ void copy_into(const Tensor& src, const Tensor& dst) {
   if (src.numel() == 0) return;
   kern::Strided sl = layout_of(src, "copy"), dl = layout_of(dst, "copy");
   if (src.is_cuda()) {
-    kern::cuda::copy_strided(static_cast<int>(dtype_size(src.dtype())), sl, src.raw_data(), dl, dst.raw_data());
+    kern::cuda::copy_strided(static_cast<int>(dtype_size(src.dtype())), sl, src.raw_data(), dl,
+                             dst.raw_data());
     return;
   }
   switch (src.dtype()) {
-    case DType::F32: kern::cpu::copy_strided<float>(sl, src.data<float>(), dl, dst.data<float>()); break;
-    case DType::F64: kern::cpu::copy_strided<double>(sl, src.data<double>(), dl, dst.data<double>()); break;
-    case DType::I64: kern::cpu::copy_strided<int64_t>(sl, src.data<int64_t>(), dl, dst.data<int64_t>()); break;
-    case DType::U8: kern::cpu::copy_strided<uint8_t>(sl, src.data<uint8_t>(), dl, dst.data<uint8_t>()); break;
+    case DType::F32:
+      kern::cpu::copy_strided<float>(sl, src.data<float>(), dl, dst.data<float>());
+      break;
+    case DType::F64:
+      kern::cpu::copy_strided<double>(sl, src.data<double>(), dl, dst.data<double>());
+      break;
+    case DType::I64:
+      kern::cpu::copy_strided<int64_t>(sl, src.data<int64_t>(), dl, dst.data<int64_t>());
+      break;
+    case DType::U8:
+      kern::cpu::copy_strided<uint8_t>(sl, src.data<uint8_t>(), dl, dst.data<uint8_t>());
+      break;
   }
 }
 }  // namespace detail
@@ -33,10 +42,14 @@ using detail::layout_of;
 
 const char* binary_name(kern::Binary op) {
   switch (op) {
-    case kern::Binary::Add: return "add";
-    case kern::Binary::Sub: return "sub";
-    case kern::Binary::Mul: return "mul";
-    case kern::Binary::Div: return "div";
+    case kern::Binary::Add:
+      return "add";
+    case kern::Binary::Sub:
+      return "sub";
+    case kern::Binary::Mul:
+      return "mul";
+    case kern::Binary::Div:
+      return "div";
   }
   return "binary";
 }
@@ -60,7 +73,8 @@ Tensor unary_raw(kern::Unary op, const Tensor& x, const char* name) {
   Tensor xc = x.contiguous();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (y.numel() == 0) return y;
-  detail::dispatch_float(x, name, [&]<typename T, bool Cuda>() { KERN(unary, op, xc.numel(), xc.data<T>(), y.data<T>()); });
+  detail::dispatch_float(
+      x, name, [&]<typename T, bool Cuda>() { KERN(unary, op, xc.numel(), xc.data<T>(), y.data<T>()); });
   return y;
 }
 }  // namespace
@@ -69,7 +83,9 @@ Tensor add(const Tensor& a, const Tensor& b) {
   Tensor y = binary_raw(kern::Binary::Add, a, b);
   if (any_requires_grad({&a, &b})) {
     Shape as = a.shape(), bs = b.shape();
-    record("add", y, {a, b}, [as, bs](const Tensor& g) { return std::vector<Tensor>{sum_to(g, as), sum_to(g, bs)}; });
+    record("add", y, {a, b}, [as, bs](const Tensor& g) {
+      return std::vector<Tensor>{sum_to(g, as), sum_to(g, bs)};
+    });
   }
   return y;
 }
@@ -78,8 +94,9 @@ Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor y = binary_raw(kern::Binary::Sub, a, b);
   if (any_requires_grad({&a, &b})) {
     Shape as = a.shape(), bs = b.shape();
-    record("sub", y, {a, b},
-           [as, bs](const Tensor& g) { return std::vector<Tensor>{sum_to(g, as), sum_to(neg(g), bs)}; });
+    record("sub", y, {a, b}, [as, bs](const Tensor& g) {
+      return std::vector<Tensor>{sum_to(g, as), sum_to(neg(g), bs)};
+    });
   }
   return y;
 }
@@ -91,7 +108,8 @@ Tensor mul(const Tensor& a, const Tensor& b) {
     Tensor sa = gb ? a.detach() : Tensor(), sb = ga ? b.detach() : Tensor();
     Shape as = a.shape(), bs = b.shape();
     record("mul", y, {a, b}, [=](const Tensor& g) {
-      return std::vector<Tensor>{ga ? sum_to(mul(g, sb), as) : Tensor(), gb ? sum_to(mul(g, sa), bs) : Tensor()};
+      return std::vector<Tensor>{ga ? sum_to(mul(g, sb), as) : Tensor(),
+                                 gb ? sum_to(mul(g, sa), bs) : Tensor()};
     });
   }
   return y;
@@ -105,7 +123,8 @@ Tensor div(const Tensor& a, const Tensor& b) {
     Shape as = a.shape(), bs = b.shape();
     record("div", y, {a, b}, [=](const Tensor& g) {
       Tensor gdb = div(g, sb);  // d/da = 1/b ; d/db = -a/b^2 = -y/b
-      return std::vector<Tensor>{ga ? sum_to(gdb, as) : Tensor(), gb ? sum_to(neg(mul(gdb, sy)), bs) : Tensor()};
+      return std::vector<Tensor>{ga ? sum_to(gdb, as) : Tensor(),
+                                 gb ? sum_to(neg(mul(gdb, sy)), bs) : Tensor()};
     });
   }
   return y;
@@ -128,7 +147,8 @@ Tensor mul(const Tensor& a, double s) { return affine(a, s, 0.0); }
 
 Tensor neg(const Tensor& x) {
   Tensor y = unary_raw(kern::Unary::Neg, x, "neg");
-  if (any_requires_grad({&x})) record("neg", y, {x}, [](const Tensor& g) { return std::vector<Tensor>{neg(g)}; });
+  if (any_requires_grad({&x}))
+    record("neg", y, {x}, [](const Tensor& g) { return std::vector<Tensor>{neg(g)}; });
   return y;
 }
 

@@ -15,7 +15,8 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Te
     ENGINE_CHECK(gamma.shape() == Shape{C} && beta.shape() == Shape{C}, "group_norm", "gamma ",
                  shape_str(gamma.shape()), " / beta ", shape_str(beta.shape()), " must be (", C, ",)");
   Tensor xc = x.contiguous();
-  Tensor gc = gamma.defined() ? gamma.contiguous() : Tensor(), bc = beta.defined() ? beta.contiguous() : Tensor();
+  Tensor gc = gamma.defined() ? gamma.contiguous() : Tensor(),
+         bc = beta.defined() ? beta.contiguous() : Tensor();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({N, groups}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty({N, groups}, x.dtype(), x.device());
@@ -33,9 +34,9 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Te
       Tensor dgamma = affine ? Tensor::empty({C}, sx.dtype(), sx.device()) : Tensor();
       Tensor dbeta = affine ? Tensor::empty({C}, sx.dtype(), sx.device()) : Tensor();
       detail::dispatch_float(sx, "group_norm_backward", [&]<typename T, bool Cuda>() {
-        KERN(group_norm_backward, N, C, HW, groups, gcont.data<T>(), sx.data<T>(), mean.data<T>(), rstd.data<T>(),
-             affine ? sg.data<T>() : nullptr, dx.data<T>(), affine ? dgamma.data<T>() : nullptr,
-             affine ? dbeta.data<T>() : nullptr);
+        KERN(group_norm_backward, N, C, HW, groups, gcont.data<T>(), sx.data<T>(), mean.data<T>(),
+             rstd.data<T>(), affine ? sg.data<T>() : nullptr, dx.data<T>(),
+             affine ? dgamma.data<T>() : nullptr, affine ? dbeta.data<T>() : nullptr);
       });
       return std::vector<Tensor>{dx, dgamma, dbeta};
     });

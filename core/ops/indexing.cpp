@@ -14,7 +14,8 @@ Tensor embedding(const Tensor& indices, const Tensor& table) {
   Tensor ic = indices.contiguous(), tc = table.contiguous();
   // Out-of-range indices would read outside the table: checked on the host (labels are small).
   for (int64_t i : ic.to_vector<int64_t>())
-    ENGINE_CHECK(i >= 0 && i < rows, "embedding", "index ", i, " out of range for a table of ", rows, " rows");
+    ENGINE_CHECK(i >= 0 && i < rows, "embedding", "index ", i, " out of range for a table of ", rows,
+                 " rows");
   Shape out_shape = indices.shape();
   out_shape.push_back(dim);
   Tensor y = Tensor::empty(out_shape, table.dtype(), table.device());

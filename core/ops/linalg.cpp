@@ -22,8 +22,10 @@ MatBatch as_mat_batch(const Tensor& x) {
   for (int64_t i = 0; i + 3 < nd + 0 && i < nd - 3; ++i) batch_ok &= st[i] == st[i + 1] * x.shape()[i + 1];
   const int64_t bstride = nd > 2 ? st[nd - 3] : 0;
   if (batch_ok) {
-    if ((st[nd - 1] == 1 || C == 1) && st[nd - 2] >= C) return {x, false, std::max<int64_t>(st[nd - 2], 1), bstride};
-    if ((st[nd - 2] == 1 || R == 1) && st[nd - 1] >= R) return {x, true, std::max<int64_t>(st[nd - 1], 1), bstride};
+    if ((st[nd - 1] == 1 || C == 1) && st[nd - 2] >= C)
+      return {x, false, std::max<int64_t>(st[nd - 2], 1), bstride};
+    if ((st[nd - 2] == 1 || R == 1) && st[nd - 1] >= R)
+      return {x, true, std::max<int64_t>(st[nd - 1], 1), bstride};
   }
   Tensor c = x.contiguous();
   return {c, false, std::max<int64_t>(C, 1), R * C};
@@ -32,10 +34,11 @@ MatBatch as_mat_batch(const Tensor& x) {
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   detail::check_same("matmul", {&a, &b});
-  ENGINE_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul", "expects at least 2-d operands, got ", shape_str(a.shape()),
-               " and ", shape_str(b.shape()));
+  ENGINE_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul", "expects at least 2-d operands, got ",
+               shape_str(a.shape()), " and ", shape_str(b.shape()));
   const int64_t M = a.size(-2), K = a.size(-1), K2 = b.size(-2), N = b.size(-1);
-  ENGINE_CHECK(K == K2, "matmul", "inner dimensions differ: ", shape_str(a.shape()), " @ ", shape_str(b.shape()));
+  ENGINE_CHECK(K == K2, "matmul", "inner dimensions differ: ", shape_str(a.shape()), " @ ",
+               shape_str(b.shape()));
   Shape batch_shape(a.shape().begin(), a.shape().end() - 2);
   if (b.dim() > 2) {
     Shape bb(b.shape().begin(), b.shape().end() - 2);
@@ -55,11 +58,11 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
       if (b.dim() == 2) B.batch_stride = 0;
       detail::dispatch_float(a, "matmul", [&]<typename T, bool Cuda>() {
         if (batch == 1)
-          KERN(gemm, A.trans, B.trans, M, N, K, T(1), A.t.template data<T>(), A.ld, B.t.template data<T>(), B.ld,
-               T(0), y.data<T>(), N);
+          KERN(gemm, A.trans, B.trans, M, N, K, T(1), A.t.template data<T>(), A.ld, B.t.template data<T>(),
+               B.ld, T(0), y.data<T>(), N);
         else
-          KERN(gemm_batched, batch, A.trans, B.trans, M, N, K, T(1), A.t.template data<T>(), A.ld, A.batch_stride,
-               B.t.template data<T>(), B.ld, B.batch_stride, T(0), y.data<T>(), N, M * N);
+          KERN(gemm_batched, batch, A.trans, B.trans, M, N, K, T(1), A.t.template data<T>(), A.ld,
+               A.batch_stride, B.t.template data<T>(), B.ld, B.batch_stride, T(0), y.data<T>(), N, M * N);
       });
     }
   }
@@ -87,8 +90,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   ENGINE_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear", "input ", shape_str(x.shape()),
                " does not match weight ", shape_str(weight.shape()));
   if (bias.defined())
-    ENGINE_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear", "bias ", shape_str(bias.shape()),
-                 " does not match weight ", shape_str(weight.shape()));
+    ENGINE_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear", "bias ",
+                 shape_str(bias.shape()), " does not match weight ", shape_str(weight.shape()));
   Shape out_shape = x.shape();
   out_shape.back() = weight.size(0);
   Tensor y = matmul(x.reshape({-1, x.size(-1)}), weight.transpose(0, 1));

@@ -11,9 +11,8 @@ Tensor randn(const Shape& shape, Generator& gen, DType dtype, Device device) {
   // Two stream positions per element (Box-Muller pairs), so draws never overlap.
   const uint64_t off = gen.advance(2 * static_cast<uint64_t>(n));
   if (n > 0)
-    detail::dispatch_float(y, "randn", [&]<typename T, bool Cuda>() {
-      KERN(philox_normal, n, gen.seed(), off, y.data<T>());
-    });
+    detail::dispatch_float(
+        y, "randn", [&]<typename T, bool Cuda>() { KERN(philox_normal, n, gen.seed(), off, y.data<T>()); });
   return y;
 }
 
@@ -22,9 +21,8 @@ Tensor rand(const Shape& shape, Generator& gen, DType dtype, Device device) {
   const int64_t n = y.numel();
   const uint64_t off = gen.advance(2 * static_cast<uint64_t>(n));
   if (n > 0)
-    detail::dispatch_float(y, "rand", [&]<typename T, bool Cuda>() {
-      KERN(philox_uniform, n, gen.seed(), off, y.data<T>());
-    });
+    detail::dispatch_float(
+        y, "rand", [&]<typename T, bool Cuda>() { KERN(philox_uniform, n, gen.seed(), off, y.data<T>()); });
   return y;
 }
 

@@ -61,7 +61,8 @@ void affine(int64_t n, const T* x, double alpha, double beta, T* y);
 // y (contiguous, shape out.shape) = a[broadcast] op b[broadcast]; a/b strides describe how each
 // input is read for the output's index (0 for broadcast dims). out.stride is ignored.
 template <typename T>
-void binary(Binary op, const Strided& out, const T* a, const Strided& as, const T* b, const Strided& bs, T* y);
+void binary(Binary op, const Strided& out, const T* a, const Strided& as, const T* b, const Strided& bs,
+            T* y);
 // General strided copy: dst[i] = src[i] for every index i of shape (src.shape == dst.shape).
 template <typename T>
 void copy_strided(const Strided& src_layout, const T* src, const Strided& dst_layout, T* dst);

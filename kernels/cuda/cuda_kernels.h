@@ -36,10 +36,11 @@ void attention_backward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double sc
 void unary(Unary op, int64_t n, const float* x, float* y);
 void silu_backward(int64_t n, const float* x, const float* dy, float* dx);
 void affine(int64_t n, const float* x, double alpha, double beta, float* y);
-void binary(Binary op, const Strided& out, const float* a, const Strided& as, const float* b, const Strided& bs,
-            float* y);
+void binary(Binary op, const Strided& out, const float* a, const Strided& as, const float* b,
+            const Strided& bs, float* y);
 // Element size in bytes (4 for float, 8 for int64) so the copy serves every dtype.
-void copy_strided(int elem_size, const Strided& src_layout, const void* src, const Strided& dst_layout, void* dst);
+void copy_strided(int elem_size, const Strided& src_layout, const void* src, const Strided& dst_layout,
+                  void* dst);
 void fill(int64_t n, float* y, double value);
 
 void upsample_nearest2x_forward(int64_t NC, int64_t H, int64_t W, const float* x, float* y);
