@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One command for the main job: installs the Debian packages, builds, trains the flow-matching
+# model on MNIST with fm_train, then samples a 10-row grid with fm_sample.
+#   bash scripts/run_recipe.sh            # the full reference recipe (10 epochs, batch 128; GPU if present)
+#   bash scripts/run_recipe.sh --quick    # a short CPU-friendly run (batch 32, 300 steps)
+# Extra arguments after the mode go to fm_train (e.g. --device cpu, --out DIR).
+# MNIST comes from $MNIST_DIR, else data/mnist (scripts/download_mnist.sh fetches it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=full
+if [ "${1:-}" = "--quick" ]; then MODE=quick; shift; fi
+DATA="${MNIST_DIR:-data/mnist}"
+if [ ! -d "$DATA" ] && [ -d ../shared/data/mnist ]; then DATA=../shared/data/mnist; fi
+if [ ! -d "$DATA" ]; then
+  echo "MNIST not found in '$DATA': run scripts/download_mnist.sh data/mnist or set MNIST_DIR" >&2
+  exit 1
+fi
+bash scripts/install_deps.sh
+[ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
+ninja -C build fm_train fm_sample
+OUT=runs/fm
+[ "$MODE" = quick ] && OUT=runs/fm_quick
+if [ "$MODE" = quick ]; then
+  ARGS=(--batch-size 32 --max-steps 300 --checkpoint-every 100 --sample-every 0)
+else
+  ARGS=()
+fi
+# Passive OpenMP waiting avoids burning cycles when other processes share the cores.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+time build/bin/fm_train --data "$DATA" --out "$OUT" "${ARGS[@]}" "$@"
+time build/bin/fm_sample --checkpoint "$OUT/checkpoint.safetensors" --out "$OUT/grid.png"
+echo "grid written to $OUT/grid.png"
