@@ -191,18 +191,16 @@ TEST(Model, ReferenceFixtureErrors) {
 }
 
 // A genuine PyTorch-written wrapper state dict (safetensors.torch.save_file, no prefix) loads and reproduces
-// the tiny fixture's prediction.
-TEST(Model, PytorchStateDictLoads) {
-  const fs::path sd_path = kSource / "tests/reference/tiny_state_dict.safetensors";
-  const fs::path fx_path = kSource / "tests/reference/tiny.safetensors";
-  if (!fs::exists(sd_path) || !fs::exists(fx_path)) GTEST_SKIP() << "tiny fixtures not found";
+// the prediction PyTorch computed for the inputs stored in `io_path` (a fixture with inputs.* / outputs.pred).
+void check_pytorch_state_dict(const fs::path& sd_path, const fs::path& io_path) {
+  if (!fs::exists(sd_path) || !fs::exists(io_path)) GTEST_SKIP() << sd_path << " or " << io_path << " not found";
   const st::StFile sd = st::read_file(sd_path.string());
-  const st::StFile fx = st::read_file(fx_path.string());
+  const st::StFile fx = st::read_file(io_path.string());
   const auto cfg = models::ConditionalConfig::from_json(json::parse(fx.metadata.at("config")));
   models::ConditionalUNet m(cfg, 123);
   nn::NamedTensors named = m.named_parameters();
   const nn::LoadReport rep = nn::load_state_dict(named, sd);
-  EXPECT_EQ(rep.loaded, 319);
+  EXPECT_EQ(rep.loaded, static_cast<int64_t>(named.size()));
   auto in = [&](const char* n) { return nn::tensor_from_st(*fx.find(n)); };
   const Tensor x = in("inputs.x"), noise = in("inputs.noise"), sigma = in("inputs.sigma");
   const int64_t B = x.size(0);
@@ -212,6 +210,18 @@ TEST(Model, PytorchStateDictLoads) {
   NoGradGuard ng;
   const Tensor pred = m.forward(xt, sigma * time_scale, in("inputs.labels"), in("inputs.drop"));
   EXPECT_LE(models::rel_err(values(pred), values(in("outputs.pred"))), 1e-4);
+}
+
+TEST(Model, PytorchStateDictLoads) {
+  check_pytorch_state_dict(kSource / "tests/reference/tiny_state_dict.safetensors",
+                           kSource / "tests/reference/tiny.safetensors");
+}
+
+// The seed wrapper (1,707,307 parameters) saved by PyTorch: opt-in like the other large fixtures.
+TEST(Model, PytorchSeedStateDictLoads) {
+  if (!std::getenv("ENGINE_LARGE_FIXTURES")) GTEST_SKIP() << "set ENGINE_LARGE_FIXTURES=1 to run";
+  check_pytorch_state_dict(kSource / "tests/reference/large/seed_wrapper_state.safetensors",
+                           kSource / "tests/reference/large/seed_wrapper_io.safetensors");
 }
 
 }  // namespace
