@@ -1,0 +1,220 @@
+// fm_bench: end-to-end throughput of the engine on the flow-matching workload, with the same work and the
+// same metric keys as bench/torch_baseline.py (so bench/compare_torch.sh can put them side by side):
+//   train   one step at --batch: x ~ U[-1, 1], draws as in the recipe (noise, sigma ~ U[0.006, 0.994],
+//           timesteps = 1000 sigma, 10% class drop), MSE(pred, noise - x), backward, AdamW(1e-3) step
+//           -> train_ms_per_step (median of --iters after --warmup), train_img_per_s, peak_mem_bytes
+//           (CUDA: caching-allocator peak during training; CPU: peak RSS of the process, like torch's)
+//   sample80      8 images per class x 10, 15 Euler steps, CFG scale 3, cond + uncond in one batch of 160
+//   sample_large  the same with --sample-batch images (forward batches of 2x that; 0 = skip)
+// Example: build/bin/fm_bench --device cpu --threads 2 --json out/fm_bench.json
+#include <cblas.h>
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "apps/common/flow_matching.h"
+#include "core/autograd.h"
+#include "core/cuda_device.h"
+#include "core/ops.h"
+#include "models/conditional_unet.h"
+#include "nn/adamw.h"
+
+namespace {
+
+using namespace engine;
+using Clock = std::chrono::steady_clock;
+
+void sync(Device dev) {
+  if (dev.is_cuda()) cuda::synchronize(dev.index);
+}
+
+// Median seconds of `iters` calls after `warmup` calls; the device is synchronised before each clock read.
+double timed(const std::function<void()>& fn, Device dev, int warmup, int iters) {
+  for (int i = 0; i < warmup; ++i) fn();
+  sync(dev);
+  std::vector<double> ts;
+  for (int i = 0; i < std::max(iters, 1); ++i) {
+    const auto t0 = Clock::now();
+    fn();
+    sync(dev);
+    ts.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  std::sort(ts.begin(), ts.end());
+  const size_t n = ts.size();
+  return n % 2 ? ts[n / 2] : 0.5 * (ts[n / 2 - 1] + ts[n / 2]);
+}
+
+int64_t peak_rss_bytes() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux: KiB
+}
+
+// Labels like torch_baseline.py: arange(classes).repeat_interleave(ceil(n / classes))[:n].
+Tensor sample_labels(int64_t n, int64_t classes) {
+  const int64_t per = (n + classes - 1) / classes;
+  std::vector<int64_t> lab;
+  for (int64_t c = 0; c < classes && static_cast<int64_t>(lab.size()) < n; ++c)
+    for (int64_t k = 0; k < per && static_cast<int64_t>(lab.size()) < n; ++k) lab.push_back(c);
+  return Tensor::from_vector<int64_t>(lab, {n});
+}
+
+std::string device_label(Device dev, int threads) {
+  if (dev.is_cuda()) return cuda::device_name(dev.index);
+  std::string model = "cpu";
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  return model + " (" + std::to_string(threads) + " threads)";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "fm_bench: train-step and sampling throughput of the flow-matching UNet (metrics and JSON keys of "
+      "bench/torch_baseline.py)."};
+  std::string device_str = "auto", model_config, json_path;
+  int64_t batch = 128, sample_batch = -1;
+  int warmup = 3, iters = 20, sample_iters = 3, threads = 0;
+  uint64_t seed = 0;
+  bool quick = false;
+  std::string bm_min_time;  // accepted for scripts/gpu_check.sh, which runs every *_bench with it
+  app.add_option("--device", device_str, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  app.add_option("--model-config", model_config, "ConditionalConfig JSON [default: the seed model]");
+  app.add_option("--batch", batch, "training batch")->capture_default_str();
+  app.add_option("--warmup", warmup, "untimed training steps (and sampling runs)")->capture_default_str();
+  app.add_option("--iters", iters, "timed training steps (median)")->capture_default_str();
+  app.add_option("--sample-iters", sample_iters, "timed sampling runs (median)")->capture_default_str();
+  app.add_option("--sample-batch", sample_batch,
+                 "images for the large sampling run (default 1024; --quick: 128; 0 = skip)");
+  app.add_option("--threads", threads, "CPU threads (omp_set_num_threads; 0 = OpenMP default)");
+  app.add_option("--seed", seed, "seed of the weights and all draws")->capture_default_str();
+  app.add_flag("--quick", quick, "smoke run: warmup 1, iters 2, sample-iters 1, sample-batch 128");
+  app.add_option("--json", json_path, "write {meta, engine: {metrics}} here");
+  app.add_option("--benchmark_min_time", bm_min_time, "(Google Benchmark flag, ignored; implies --quick)")
+      ->group("");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (!bm_min_time.empty()) quick = true;
+    if (quick) warmup = 1, iters = 2, sample_iters = 1;
+    if (sample_batch < 0) sample_batch = quick ? 128 : 1024;
+    if (threads > 0) {
+      omp_set_num_threads(threads);
+      openblas_set_num_threads(threads);
+    }
+    threads = omp_get_max_threads();
+    const Device dev = Device::parse(device_str);
+    if (dev.is_cuda()) cuda::set_device(dev.index);
+
+    models::ConditionalConfig cfg = models::ConditionalConfig::seed();
+    if (!model_config.empty()) {
+      std::ifstream f(model_config);
+      if (!f) throw std::runtime_error("cannot open --model-config " + model_config);
+      cfg = models::ConditionalConfig::from_json(nlohmann::json::parse(f));
+    }
+    const int64_t C = cfg.image_channels(), H = 28, W = 28, classes = cfg.num_classes;
+
+    models::ConditionalUNet model(cfg, seed, dev);
+    nn::AdamW opt(model.named_parameters(), nn::AdamWOptions{.lr = 1e-3});
+    Generator gen(seed + 1);
+    std::printf("fm_bench: device %s, %lld parameters, batch %lld, threads %d\n",
+                device_label(dev, threads).c_str(), static_cast<long long>(model.num_parameters()),
+                static_cast<long long>(batch), threads);
+    std::fflush(stdout);
+
+    // ---- training step
+    auto train_step = [&] {
+      Tensor x = affine(rand({batch, C, H, W}, gen, DType::F32, dev), 2.0, -1.0);  // (B, C, H, W) in [-1, 1)
+      const std::vector<float> u = rand({batch}, gen).to_vector<float>();
+      std::vector<int64_t> lab(static_cast<size_t>(batch));
+      for (int64_t i = 0; i < batch; ++i)
+        lab[i] = std::min<int64_t>(classes - 1, static_cast<int64_t>(u[i] * classes));
+      Tensor labels = Tensor::from_vector<int64_t>(lab, {batch}, dev);  // (B,)
+      app::StepDraws d = app::draw_step(gen, batch, C, H, W, /*cfg_drop=*/0.1, dev);
+      opt.zero_grad();
+      Tensor loss = app::flow_matching_loss(model, x, labels, d);  // 0-d
+      loss.backward();
+      opt.step();
+    };
+    model.train();
+    if (dev.is_cuda()) {
+      train_step();  // the first step fills the caching allocator; peak is measured from a clean mark
+      sync(dev);
+      cuda::reset_peak(dev.index);
+    }
+    double sec = timed(train_step, dev, warmup, iters);
+    nlohmann::json res;
+    res["train_ms_per_step"] = sec * 1e3;
+    res["train_img_per_s"] = batch / sec;
+    res["peak_mem_bytes"] =
+        dev.is_cuda() ? static_cast<int64_t>(cuda::allocator_stats(dev.index).peak_bytes) : peak_rss_bytes();
+    opt.zero_grad();
+    std::printf("train: %.1f ms/step (median of %d), %.1f img/s\n", sec * 1e3, iters, batch / sec);
+    std::fflush(stdout);
+
+    // ---- sampling (no autograd inside app::sample): 15 Euler steps, CFG 3, cond + uncond in one 2N batch
+    model.eval();
+    app::SampleOptions so;  // steps 15, cfg 3, Euler, t from 0.994
+    auto sample_run = [&](int64_t n) {
+      Tensor labels = sample_labels(n, classes);
+      Generator sg(seed + 2);
+      app::sample(model, labels, sg, so, H, W);
+    };
+    const int sw = warmup;  // as torch_baseline.py (eager)
+    sec = timed([&] { sample_run(80); }, dev, sw, sample_iters);
+    res["sample80_img_per_s"] = 80 / sec;
+    std::printf("sample80: %.2f s per run, %.2f img/s\n", sec, 80 / sec);
+    std::fflush(stdout);
+    if (sample_batch > 0) {
+      sec = timed([&] { sample_run(sample_batch); }, dev, sw, sample_iters);
+      res["sample_large_img_per_s"] = sample_batch / sec;
+    } else {
+      res["sample_large_img_per_s"] = nullptr;
+    }
+
+    // ---- report
+    std::printf("\n%-8s %18s %18s %18s %18s %18s\n", "mode", "train ms/step", "train img/s", "peak MiB",
+                "sample80 img/s", ("sample" + std::to_string(sample_batch) + " img/s").c_str());
+    char large[32] = "-";
+    if (!res["sample_large_img_per_s"].is_null())
+      std::snprintf(large, sizeof large, "%.2f", res["sample_large_img_per_s"].get<double>());
+    std::printf("%-8s %18.1f %18.1f %18.0f %18.2f %18s\n", "engine", res["train_ms_per_step"].get<double>(),
+                res["train_img_per_s"].get<double>(), res["peak_mem_bytes"].get<double>() / (1 << 20),
+                res["sample80_img_per_s"].get<double>(), large);
+    if (!json_path.empty()) {
+      nlohmann::json meta = {{"device", dev.is_cuda() ? "cuda" : "cpu"},
+                             {"device_name", device_label(dev, threads)},
+                             {"threads", threads},
+                             {"batch", batch},
+                             {"iters", iters},
+                             {"warmup", warmup},
+                             {"sample_iters", sample_iters},
+                             {"sample_batch", sample_batch},
+                             {"quick", quick},
+                             {"parameters", model.num_parameters()}};
+      const auto parent = std::filesystem::path(json_path).parent_path();
+      if (!parent.empty()) std::filesystem::create_directories(parent);
+      std::ofstream(json_path) << nlohmann::json{{"meta", meta}, {"engine", res}}.dump(2) << "\n";
+      std::printf("wrote %s\n", json_path.c_str());
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fm_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

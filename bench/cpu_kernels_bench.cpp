@@ -1,0 +1,490 @@
+// cpu_kernels_bench: the engine's CPU kernels at the seed UNet's real shapes, beside a simple OpenBLAS
+// baseline and the machine's floor -- the CPU twin of cuda_kernels_bench (same rows, same columns).
+//   conv (fwd, bwd-data, bwd-filter)  vs im2col over the whole batch + ONE cblas_sgemm (+ col2im /
+//   transposes) attention, 8 heads of dim 8 at 196 / 49 tokens  vs the BLAS path: per head cblas_sgemm S =
+//   QK^T, softmax,
+//        O = PV (backward: recompute P, 4 sgemms, softmax backward), heads split over OpenMP threads
+//   group norm (32 groups), silu, AdamW over the 1,707,307 parameters  vs the bandwidth floor only
+// Batch --batch (default 16, to keep 2-core runs short; the GPU bench uses 128). Median of --runs after one
+// warm-up; a 128 MiB buffer is written before every run so no input stays in cache. Peaks measured here:
+// FP32 FLOP/s = a 2048^3 cblas_sgemm with the same threads; bandwidth = an OpenMP copy of 256 MiB
+// (read + write). floor = max(FLOPs / peak, minimal bytes / bandwidth). The conv/attention rows also report
+// max |ours - baseline| / max |baseline|.
+//   OMP_NUM_THREADS=2 build/bin/cpu_kernels_bench [--threads 2] [--batch 16] [--runs 5] [--filter conv]
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "models/conditional_unet.h"
+
+namespace {
+
+using Vec = std::vector<float>;
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  int64_t batch = 16;
+  int runs = 5, threads = 0;
+  bool quick = false;
+  std::string filter;
+};
+Options g_opt;
+
+Vec randn(int64_t n, float scale = 1.f, unsigned seed = 1) {
+  static unsigned counter = 0;
+  std::mt19937 rng(seed + 7919 * ++counter);
+  std::normal_distribution<float> d(0.f, scale);
+  Vec v(static_cast<size_t>(n));
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+double rel_err(const Vec& a, const Vec& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num = std::max(num, std::fabs(double(a[i]) - double(b[i])));
+    den = std::max(den, std::fabs(double(b[i])));
+  }
+  if (num != num) return INFINITY;
+  return den > 0 ? num / den : num;
+}
+
+// ---------------------------------------------------------------- timing
+
+Vec g_flush(size_t(32) << 20);  // 128 MiB
+double median_ms(const std::function<void()>& fn, int runs = -1) {
+  if (runs < 0) runs = g_opt.runs;
+  fn();  // warm-up
+  std::vector<double> ts;
+  for (int r = 0; r < runs; ++r) {
+    const float fill = float(r);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < g_flush.size(); ++i) g_flush[i] = fill;
+    const auto t0 = Clock::now();
+    fn();
+    ts.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  std::sort(ts.begin(), ts.end());
+  return ts.size() % 2 ? ts[ts.size() / 2] : 0.5 * (ts[ts.size() / 2 - 1] + ts[ts.size() / 2]);
+}
+
+struct Peaks {
+  double flops = 0, bw = 0;
+};
+Peaks g_peak;
+
+Peaks measure_peaks() {
+  Peaks p;
+  const int n = 2048;
+  Vec a = randn(int64_t(n) * n), b = randn(int64_t(n) * n), c(size_t(n) * n);
+  const double ms = median_ms(
+      [&] {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f,
+                    c.data(), n);
+      },
+      3);
+  p.flops = 2.0 * n * n * n / (ms * 1e-3);
+  const size_t m = size_t(64) << 20;  // 256 MiB of floats
+  Vec src(m, 1.f), dst(m);
+  const double ms_c = median_ms(
+      [&] {
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < m; ++i) dst[i] = src[i];
+      },
+      3);
+  p.bw = 2.0 * m * 4 / (ms_c * 1e-3);
+  std::printf(
+      "measured peak FP32: %.1f GFLOP/s (cblas_sgemm 2048^3, %d threads); bandwidth: %.1f GB/s (256 MiB "
+      "copy, read+write)\n\n",
+      p.flops * 1e-9, omp_get_max_threads(), p.bw * 1e-9);
+  return p;
+}
+
+// ---------------------------------------------------------------- the table
+
+struct Row {
+  Row(std::string k, std::string s) : kernel(std::move(k)), shape(std::move(s)) {}
+  std::string kernel, shape;
+  double ours_ms = NAN, base_ms = NAN, flops = 0, bytes = 0, err = NAN;
+  std::string note;
+};
+
+void print_header() {
+  std::printf("%-26s %-28s %9s %9s %7s %13s %9s %7s %9s  %s\n", "kernel", "shape", "ours ms", "base ms",
+              "ours/b", "achieved", "floor ms", "%floor", "rel err", "baseline");
+}
+
+void print_row(const Row& r) {
+  const double floor_ms = 1e3 * std::max(r.flops / g_peak.flops, r.bytes / g_peak.bw);
+  char base[32] = "-", ratio[32] = "-", ach[32], err[32] = "-";
+  if (!std::isnan(r.base_ms)) {
+    std::snprintf(base, sizeof base, "%.3f", r.base_ms);
+    std::snprintf(ratio, sizeof ratio, "%.2f", r.ours_ms / r.base_ms);
+  }
+  if (r.flops > 0)
+    std::snprintf(ach, sizeof ach, "%.1f GFLOP/s", r.flops / (r.ours_ms * 1e-3) * 1e-9);
+  else
+    std::snprintf(ach, sizeof ach, "%.1f GB/s", r.bytes / (r.ours_ms * 1e-3) * 1e-9);
+  if (!std::isnan(r.err)) std::snprintf(err, sizeof err, "%.1e", r.err);
+  std::printf("%-26s %-28s %9.3f %9s %7s %13s %9.3f %6.0f%% %9s  %s\n", r.kernel.c_str(), r.shape.c_str(),
+              r.ours_ms, base, ratio, ach, floor_ms, 100.0 * floor_ms / r.ours_ms, err, r.note.c_str());
+  std::fflush(stdout);
+}
+
+bool selected(const std::string& name) {
+  return g_opt.filter.empty() || name.find(g_opt.filter) != std::string::npos;
+}
+
+// ---------------------------------------------------------------- conv: im2col + one sgemm baseline
+
+struct ConvCase {
+  const char* name;
+  int64_t C, K, H, R, stride, pad;
+};
+constexpr ConvCase kConvs[] = {
+    // the same list as cuda_kernels_bench.cu (unet2d_spec.md, section 2)
+    {"conv3x3 32->32", 32, 32, 28, 3, 1, 1},   {"conv3x3 64->32", 64, 32, 28, 3, 1, 1},
+    {"conv3x3 96->32", 96, 32, 28, 3, 1, 1},   {"conv3x3 64->64", 64, 64, 28, 3, 1, 1},
+    {"conv3x3 128->64", 128, 64, 14, 3, 1, 1}, {"conv3x3 96->64", 96, 64, 14, 3, 1, 1},
+    {"conv3x3 64->64", 64, 64, 14, 3, 1, 1},   {"conv3x3 32->64", 32, 64, 14, 3, 1, 1},
+    {"conv3x3 128->64", 128, 64, 7, 3, 1, 1},  {"conv3x3 64->64", 64, 64, 7, 3, 1, 1},
+    {"down s2 32", 32, 32, 28, 3, 2, 1},       {"down s2 64", 64, 64, 14, 3, 2, 1},
+    {"conv1x1 96->32", 96, 32, 28, 1, 1, 0},   {"conv1x1 128->64", 128, 64, 14, 1, 1, 0},
+    {"conv1x1 96->64", 96, 64, 14, 1, 1, 0},   {"conv1x1 128->64", 128, 64, 7, 1, 1, 0},
+};
+
+kern::Conv2dShape conv_shape(const ConvCase& c) {
+  kern::Conv2dShape s{};
+  s.N = g_opt.batch, s.C = c.C, s.H = c.H, s.W = c.H, s.K = c.K, s.R = c.R, s.S = c.R;
+  s.stride_h = s.stride_w = c.stride, s.pad_h = s.pad_w = c.pad;
+  s.P = (s.H + 2 * s.pad_h - s.R) / s.stride_h + 1;
+  s.Q = (s.W + 2 * s.pad_w - s.S) / s.stride_w + 1;
+  return s;
+}
+
+// x (N, C, H, W) -> cols (C*R*S, N*P*Q)
+void im2col(const kern::Conv2dShape& s, const float* x, float* cols) {
+  const int64_t NPQ = s.N * s.P * s.Q;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t rs = 0; rs < s.R * s.S; ++rs) {
+      const int64_t r = rs / s.S, t = rs % s.S;
+      float* row = cols + (c * s.R * s.S + rs) * NPQ;
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t p = 0; p < s.P; ++p) {
+          const int64_t h = p * s.stride_h - s.pad_h + r;
+          float* out = row + (n * s.P + p) * s.Q;
+          if (h < 0 || h >= s.H) {
+            std::fill(out, out + s.Q, 0.f);
+            continue;
+          }
+          const float* in = x + ((n * s.C + c) * s.H + h) * s.W;
+          for (int64_t q = 0; q < s.Q; ++q) {
+            const int64_t w = q * s.stride_w - s.pad_w + t;
+            out[q] = (w >= 0 && w < s.W) ? in[w] : 0.f;
+          }
+        }
+    }
+}
+
+// cols (C*R*S, N*P*Q) -> dx (N, C, H, W), summing overlaps (each channel owned by one thread).
+void col2im(const kern::Conv2dShape& s, const float* cols, float* dx) {
+  const int64_t NPQ = s.N * s.P * s.Q;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < s.C; ++c) {
+    for (int64_t n = 0; n < s.N; ++n)
+      std::fill(dx + (n * s.C + c) * s.H * s.W, dx + (n * s.C + c + 1) * s.H * s.W, 0.f);
+    for (int64_t rs = 0; rs < s.R * s.S; ++rs) {
+      const int64_t r = rs / s.S, t = rs % s.S;
+      const float* row = cols + (c * s.R * s.S + rs) * NPQ;
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t p = 0; p < s.P; ++p) {
+          const int64_t h = p * s.stride_h - s.pad_h + r;
+          if (h < 0 || h >= s.H) continue;
+          const float* in = row + (n * s.P + p) * s.Q;
+          float* out = dx + ((n * s.C + c) * s.H + h) * s.W;
+          for (int64_t q = 0; q < s.Q; ++q) {
+            const int64_t w = q * s.stride_w - s.pad_w + t;
+            if (w >= 0 && w < s.W) out[w] += in[q];
+          }
+        }
+    }
+  }
+}
+
+// (N, K, PQ) <-> (K, N*PQ)
+void nk_to_kn(int64_t N, int64_t K, int64_t PQ, const float* a, float* b) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) std::memcpy(b + (k * N + n) * PQ, a + (n * K + k) * PQ, PQ * 4);
+}
+
+void bench_conv(const ConvCase& c) {
+  const kern::Conv2dShape s = conv_shape(c);
+  char shape[64];
+  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld->%lldx%lld", (long long)s.N, (long long)s.C,
+                (long long)s.H, (long long)s.W, (long long)s.P, (long long)s.Q);
+  const int64_t nx = s.N * s.C * s.H * s.W, nw = s.K * s.C * s.R * s.S, ny = s.N * s.K * s.P * s.Q;
+  const int64_t CRS = s.C * s.R * s.S, NPQ = s.N * s.P * s.Q, PQ = s.P * s.Q;
+  Vec x = randn(nx), w = randn(nw, 0.1f), b = randn(s.K), dy = randn(ny);
+  Vec y(ny), dx(nx), dw(nw), db(s.K), ry(ny), rdx(nx), rdw(nw), rdb(s.K), cols(CRS * NPQ), tmp(ny);
+  Row f{std::string(c.name) + " fwd", shape}, bd{std::string(c.name) + " bwd-data", shape},
+      bw{std::string(c.name) + " bwd-filter", shape};
+  f.flops = bd.flops = bw.flops = s.flops();
+  f.bytes = 4.0 * (nx + nw + ny), bd.bytes = 4.0 * (ny + nw + nx), bw.bytes = 4.0 * (ny + nx + nw);
+  f.ours_ms = median_ms([&] { kern::cpu::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data()); });
+  bd.ours_ms = median_ms([&] { kern::cpu::conv2d_backward_input<float>(s, dy.data(), w.data(), dx.data()); });
+  bw.ours_ms = median_ms(
+      [&] { kern::cpu::conv2d_backward_weight<float>(s, dy.data(), x.data(), dw.data(), db.data()); });
+  f.base_ms = median_ms([&] {
+    im2col(s, x.data(), cols.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.K, NPQ, CRS, 1.f, w.data(), CRS, cols.data(),
+                NPQ, 0.f, tmp.data(), NPQ);  // (K, N*PQ)
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t k = 0; k < s.K; ++k) {
+        const float* src = tmp.data() + (k * s.N + n) * PQ;
+        float* dst = ry.data() + (n * s.K + k) * PQ;
+        for (int64_t i = 0; i < PQ; ++i) dst[i] = src[i] + b[k];
+      }
+  });
+  bd.base_ms = median_ms([&] {
+    nk_to_kn(s.N, s.K, PQ, dy.data(), tmp.data());  // dY (K, N*PQ)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CRS, NPQ, s.K, 1.f, w.data(), CRS, tmp.data(), NPQ,
+                0.f, cols.data(), NPQ);  // dcols = W^T dY
+    col2im(s, cols.data(), rdx.data());
+  });
+  bw.base_ms = median_ms([&] {
+    nk_to_kn(s.N, s.K, PQ, dy.data(), tmp.data());
+    im2col(s, x.data(), cols.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.K, CRS, NPQ, 1.f, tmp.data(), NPQ, cols.data(),
+                NPQ, 0.f, rdw.data(), CRS);  // dW = dY cols^T
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < s.K; ++k) {
+      double acc = 0;
+      for (int64_t i = 0; i < NPQ; ++i) acc += tmp[k * NPQ + i];
+      rdb[k] = float(acc);
+    }
+  });
+  f.err = rel_err(y, ry), bd.err = rel_err(dx, rdx), bw.err = std::max(rel_err(dw, rdw), rel_err(db, rdb));
+  f.note = "im2col + sgemm + bias";
+  bd.note = "transpose dY + sgemm + col2im";
+  bw.note = "transpose dY + im2col + sgemm";
+  print_row(f);
+  print_row(bd);
+  print_row(bw);
+}
+
+// ---------------------------------------------------------------- attention: per-head sgemm path
+
+void softmax_row(int64_t L, float* r) {
+  float m = -INFINITY, sum = 0;
+  for (int64_t j = 0; j < L; ++j) m = std::max(m, r[j]);
+  for (int64_t j = 0; j < L; ++j) sum += (r[j] = std::exp(r[j] - m));
+  const float inv = 1.f / sum;
+  for (int64_t j = 0; j < L; ++j) r[j] *= inv;
+}
+
+void bench_attention(int64_t L) {
+  const int64_t heads = 8, D = 8, BH = g_opt.batch * heads, n = BH * L * D, LL = L * L, LD = L * D;
+  const float scale = 1.f / std::sqrt(float(D));
+  char shape[64];
+  std::snprintf(shape, sizeof shape, "BH=%lld L=%lld D=%lld", (long long)BH, (long long)L, (long long)D);
+  Vec q = randn(n), k = randn(n), v = randn(n), dout = randn(n);
+  Vec o(n), lse(BH * L), dq(n), dk(n), dv(n), ro(n), rdq(n), rdk(n), rdv(n);
+  const int nt = omp_get_max_threads();
+  std::vector<Vec> S(nt, Vec(LL)), dP(nt, Vec(LL));
+  auto base_fwd = [&] {
+#pragma omp parallel for schedule(static)
+    for (int64_t h = 0; h < BH; ++h) {
+      float* s = S[omp_get_thread_num()].data();
+      const float *qh = q.data() + h * LD, *kh = k.data() + h * LD, *vh = v.data() + h * LD;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, scale, qh, D, kh, D, 0.f, s, L);
+      for (int64_t i = 0; i < L; ++i) softmax_row(L, s + i * L);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.f, s, L, vh, D, 0.f,
+                  ro.data() + h * LD, D);
+    }
+  };
+  auto base_bwd = [&] {
+#pragma omp parallel for schedule(static)
+    for (int64_t h = 0; h < BH; ++h) {
+      float *s = S[omp_get_thread_num()].data(), *dp = dP[omp_get_thread_num()].data();
+      const float *qh = q.data() + h * LD, *kh = k.data() + h * LD, *vh = v.data() + h * LD,
+                  *doh = dout.data() + h * LD;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, scale, qh, D, kh, D, 0.f, s, L);
+      for (int64_t i = 0; i < L; ++i) softmax_row(L, s + i * L);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, D, L, 1.f, s, L, doh, D, 0.f,
+                  rdv.data() + h * LD, D);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, 1.f, doh, D, vh, D, 0.f, dp, L);
+      for (int64_t i = 0; i < L; ++i) {
+        float delta = 0;
+        for (int64_t j = 0; j < L; ++j) delta += s[i * L + j] * dp[i * L + j];
+        for (int64_t j = 0; j < L; ++j) dp[i * L + j] = s[i * L + j] * (dp[i * L + j] - delta);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, scale, dp, L, kh, D, 0.f,
+                  rdq.data() + h * LD, D);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, D, L, scale, dp, L, qh, D, 0.f,
+                  rdk.data() + h * LD, D);
+    }
+  };
+  Row f{"attention fwd", shape}, b{"attention bwd", shape};
+  f.flops = 4.0 * BH * LL * D, b.flops = 8.0 * BH * LL * D;
+  f.bytes = 4.0 * (4 * n + BH * L), b.bytes = 4.0 * (8 * n + BH * L);
+  f.ours_ms = median_ms([&] {
+    kern::cpu::attention_forward<float>(BH, L, L, D, scale, q.data(), k.data(), v.data(), o.data(),
+                                        lse.data());
+  });
+  f.base_ms = median_ms(base_fwd);
+  b.ours_ms = median_ms([&] {
+    kern::cpu::attention_backward<float>(BH, L, L, D, scale, q.data(), k.data(), v.data(), o.data(),
+                                         lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+  });
+  b.base_ms = median_ms(base_bwd);
+  f.err = rel_err(o, ro);
+  b.err = std::max({rel_err(dq, rdq), rel_err(dk, rdk), rel_err(dv, rdv)});
+  f.note = "per head: sgemm, softmax, sgemm";
+  b.note = "per head: recompute P, 4 sgemms, softmax bwd";
+  print_row(f);
+  print_row(b);
+}
+
+// ---------------------------------------------------------------- group norm, silu, AdamW (floor only)
+
+struct Act {
+  int64_t C, H;
+};
+constexpr Act kActs[] = {{32, 28}, {64, 28},  {96, 28}, {32, 14}, {64, 14},
+                         {96, 14}, {128, 14}, {64, 7},  {128, 7}};
+
+void bench_group_norm(const Act& a) {
+  const int64_t N = g_opt.batch, C = a.C, HW = a.H * a.H, n = N * C * HW, G = 32;
+  char shape[64];
+  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld G=%lld", (long long)N, (long long)C, (long long)a.H,
+                (long long)a.H, (long long)G);
+  Vec x = randn(n), gamma = randn(C), beta = randn(C), dy = randn(n);
+  Vec y(n), mean(N * G), rstd(N * G), dx(n), dgamma(C), dbeta(C);
+  Row f{"group_norm fwd", shape}, b{"group_norm bwd", shape};
+  f.bytes = 4.0 * 2 * n, b.bytes = 4.0 * 3 * n;
+  f.ours_ms = median_ms([&] {
+    kern::cpu::group_norm_forward<float>(N, C, HW, G, 1e-5, x.data(), gamma.data(), beta.data(), y.data(),
+                                         mean.data(), rstd.data());
+  });
+  b.ours_ms = median_ms([&] {
+    kern::cpu::group_norm_backward<float>(N, C, HW, G, dy.data(), x.data(), mean.data(), rstd.data(),
+                                          gamma.data(), dx.data(), dgamma.data(), dbeta.data());
+  });
+  f.note = b.note = "vs bandwidth floor";
+  print_row(f);
+  print_row(b);
+}
+
+void bench_silu(const Act& a) {
+  const int64_t n = g_opt.batch * a.C * a.H * a.H;
+  char shape[64];
+  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld", (long long)g_opt.batch, (long long)a.C,
+                (long long)a.H, (long long)a.H);
+  Vec x = randn(n), dy = randn(n), y(n), dx(n);
+  Row f{"silu fwd", shape}, b{"silu bwd", shape};
+  f.bytes = 4.0 * 2 * n, b.bytes = 4.0 * 3 * n;
+  f.ours_ms = median_ms([&] { kern::cpu::unary<float>(kern::Unary::Silu, n, x.data(), y.data()); });
+  b.ours_ms = median_ms([&] { kern::cpu::silu_backward<float>(n, x.data(), dy.data(), dx.data()); });
+  f.note = b.note = "vs bandwidth floor";
+  print_row(f);
+  print_row(b);
+}
+
+void bench_adamw() {
+  std::vector<int64_t> sizes;
+  {
+    engine::models::ConditionalUNet model(engine::models::ConditionalConfig::seed(), 0);
+    for (const auto& [name, t] : model.named_parameters()) sizes.push_back(t.numel());
+  }
+  int64_t total = 0;
+  for (int64_t s : sizes) total += s;
+  Vec p = randn(total), g = randn(total), m = randn(total, 0.01f), v = randn(total, 0.01f);
+  for (auto& e : v) e *= e;
+  std::vector<float*> pp, mp, vp;
+  std::vector<const float*> gp;
+  int64_t off = 0;
+  for (int64_t s : sizes) {
+    pp.push_back(p.data() + off), gp.push_back(g.data() + off), mp.push_back(m.data() + off),
+        vp.push_back(v.data() + off);
+    off += s;
+  }
+  kern::AdamWParams hp{1e-3, 0.9, 0.999, 1e-8, 0.01, 1};
+  char shape[64];
+  std::snprintf(shape, sizeof shape, "%zu tensors, %lld values", sizes.size(), (long long)total);
+  Row r{"adamw (model params)", shape};
+  r.bytes = 4.0 * 7 * total;
+  r.note = "vs bandwidth floor";
+  r.ours_ms = median_ms([&] {
+    kern::cpu::adamw_step<float>(int(sizes.size()), pp.data(), gp.data(), mp.data(), vp.data(), sizes.data(),
+                                 hp);
+    ++hp.step;
+  });
+  print_row(r);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    if (a == "--batch")
+      g_opt.batch = std::stoll(next());
+    else if (a == "--runs")
+      g_opt.runs = std::stoi(next());
+    else if (a == "--threads")
+      g_opt.threads = std::stoi(next());
+    else if (a == "--filter")
+      g_opt.filter = next();
+    else if (a == "--quick" || a.rfind("--benchmark_min_time", 0) == 0)
+      g_opt.quick = true;  // gpu_check.sh
+    else if (a.rfind("--benchmark_", 0) == 0)
+      continue;
+    else {
+      std::printf(
+          "usage: %s [--threads N] [--batch 16] [--runs 5] [--filter SUBSTR] [--quick]\n"
+          "  --filter  conv, attention, group_norm, silu or adamw (substring of the kernel name)\n"
+          "  --quick   3 runs (also implied by --benchmark_min_time=..., for gpu_check.sh)\n",
+          argv[0]);
+      return a == "--help" || a == "-h" ? 0 : 2;
+    }
+  }
+  if (g_opt.quick) g_opt.runs = std::min(g_opt.runs, 3);
+  if (g_opt.threads > 0) {
+    omp_set_num_threads(g_opt.threads);
+    openblas_set_num_threads(g_opt.threads);
+  }
+  std::printf(
+      "cpu_kernels_bench: batch %lld, %d threads, median of %d runs after 1 warm-up, 128 MiB written "
+      "between runs\n",
+      (long long)g_opt.batch, omp_get_max_threads(), g_opt.runs);
+  g_peak = measure_peaks();
+  print_header();
+  for (const ConvCase& c : kConvs)
+    if (selected(std::string(c.name) + " conv")) bench_conv(c);
+  if (selected("attention"))
+    for (int64_t L : {196, 49}) bench_attention(L);
+  if (selected("group_norm"))
+    for (const Act& a : kActs) bench_group_norm(a);
+  if (selected("silu"))
+    for (const Act& a : {kActs[0], kActs[1], kActs[6], kActs[7]}) bench_silu(a);
+  if (selected("adamw")) bench_adamw();
+  std::printf(
+      "\nfloor = max(FLOPs / measured sgemm peak, minimal bytes / measured bandwidth); %%floor = floor / "
+      "ours. ours/b < 1: ours faster than the baseline. rel err = max |ours - baseline| / max |baseline|.\n");
+  return 0;
+}
