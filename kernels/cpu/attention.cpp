@@ -1,9 +1,6 @@
 // CPU scaled dot-product attention (forward saves the row log-sum-exp; backward recomputes the
 // probabilities from it). One head per OpenMP iteration, with single-threaded GEMMs inside.
 #include <omp.h>
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -11,42 +8,24 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/simd_math.h"
 
 namespace kern::cpu {
 namespace {
 bool head_parallel(int64_t BH) { return !omp_in_parallel() && omp_get_max_threads() > 1 && BH > 1; }
 
-#if defined(__AVX2__) && defined(__FMA__)
-// Cephes-style expf for x <= 0 (relative error ~1e-7); inputs below -87 flush towards 0.
-inline __m256 exp256_nonpos(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
-#endif
 
 // row[j] = exp(row[j] - sub) for j < n; returns sum_j row[j] (float rows use AVX2 when available).
 template <typename T>
 double exp_sub_row(T* row, int64_t n, T sub) {
   double sum = 0;
   int64_t j = 0;
-#if defined(__AVX2__) && defined(__FMA__)
+#ifdef KERN_CPU_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256 vs = _mm256_set1_ps(sub);
     __m256 acc = _mm256_setzero_ps();
     for (; j + 8 <= n; j += 8) {
-      const __m256 e = exp256_nonpos(_mm256_sub_ps(_mm256_loadu_ps(row + j), vs));
+      const __m256 e = simd::exp_nonpos(_mm256_sub_ps(_mm256_loadu_ps(row + j), vs));
       _mm256_storeu_ps(row + j, e);
       acc = _mm256_add_ps(acc, e);
     }

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/simd_math.h"
 
 namespace kern::cpu {
 namespace {
@@ -16,6 +18,31 @@ inline T sigmoid(T x) {
   if (x >= T(0)) return T(1) / (T(1) + std::exp(-x));
   const T e = std::exp(x);
   return e / (T(1) + e);
+}
+
+// Splits [0, n) into fixed chunks processed in parallel (one chunk when n is small).
+template <typename F>
+void for_each_chunk(int64_t n, F&& body) {
+  constexpr int64_t kChunk = 8192;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n > kParThreshold)
+  for (int64_t c = 0; c < chunks; ++c) body(c * kChunk, std::min(n, (c + 1) * kChunk));
+}
+
+template <typename T>
+void silu_forward(int64_t n, const T* x, T* y) {
+  for_each_chunk(n, [&](int64_t lo, int64_t hi) {
+    int64_t i = lo;
+#ifdef KERN_CPU_AVX2
+    if constexpr (std::is_same_v<T, float>) {
+      for (; i + 8 <= hi; i += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + i);
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(xv, simd::sigmoid(xv)));
+      }
+    }
+#endif
+    for (; i < hi; ++i) y[i] = x[i] * sigmoid(x[i]);
+  });
 }
 
 int64_t numel(const Strided& s) {
@@ -112,8 +139,7 @@ void unary(Unary op, int64_t n, const T* x, T* y) {
       for (int64_t i = 0; i < n; ++i) y[i] = std::cos(x[i]);
       break;
     case Unary::Silu:
-#pragma omp parallel for schedule(static) if (n > kParThreshold)
-      for (int64_t i = 0; i < n; ++i) y[i] = x[i] * sigmoid(x[i]);
+      silu_forward(n, x, y);
       break;
     case Unary::Sqrt:
 #pragma omp parallel for simd schedule(static) if (n > kParThreshold)
@@ -133,11 +159,23 @@ void unary(Unary op, int64_t n, const T* x, T* y) {
 template <typename T>
 void silu_backward(int64_t n, const T* x, const T* dy, T* dx) {
   // silu'(x) = s * (1 + x * (1 - s)), s = sigmoid(x).
-#pragma omp parallel for schedule(static) if (n > kParThreshold)
-  for (int64_t i = 0; i < n; ++i) {
-    const T s = sigmoid(x[i]);
-    dx[i] = dy[i] * (s * (T(1) + x[i] * (T(1) - s)));
-  }
+  for_each_chunk(n, [&](int64_t lo, int64_t hi) {
+    int64_t i = lo;
+#ifdef KERN_CPU_AVX2
+    if constexpr (std::is_same_v<T, float>) {
+      const __m256 one = _mm256_set1_ps(1.0f);
+      for (; i + 8 <= hi; i += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + i), s = simd::sigmoid(xv);
+        const __m256 d = _mm256_mul_ps(s, _mm256_fmadd_ps(xv, _mm256_sub_ps(one, s), one));
+        _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(dy + i), d));
+      }
+    }
+#endif
+    for (; i < hi; ++i) {
+      const T s = sigmoid(x[i]);
+      dx[i] = dy[i] * (s * (T(1) + x[i] * (T(1) - s)));
+    }
+  });
 }
 
 template <typename T>
