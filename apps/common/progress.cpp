@@ -56,7 +56,9 @@ void ProgressBar::update(int64_t epoch, int64_t step, int64_t total_steps, doubl
   }
   const double elapsed = std::chrono::duration<double>(now - t0_).count();
   const int64_t done = global - steps_at_t0_;
-  const int64_t remaining = std::max<int64_t>(0, total_epochs_ * total_steps - global);
+  int64_t end = total_epochs_ * total_steps;
+  if (step_limit_ >= 0) end = std::min(end, step_limit_);
+  const int64_t remaining = std::max<int64_t>(0, end - global);
   const double eta = done > 0 ? elapsed / double(done) * double(remaining) : NAN;
   last_line_ = render(epoch, step, total_steps, loss_smoothed, img_per_s, eta);
   dirty_ = true;

@@ -19,6 +19,8 @@ class ProgressBar {
   // `epoch` is 0-based (shown 1-based); `step` is the number of steps done in this epoch, out of
   // `total_steps`. The ETA covers the remaining epochs too, from the measured step rate.
   void update(int64_t epoch, int64_t step, int64_t total_steps, double loss_smoothed, double img_per_s);
+  // Caps the ETA at this many global steps (epoch * total_steps + step), e.g. for --max-steps.
+  void set_step_limit(int64_t global_steps) { step_limit_ = global_steps; }
   // Ends the bar line (TTY) or prints the last state (plain).
   void finish();
 
@@ -39,6 +41,7 @@ class ProgressBar {
   Clock::time_point t0_, last_print_;
   int64_t steps_at_t0_ = 0;
   int64_t last_global_step_ = 0;
+  int64_t step_limit_ = -1;  // < 0: the end of the last epoch
   std::string last_line_;
   bool printed_any_ = false;  // the first update of a run always prints
   bool dirty_ = false;        // last_line_ not yet printed in plain mode

@@ -161,6 +161,7 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     std::fflush(stdout);
   }
   ProgressBar bar((total + bpe - 1) / bpe, stdout);
+  bar.set_step_limit(total);  // the ETA honours --max-steps
 
   auto save = [&] {
     state.rng_offset = gen.offset();
