@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/unet_shapes.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "models/conditional_unet.h"
 
@@ -148,30 +149,9 @@ bool selected(const std::string& name) {
 
 // ---------------------------------------------------------------- conv: im2col + one sgemm baseline
 
-struct ConvCase {
-  const char* name;
-  int64_t C, K, H, R, stride, pad;
-};
-constexpr ConvCase kConvs[] = {
-    // the same list as cuda_kernels_bench.cu (unet2d_spec.md, section 2)
-    {"conv3x3 32->32", 32, 32, 28, 3, 1, 1},   {"conv3x3 64->32", 64, 32, 28, 3, 1, 1},
-    {"conv3x3 96->32", 96, 32, 28, 3, 1, 1},   {"conv3x3 64->64", 64, 64, 28, 3, 1, 1},
-    {"conv3x3 128->64", 128, 64, 14, 3, 1, 1}, {"conv3x3 96->64", 96, 64, 14, 3, 1, 1},
-    {"conv3x3 64->64", 64, 64, 14, 3, 1, 1},   {"conv3x3 32->64", 32, 64, 14, 3, 1, 1},
-    {"conv3x3 128->64", 128, 64, 7, 3, 1, 1},  {"conv3x3 64->64", 64, 64, 7, 3, 1, 1},
-    {"down s2 32", 32, 32, 28, 3, 2, 1},       {"down s2 64", 64, 64, 14, 3, 2, 1},
-    {"conv1x1 96->32", 96, 32, 28, 1, 1, 0},   {"conv1x1 128->64", 128, 64, 14, 1, 1, 0},
-    {"conv1x1 96->64", 96, 64, 14, 1, 1, 0},   {"conv1x1 128->64", 128, 64, 7, 1, 1, 0},
-};
-
-kern::Conv2dShape conv_shape(const ConvCase& c) {
-  kern::Conv2dShape s{};
-  s.N = g_opt.batch, s.C = c.C, s.H = c.H, s.W = c.H, s.K = c.K, s.R = c.R, s.S = c.R;
-  s.stride_h = s.stride_w = c.stride, s.pad_h = s.pad_w = c.pad;
-  s.P = (s.H + 2 * s.pad_h - s.R) / s.stride_h + 1;
-  s.Q = (s.W + 2 * s.pad_w - s.S) / s.stride_w + 1;
-  return s;
-}
+using bench::ConvCase;
+using bench::kConvs;
+kern::Conv2dShape conv_shape(const ConvCase& c) { return bench::conv_shape(c, g_opt.batch); }
 
 // x (N, C, H, W) -> cols (C*R*S, N*P*Q)
 void im2col(const kern::Conv2dShape& s, const float* x, float* cols) {
@@ -361,11 +341,8 @@ void bench_attention(int64_t L) {
 
 // ---------------------------------------------------------------- group norm, silu, AdamW (floor only)
 
-struct Act {
-  int64_t C, H;
-};
-constexpr Act kActs[] = {{32, 28}, {64, 28},  {96, 28}, {32, 14}, {64, 14},
-                         {96, 14}, {128, 14}, {64, 7},  {128, 7}};
+using bench::Act;
+using bench::kActs;
 
 void bench_group_norm(const Act& a) {
   const int64_t N = g_opt.batch, C = a.C, HW = a.H * a.H, n = N * C * HW, G = 32;

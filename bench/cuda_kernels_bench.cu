@@ -27,6 +27,7 @@
 #include <cudnn.h>
 #endif
 
+#include "bench/unet_shapes.h"
 #include "core/cuda_device.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_common.h"
@@ -285,38 +286,9 @@ int pick(const Perf* perf, int n) {
 
 // ---------------------------------------------------------------- conv
 
-struct ConvCase {
-  const char* name;
-  int64_t C, K, H, R, stride, pad;
-};
-// The seed UNet's distinct conv shapes (unet2d_spec.md, section 2).
-constexpr ConvCase kConvs[] = {
-    {"conv3x3 32->32", 32, 32, 28, 3, 1, 1},    // down_blocks.0 resnets, up_blocks.2 conv2
-    {"conv3x3 64->32", 64, 32, 28, 3, 1, 1},    // up_blocks.2 resnets.1/2 conv1
-    {"conv3x3 96->32", 96, 32, 28, 3, 1, 1},    // up_blocks.2 resnets.0 conv1
-    {"conv3x3 64->64", 64, 64, 28, 3, 1, 1},    // up_blocks.1 upsampler conv (after x2 to 28)
-    {"conv3x3 128->64", 128, 64, 14, 3, 1, 1},  // up_blocks.1 resnets.0/1 conv1
-    {"conv3x3 96->64", 96, 64, 14, 3, 1, 1},    // up_blocks.1 resnets.2 conv1
-    {"conv3x3 64->64", 64, 64, 14, 3, 1, 1},    // resnet conv2 @14, up_blocks.0 upsampler conv
-    {"conv3x3 32->64", 32, 64, 14, 3, 1, 1},    // down_blocks.1 resnets.0 conv1
-    {"conv3x3 128->64", 128, 64, 7, 3, 1, 1},   // up_blocks.0 resnets conv1
-    {"conv3x3 64->64", 64, 64, 7, 3, 1, 1},     // down_blocks.2 / mid resnets
-    {"down s2 32", 32, 32, 28, 3, 2, 1},        // down_blocks.0 downsampler 28->14
-    {"down s2 64", 64, 64, 14, 3, 2, 1},        // down_blocks.1 downsampler 14->7
-    {"conv1x1 96->32", 96, 32, 28, 1, 1, 0},    // up_blocks.2 resnets.0 shortcut
-    {"conv1x1 128->64", 128, 64, 14, 1, 1, 0},  // up_blocks.1 resnets.0/1 shortcut
-    {"conv1x1 96->64", 96, 64, 14, 1, 1, 0},    // up_blocks.1 resnets.2 shortcut
-    {"conv1x1 128->64", 128, 64, 7, 1, 1, 0},   // up_blocks.0 shortcuts
-};
-
-kern::Conv2dShape conv_shape(const ConvCase& c) {
-  kern::Conv2dShape s{};
-  s.N = kBatch, s.C = c.C, s.H = c.H, s.W = c.H, s.K = c.K, s.R = c.R, s.S = c.R;
-  s.stride_h = s.stride_w = c.stride, s.pad_h = s.pad_w = c.pad;
-  s.P = (s.H + 2 * s.pad_h - s.R) / s.stride_h + 1;
-  s.Q = (s.W + 2 * s.pad_w - s.S) / s.stride_w + 1;
-  return s;
-}
+using bench::ConvCase;
+using bench::kConvs;
+kern::Conv2dShape conv_shape(const ConvCase& c) { return bench::conv_shape(c, kBatch); }
 
 void bench_conv(const ConvCase& c) {
   const kern::Conv2dShape s = conv_shape(c);
@@ -502,11 +474,8 @@ void bench_attention(int64_t L) {
 
 // ---------------------------------------------------------------- group norm, silu
 
-struct Act {
-  int64_t C, H;
-};
-constexpr Act kActs[] = {{32, 28}, {64, 28},  {96, 28}, {32, 14}, {64, 14},
-                         {96, 14}, {128, 14}, {64, 7},  {128, 7}};
+using bench::Act;
+using bench::kActs;
 
 void bench_group_norm(const Act& a) {
   const int64_t N = kBatch, C = a.C, HW = a.H * a.H, n = N * C * HW, G = kGroups;
