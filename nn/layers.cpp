@@ -71,8 +71,8 @@ Tensor Attention::forward(const Tensor& x) const {
                shape_str(x.shape()));
   const int64_t B = x.size(0), H = x.size(2), W = x.size(3), L = H * W;
   Tensor h = group_norm->forward(x.reshape({B, channels, L}));  // (B, C, L)
-  h = h.transpose(1, 2);                                        // (B, L, C)
-  auto split = [&](const Tensor& t) {                           // (B, L, heads*D) -> (B, heads, L, D)
+  h = h.transpose(1, 2).contiguous();  // (B, L, C), once for the three projections below
+  auto split = [&](const Tensor& t) {  // (B, L, heads*D) -> (B, heads, L, D)
     return t.reshape({B, L, heads, dim_head}).permute({0, 2, 1, 3});
   };
   Tensor q = split(to_q->forward(h)), k = split(to_k->forward(h)), v = split(to_v->forward(h));
