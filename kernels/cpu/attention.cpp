@@ -47,23 +47,27 @@ void attention_forward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double sca
                        const T* v, T* o, T* lse) {
 #pragma omp parallel if (head_parallel(BH))
   {
-    std::vector<T> P(Lq * Lk);  // (Lq, Lk) scores, then probabilities
+    std::vector<T> P(Lq * Lk);  // (Lq, Lk) scores, then unnormalised probabilities exp(s - max)
+    std::vector<T> inv(Lq);     // 1 / row sums: applied to the (Lq, D) output instead of the (Lq, Lk) P
 #pragma omp for schedule(static)
     for (int64_t h = 0; h < BH; ++h) {
       const T* qh = q + h * Lq * D;
       const T* kh = k + h * Lk * D;
       const T* vh = v + h * Lk * D;
+      T* oh = o + h * Lq * D;
       gemm<T>(false, true, Lq, Lk, D, T(scale), qh, D, kh, D, T(0), P.data(), Lk);
       for (int64_t i = 0; i < Lq; ++i) {
         T* row = P.data() + i * Lk;
         T m = row[0];
-        for (int64_t j = 1; j < Lk; ++j) m = std::max(m, row[j]);
+#pragma omp simd reduction(max : m)
+        for (int64_t j = 1; j < Lk; ++j) m = row[j] > m ? row[j] : m;
         const double sum = exp_sub_row(row, Lk, m);
-        const T inv = T(1.0 / sum);
-        for (int64_t j = 0; j < Lk; ++j) row[j] *= inv;
+        inv[i] = T(1.0 / sum);
         lse[h * Lq + i] = T(double(m) + std::log(sum));
       }
-      gemm<T>(false, false, Lq, D, Lk, T(1), P.data(), Lk, vh, D, T(0), o + h * Lq * D, D);
+      gemm<T>(false, false, Lq, D, Lk, T(1), P.data(), Lk, vh, D, T(0), oh, D);
+      for (int64_t i = 0; i < Lq; ++i)
+        for (int64_t d = 0; d < D; ++d) oh[i * D + d] *= inv[i];
     }
   }
 }
