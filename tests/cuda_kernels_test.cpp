@@ -107,8 +107,10 @@ void check_conv(const kern::Conv2dShape& s, bool bias) {
   kern::cuda::conv2d_backward_weight(s, gdy.ptr(), gx.ptr(), gdw.ptr(), bias ? gdb.ptr() : nullptr);
   EXPECT_CLOSE(gy, y, 1e-5);
   EXPECT_CLOSE(gdx, dx, 1e-5);
-  EXPECT_CLOSE(gdw, dw, 1e-5);
-  if (bias) EXPECT_CLOSE(gdb, db, 1e-5);
+  // The weight/bias gradients reduce over N*P*Q (up to 100,352 terms at the UNet's shapes) in float on
+  // both sides, in different orders: allow float rounding of such sums, still far below any index bug.
+  EXPECT_CLOSE(gdw, dw, 1e-4);
+  if (bias) EXPECT_CLOSE(gdb, db, 1e-4);
 }
 
 TEST(CudaKernel, Conv2dOddShapes) {
