@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/bench_table.h"
 #include "bench/unet_shapes.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "models/conditional_unet.h"
@@ -51,15 +52,8 @@ Vec randn(int64_t n, float scale = 1.f, unsigned seed = 1) {
   return v;
 }
 
-double rel_err(const Vec& a, const Vec& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num = std::max(num, std::fabs(double(a[i]) - double(b[i])));
-    den = std::max(den, std::fabs(double(b[i])));
-  }
-  if (num != num) return INFINITY;
-  return den > 0 ? num / den : num;
-}
+using bench::max_rel_err;
+double rel_err(const Vec& a, const Vec& b) { return max_rel_err(a, b); }
 
 // ---------------------------------------------------------------- timing
 
@@ -80,9 +74,7 @@ double median_ms(const std::function<void()>& fn, int runs = -1) {
   return ts.size() % 2 ? ts[ts.size() / 2] : 0.5 * (ts[ts.size() / 2 - 1] + ts[ts.size() / 2]);
 }
 
-struct Peaks {
-  double flops = 0, bw = 0;
-};
+using bench::Peaks;
 Peaks g_peak;
 
 Peaks measure_peaks() {
@@ -114,12 +106,7 @@ Peaks measure_peaks() {
 
 // ---------------------------------------------------------------- the table
 
-struct Row {
-  Row(std::string k, std::string s) : kernel(std::move(k)), shape(std::move(s)) {}
-  std::string kernel, shape;
-  double ours_ms = NAN, base_ms = NAN, flops = 0, bytes = 0, err = NAN;
-  std::string note;
-};
+using bench::Row;
 
 void print_header() {
   std::printf("%-26s %-28s %9s %9s %7s %13s %9s %7s %9s  %s\n", "kernel", "shape", "ours ms", "base ms",
@@ -127,25 +114,20 @@ void print_header() {
 }
 
 void print_row(const Row& r) {
-  const double floor_ms = 1e3 * std::max(r.flops / g_peak.flops, r.bytes / g_peak.bw);
-  char base[32] = "-", ratio[32] = "-", ach[32], err[32] = "-";
+  const double floor_ms = bench::floor_ms(r, g_peak);
+  char base[32] = "-", ratio[32] = "-", err[32] = "-";
   if (!std::isnan(r.base_ms)) {
     std::snprintf(base, sizeof base, "%.3f", r.base_ms);
     std::snprintf(ratio, sizeof ratio, "%.2f", r.ours_ms / r.base_ms);
   }
-  if (r.flops > 0)
-    std::snprintf(ach, sizeof ach, "%.1f GFLOP/s", r.flops / (r.ours_ms * 1e-3) * 1e-9);
-  else
-    std::snprintf(ach, sizeof ach, "%.1f GB/s", r.bytes / (r.ours_ms * 1e-3) * 1e-9);
   if (!std::isnan(r.err)) std::snprintf(err, sizeof err, "%.1e", r.err);
   std::printf("%-26s %-28s %9.3f %9s %7s %13s %9.3f %6.0f%% %9s  %s\n", r.kernel.c_str(), r.shape.c_str(),
-              r.ours_ms, base, ratio, ach, floor_ms, 100.0 * floor_ms / r.ours_ms, err, r.note.c_str());
+              r.ours_ms, base, ratio, bench::achieved(r, 1).c_str(), floor_ms, 100.0 * floor_ms / r.ours_ms,
+              err, r.note.c_str());
   std::fflush(stdout);
 }
 
-bool selected(const std::string& name) {
-  return g_opt.filter.empty() || name.find(g_opt.filter) != std::string::npos;
-}
+bool selected(const std::string& name) { return bench::selected(name, g_opt.filter); }
 
 // ---------------------------------------------------------------- conv: im2col + one sgemm baseline
 

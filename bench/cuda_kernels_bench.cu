@@ -27,6 +27,7 @@
 #include <cudnn.h>
 #endif
 
+#include "bench/bench_table.h"
 #include "bench/unet_shapes.h"
 #include "core/cuda_device.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -81,16 +82,7 @@ DevBuf randn_buf(int64_t n, float scale = 1.f) {
   return b;
 }
 
-// max |a - b| / max |b| (0 when both are zero).
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num = std::max(num, std::fabs(double(a[i]) - double(b[i])));
-    den = std::max(den, std::fabs(double(b[i])));
-  }
-  if (num != num) return INFINITY;
-  return den > 0 ? num / den : num;
-}
+double rel_err(const std::vector<float>& a, const std::vector<float>& b) { return bench::max_rel_err(a, b); }
 
 // ---------------------------------------------------------------- timing
 
@@ -147,10 +139,7 @@ __global__ void fma_peak_kernel(float* out, float seed) {
   if (s == 12345.678f) out[blockIdx.x] = s;  // never true; keeps the work alive
 }
 
-struct Peaks {
-  double flops = 0;  // FLOP/s
-  double bw = 0;     // bytes/s
-};
+using bench::Peaks;
 Peaks g_peak;
 
 Peaks measure_peaks() {
@@ -187,14 +176,7 @@ Peaks measure_peaks() {
 
 // ---------------------------------------------------------------- the table
 
-struct Row {
-  Row(std::string k, std::string s) : kernel(std::move(k)), shape(std::move(s)) {}
-  std::string kernel, shape;
-  double ours_ms = NAN, base_ms = NAN;
-  double flops = 0, bytes = 0;  // flops > 0: compute-bound row (GFLOP/s), else bytes (GB/s)
-  double err = NAN;             // --check
-  std::string note;
-};
+using bench::Row;
 
 void print_header() {
   std::printf("%-26s %-30s %9s %9s %7s %12s %9s %7s%s  %s\n", "kernel", "shape", "ours ms", "base ms",
@@ -202,16 +184,12 @@ void print_header() {
 }
 
 void print_row(const Row& r) {
-  const double floor_ms = 1e3 * std::max(r.flops / g_peak.flops, r.bytes / g_peak.bw);
-  char base[32] = "-", ratio[32] = "-", ach[32], err[40] = "";
+  const double floor_ms = bench::floor_ms(r, g_peak);
+  char base[32] = "-", ratio[32] = "-", err[40] = "";
   if (!std::isnan(r.base_ms)) {
     std::snprintf(base, sizeof base, "%.4f", r.base_ms);
     std::snprintf(ratio, sizeof ratio, "%.2f", r.ours_ms / r.base_ms);
   }
-  if (r.flops > 0)
-    std::snprintf(ach, sizeof ach, "%.0f GFLOP/s", r.flops / (r.ours_ms * 1e-3) * 1e-9);
-  else
-    std::snprintf(ach, sizeof ach, "%.0f GB/s", r.bytes / (r.ours_ms * 1e-3) * 1e-9);
   if (g_opt.check) {
     if (std::isnan(r.err))
       std::snprintf(err, sizeof err, "   %11s", "-");
@@ -222,13 +200,12 @@ void print_row(const Row& r) {
     }
   }
   std::printf("%-26s %-30s %9.4f %9s %7s %12s %9.4f %6.0f%%%s  %s\n", r.kernel.c_str(), r.shape.c_str(),
-              r.ours_ms, base, ratio, ach, floor_ms, 100.0 * floor_ms / r.ours_ms, err, r.note.c_str());
+              r.ours_ms, base, ratio, bench::achieved(r, 0).c_str(), floor_ms, 100.0 * floor_ms / r.ours_ms,
+              err, r.note.c_str());
   std::fflush(stdout);
 }
 
-bool selected(const std::string& name) {
-  return g_opt.filter.empty() || name.find(g_opt.filter) != std::string::npos;
-}
+bool selected(const std::string& name) { return bench::selected(name, g_opt.filter); }
 
 // ---------------------------------------------------------------- cuDNN baseline
 
