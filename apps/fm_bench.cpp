@@ -7,7 +7,6 @@
 //   sample80      8 images per class x 10, 15 Euler steps, CFG scale 3, cond + uncond in one batch of 160
 //   sample_large  the same with --sample-batch images (forward batches of 2x that; 0 = skip)
 // Example: build/bin/fm_bench --device cpu --threads 2 --json out/fm_bench.json
-#include <cblas.h>
 #include <omp.h>
 #include <sys/resource.h>
 
@@ -26,6 +25,7 @@
 #include "core/autograd.h"
 #include "core/cuda_device.h"
 #include "core/ops.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "models/conditional_unet.h"
 #include "nn/adamw.h"
 
@@ -78,7 +78,8 @@ std::string device_label(Device dev, int threads) {
       model = line.substr(line.find(':') + 2);
       break;
     }
-  return model + " (" + std::to_string(threads) + " threads)";
+  return model + " (" + std::to_string(threads) + " threads, " +
+         kern::cpu::cpu_isa_name(kern::cpu::cpu_isa()) + " GEMM)";
 }
 
 }  // namespace
@@ -113,10 +114,7 @@ int main(int argc, char** argv) {
     if (!bm_min_time.empty()) quick = true;
     if (quick) warmup = 1, iters = 2, sample_iters = 1;
     if (sample_batch < 0) sample_batch = quick ? 128 : 1024;
-    if (threads > 0) {
-      omp_set_num_threads(threads);
-      openblas_set_num_threads(threads);
-    }
+    if (threads > 0) omp_set_num_threads(threads);
     threads = omp_get_max_threads();
     const Device dev = Device::parse(device_str);
     if (dev.is_cuda()) cuda::set_device(dev.index);
@@ -200,6 +198,7 @@ int main(int argc, char** argv) {
       nlohmann::json meta = {{"device", dev.is_cuda() ? "cuda" : "cpu"},
                              {"device_name", device_label(dev, threads)},
                              {"threads", threads},
+                             {"cpu_isa", kern::cpu::cpu_isa_name(kern::cpu::cpu_isa())},
                              {"batch", batch},
                              {"iters", iters},
                              {"warmup", warmup},

@@ -1,5 +1,6 @@
 // cpu_kernels_bench: the engine's CPU kernels at the seed UNet's real shapes, beside a simple OpenBLAS
 // baseline and the machine's floor -- the CPU twin of cuda_kernels_bench (same rows, same columns).
+//   gemm at the per-image conv, linear and attention shapes  vs cblas_sgemm (ENGINE_CPU_ISA picks our path)
 //   conv (fwd, bwd-data, bwd-filter)  vs im2col over the whole batch + ONE cblas_sgemm (+ col2im /
 //   transposes) attention, 8 heads of dim 8 at 196 / 49 tokens  vs the BLAS path: per head cblas_sgemm S =
 //   QK^T, softmax,
@@ -128,6 +129,51 @@ void print_row(const Row& r) {
 }
 
 bool selected(const std::string& name) { return bench::selected(name, g_opt.filter); }
+
+// ---------------------------------------------------------------- gemm: ours vs cblas_sgemm
+
+// The GEMMs one image's conv and the attention layer run (per-image im2col shapes at 28x28 / 14x14 / 7x7,
+// the linear layers at the batch), ours (deterministic, kernels/cpu/gemm.cpp) against OpenBLAS.
+void bench_gemm() {
+  struct G {
+    const char* name;
+    int64_t M, N, K;
+    bool ta, tb;
+  };
+  const int64_t B = g_opt.batch;
+  const G cases[] = {
+      {"gemm conv fwd 28x28", 32, 784, 288, false, false},
+      {"gemm conv fwd 14x14", 64, 196, 576, false, false},
+      {"gemm conv fwd 7x7", 64, 49, 1152, false, false},
+      {"gemm conv bwd-data", 576, 196, 64, true, false},
+      {"gemm conv bwd-filter", 64, 576, 196, false, true},
+      {"gemm linear (batch)", B, 256, 256, false, true},
+      {"gemm attention QK^T", 196, 196, 8, false, true},
+      {"gemm 512^3", 512, 512, 512, false, false},
+  };
+  for (const G& g : cases) {
+    if (!selected(g.name)) continue;
+    const Vec a = randn(g.M * g.K), b = randn(g.K * g.N);
+    Vec c(g.M * g.N), cb(g.M * g.N);
+    const int64_t lda = g.ta ? g.M : g.K, ldb = g.tb ? g.K : g.N;
+    char shape[64];
+    std::snprintf(shape, sizeof shape, "%lldx%lldx%lld%s%s", (long long)g.M, (long long)g.N, (long long)g.K,
+                  g.ta ? " A^T" : "", g.tb ? " B^T" : "");
+    Row r{g.name, shape};
+    r.flops = 2.0 * g.M * g.N * g.K;
+    r.ours_ms = median_ms([&] {
+      kern::cpu::gemm<float>(g.ta, g.tb, g.M, g.N, g.K, 1.f, a.data(), lda, b.data(), ldb, 0.f, c.data(),
+                             g.N);
+    });
+    r.base_ms = median_ms([&] {
+      cblas_sgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans, g.M, g.N,
+                  g.K, 1.f, a.data(), lda, b.data(), ldb, 0.f, cb.data(), g.N);
+    });
+    r.err = rel_err(c, cb);
+    r.note = std::string("cblas_sgemm; ours: ") + kern::cpu::cpu_isa_name(kern::cpu::cpu_isa());
+    print_row(r);
+  }
+}
 
 // ---------------------------------------------------------------- conv: im2col + one sgemm baseline
 
@@ -416,7 +462,7 @@ int main(int argc, char** argv) {
     else {
       std::printf(
           "usage: %s [--threads N] [--batch 16] [--runs 5] [--filter SUBSTR] [--quick]\n"
-          "  --filter  conv, attention, group_norm, silu or adamw (substring of the kernel name)\n"
+          "  --filter  gemm, conv, attention, group_norm, silu or adamw (substring of the kernel name)\n"
           "  --quick   3 runs (also implied by --benchmark_min_time=..., for gpu_check.sh)\n",
           argv[0]);
       return a == "--help" || a == "-h" ? 0 : 2;
@@ -433,6 +479,7 @@ int main(int argc, char** argv) {
       (long long)g_opt.batch, omp_get_max_threads(), g_opt.runs);
   g_peak = measure_peaks();
   print_header();
+  bench_gemm();
   for (const ConvCase& c : kConvs)
     if (selected(std::string(c.name) + " conv")) bench_conv(c);
   if (selected("attention"))

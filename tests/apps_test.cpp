@@ -264,7 +264,8 @@ TEST(Apps, SamplerDeterministicAndBatchIndependent) {
     o.max_batch = 1;
     const auto b = sample(m, labels, g2, o, 28, 28).to_vector<float>();
     ASSERT_EQ(a.size(), 3u * 28 * 28);
-    for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-5) << solver_name(s);
+    // Bitwise: every op computes a sample's values independently of the others in the batch.
+    EXPECT_EQ(a, b) << solver_name(s);
     EXPECT_NE(a, c);
   }
 }
@@ -456,6 +457,22 @@ TEST_F(AppsEndToEnd, SampleGridAndDeterminism) {
   EXPECT_EQ(png_size(dir_ / "g2.png"), std::make_pair(2u + 2 * 30, 2u + 2 * 30));
   const st::StFile f1 = st::read_file(t1.string()), f3 = st::read_file(t3.string());
   EXPECT_EQ(read_bytes(t1), read_bytes(t2)) << "same seed must give identical samples";
+  // ... by construction, whatever GEMM path the CPU selects (docs/apps.md, Determinism): force each.
+  for (const char* isa : {"scalar", "avx2"}) {
+    const fs::path t = dir_ / (std::string("s_") + isa + ".safetensors");
+    ASSERT_EQ(run(std::string("ENGINE_CPU_ISA=") + isa + " " + sub + " --seed 5 --batch 3 --save-tensor " +
+                  t.string())
+                  .code,
+              0)
+        << isa;
+    EXPECT_EQ(read_bytes(t1), read_bytes(t)) << "ENGINE_CPU_ISA=" << isa << " changed the samples";
+  }
+  // ... and whatever the thread count (`sub` runs with --threads 2).
+  const fs::path t4 = dir_ / "s4.safetensors";
+  std::string sub1 = sub;
+  sub1.replace(sub1.find("--threads 2"), 11, "--threads 1");
+  ASSERT_EQ(run(sub1 + " --seed 5 --save-tensor " + t4.string()).code, 0);
+  EXPECT_EQ(read_bytes(t1), read_bytes(t4)) << "--threads 1 changed the samples";
   ASSERT_NE(f1.find("samples"), nullptr);
   EXPECT_EQ(f1.find("samples")->shape, (std::vector<int64_t>{4, 1, 28, 28}));
   EXPECT_EQ(f1.find("labels")->dtype, st::StDtype::I64);

@@ -1,7 +1,7 @@
 // CPU kernel interface: raw-pointer, contiguous, row-major kernels, templated on
 // T = float or double (explicitly instantiated for both in the .cpp files).
 // Every function here is the CPU reference that the CUDA kernels are tested against.
-// Parallelised with OpenMP; GEMMs go through OpenBLAS (cblas).
+// Parallelised with OpenMP; GEMMs use the engine's own packed GEMM (gemm.cpp), chosen by cpuid at run time.
 #pragma once
 #include <cstdint>
 
@@ -10,7 +10,11 @@
 namespace kern::cpu {
 
 // ---- GEMM (row-major), C = alpha * op(A) @ op(B) + beta * C, op = transpose if trans.
-// op(A) is (M, K), op(B) is (K, N), C is (M, N). lda/ldb/ldc are row strides.
+// op(A) is (M, K), op(B) is (K, N), C is (M, N). lda/ldb/ldc are row strides. With beta == 0, C is not
+// read (BLAS semantics: NaN in C does not propagate).
+// Deterministic by construction (kernels/cpu/gemm.cpp): every C element is the FMA chain
+//   acc = beta*C (0 if beta == 0); for k = 0..K-1: acc = fma(alpha*A[i][k], B[k][j], acc)
+// so it is bitwise the same whatever M, N, thread count or ISA path; equal to gemm_reference.
 template <typename T>
 void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
@@ -19,6 +23,24 @@ template <typename T>
 void gemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha,
                   const T* A, int64_t lda, int64_t strideA, const T* B, int64_t ldb, int64_t strideB, T beta,
                   T* C, int64_t ldc, int64_t strideC);
+// The definition gemm must equal bit for bit: the plain triple loop with std::fma (slow; for tests).
+template <typename T>
+void gemm_reference(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// ---- run-time ISA dispatch of the CPU hot kernels (GEMM microkernels).
+// Ordered: a larger value needs more of the CPU. Auto = the best the CPU supports.
+enum class CpuIsa : int { Auto = -1, Scalar = 0, Avx2 = 1, Avx512 = 2 };
+// "avx512", "avx2", "scalar" or "auto".
+const char* cpu_isa_name(CpuIsa isa);
+// The path in use: ENGINE_CPU_ISA=auto|avx512|avx2|scalar if set (read once; an unknown or unsupported
+// value throws engine::Error), else the best this CPU supports (cpuid + OS register-state support).
+CpuIsa cpu_isa();
+// The best ISA this CPU supports.
+CpuIsa cpu_isa_supported();
+// Forces a path (tests, benchmarks); Auto restores the default. Throws engine::Error if unsupported.
+// Not thread-safe: call it outside parallel work.
+void set_cpu_isa(CpuIsa isa);
 
 // ---- conv2d (NCHW). b / db may be nullptr (no bias).
 template <typename T>

@@ -1,32 +1,261 @@
-// CPU GEMM kernels: thin row-major wrappers over OpenBLAS cblas_{s,d}gemm, plus a batched variant.
-#include <cblas.h>
+// CPU GEMM: the engine's own packed, register-blocked GEMM (the BLIS loop structure: macro tiles of
+// C, K blocks, packed A and B panels, one register microkernel per ISA), chosen at run time by cpuid.
+//
+// Deterministic by construction. Every C element is computed as
+//   acc = (beta == 0 ? 0 : beta == 1 ? C : beta * C);  for k = 0 .. K-1: acc = fma(alpha * A[i][k], B[k][j],
+//   acc)
+// one correctly rounded fused multiply-add per k, in k order (see gemm_microkernel.h). The result does
+// not depend on M, N, the element's position in a tile, the K blocking, the thread count, or the ISA
+// (AVX-512, AVX2 or std::fma): a matrix row gives the same bits in a batch of 1 as in a batch of 128, on
+// every CPU with a correctly rounded FMA. cpu_gemm_reference below is that definition, written as a
+// plain loop, and the tests compare every path against it bit for bit.
 #include <omp.h>
 
 #include <algorithm>
-#include <type_traits>
+#include <cmath>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
+#include "core/error.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/gemm_detail.h"
 
 namespace kern::cpu {
+namespace {
+using namespace gemm_detail;
+
+// Block sizes (elements): the packed A block (MC x KC) stays in L2, a packed B panel (KC x NR) in L1.
+// Chosen by measurement on Zen 4 (bench/cpu_kernels_bench); they change speed, never results.
+constexpr int64_t kKC = 256;
+constexpr int64_t kMC = 240;  // a multiple of every MR (4, 6, 8)
+constexpr int64_t kNC = 512;
+
+CpuIsa detect_isa() {
+  __builtin_cpu_init();
+  // libgcc's checks include the OS's XSAVE support for the register state (XCR0).
+  if (__builtin_cpu_supports("avx512f")) return CpuIsa::Avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CpuIsa::Avx2;
+  return CpuIsa::Scalar;
+}
+
+CpuIsa select_isa() {
+  const CpuIsa best = detect_isa();
+  const char* env = std::getenv("ENGINE_CPU_ISA");
+  if (!env || !*env || std::string(env) == "auto") return best;
+  const std::string s(env);
+  CpuIsa want;
+  if (s == "avx512")
+    want = CpuIsa::Avx512;
+  else if (s == "avx2")
+    want = CpuIsa::Avx2;
+  else if (s == "scalar")
+    want = CpuIsa::Scalar;
+  else
+    throw engine::Error("ENGINE_CPU_ISA='" + s + "': expected auto, avx512, avx2 or scalar");
+  if (static_cast<int>(want) > static_cast<int>(best))
+    throw engine::Error("ENGINE_CPU_ISA=" + s + ": this CPU supports at most " + cpu_isa_name(best));
+  return want;
+}
+
+CpuIsa g_isa_override = CpuIsa::Auto;
+
+CpuIsa active_isa() {
+  if (g_isa_override != CpuIsa::Auto) return g_isa_override;
+  static const CpuIsa isa = select_isa();
+  return isa;
+}
+
+template <typename T>
+Microkernel<T> microkernel_for(CpuIsa isa);
+template <>
+Microkernel<float> microkernel_for<float>(CpuIsa isa) {
+  return isa == CpuIsa::Avx512 ? microkernel_f32_avx512()
+         : isa == CpuIsa::Avx2 ? microkernel_f32_avx2()
+                               : microkernel_f32_scalar();
+}
+template <>
+Microkernel<double> microkernel_for<double>(CpuIsa isa) {
+  return isa == CpuIsa::Avx512 ? microkernel_f64_avx512()
+         : isa == CpuIsa::Avx2 ? microkernel_f64_avx2()
+                               : microkernel_f64_scalar();
+}
+
+// Row-major op(X) with op = transpose if trans: element (r, c).
+template <typename T>
+struct View {
+  const T* p;
+  int64_t ld;
+  bool trans;
+  T at(int64_t r, int64_t c) const { return trans ? p[c * ld + r] : p[r * ld + c]; }
+};
+
+// dst[k * P + r] = scale * src[r * ld + k] for r < rows, k < kc: a panel read across `rows` rows, in
+// blocks of 8 k so that each row is read in cache-line-sized runs while dst is written contiguously.
+template <typename T>
+void transpose_pack(const T* src, int64_t ld, int rows, int64_t kc, T scale, int P, T* dst) {
+  constexpr int64_t kB = 8;
+  for (int64_t k0 = 0; k0 < kc; k0 += kB) {
+    const int64_t k1 = std::min(kc, k0 + kB);
+    for (int r = 0; r < rows; ++r) {
+      const T* s = src + r * ld;
+      for (int64_t k = k0; k < k1; ++k) dst[k * P + r] = scale * s[k];
+    }
+  }
+}
+
+// Ap (kc x MR panels, k-major) <- alpha * op(A)[i0 : i0+mc, k0 : k0+kc], rows past mc zero.
+template <typename T>
+void pack_a(const View<T>& A, T alpha, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int MR, T* Ap) {
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int m = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+    T* dst = Ap + ir * kc;
+    if (!A.trans) {
+      transpose_pack(A.p + (i0 + ir) * A.ld + k0, A.ld, m, kc, alpha, MR, dst);
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* src = A.p + (k0 + k) * A.ld + i0 + ir;
+        for (int i = 0; i < m; ++i) dst[k * MR + i] = alpha * src[i];
+      }
+    }
+    for (int i = m; i < MR; ++i)
+      for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = T(0);
+  }
+}
+
+// Bp (kc x NR panels, k-major) <- op(B)[k0 : k0+kc, j0 : j0+nc], columns past nc zero.
+template <typename T>
+void pack_b(const View<T>& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int NR, T* Bp) {
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int n = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+    T* dst = Bp + jr * kc;
+    if (!B.trans) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* src = B.p + (k0 + k) * B.ld + j0 + jr;
+        T* d = dst + k * NR;
+        for (int j = 0; j < n; ++j) d[j] = src[j];
+        for (int j = n; j < NR; ++j) d[j] = T(0);
+      }
+    } else {
+      transpose_pack(B.p + (j0 + jr) * B.ld + k0, B.ld, n, kc, T(1), NR, dst);
+      for (int64_t k = 0; k < kc; ++k)
+        for (int j = n; j < NR; ++j) dst[k * NR + j] = T(0);
+    }
+  }
+}
+
+// One macro tile C[i0 : i0+mc, j0 : j0+nc], all K blocks in order, with the caller's packing buffers.
+template <typename T>
+void macro_tile(const Microkernel<T>& uk, const View<T>& A, const View<T>& B, int64_t K, T alpha, T beta,
+                T* C, int64_t ldc, int64_t i0, int64_t mc, int64_t j0, int64_t nc, T* Ap, T* Bp) {
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    const int64_t kc = std::min(kKC, K - k0);
+    const Init init = k0 > 0         ? Init::Load
+                      : beta == T(0) ? Init::Zero
+                      : beta == T(1) ? Init::Load
+                                     : Init::Scale;
+    pack_b(B, k0, kc, j0, nc, uk.NR, Bp);
+    pack_a(A, alpha, i0, mc, k0, kc, uk.MR, Ap);
+    for (int64_t jr = 0; jr < nc; jr += uk.NR)
+      for (int64_t ir = 0; ir < mc; ir += uk.MR) {
+        MicroArgs<T> a{kc,
+                       Ap + ir * kc,
+                       Bp + jr * kc,
+                       C + (i0 + ir) * ldc + j0 + jr,
+                       ldc,
+                       static_cast<int>(std::min<int64_t>(uk.MR, mc - ir)),
+                       static_cast<int>(std::min<int64_t>(uk.NR, nc - jr)),
+                       init,
+                       beta};
+        uk.fn(a);
+      }
+  }
+}
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Per-thread packing buffer `slot` of at least n elements, kept between calls (it only grows), so the
+// hot path allocates nothing.
+template <typename T>
+T* scratch(int slot, int64_t n) {
+  thread_local std::vector<T> buf[2];
+  if (static_cast<int64_t>(buf[slot].size()) < n) buf[slot].resize(static_cast<size_t>(n));
+  return buf[slot].data();
+}
+
+}  // namespace
+
+const char* cpu_isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Avx512:
+      return "avx512";
+    case CpuIsa::Avx2:
+      return "avx2";
+    case CpuIsa::Scalar:
+      return "scalar";
+    case CpuIsa::Auto:
+      return "auto";
+  }
+  return "?";
+}
+
+CpuIsa cpu_isa() { return active_isa(); }
+
+CpuIsa cpu_isa_supported() {
+  static const CpuIsa best = detect_isa();
+  return best;
+}
+
+void set_cpu_isa(CpuIsa isa) {
+  if (isa != CpuIsa::Auto && static_cast<int>(isa) > static_cast<int>(cpu_isa_supported()))
+    throw engine::Error(std::string("set_cpu_isa: this CPU does not support ") + cpu_isa_name(isa));
+  g_isa_override = isa;
+}
 
 template <typename T>
 void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
-  if (K <= 0) {  // C = beta * C (BLAS would reject lda = 0 here)
+  const Microkernel<T> uk = microkernel_for<T>(active_isa());
+  const View<T> a{A, lda, transA}, b{B, ldb, transB};
+  if (K <= 0) {  // C = beta * C; with beta == 0, C is not read (BLAS semantics)
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
     return;
   }
-  const CBLAS_TRANSPOSE ta = transA ? CblasTrans : CblasNoTrans;
-  const CBLAS_TRANSPOSE tb = transB ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>) {
-    cblas_sgemm(CblasRowMajor, ta, tb, (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B,
-                (blasint)ldb, beta, C, (blasint)ldc);
-  } else {
-    cblas_dgemm(CblasRowMajor, ta, tb, (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B,
-                (blasint)ldb, beta, C, (blasint)ldc);
+  // Macro tiles: MC rows x NC columns; narrow NC so that both threads get work on mid-sized problems.
+  const int nthreads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const bool parallel = nthreads > 1 && static_cast<double>(M) * N * K >= double(1 << 18);
+  int64_t nc = kNC;
+  const int64_t mtiles = (M + kMC - 1) / kMC;
+  if (parallel && mtiles * ((N + nc - 1) / nc) < 2 * nthreads)
+    nc = std::max<int64_t>(uk.NR, round_up((N + 2 * nthreads - 1) / (2 * nthreads), uk.NR));
+  const int64_t ntiles = (N + nc - 1) / nc, tiles = mtiles * ntiles;
+  const int64_t kc_max = std::min(kKC, K);
+#pragma omp parallel if (parallel && tiles > 1)
+  {
+    T* Ap = scratch<T>(0, round_up(std::min(kMC, M), uk.MR) * kc_max);
+    T* Bp = scratch<T>(1, round_up(std::min(nc, N), uk.NR) * kc_max);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t i0 = (t / ntiles) * kMC, j0 = (t % ntiles) * nc;
+      macro_tile(uk, a, b, K, alpha, beta, C, ldc, i0, std::min(kMC, M - i0), j0, std::min(nc, N - j0), Ap,
+                 Bp);
+    }
   }
+}
+
+template <typename T>
+void gemm_reference(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  const View<T> a{A, lda, transA}, b{B, ldb, transB};
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      T acc = beta == T(0) ? T(0) : beta == T(1) ? C[i * ldc + j] : beta * C[i * ldc + j];
+      for (int64_t k = 0; k < K; ++k) acc = std::fma(alpha * a.at(i, k), b.at(k, j), acc);
+      C[i * ldc + j] = acc;
+    }
 }
 
 template <typename T>
@@ -34,8 +263,8 @@ void gemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N,
                   const T* A, int64_t lda, int64_t strideA, const T* B, int64_t ldb, int64_t strideB, T beta,
                   T* C, int64_t ldc, int64_t strideC) {
   if (batch <= 0) return;
-  // Small matrices: one single-threaded GEMM per batch entry, batch entries in parallel (OpenBLAS runs
-  // serially inside an OpenMP parallel region). Large matrices: let OpenBLAS parallelise each GEMM.
+  // Small matrices: batch entries in parallel, each GEMM single-threaded (gemm runs serially inside a
+  // parallel region). Large matrices: each GEMM parallelises over its own tiles. Same bits either way.
   const bool small = static_cast<double>(M) * N * K <= double(1 << 22);
   const bool par = small && batch > 1 && omp_get_max_threads() > 1 && !omp_in_parallel();
 #pragma omp parallel for schedule(static) if (par)
@@ -44,15 +273,15 @@ void gemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N,
             ldc);
 }
 
-template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
-                          int64_t, float, float*, int64_t);
-template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
-                           const double*, int64_t, double, double*, int64_t);
-template void gemm_batched<float>(int64_t, bool, bool, int64_t, int64_t, int64_t, float, const float*,
-                                  int64_t, int64_t, const float*, int64_t, int64_t, float, float*, int64_t,
-                                  int64_t);
-template void gemm_batched<double>(int64_t, bool, bool, int64_t, int64_t, int64_t, double, const double*,
-                                   int64_t, int64_t, const double*, int64_t, int64_t, double, double*,
-                                   int64_t, int64_t);
+#define KERN_INSTANTIATE(T)                                                                                \
+  template void gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, int64_t, T, \
+                        T*, int64_t);                                                                      \
+  template void gemm_reference<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*,   \
+                                  int64_t, T, T*, int64_t);                                                \
+  template void gemm_batched<T>(int64_t, bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,      \
+                                int64_t, const T*, int64_t, int64_t, T, T*, int64_t, int64_t);
+KERN_INSTANTIATE(float)
+KERN_INSTANTIATE(double)
+#undef KERN_INSTANTIATE
 
 }  // namespace kern::cpu

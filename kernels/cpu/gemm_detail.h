@@ -1,0 +1,49 @@
+// Internal interface between the GEMM driver (gemm.cpp) and its per-ISA register microkernels
+// (gemm_avx512.cpp, gemm_avx2.cpp, gemm_scalar.cpp). Not part of the kernel API: use kern::cpu::gemm.
+#pragma once
+#include <cstdint>
+
+namespace kern::cpu::gemm_detail {
+
+// How a microkernel starts its accumulators for one K block of one C tile.
+enum class Init : int {
+  Zero,   // acc = 0               (first K block, beta == 0: C is not read, as in BLAS)
+  Load,   // acc = C               (first K block with beta == 1, or a later K block: C holds the partial sum)
+  Scale,  // acc = beta * C        (first K block, other beta)
+};
+
+// One microkernel call: C (m x n valid of an MR x NR tile, row stride ldc) from packed panels
+// Ap (kc x MR, k-major, alpha already applied) and Bp (kc x NR, k-major), both zero-padded.
+template <typename T>
+struct MicroArgs {
+  int64_t kc;
+  const T* Ap;
+  const T* Bp;
+  T* C;
+  int64_t ldc;
+  int m, n;
+  Init init;
+  T beta;
+};
+
+template <typename T>
+using MicroFn = void (*)(const MicroArgs<T>&);
+
+// A register tile shape and the function that computes it.
+template <typename T>
+struct Microkernel {
+  int MR, NR;
+  MicroFn<T> fn;
+  const char* isa;
+};
+
+// Per-ISA microkernels (defined in the file of that ISA; the AVX ones may only be called on CPUs that
+// support them: see gemm.cpp's run-time dispatch).
+Microkernel<float> microkernel_f32_avx512();
+Microkernel<double> microkernel_f64_avx512();
+Microkernel<float> microkernel_f32_avx2();
+Microkernel<double> microkernel_f64_avx2();
+Microkernel<float> microkernel_f32_scalar();
+Microkernel<double> microkernel_f64_scalar();
+
+}  // namespace kern::cpu::gemm_detail

@@ -1,0 +1,149 @@
+// The CPU GEMM is deterministic by construction: every ISA path (AVX-512, AVX2, scalar std::fma) and
+// every thread count must equal gemm_reference (the plain FMA-chain definition) bit for bit, for any
+// shape, transposition, alpha and beta. Hence a matrix row gives the same bits whatever M is (the
+// batch-size independence that fm_sample's "same seed, same samples" rests on).
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace kc = kern::cpu;
+using kern::cpu::CpuIsa;
+
+namespace {
+
+// Restores the default ISA and thread count at scope exit.
+struct IsaGuard {
+  int threads = omp_get_max_threads();
+  ~IsaGuard() {
+    kc::set_cpu_isa(CpuIsa::Auto);
+    omp_set_num_threads(threads);
+  }
+};
+
+std::vector<CpuIsa> supported_isas() {
+  std::vector<CpuIsa> v;
+  for (CpuIsa i : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
+    if (static_cast<int>(i) <= static_cast<int>(kc::cpu_isa_supported())) v.push_back(i);
+  return v;
+}
+
+template <typename T>
+std::vector<T> random_vec(size_t n, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<double> d(-1, 1);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(d(g));
+  return v;
+}
+
+template <typename T>
+bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+struct Case {
+  int64_t M, N, K;
+  bool ta, tb;
+  double alpha, beta;
+};
+
+// Runs gemm on the active ISA against gemm_reference, with padded leading dimensions.
+template <typename T>
+void check_case(const Case& c, const char* what) {
+  const int64_t lda = (c.ta ? c.M : c.K) + 3, ldb = (c.tb ? c.K : c.N) + 1, ldc = c.N + 2;
+  const auto A = random_vec<T>((c.ta ? c.K : c.M) * lda, 1);
+  const auto B = random_vec<T>((c.tb ? c.N : c.K) * ldb, 2);
+  auto C = random_vec<T>(c.M * ldc, 3);
+  auto ref = C;
+  kc::gemm_reference<T>(c.ta, c.tb, c.M, c.N, c.K, T(c.alpha), A.data(), lda, B.data(), ldb, T(c.beta),
+                        ref.data(), ldc);
+  kc::gemm<T>(c.ta, c.tb, c.M, c.N, c.K, T(c.alpha), A.data(), lda, B.data(), ldb, T(c.beta), C.data(), ldc);
+  ASSERT_TRUE(bitwise_equal(C, ref)) << what << " isa=" << kc::cpu_isa_name(kc::cpu_isa()) << " M=" << c.M
+                                     << " N=" << c.N << " K=" << c.K << " ta=" << c.ta << " tb=" << c.tb
+                                     << " alpha=" << c.alpha << " beta=" << c.beta
+                                     << " threads=" << omp_get_max_threads();
+}
+
+const std::vector<Case>& cases() {
+  static const std::vector<Case> v = {
+      {1, 1, 1, false, false, 1, 0},       {7, 5, 9, true, false, 1, 1},
+      {13, 37, 3, false, true, 0.5, 0},    {33, 17, 40, true, true, 2, 0.25},
+      {64, 784, 288, false, false, 1, 1},  {32, 196, 576, false, false, 1, 0},  // conv shapes, K > KC
+      {577, 49, 64, true, false, 1, 0},    {64, 577, 300, false, true, 1, 0},   // bwd-data / bwd-weight
+      {128, 256, 64, false, true, 1, 1},   {3, 1000, 513, false, false, -1, 0.5},
+      {100, 3, 257, true, true, 0.125, 0}, {12, 32, 1, false, false, 1, 0},
+  };
+  return v;
+}
+
+}  // namespace
+
+TEST(Gemm, EveryIsaAndThreadCountEqualsTheFmaChainDefinitionBitwise) {
+  IsaGuard guard;
+  for (CpuIsa isa : supported_isas()) {
+    kc::set_cpu_isa(isa);
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      for (const Case& c : cases()) {
+        check_case<float>(c, "float");
+        check_case<double>(c, "double");
+      }
+    }
+  }
+}
+
+TEST(Gemm, ARowIsTheSameWhateverTheBatchSize) {
+  // linear: y (M, N) = x (M, K) @ W^T (N, K)^T. Row 0 computed alone must equal row 0 of a batch of 128.
+  IsaGuard guard;
+  omp_set_num_threads(2);
+  const int64_t M = 128, N = 256, K = 320;
+  const auto x = random_vec<float>(M * K, 4), w = random_vec<float>(N * K, 5);
+  std::vector<float> batch(M * N), one(N);
+  kc::gemm<float>(false, true, M, N, K, 1.f, x.data(), K, w.data(), K, 0.f, batch.data(), N);
+  for (int64_t r : {int64_t(0), int64_t(77), M - 1}) {
+    kc::gemm<float>(false, true, 1, N, K, 1.f, x.data() + r * K, K, w.data(), K, 0.f, one.data(), N);
+    EXPECT_EQ(std::memcmp(one.data(), batch.data() + r * N, N * sizeof(float)), 0) << "row " << r;
+  }
+}
+
+TEST(Gemm, BetaZeroDoesNotReadCAndNonFiniteInputsPropagate) {
+  IsaGuard guard;
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (CpuIsa isa : supported_isas()) {
+    kc::set_cpu_isa(isa);
+    const int64_t M = 20, N = 40, K = 9;
+    auto A = random_vec<float>(M * K, 6), B = random_vec<float>(K * N, 7);
+    std::vector<float> C(M * N, nan);
+    kc::gemm<float>(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N);
+    for (float v : C) ASSERT_TRUE(std::isfinite(v)) << kc::cpu_isa_name(isa);
+    A[3 * K + 4] = nan;   // row 3 becomes NaN everywhere
+    B[2 * N + 35] = inf;  // column 35 becomes +-inf (or NaN in row 3)
+    kc::gemm<float>(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N);
+    for (int64_t j = 0; j < N; ++j) EXPECT_TRUE(std::isnan(C[3 * N + j])) << j;
+    for (int64_t i = 0; i < M; ++i)
+      if (i != 3) {
+        EXPECT_TRUE(std::isinf(C[i * N + 35])) << i;
+      }
+    EXPECT_TRUE(std::isfinite(C[0]));
+  }
+}
+
+TEST(Gemm, UnsupportedIsaIsAClearError) {
+  IsaGuard guard;
+  if (kc::cpu_isa_supported() == CpuIsa::Avx512) {
+    kc::set_cpu_isa(CpuIsa::Avx512);  // supported: accepted
+    EXPECT_EQ(kc::cpu_isa(), CpuIsa::Avx512);
+  } else {
+    EXPECT_THROW(kc::set_cpu_isa(CpuIsa::Avx512), std::exception);
+  }
+  kc::set_cpu_isa(CpuIsa::Scalar);  // always supported
+  EXPECT_EQ(kc::cpu_isa(), CpuIsa::Scalar);
+  EXPECT_STREQ(kc::cpu_isa_name(CpuIsa::Avx2), "avx2");
+}
