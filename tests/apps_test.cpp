@@ -417,6 +417,29 @@ TEST_F(AppsEndToEnd, ResumeIsBitwiseIdentical) {
   fs::remove_all(b);
 }
 
+TEST_F(AppsEndToEnd, TrainingIsBitwiseIdenticalForAnyThreadCount) {
+  // docs/apps.md, Determinism: no CPU kernel splits a sum across threads, so 1 and 3 threads train the
+  // same bits (the conv weight gradient used per-thread partial sums before).
+  std::vector<TrainResult> runs;
+  std::vector<Checkpoint> ckpts;
+  for (int threads : {1, 3}) {
+    ThreadGuard tg(threads);
+    const fs::path d = temp_dir("threads" + std::to_string(threads));
+    TrainConfig c = quick_config(d);
+    c.limit = 32;
+    c.max_steps = 3;
+    runs.push_back(train(c));
+    ASSERT_EQ(runs.back().losses.size(), 3u);
+    ckpts.push_back(read_checkpoint((d / "checkpoint.safetensors").string()));
+    fs::remove_all(d);
+  }
+  EXPECT_EQ(runs[0].losses, runs[1].losses);
+  ASSERT_EQ(ckpts[0].weights.tensors.size(), ckpts[1].weights.tensors.size());
+  for (size_t i = 0; i < ckpts[0].weights.tensors.size(); ++i)
+    EXPECT_EQ(ckpts[0].weights.tensors[i].data, ckpts[1].weights.tensors[i].data)
+        << ckpts[0].weights.tensors[i].name;
+}
+
 TEST_F(AppsEndToEnd, TrainWritesAllOutputs) {
   REQUIRE_TRAINED();
   const fs::path run_dir = dir_ / "run";

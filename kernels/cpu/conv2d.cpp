@@ -1,5 +1,6 @@
 // CPU conv2d (NCHW) via im2col + GEMM, OpenMP-parallel over the batch. 1x1 stride-1 pad-0 convolutions
-// skip im2col. Weight gradients use per-thread partial sums reduced in a fixed order (deterministic).
+// skip im2col. Every output is bitwise independent of the thread count: forward and backward-data work
+// per image, and the weight gradient is one FMA chain per element over the images in order (gemm.cpp).
 #include <omp.h>
 
 #include <algorithm>
@@ -52,6 +53,16 @@ void im2col(const Conv2dShape& s, const T* x, T* cols) {
           }
         }
       }
+}
+
+// im2col with the input channels spread over the OpenMP threads (a copy: any split gives the same bits).
+template <typename T>
+void im2col_parallel(const Conv2dShape& s, const T* x, T* cols) {
+  const int64_t rows_per_c = s.R * s.S * s.P * s.Q;
+  Conv2dShape one = s;
+  one.C = 1;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && s.C > 1 && s.C * rows_per_c > 16384)
+  for (int64_t c = 0; c < s.C; ++c) im2col(one, x + c * s.H * s.W, cols + c * rows_per_c);
 }
 
 // cols (C*R*S, P*Q) -> dx (C, H, W), overwriting dx.
@@ -135,36 +146,22 @@ void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx)
 
 template <typename T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw, T* db) {
-  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W, KCRS = s.K * CRS;
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
   const bool pw = is_pointwise(s);
-  const int nt = batch_parallel(s.N) ? omp_get_max_threads() : 1;
-  // Thread t accumulates images [N*t/nt, N*(t+1)/nt) in order into its own (K, C*R*S) buffer
-  // (thread 0 writes dw directly); partials are then added in thread order.
-  std::vector<T> partial(static_cast<size_t>(nt - 1) * KCRS);
-#pragma omp parallel for num_threads(nt) schedule(static, 1) if (nt > 1)
-  for (int t = 0; t < nt; ++t) {
-    T* acc = t == 0 ? dw : partial.data() + (t - 1) * KCRS;
-    const int64_t n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
-    std::vector<T> cols(pw ? 0 : CRS * PQ);  // (C*R*S, P*Q)
-    if (n1 <= n0) std::fill(acc, acc + KCRS, T(0));
-    for (int64_t n = n0; n < n1; ++n) {
-      const T* src = x + n * CHW;
-      if (!pw) {
-        im2col(s, src, cols.data());
-        src = cols.data();
-      }
-      gemm<T>(false, true, s.K, CRS, PQ, T(1), dy + n * s.K * PQ, PQ, src, PQ, n == n0 ? T(0) : T(1), acc,
-              CRS);
+  // dw (K, C*R*S) = sum over images n of dy_n (K, P*Q) @ cols_n^T, accumulated image after image with
+  // beta = 1. gemm continues each element's FMA chain exactly (it reloads C between calls), so dw is one
+  // chain over (n, p, q) in order: the same bits whatever the thread count (the threads split gemm's
+  // tiles and im2col's channels, never the sum).
+  std::vector<T> cols(pw ? 0 : CRS * PQ);  // (C*R*S, P*Q)
+  for (int64_t n = 0; n < s.N; ++n) {
+    const T* src = x + n * CHW;
+    if (!pw) {
+      im2col_parallel(s, src, cols.data());
+      src = cols.data();
     }
+    gemm<T>(false, true, s.K, CRS, PQ, T(1), dy + n * s.K * PQ, PQ, src, PQ, n == 0 ? T(0) : T(1), dw, CRS);
   }
-  if (nt > 1) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < KCRS; ++i) {
-      T v = dw[i];
-      for (int t = 1; t < nt; ++t) v += partial[(t - 1) * KCRS + i];
-      dw[i] = v;
-    }
-  }
+  if (s.N == 0) std::fill(dw, dw + s.K * CRS, T(0));
   if (db) {
 #pragma omp parallel for schedule(static)
     for (int64_t k = 0; k < s.K; ++k) {
