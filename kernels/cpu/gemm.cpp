@@ -33,11 +33,13 @@ constexpr int64_t kMC = 240;  // a multiple of every MR (4, 6, 8)
 constexpr int64_t kNC = 512;
 
 CpuIsa detect_isa() {
+#if defined(__x86_64__)
   __builtin_cpu_init();
   // libgcc's checks include the OS's XSAVE support for the register state (XCR0).
   if (__builtin_cpu_supports("avx512f")) return CpuIsa::Avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CpuIsa::Avx2;
-  return CpuIsa::Scalar;
+#endif
+  return CpuIsa::Scalar;  // other architectures: the portable std::fma kernel
 }
 
 CpuIsa select_isa() {
@@ -69,6 +71,12 @@ CpuIsa active_isa() {
 
 template <typename T>
 Microkernel<T> microkernel_for(CpuIsa isa);
+#if !defined(__x86_64__)  // the AVX files are not built: detect_isa() never selects them
+Microkernel<float> microkernel_f32_avx512() { return microkernel_f32_scalar(); }
+Microkernel<double> microkernel_f64_avx512() { return microkernel_f64_scalar(); }
+Microkernel<float> microkernel_f32_avx2() { return microkernel_f32_scalar(); }
+Microkernel<double> microkernel_f64_avx2() { return microkernel_f64_scalar(); }
+#endif
 template <>
 Microkernel<float> microkernel_for<float>(CpuIsa isa) {
   return isa == CpuIsa::Avx512 ? microkernel_f32_avx512()
