@@ -3,8 +3,8 @@
 //   mean = K + sum(x - K) / M (K = the group's first element), var = sum((x - mean)^2) / M, two
 //   passes accumulated in double; y = fma(x - mean, rstd * gamma, beta) in double.
 // A constant group gives y = beta exactly; x - mean is formed in double, so a mean much larger than
-// the spread loses nothing. The backward recomputes the double mean from x (the saved one is float)
-// into a workspace shared by the dx and dgamma kernels, and forms dx per element in double.
+// the spread loses nothing. The backward refines the saved (float) mean in double from x, keeps it
+// in a workspace shared by the dx and dgamma kernels, and forms dx per element in double.
 // dgamma/dbeta use one block per channel looping over n in order.
 // All reductions are fixed-shape tree reductions: deterministic, no atomics. NaN/Inf in a group make
 // the whole group NaN (as on the CPU and in PyTorch).
@@ -16,9 +16,9 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Shifted double mean of the M elements at xg; every thread of the block must call it.
-__device__ double group_mean(const float* __restrict__ xg, int64_t M, double* scratch) {
-  const double K = xg[0];
+// Double mean K + sum(x - K) / M of the M elements at xg, shifted by K; every thread of the block
+// must call it.
+__device__ double group_mean(const float* __restrict__ xg, int64_t M, double K, double* scratch) {
   double s = 0.0;
   for (int64_t i = threadIdx.x; i < M; i += blockDim.x) s += double(xg[i]) - K;
   return K + block_sum(s, scratch) / double(M);
@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kThreads)
   const float* xg = x + ng * M;  // (Cg, HW)
   float* yg = y + ng * M;
 
-  const double mu = group_mean(xg, M, scratch);
+  const double mu = group_mean(xg, M, double(xg[0]), scratch);  // exact for a constant group
   double ss = 0.0;
   for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
     const double d = double(xg[i]) - mu;
@@ -56,16 +56,17 @@ __global__ void __launch_bounds__(kThreads)
 // Writes the recomputed double mean to mean_d[ng] for gn_backward_affine_kernel.
 __global__ void __launch_bounds__(kThreads)
     gn_backward_dx_kernel(int64_t C, int64_t HW, int64_t G, const float* __restrict__ dy,
-                          const float* __restrict__ x, const float* __restrict__ rstd,
-                          const float* __restrict__ gamma, float* __restrict__ dx,
-                          double* __restrict__ mean_d) {
+                          const float* __restrict__ x, const float* __restrict__ mean,
+                          const float* __restrict__ rstd, const float* __restrict__ gamma,
+                          float* __restrict__ dx, double* __restrict__ mean_d) {
   __shared__ double scratch[32];
   const int64_t ng = blockIdx.x, Cg = C / G, M = Cg * HW;
   const int64_t c0 = (ng % G) * Cg;
   const float* xg = x + ng * M;
   const float* dyg = dy + ng * M;
   float* dxg = dx + ng * M;
-  const double mu = group_mean(xg, M, scratch), rs = rstd[ng];
+  // The saved mean is rounded to float: refine it in double (as the CPU backward does).
+  const double mu = group_mean(xg, M, double(mean[ng]), scratch), rs = rstd[ng];
   if (threadIdx.x == 0) mean_d[ng] = mu;
 
   double s1 = 0.0, s2 = 0.0;  // sum(g*dy), sum(g*dy*(x - mean))
@@ -73,14 +74,14 @@ __global__ void __launch_bounds__(kThreads)
     const double g = gamma ? double(gamma[c0 + i / HW]) : 1.0;
     const double gdy = g * double(dyg[i]);
     s1 += gdy;
-    s2 = fma(gdy, double(xg[i]) - mu, s2);
+    s2 = fma(gdy, double(xg[i]) - mu, s2);  // CPU: g * fma(dy, x - mean, .) per channel
   }
   const double m1 = block_sum(s1, scratch) / double(M);
   const double m2 = block_sum(s2, scratch) * rs / double(M);
   for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
     const double g = gamma ? double(gamma[c0 + i / HW]) : 1.0;
     const double xhat = (double(xg[i]) - mu) * rs;
-    dxg[i] = float(rs * ((g * double(dyg[i]) - m1) - xhat * m2));
+    dxg[i] = float(rs * fma(-xhat, m2, fma(g, double(dyg[i]), -m1)));
   }
 }
 
@@ -131,12 +132,11 @@ void group_norm_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const floa
                          const float* mean, const float* rstd, const float* gamma, float* dx, float* dgamma,
                          float* dbeta) {
   check_args(N, C, HW, G, "group_norm_backward");
-  (void)mean;  // recomputed in double from x by gn_backward_dx_kernel
   Workspace mean_d(static_cast<std::size_t>(std::max<int64_t>(N * G, 1)) * sizeof(double));
   const bool run_dx = N > 0 && HW > 0;
   if (run_dx) {
     gn_backward_dx_kernel<<<static_cast<unsigned>(N * G), kThreads, 0, engine_stream()>>>(
-        C, HW, G, dy, x, rstd, gamma, dx, mean_d.as<double>());
+        C, HW, G, dy, x, mean, rstd, gamma, dx, mean_d.as<double>());
     CUDA_CHECK_LAUNCH();
   }
   if (dgamma || dbeta) {
