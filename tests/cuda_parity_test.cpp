@@ -75,6 +75,93 @@ CUDA_PARITY(Mean)
 CUDA_PARITY(MseLoss)
 CUDA_PARITY(Views)
 
+// CudaParity.NonFinite<Op>: NaN, +inf and -inf injected at several positions of every float input
+// of every case (tests/nonfinite_check.cpp) on CUDA, against the naive float64 references.
+void check_nonfinite(const std::string& op) {
+  SKIP_WITHOUT_CUDA();
+  for (const auto& c : cases_for(op)) {
+    if (!c.gradcheck) continue;  // model-sized: the naive reference takes minutes (see nonfinite_test.cpp)
+    SCOPED_TRACE(op + "/" + c.variant);
+    for (const std::string& f : nonfinite_check(c, DType::F32, Device::cuda(0))) ADD_FAILURE() << f;
+  }
+}
+
+#define CUDA_NONFINITE(Op) \
+  TEST(CudaParity, NonFinite##Op) { check_nonfinite(#Op); }
+CUDA_NONFINITE(Conv2d)
+CUDA_NONFINITE(GroupNorm)
+CUDA_NONFINITE(Linear)
+CUDA_NONFINITE(Matmul)
+CUDA_NONFINITE(Attention)
+CUDA_NONFINITE(Silu)
+CUDA_NONFINITE(Exp)
+CUDA_NONFINITE(Sin)
+CUDA_NONFINITE(Cos)
+CUDA_NONFINITE(Sqrt)
+CUDA_NONFINITE(Square)
+CUDA_NONFINITE(Neg)
+CUDA_NONFINITE(Affine)
+CUDA_NONFINITE(Add)
+CUDA_NONFINITE(Sub)
+CUDA_NONFINITE(Mul)
+CUDA_NONFINITE(Div)
+CUDA_NONFINITE(Embedding)
+CUDA_NONFINITE(Concat)
+CUDA_NONFINITE(Upsample)
+CUDA_NONFINITE(Sum)
+CUDA_NONFINITE(Mean)
+CUDA_NONFINITE(MseLoss)
+CUDA_NONFINITE(Views)
+
+// GroupNorm with the same formulation on both backends: a constant group (1e7, 1x1x4x4) gives beta
+// exactly on CUDA too, one element per group gives beta and dx = 0, and large offsets (1e4..1e7)
+// agree with the CPU in forward and backward.
+TEST(CudaParity, GroupNormNumerics) {
+  SKIP_WITHOUT_CUDA();
+  for (double v : {1e7, -1e7, 1e4, 0.1}) {
+    Tensor x = Tensor::full({1, 1, 4, 4}, v, DType::F32, Device::cuda(0));
+    Tensor g = Tensor::full({1}, 1.3, DType::F32, Device::cuda(0)),
+           b = Tensor::full({1}, 0.7, DType::F32, Device::cuda(0));
+    for (float y : group_norm(x, 1, g, b, 1e-5).to(Device::cpu()).to_vector<float>())
+      ASSERT_EQ(y, 0.7f) << "constant group of " << v;
+  }
+  {
+    std::mt19937_64 rng(5);
+    std::normal_distribution<float> nd(0.f, 100.f);
+    std::vector<float> xv(3 * 8);
+    for (auto& e : xv) e = nd(rng);
+    Tensor x = Tensor::from_vector(xv, {3, 8, 1}, Device::cuda(0));
+    x.set_requires_grad(true);
+    Tensor g = Tensor::full({8}, 1.5, DType::F32, Device::cuda(0)),
+           b = Tensor::full({8}, -0.25, DType::F32, Device::cuda(0));
+    Tensor y = group_norm(x, 8, g, b, 1e-5);
+    for (float e : y.detach().to(Device::cpu()).to_vector<float>()) ASSERT_EQ(e, -0.25f);
+    sum(mul(y, y)).backward();
+    for (float e : x.grad().to(Device::cpu()).to_vector<float>()) ASSERT_EQ(e, 0.0f);
+  }
+  for (double offset : {1e4, 1e5, 1e6, 1e7}) {
+    SCOPED_TRACE(::testing::Message() << "offset " << offset);
+    std::mt19937_64 rng(9);
+    std::normal_distribution<double> nd(offset, 4.0);
+    std::vector<double> xv(2 * 6 * 13);
+    for (auto& e : xv) e = nd(rng);
+    auto run = [&](Device dev) {
+      Tensor x = Tensor::from_vector(xv, {2, 6, 13}).to(DType::F32).to(dev);
+      x.set_requires_grad(true);
+      Tensor g = Tensor::full({6}, 1.1, DType::F32, dev), b = Tensor::full({6}, 0.3, DType::F32, dev);
+      g.set_requires_grad(true);
+      Tensor y = group_norm(x, 3, g, b, 1e-5);
+      sum(mul(y, add(y, 1.0))).backward();
+      return std::vector<Tensor>{y.detach().to(Device::cpu()), x.grad().to(Device::cpu()),
+                                 g.grad().to(Device::cpu())};
+    };
+    auto cpu = run(Device::cpu()), gpu = run(Device::cuda(0));
+    EXPECT_LE(rel_err(gpu[0], cpu[0]), 1e-6) << "forward";
+    EXPECT_LE(rel_err(gpu[1], cpu[1]), 1e-5) << "dx";
+    EXPECT_LE(rel_err(gpu[2], cpu[2]), 1e-5) << "dgamma";
+  }
+}
+
 // The Philox stream is the same on both devices.
 TEST(CudaParity, RandomStreams) {
   SKIP_WITHOUT_CUDA();

@@ -1,6 +1,7 @@
 // The op-case table and the generic runners (finite differences, device parity helpers).
 #include "tests/op_table.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -51,6 +52,9 @@ std::vector<OpCase> build_cases() {
       [](auto& t) { return group_norm(t[0], 1, t[1], t[2], 1e-5); });
   def("GroupNorm", "per_channel_no_affine", {F({3, 4, 5})},
       [](auto& t) { return group_norm(t[0], 4, Tensor(), Tensor(), 1e-5); });
+  // 300 elements per group: more than one pass of a 256-thread CUDA block, SIMD blocks and a tail.
+  def("GroupNorm", "g4_m300", {F({2, 8, 10, 15}), F({8}), F({8})},
+      [](auto& t) { return group_norm(t[0], 4, t[1], t[2], 1e-5); });
   def(
       "GroupNorm", "unet_32groups_96ch_28x28", {F({4, 96, 28, 28}), F({96}), F({96})},
       [](auto& t) { return group_norm(t[0], 32, t[1], t[2], 1e-5); }, false);
@@ -69,6 +73,12 @@ std::vector<OpCase> build_cases() {
       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); });
   def("Attention", "custom_scale", {F({1, 2, 3, 2}), F({1, 2, 3, 2}), F({1, 2, 3, 2})},
       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], 0.7); });
+  // Lk = 19: two 8-lane SIMD blocks and a 3-element tail per softmax row on the CPU.
+  def("Attention", "lk19_simd_tail", {F({1, 2, 3, 4}), F({1, 2, 19, 4}), F({1, 2, 19, 4})},
+      [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); });
+  // Lk = 70: two 64-key tiles and a partial 8-key group in the CUDA online softmax.
+  def("Attention", "lk70_two_key_tiles", {F({1, 1, 3, 4}), F({1, 1, 70, 4}), F({1, 1, 70, 4})},
+      [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); });
   def(
       "Attention", "unet_8heads_196", {F({2, 8, 196, 8}), F({2, 8, 196, 8}), F({2, 8, 196, 8})},
       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); }, false);
@@ -154,6 +164,13 @@ std::vector<Tensor> make_inputs(const OpCase& c, DType dtype, Device device, uin
     out.push_back(t);
   }
   return out;
+}
+
+std::vector<int64_t> nonfinite_positions(int64_t n) {
+  std::vector<int64_t> p;
+  for (int64_t i : {int64_t(0), std::min<int64_t>(3, n - 1), n / 2, n - 1})
+    if (i >= 0 && (p.empty() || p.back() != i) && std::find(p.begin(), p.end(), i) == p.end()) p.push_back(i);
+  return p;
 }
 
 double rel_err(const Tensor& a, const Tensor& b) {

@@ -42,6 +42,23 @@ GradCheckResult gradcheck(const OpCase& c, double eps = 1e-6, uint64_t seed = 1)
 GradCheckResult gradcheck_fn(const OpCase& c, const std::function<Tensor(const std::vector<Tensor>&)>& fn,
                              double eps = 1e-6, uint64_t seed = 1);
 
+// Naive float64 reference of a case's forward (tests/op_refs.cpp), from flat row-major inputs
+// (Index inputs as doubles) to the flat output; PyTorch's NaN/Inf semantics. Throws
+// std::invalid_argument for a case without a reference.
+std::vector<double> naive_ref(const OpCase& c, const std::vector<std::vector<double>>& inputs);
+bool has_naive_ref(const OpCase& c);
+
+// Positions at which NonFinite.* injects NaN/Inf into an input of n elements: the first element,
+// the middle of the first 8-lane SIMD block, the middle of the array and the last element (in the
+// scalar tail whenever n % 8 != 0).
+std::vector<int64_t> nonfinite_positions(int64_t n);
+
+// Runs c's forward on `device` in `dtype` with NaN, +inf and -inf injected at nonfinite_positions()
+// of each float input, against naive_ref(); returns one message per failing injection (at most
+// max_failures), empty when every output matches (NaN where the reference is NaN, same infinity,
+// finite and within 2e-3 (F32) / 1e-9 (F64) relative elsewhere).
+std::vector<std::string> nonfinite_check(const OpCase& c, DType dtype, Device device, int max_failures = 20);
+
 // ‖a − b‖₂ / max(‖b‖₂, tiny); NaN if either contains a non-finite value.
 double rel_err(const Tensor& a, const Tensor& b);
 

@@ -1,9 +1,12 @@
 // CPU scaled dot-product attention (forward saves the row log-sum-exp; backward recomputes the
 // probabilities from it). One head per OpenMP iteration, with single-threaded GEMMs inside.
+// Non-finite scores follow torch.softmax (see cpu_kernels.h): a NaN score, a +inf score or a row of
+// only -inf scores makes the row NaN; a -inf score alone gets probability 0.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -14,31 +17,54 @@ namespace kern::cpu {
 namespace {
 bool head_parallel(int64_t BH) { return !omp_in_parallel() && omp_get_max_threads() > 1 && BH > 1; }
 
-
-// row[j] = exp(row[j] - sub) for j < n; returns sum_j row[j] (float rows use AVX2 when available).
+// row[j] = exp(row[j] - sub) for j < n; returns sum_j row[j]. Float rows use AVX2 when available,
+// the tail included (masked lanes), so every element goes through the same code and the sum's
+// order depends only on n. NaN propagates (exp_nonpos(NaN) = NaN).
 template <typename T>
 double exp_sub_row(T* row, int64_t n, T sub) {
-  double sum = 0;
-  int64_t j = 0;
 #ifdef KERN_CPU_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256 vs = _mm256_set1_ps(sub);
     __m256 acc = _mm256_setzero_ps();
+    int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
       const __m256 e = simd::exp_nonpos(_mm256_sub_ps(_mm256_loadu_ps(row + j), vs));
       _mm256_storeu_ps(row + j, e);
       acc = _mm256_add_ps(acc, e);
     }
+    if (j < n) {
+      const __m256 live = _mm256_castsi256_ps(simd::tail_mask(n - j));
+      const __m256 e =
+          _mm256_and_ps(live, simd::exp_nonpos(_mm256_sub_ps(simd::load_tail(row + j, n - j), vs)));
+      simd::store_tail(row + j, n - j, e);
+      acc = _mm256_add_ps(acc, e);
+    }
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, acc);
+    double sum = 0;
     for (float l : lanes) sum += l;
+    return sum;
   }
 #endif
-  for (; j < n; ++j) {
+  double sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
     row[j] = std::exp(row[j] - sub);
     sum += row[j];
   }
   return sum;
+}
+
+// Row maximum that propagates NaN (a NaN anywhere gives NaN, like torch.max).
+template <typename T>
+T row_max(const T* row, int64_t n) {
+  T m = row[0];
+  bool nan = false;
+#pragma omp simd reduction(max : m) reduction(|| : nan)
+  for (int64_t j = 0; j < n; ++j) {
+    m = row[j] > m ? row[j] : m;
+    nan = nan || row[j] != row[j];
+  }
+  return nan ? std::numeric_limits<T>::quiet_NaN() : m;
 }
 }  // namespace
 
@@ -58,9 +84,7 @@ void attention_forward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double sca
       gemm<T>(false, true, Lq, Lk, D, T(scale), qh, D, kh, D, T(0), P.data(), Lk);
       for (int64_t i = 0; i < Lq; ++i) {
         T* row = P.data() + i * Lk;
-        T m = row[0];
-#pragma omp simd reduction(max : m)
-        for (int64_t j = 1; j < Lk; ++j) m = row[j] > m ? row[j] : m;
+        const T m = row_max(row, Lk);
         const double sum = exp_sub_row(row, Lk, m);
         inv[i] = T(1.0 / sum);
         lse[h * Lq + i] = T(double(m) + std::log(sum));

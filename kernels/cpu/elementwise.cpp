@@ -29,6 +29,9 @@ void for_each_chunk(int64_t n, F&& body) {
   for (int64_t c = 0; c < chunks; ++c) body(c * kChunk, std::min(n, (c + 1) * kChunk));
 }
 
+// silu(x) = x * sigmoid(x). Float: every element (the tail too, via a masked load) goes through the
+// same AVX2 code, so an element's result does not depend on its position (lane independence).
+// silu(-inf) = -inf * 0 = NaN, as in PyTorch.
 template <typename T>
 void silu_forward(int64_t n, const T* x, T* y) {
   for_each_chunk(n, [&](int64_t lo, int64_t hi) {
@@ -39,6 +42,11 @@ void silu_forward(int64_t n, const T* x, T* y) {
         const __m256 xv = _mm256_loadu_ps(x + i);
         _mm256_storeu_ps(y + i, _mm256_mul_ps(xv, simd::sigmoid(xv)));
       }
+      if (i < hi) {
+        const __m256 xv = simd::load_tail(x + i, hi - i);
+        simd::store_tail(y + i, hi - i, _mm256_mul_ps(xv, simd::sigmoid(xv)));
+      }
+      return;
     }
 #endif
     for (; i < hi; ++i) y[i] = x[i] * sigmoid(x[i]);
@@ -158,17 +166,23 @@ void unary(Unary op, int64_t n, const T* x, T* y) {
 
 template <typename T>
 void silu_backward(int64_t n, const T* x, const T* dy, T* dx) {
-  // silu'(x) = s * (1 + x * (1 - s)), s = sigmoid(x).
+  // silu'(x) = s * (1 + x * (1 - s)), s = sigmoid(x). Float: tail through the vector code (see
+  // silu_forward).
   for_each_chunk(n, [&](int64_t lo, int64_t hi) {
     int64_t i = lo;
 #ifdef KERN_CPU_AVX2
     if constexpr (std::is_same_v<T, float>) {
       const __m256 one = _mm256_set1_ps(1.0f);
-      for (; i + 8 <= hi; i += 8) {
-        const __m256 xv = _mm256_loadu_ps(x + i), s = simd::sigmoid(xv);
-        const __m256 d = _mm256_mul_ps(s, _mm256_fmadd_ps(xv, _mm256_sub_ps(one, s), one));
-        _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(dy + i), d));
-      }
+      auto grad = [&](__m256 xv, __m256 dyv) {
+        const __m256 s = simd::sigmoid(xv);
+        return _mm256_mul_ps(dyv, _mm256_mul_ps(s, _mm256_fmadd_ps(xv, _mm256_sub_ps(one, s), one)));
+      };
+      for (; i + 8 <= hi; i += 8)
+        _mm256_storeu_ps(dx + i, grad(_mm256_loadu_ps(x + i), _mm256_loadu_ps(dy + i)));
+      if (i < hi)
+        simd::store_tail(dx + i, hi - i,
+                         grad(simd::load_tail(x + i, hi - i), simd::load_tail(dy + i, hi - i)));
+      return;
     }
 #endif
     for (; i < hi; ++i) {
@@ -182,7 +196,7 @@ template <typename T>
 void affine(int64_t n, const T* x, double alpha, double beta, T* y) {
   const T a = T(alpha), b = T(beta);
 #pragma omp parallel for simd schedule(static) if (n > kParThreshold)
-  for (int64_t i = 0; i < n; ++i) y[i] = a * x[i] + b;
+  for (int64_t i = 0; i < n; ++i) y[i] = std::fma(a, x[i], b);  // one rounding in every lane and the tail
 }
 
 template <typename T>

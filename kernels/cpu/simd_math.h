@@ -1,16 +1,40 @@
-// AVX2 float math shared by the CPU kernels (exp for non-positive inputs, sigmoid). Compiled
-// only when the target has AVX2+FMA (the Release build uses -march=x86-64-v3); callers keep a
-// scalar path for other targets and for double.
+// AVX2 float math shared by the CPU kernels (exp for non-positive inputs, sigmoid, masked tail
+// loads). Compiled only when the target has AVX2+FMA (the Release build uses -march=x86-64-v3);
+// callers keep a scalar path for other targets and for double.
+//
+// Non-finite values propagate as in PyTorch: exp_nonpos(NaN) = NaN, exp_nonpos(-inf) = 0,
+// sigmoid(NaN) = NaN, sigmoid(+inf) = 1, sigmoid(-inf) = 0.
+// Lane independence: every function is lane-wise, so a kernel that runs its tail through the same
+// vector code (load_tail/store_tail) gives bitwise the same value for an element whatever its
+// position in the array.
 #pragma once
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+
+#include <cstdint>
 #define KERN_CPU_AVX2 1
 
 namespace kern::cpu::simd {
 
-// Cephes-style expf for x <= 0 (relative error ~1e-7); inputs below -87 flush towards 0.
-inline __m256 exp_nonpos(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+// Lane mask with the first n (0..8) lanes set, for _mm256_maskload_ps/_mm256_maskstore_ps.
+inline __m256i tail_mask(int64_t n) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), lane);
+}
+// Loads the first n (< 8) floats of p; the other lanes are `fill` (never read from memory).
+inline __m256 load_tail(const float* p, int64_t n, float fill = 0.0f) {
+  const __m256i m = tail_mask(n);
+  return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+}
+// Stores the first n (< 8) lanes of v to p.
+inline void store_tail(float* p, int64_t n, __m256 v) { _mm256_maskstore_ps(p, tail_mask(n), v); }
+
+// Cephes-style expf for x <= 0 (relative error ~1e-7). Below ln(FLT_MIN) = -87.33 the result is
+// flushed to 0 (so exp(-inf) = 0); NaN gives NaN (the clamp keeps NaN: max_ps returns its second
+// operand when either is NaN).
+inline __m256 exp_nonpos(__m256 x0) {
+  const __m256 lo = _mm256_set1_ps(-87.3f);
+  __m256 x = _mm256_max_ps(lo, x0);
   const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
@@ -23,7 +47,9 @@ inline __m256 exp_nonpos(__m256 x) {
   y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
   y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+  // Underflow to 0 (ordered compare: false for NaN, which stays NaN through the polynomial).
+  return _mm256_andnot_ps(_mm256_cmp_ps(x0, lo, _CMP_LT_OQ), y);
 }
 
 // sigmoid(x) without overflow: with e = exp(-|x|), 1/(1+e) for x >= 0 and e/(1+e) for x < 0.

@@ -8,6 +8,8 @@
 //             shared-memory tiles, and dQ the same way per query looping over all keys. P is recomputed
 //             from lse. Every output element is owned by one thread and accumulated in a fixed order:
 //             no atomics, bitwise deterministic.
+// Non-finite scores follow torch.softmax, like the CPU kernel: a NaN score, a +inf score or a row of
+// only -inf scores gives a NaN row (o and lse); a -inf score alone gets probability 0.
 // Head dims up to 64 are supported: kernels are templated on DM in {8, 16, 32, 64} (D <= DM, the
 // padding lanes hold zeros).
 #include <cmath>
@@ -75,9 +77,11 @@ __global__ void __launch_bounds__(kTile)
           dot = (a0 + a1) + (a2 + a3);
         }
         s[jj] = dot;
-        mx = fmaxf(mx, dot);
+        // NaN-propagating max (fmaxf would drop a NaN score): once NaN, mx stays NaN.
+        mx = (dot > mx || dot != dot) ? dot : mx;
       }
-      // mref keeps exp() finite while every score so far is -inf (then corr = p = 0).
+      // mref keeps exp() finite while every score so far is -inf (then corr = p = 0). A NaN or +inf
+      // score makes corr or p NaN (inf - inf), hence l and the whole row NaN, as in torch.softmax.
       const float mref = mx == -INFINITY ? 0.f : mx;
       const float corr = expf(m - mref);
       l *= corr;
@@ -106,12 +110,13 @@ __global__ void __launch_bounds__(kTile)
   }
 
   if (valid) {
-    const float inv = l > 0.f ? 1.f / l : 0.f;
+    // l > 0 unless every score was -inf (torch.softmax gives NaN there) or l is NaN.
+    const float inv = l > 0.f ? 1.f / l : NAN;
     float* orow = o + (bh * Lq + qi) * D;
 #pragma unroll
     for (int d = 0; d < DM; ++d)
       if (d < D) orow[d] = acc[d] * inv;
-    lse[bh * Lq + qi] = l > 0.f ? m + logf(l) : -INFINITY;
+    lse[bh * Lq + qi] = l > 0.f ? m + logf(l) : NAN;
   }
 }
 

@@ -47,7 +47,7 @@ __global__ void silu_backward_kernel(int64_t n, const float* __restrict__ x, con
 
 __global__ void affine_kernel(int64_t n, const float* __restrict__ x, float a, float b,
                               float* __restrict__ y) {
-  GRID_STRIDE_LOOP(i, n) y[i] = a * x[i] + b;
+  GRID_STRIDE_LOOP(i, n) y[i] = fmaf(a, x[i], b);  // one rounding, as on the CPU
 }
 
 __global__ void fill_kernel(int64_t n, float* __restrict__ y, float v) { GRID_STRIDE_LOOP(i, n) y[i] = v; }

@@ -1,0 +1,379 @@
+// Numerics of the CPU kernels (kern::cpu) that ordinary random tests miss:
+//  * GroupNorm with constant groups, one element per group and large offsets (1e4..1e7), forward and
+//    backward, against a naive double reference written here;
+//  * attention rows with NaN / +inf / -inf scores (torch.softmax semantics);
+//  * lane independence: an element's result is bitwise the same whether it sits in a SIMD lane or in
+//    the scalar tail, and a row's / group's result does not depend on the batch size, its position
+//    or the OpenMP thread count.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace {
+
+namespace kc = kern::cpu;
+using kern::Binary;
+using kern::Strided;
+using kern::Unary;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+template <typename T>
+std::vector<T> normal(size_t n, unsigned seed, double mean, double sd) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> d(mean, sd);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(d(gen));
+  return v;
+}
+
+template <typename T>
+bool same_bits(T a, T b) {
+  return std::memcmp(&a, &b, sizeof(T)) == 0;
+}
+
+// Runs f with the OpenMP thread count set to n, restoring it afterwards.
+template <typename F>
+void with_threads(int n, F&& f) {
+  const int old = omp_get_max_threads();
+  omp_set_num_threads(n);
+  f();
+  omp_set_num_threads(old);
+}
+
+// ------------------------------------------------------------------ group norm
+
+// Naive double GroupNorm forward and backward straight from the definitions (two-pass statistics).
+struct GnRef {
+  std::vector<double> y, dx, dgamma, dbeta;
+};
+GnRef naive_gn(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const std::vector<double>& x,
+               const std::vector<double>& gamma, const std::vector<double>& beta,
+               const std::vector<double>& dy) {
+  const int64_t Cg = C / G, M = Cg * HW;
+  GnRef r{std::vector<double>(x.size()), std::vector<double>(x.size()), std::vector<double>(C, 0.0),
+          std::vector<double>(C, 0.0)};
+  for (int64_t ng = 0; ng < N * G; ++ng) {
+    const int64_t c0 = (ng % G) * Cg;
+    double mu = 0, var = 0;
+    for (int64_t i = 0; i < M; ++i) mu += x[ng * M + i];
+    mu /= double(M);
+    for (int64_t i = 0; i < M; ++i) var += (x[ng * M + i] - mu) * (x[ng * M + i] - mu);
+    var /= double(M);
+    const double rs = 1.0 / std::sqrt(var + eps);
+    double m1 = 0, m2 = 0;  // mean(g*dy), mean(g*dy*xhat)
+    for (int64_t i = 0; i < M; ++i) {
+      const int64_t c = c0 + i / HW;
+      const double xhat = (x[ng * M + i] - mu) * rs;
+      r.y[ng * M + i] = xhat * gamma[c] + beta[c];
+      m1 += gamma[c] * dy[ng * M + i] / double(M);
+      m2 += gamma[c] * dy[ng * M + i] * xhat / double(M);
+      r.dgamma[c] += dy[ng * M + i] * xhat;
+      r.dbeta[c] += dy[ng * M + i];
+    }
+    for (int64_t i = 0; i < M; ++i) {
+      const int64_t c = c0 + i / HW;
+      const double xhat = (x[ng * M + i] - mu) * rs;
+      r.dx[ng * M + i] = rs * (gamma[c] * dy[ng * M + i] - m1 - xhat * m2);
+    }
+  }
+  return r;
+}
+
+// max_i |got_i - ref_i| / max(1e-30, max_i |ref_i|)
+template <typename T>
+double max_rel(const std::vector<T>& got, const std::vector<double>& ref) {
+  double e = 0, s = 1e-30;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    s = std::max(s, std::abs(ref[i]));
+    const double d = std::abs(double(got[i]) - ref[i]);
+    e = (d > e || std::isnan(d)) ? d : e;
+  }
+  return e / s;
+}
+
+// The example: 16 equal values 1e7 in one group (1x1x4x4), gamma 1, beta 0 gave -105.1.
+// A constant group must give exactly beta, whatever the value, the dtype and the affine parameters;
+// the backward of a constant group gives dx = 0 exactly when dy is constant too.
+template <typename T>
+void constant_group_is_beta() {
+  for (double v : {1e7, -1e7, 1e4, 123456.789, 0.1, -3.3e5, 0.0}) {
+    for (double b : {0.0, 0.7}) {
+      SCOPED_TRACE(::testing::Message() << "value " << v << " beta " << b);
+      const int64_t N = 1, C = 1, HW = 16, G = 1;
+      std::vector<T> x(HW, T(v)), gamma = {T(1.3)}, beta = {T(b)}, y(HW), mean(1), rstd(1);
+      kc::group_norm_forward<T>(N, C, HW, G, 1e-5, x.data(), gamma.data(), beta.data(), y.data(), mean.data(),
+                                rstd.data());
+      for (T yi : y) ASSERT_EQ(yi, T(b));
+      std::vector<T> dy(HW, T(0.25)), dx(HW), dg(1), db(1);
+      kc::group_norm_backward<T>(N, C, HW, G, dy.data(), x.data(), mean.data(), rstd.data(), gamma.data(),
+                                 dx.data(), dg.data(), db.data());
+      for (T d : dx) ASSERT_EQ(d, T(0));
+      EXPECT_EQ(dg[0], T(0));
+      EXPECT_EQ(db[0], T(16 * 0.25));
+    }
+  }
+}
+TEST(CpuNumerics, GroupNormConstantGroupIsBetaFloat) { constant_group_is_beta<float>(); }
+TEST(CpuNumerics, GroupNormConstantGroupIsBetaDouble) { constant_group_is_beta<double>(); }
+
+// One element per group (G = C, HW = 1): x - mean = 0 exactly, so y = beta and dx = 0 exactly
+// (inputs of magnitude ~100 gave up to 1.8e-3).
+TEST(CpuNumerics, GroupNormOneElementPerGroup) {
+  const int64_t N = 3, C = 8, HW = 1, G = 8;
+  auto x = normal<float>(N * C, 1, 0.0, 100.0), gamma = normal<float>(C, 2, 1.0, 0.5),
+       beta = normal<float>(C, 3, 0.0, 1.0), dy = normal<float>(N * C, 4, 0.0, 1.0);
+  std::vector<float> y(N * C), mean(N * G), rstd(N * G), dx(N * C), dg(C), db(C);
+  kc::group_norm_forward<float>(N, C, HW, G, 1e-5, x.data(), gamma.data(), beta.data(), y.data(), mean.data(),
+                                rstd.data());
+  kc::group_norm_backward<float>(N, C, HW, G, dy.data(), x.data(), mean.data(), rstd.data(), gamma.data(),
+                                 dx.data(), dg.data(), db.data());
+  for (int64_t i = 0; i < N * C; ++i) {
+    EXPECT_EQ(y[i], beta[i % C]) << "element " << i << " x " << x[i];
+    EXPECT_EQ(dx[i], 0.0f) << "element " << i;
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    EXPECT_EQ(dg[c], 0.0f);
+    EXPECT_FLOAT_EQ(db[c], dy[c] + dy[C + c] + dy[2 * C + c]);
+  }
+}
+
+// Mean much larger than the spread (offsets 1e4..1e7, spread 0.5..8): float32 forward and backward
+// against the naive double reference evaluated on the same (float-rounded) inputs.
+TEST(CpuNumerics, GroupNormLargeOffsetMatchesDouble) {
+  const int64_t N = 2, C = 6, HW = 13, G = 3;  // 26 elements per group: SIMD blocks and a tail
+  for (double offset : {1e4, 1e5, 1e6, 1e7, -1e7}) {
+    for (double spread : {0.5, 8.0}) {
+      if (std::abs(offset) >= 1e7 && spread < 2) continue;  // float ulp(1e7) = 1: the spread is lost in x
+      SCOPED_TRACE(::testing::Message() << "offset " << offset << " spread " << spread);
+      auto xf = normal<float>(N * C * HW, 11, offset, spread), gf = normal<float>(C, 12, 1.0, 0.3),
+           bf = normal<float>(C, 13, 0.0, 1.0), dyf = normal<float>(N * C * HW, 14, 0.0, 1.0);
+      std::vector<double> xd(xf.begin(), xf.end()), gd(gf.begin(), gf.end()), bd(bf.begin(), bf.end()),
+          dyd(dyf.begin(), dyf.end());
+      const GnRef ref = naive_gn(N, C, HW, G, 1e-5, xd, gd, bd, dyd);
+      std::vector<float> y(xf.size()), mean(N * G), rstd(N * G), dx(xf.size()), dg(C), db(C);
+      kc::group_norm_forward<float>(N, C, HW, G, 1e-5, xf.data(), gf.data(), bf.data(), y.data(), mean.data(),
+                                    rstd.data());
+      kc::group_norm_backward<float>(N, C, HW, G, dyf.data(), xf.data(), mean.data(), rstd.data(), gf.data(),
+                                     dx.data(), dg.data(), db.data());
+      EXPECT_LE(max_rel(y, ref.y), 1e-6) << "forward";
+      EXPECT_LE(max_rel(dx, ref.dx), 1e-5) << "dx";
+      EXPECT_LE(max_rel(dg, ref.dgamma), 1e-5) << "dgamma";
+      EXPECT_LE(max_rel(db, ref.dbeta), 1e-6) << "dbeta";
+    }
+  }
+}
+
+// A group's outputs do not depend on N, on the group's position in the batch or on the thread
+// count (bitwise).
+TEST(CpuNumerics, GroupNormGroupIndependentOfBatchAndThreads) {
+  const int64_t C = 4, HW = 21, G = 2, M = C / G * HW;
+  auto gamma = normal<float>(C, 21, 1.0, 0.3), beta = normal<float>(C, 22, 0.0, 1.0);
+  const int64_t N = 5, n0 = 3;
+  auto x = normal<float>(N * C * HW, 23, 3.0, 2.0), dy = normal<float>(N * C * HW, 24, 0.0, 1.0);
+  auto run = [&](int64_t n, const float* xs, const float* dys, int threads) {
+    std::vector<float> y(n * C * HW), m(n * G), r(n * G), dx(n * C * HW), dg(C), db(C);
+    with_threads(threads, [&] {
+      kc::group_norm_forward<float>(n, C, HW, G, 1e-5, xs, gamma.data(), beta.data(), y.data(), m.data(),
+                                    r.data());
+      kc::group_norm_backward<float>(n, C, HW, G, dys, xs, m.data(), r.data(), gamma.data(), dx.data(),
+                                     dg.data(), db.data());
+    });
+    y.insert(y.end(), dx.begin(), dx.end());  // y then dx
+    return y;
+  };
+  const auto full1 = run(N, x.data(), dy.data(), 1), full2 = run(N, x.data(), dy.data(), 2);
+  const auto one = run(1, x.data() + n0 * C * HW, dy.data() + n0 * C * HW, 2);
+  const int64_t S = N * C * HW;
+  for (int64_t i = 0; i < S; ++i) {
+    ASSERT_TRUE(same_bits(full1[i], full2[i])) << "y, 1 vs 2 threads, element " << i;
+    ASSERT_TRUE(same_bits(full1[S + i], full2[S + i])) << "dx, 1 vs 2 threads, element " << i;
+  }
+  for (int64_t i = 0; i < C * HW; ++i) {
+    ASSERT_TRUE(same_bits(one[i], full1[n0 * C * HW + i])) << "y, N=1 vs N=5 element " << i;
+    ASSERT_TRUE(same_bits(one[C * HW + i], full1[S + n0 * C * HW + i])) << "dx, N=1 vs N=5 element " << i;
+  }
+  (void)M;
+}
+
+// ------------------------------------------------------------------ attention non-finite
+
+// q = 1 (D = 1), Lk keys of 0, v = 1..Lk, one key replaced by `bad` at position j.
+std::vector<float> attn_one_bad_key(int64_t Lk, int64_t j, double bad, float* lse_out = nullptr) {
+  std::vector<float> q = {1.0f}, k(Lk, 0.0f), v(Lk), o(1), lse(1);
+  for (int64_t i = 0; i < Lk; ++i) v[i] = float(i + 1);
+  k[j] = float(bad);
+  kc::attention_forward<float>(1, 1, Lk, 1, 1.0, q.data(), k.data(), v.data(), o.data(), lse.data());
+  if (lse_out) *lse_out = lse[0];
+  return o;
+}
+
+// The example (first key NaN gave 5.0, the mean of v without it): a NaN key, at any position
+// (SIMD lane or scalar tail), makes the row NaN, as torch.softmax does.
+TEST(CpuNumerics, AttentionNaNScoreGivesNaNRow) {
+  for (int64_t Lk : {8, 11, 19}) {
+    for (int64_t j = 0; j < Lk; ++j) {
+      float lse = 0;
+      const float o = attn_one_bad_key(Lk, j, kNaN, &lse)[0];
+      EXPECT_TRUE(std::isnan(o)) << "Lk " << Lk << " NaN key at " << j << ": o = " << o;
+      EXPECT_TRUE(std::isnan(lse)) << "Lk " << Lk << " NaN key at " << j << ": lse = " << lse;
+    }
+  }
+}
+
+// softmax([inf, 0, ...]) is NaN in PyTorch (inf - inf); a +inf key gave the plain mean of v.
+TEST(CpuNumerics, AttentionPosInfScoreGivesNaNRow) {
+  for (int64_t Lk : {8, 11, 19})
+    for (int64_t j = 0; j < Lk; ++j) {
+      const float o = attn_one_bad_key(Lk, j, kInf)[0];
+      EXPECT_TRUE(std::isnan(o)) << "Lk " << Lk << " +inf key at " << j << ": o = " << o;
+    }
+}
+
+// A -inf score gets probability 0: the output is the mean of the other values, exactly as a
+// finite computation gives it (within float rounding).
+TEST(CpuNumerics, AttentionNegInfScoreIsDropped) {
+  for (int64_t Lk : {8, 11, 19})
+    for (int64_t j = 0; j < Lk; ++j) {
+      const float o = attn_one_bad_key(Lk, j, -kInf)[0];
+      const double expect = (double(Lk) * (Lk + 1) / 2 - double(j + 1)) / double(Lk - 1);
+      EXPECT_NEAR(o, expect, 1e-5 * expect) << "Lk " << Lk << " -inf key at " << j;
+    }
+}
+
+// A row of only -inf scores is NaN (torch.softmax of an all -inf row), not 0.
+TEST(CpuNumerics, AttentionAllNegInfRowIsNaN) {
+  for (int64_t Lk : {3, 8, 11}) {
+    std::vector<float> q = {1.0f}, k(Lk, -INFINITY), v(Lk, 1.0f), o(1), lse(1);
+    kc::attention_forward<float>(1, 1, Lk, 1, 1.0, q.data(), k.data(), v.data(), o.data(), lse.data());
+    EXPECT_TRUE(std::isnan(o[0])) << "Lk " << Lk << ": o = " << o[0];
+    std::vector<double> qd = {1.0}, kd(Lk, -kInf), vd(Lk, 1.0), od(1), ld(1);
+    kc::attention_forward<double>(1, 1, Lk, 1, 1.0, qd.data(), kd.data(), vd.data(), od.data(), ld.data());
+    EXPECT_TRUE(std::isnan(od[0])) << "double, Lk " << Lk << ": o = " << od[0];
+  }
+}
+
+// ------------------------------------------------------------------ lane independence
+
+// Element i of an elementwise kernel is bitwise the same whether it is evaluated in a vector of
+// length 8k + r at index i or at index i - off of the sub-vector starting at off (which moves it
+// between SIMD lanes and the scalar tail), for r = 0..7 and off = 1..7.
+template <typename T, typename K>
+void expect_lane_independent(const char* what, K kernel, int64_t k8 = 3) {
+  for (int64_t r = 0; r<8; r += k8> 100 ? 3 : 1) {  // large vectors: r = 0, 3, 6
+    const int64_t n = 8 * k8 + r;
+    auto x = normal<T>(n, 100 + unsigned(r), 0.0, 3.0), x2 = normal<T>(n, 200 + unsigned(r), 0.5, 1.0);
+    // Include non-finite values and large magnitudes among the inputs.
+    x[n / 3] = T(kNaN);
+    x[n / 2] = T(-kInf);
+    x[n - 1] = T(-90.0);
+    std::vector<T> full(n);
+    kernel(n, x.data(), x2.data(), full.data());
+    for (int64_t off = 1; off < 8 && off < n; ++off) {
+      std::vector<T> sub(n - off);
+      kernel(n - off, x.data() + off, x2.data() + off, sub.data());
+      for (int64_t i = off; i < n; ++i)
+        ASSERT_TRUE(same_bits(sub[i - off], full[i]))
+            << what << ": n " << n << " element " << i << " at offset " << off << ": " << sub[i - off]
+            << " vs " << full[i] << " (x " << x[i] << ")";
+    }
+  }
+}
+
+template <typename T>
+void elementwise_lane_independent(int64_t k8) {
+  for (Unary op : {Unary::Neg, Unary::Exp, Unary::Sin, Unary::Cos, Unary::Silu, Unary::Sqrt, Unary::Square,
+                   Unary::Abs}) {
+    SCOPED_TRACE(::testing::Message() << "unary " << int(op));
+    expect_lane_independent<T>(
+        "unary", [op](int64_t n, const T* x, const T*, T* y) { kc::unary<T>(op, n, x, y); }, k8);
+  }
+  expect_lane_independent<T>(
+      "silu_backward", [](int64_t n, const T* x, const T* d, T* y) { kc::silu_backward<T>(n, x, d, y); }, k8);
+  expect_lane_independent<T>(
+      "affine", [](int64_t n, const T* x, const T*, T* y) { kc::affine<T>(n, x, 1.7, -0.3, y); }, k8);
+  for (Binary op : {Binary::Add, Binary::Sub, Binary::Mul, Binary::Div}) {
+    SCOPED_TRACE(::testing::Message() << "binary " << int(op));
+    expect_lane_independent<T>(
+        "binary",
+        [op](int64_t n, const T* a, const T* b, T* y) {
+          Strided s{};
+          s.ndim = 1;
+          s.shape[0] = n;
+          s.stride[0] = 1;
+          kc::binary<T>(op, s, a, s, b, s, y);
+        },
+        k8);
+  }
+}
+
+TEST(CpuNumerics, ElementwiseLaneIndependentFloat) { elementwise_lane_independent<float>(3); }
+TEST(CpuNumerics, ElementwiseLaneIndependentDouble) { elementwise_lane_independent<double>(3); }
+// Above the parallel threshold (32768): chunked and multi-threaded.
+TEST(CpuNumerics, ElementwiseLaneIndependentLarge) {
+  with_threads(2, [] { elementwise_lane_independent<float>(5000); });
+}
+
+// The softmax of a row does not depend on whether its last keys sit in the scalar tail: padding the
+// row with keys whose score is -inf (probability exactly 0) to a multiple of 8 leaves lse bitwise
+// unchanged. Rows and heads do not depend on the number of heads or the thread count.
+TEST(CpuNumerics, AttentionSoftmaxLaneIndependent) {
+  const int64_t D = 2, Lq = 3;
+  for (int64_t Lk = 1; Lk <= 20; ++Lk) {
+    const int64_t Lp = (Lk + 7) / 8 * 8 + 8;       // padded length, at least one extra block
+    auto q = normal<float>(Lq * D, 31, 1.0, 0.1);  // positive: score of a -inf key is -inf
+    auto k = normal<float>(Lk * D, 32, 0.0, 2.0), v = normal<float>(Lk * D, 33, 0.0, 1.0);
+    std::vector<float> kp(Lp * D, -INFINITY), vp(Lp * D, 0.0f);
+    std::copy(k.begin(), k.end(), kp.begin());
+    std::copy(v.begin(), v.end(), vp.begin());
+    std::vector<float> o(Lq * D), l(Lq), op(Lq * D), lp(Lq);
+    kc::attention_forward<float>(1, Lq, Lk, D, 0.8, q.data(), k.data(), v.data(), o.data(), l.data());
+    kc::attention_forward<float>(1, Lq, Lp, D, 0.8, q.data(), kp.data(), vp.data(), op.data(), lp.data());
+    for (int64_t i = 0; i < Lq; ++i)
+      ASSERT_TRUE(same_bits(l[i], lp[i]))
+          << "Lk " << Lk << " row " << i << ": lse " << l[i] << " vs " << lp[i];
+  }
+  // Head 3 of 5 vs the same head alone, 1 and 2 threads: bitwise the same o and lse.
+  const int64_t BH = 5, L = 19, h0 = 3;
+  auto q = normal<float>(BH * L * D, 41, 0.0, 1.0), k = normal<float>(BH * L * D, 42, 0.0, 1.0),
+       v = normal<float>(BH * L * D, 43, 0.0, 1.0);
+  auto run = [&](int64_t bh, int64_t h, int threads) {
+    std::vector<float> o(bh * L * D), l(bh * L);
+    with_threads(threads, [&] {
+      kc::attention_forward<float>(bh, L, L, D, 0.6, q.data() + h * L * D, k.data() + h * L * D,
+                                   v.data() + h * L * D, o.data(), l.data());
+    });
+    o.insert(o.end(), l.begin(), l.end());
+    return o;
+  };
+  const auto all1 = run(BH, 0, 1), all2 = run(BH, 0, 2), one = run(1, h0, 1);
+  ASSERT_EQ(all1.size(), all2.size());
+  for (size_t i = 0; i < all1.size(); ++i)
+    ASSERT_TRUE(same_bits(all1[i], all2[i])) << "1 vs 2 threads, " << i;
+  for (int64_t i = 0; i < L * D; ++i) ASSERT_TRUE(same_bits(one[i], all1[h0 * L * D + i])) << "o " << i;
+  for (int64_t i = 0; i < L; ++i)
+    ASSERT_TRUE(same_bits(one[L * D + i], all1[BH * L * D + h0 * L + i])) << "lse " << i;
+}
+
+// sum_rows: a row's sum does not depend on the number of rows, its position or the thread count.
+TEST(CpuNumerics, SumRowsRowIndependent) {
+  const int64_t rows = 40, cols = 1001;
+  auto x = normal<float>(rows * cols, 51, 0.0, 1.0);
+  std::vector<float> y1(rows), y2(rows), y3(1);
+  with_threads(1, [&] { kc::sum_rows<float>(rows, cols, x.data(), y1.data()); });
+  with_threads(2, [&] { kc::sum_rows<float>(rows, cols, x.data(), y2.data()); });
+  for (int64_t r = 0; r < rows; ++r) {
+    ASSERT_TRUE(same_bits(y1[r], y2[r])) << "row " << r;
+    kc::sum_rows<float>(1, cols, x.data() + r * cols, y3.data());
+    ASSERT_TRUE(same_bits(y3[0], y1[r])) << "row " << r;
+  }
+}
+
+}  // namespace
