@@ -33,6 +33,15 @@ Fixture layout (all float tensors F32, or F64 with ``--dtype float64``):
                 plus informational keys (seed, dtype, attn_processor,
                 torch_version, diffusers_version).
 
+Float64-reference fixtures (``--f64-reference``; ``*_f64ref.safetensors``): the keys above, every
+float tensor F64 and computed by PyTorch in float64 throughout (model ``.double()``, SDPA attention,
+the timestep embedding patched to float64, see ``_get_timestep_embedding_f64``), from parameters and
+inputs drawn in float32 and widened; plus ``torch32.outputs.pred``, ``torch32.outputs.loss``,
+``torch32.grads.<key>``, ``torch32.after.<key>``: PyTorch's float32 results (classic AttnProcessor)
+from the same start, widened to F64. Metadata adds ``format`` = ``f64-reference`` and
+``torch32_attn_processor``. reference_check then checks the engine in float64 against the reference
+(1e-9) and the engine in float32 against PyTorch's own float32 error.
+
 Additional outputs:
   --state-dict-out FILE  plain ``safetensors.torch.save_file`` of the wrapper's
                          (perturbed, initial) state dict, un-prefixed keys
@@ -41,7 +50,7 @@ Additional outputs:
   --io-out FILE          ``inputs.*`` + ``outputs.pred`` (+ ``outputs.loss``)
                          for that state dict.
 
-Presets (``--config NAME``): tiny, tiny_variant, medium, seed.  ``--config`` also
+Presets (``--config NAME``): tiny, tiny_variant, medium, seed, two_block, tiny_f64, tiny_variant_f64.  ``--config`` also
 accepts a JSON object (string or path to a .json file) of overrides applied to
 the ``seed`` preset.  ``--all`` regenerates every standard fixture of the repo.
 
@@ -306,6 +315,14 @@ def run_torch(cfg, batch, size, seed, *, steps, adamw, time_scale, dtype, attn, 
     proc = set_attn_processor(model, attn)
     model.train()  # dropout is 0; train mode only affects layout (.contiguous() in shortcut)
     inp = make_inputs(cfg, batch, size, seed, dtype)
+    if dtype == torch.float64:  # the float64 timestep patch must be in effect (diffusers internals may move)
+        t = inp["sigma"] * time_scale
+        e = model.model.time_proj(t)
+        half = e.shape[1] // 2
+        f = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / (half - cfg["freq_shift"]))
+        sin = torch.sin(t[:, None] * f[None, :])
+        assert e.dtype == torch.float64 and torch.allclose(e[:, half:] if cfg["flip_sin_to_cos"] else e[:, :half],
+                                                           sin, rtol=0, atol=1e-14), "float64 timestep patch not used"
 
     def fl(t):
         return t.detach().to(dtype).contiguous().clone()
