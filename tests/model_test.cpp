@@ -251,27 +251,35 @@ TEST(Model, ReferenceFixtureF64ChecksCanFail) {
 // opt-in with ENGINE_LARGE_FIXTURES=1. They are not committed (tests/reference/large/ is git-ignored).
 TEST(Model, ReferenceFixturesLarge) {
   if (!std::getenv("ENGINE_LARGE_FIXTURES")) GTEST_SKIP() << "opt-in: set ENGINE_LARGE_FIXTURES=1 to run";
-  const fs::path dir = kSource / "tests/reference/large";
-  std::vector<std::string> missing;
-  for (const char* name : {"seed_f64ref.safetensors", "two_block_f64ref.safetensors"}) {
-    SCOPED_TRACE(name);
-    if (fs::exists(dir / name))
-      run_f64_fixture(dir / name);
+  struct Large {
+    const char* file;
+    const char* make_args;  // make_fixtures.py arguments that write it
+    bool f64;
+  };
+  const Large large[] = {
+      {"seed_f64ref.safetensors", "--config seed --f64-reference", true},
+      {"two_block_f64ref.safetensors", "--config two_block --f64-reference", true},
+      {"medium.safetensors", "--config medium", false},
+  };
+  std::string missing;
+  for (const Large& l : large) {
+    const fs::path p = kSource / "tests/reference/large" / l.file;
+    SCOPED_TRACE(l.file);
+    if (!fs::exists(p)) {
+      missing += "\n  " + p.string() + ": python tests/reference/make_fixtures.py " + l.make_args +
+                 " --out tests/reference/large/" + l.file;
+      continue;
+    }
+    if (l.f64)
+      run_f64_fixture(p);
     else
-      missing.push_back((dir / name).string());
+      run_fixture(p);
   }
-  if (fs::exists(dir / "medium.safetensors"))
-    run_fixture(dir / "medium.safetensors");
-  else
-    missing.push_back((dir / "medium.safetensors").string());
-  if (!missing.empty()) {
-    std::string list;
-    for (const std::string& m : missing) list += " " + m;
-    GTEST_SKIP()
-        << "ENGINE_LARGE_FIXTURES is set, but these fixture files are missing:" << list
-        << ". Make them with `python tests/reference/make_fixtures.py --all` (needs torch, diffusers, "
-           "safetensors; see tests/reference/README.md)";
-  }
+  if (!missing.empty())
+    GTEST_SKIP() << "ENGINE_LARGE_FIXTURES is set, but these fixture files are missing; make each with the "
+                    "command after it (needs torch, diffusers, safetensors: see tests/reference/README.md), "
+                    "or all of them with `python tests/reference/make_fixtures.py --all`:"
+                 << missing;
 }
 
 TEST(Model, ReferenceFixtureErrors) {
