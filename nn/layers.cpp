@@ -130,6 +130,31 @@ Upsample2D::Upsample2D(Init& init, int64_t channels) {
 Tensor Upsample2D::forward(const Tensor& x) const { return conv->forward(upsample_nearest2x(x)); }
 
 // ---------------------------------------------------------------- time embedding
+namespace {
+// get_timestep_embedding in arithmetic type R, in torch's order:
+// exponent = (-ln(1e4) * arange) / (half - shift); f = exp(exponent); arg = t * f; [sin | cos] (or flipped).
+template <typename R>
+std::vector<R> sinusoid(const std::vector<double>& tv, int64_t batch, int64_t dim, bool flip, double shift) {
+  const int64_t half = dim / 2;
+  std::vector<R> freq(half);
+  const R neg_log = static_cast<R>(-std::log(10000.0));
+  const R denom = static_cast<R>(static_cast<double>(half) - shift);
+  for (int64_t i = 0; i < half; ++i) freq[i] = std::exp(neg_log * static_cast<R>(i) / denom);
+  std::vector<R> emb(static_cast<size_t>(batch * dim), R(0));  // odd dim: last column stays 0
+  for (int64_t b = 0; b < batch; ++b) {
+    const R tb = static_cast<R>(tv[tv.size() == 1 ? 0 : b]);
+    R* row = emb.data() + b * dim;
+    for (int64_t i = 0; i < half; ++i) {
+      const R arg = tb * freq[i];
+      const R s = std::sin(arg), c = std::cos(arg);
+      row[i] = flip ? c : s;
+      row[half + i] = flip ? s : c;
+    }
+  }
+  return emb;
+}
+}  // namespace
+
 Tensor Timesteps::forward(const Tensor& t, int64_t batch, DType dtype, Device device) const {
   ENGINE_CHECK(t.defined() && (t.dim() == 0 || (t.dim() == 1 && (t.size(0) == batch || t.size(0) == 1))),
                "Timesteps", "expected timesteps of shape (", batch, ",), (1,) or (), got ",
@@ -137,23 +162,12 @@ Tensor Timesteps::forward(const Tensor& t, int64_t batch, DType dtype, Device de
   std::vector<double> tv = t.detach().to(Device::cpu()).to(DType::F64).to_vector<double>();
   const int64_t half = dim / 2;
   ENGINE_CHECK(static_cast<double>(half) != freq_shift, "Timesteps", "half dim ", half, " equals freq_shift");
-  // float32 arithmetic in torch's order: exponent = (-ln(1e4) * arange) / (half - shift); f = exp(exponent)
-  std::vector<float> freq(half);
-  const float neg_log = static_cast<float>(-std::log(10000.0));
-  const float denom = static_cast<float>(static_cast<double>(half) - freq_shift);
-  for (int64_t i = 0; i < half; ++i) freq[i] = std::exp(neg_log * static_cast<float>(i) / denom);
-  std::vector<float> emb(static_cast<size_t>(batch * dim), 0.0f);  // odd dim: last column stays 0
-  for (int64_t b = 0; b < batch; ++b) {
-    const float tb = static_cast<float>(tv[tv.size() == 1 ? 0 : b]);
-    float* row = emb.data() + b * dim;
-    for (int64_t i = 0; i < half; ++i) {
-      const float arg = tb * freq[i];
-      const float s = std::sin(arg), c = std::cos(arg);
-      row[i] = flip_sin_to_cos ? c : s;
-      row[half + i] = flip_sin_to_cos ? s : c;
-    }
-  }
-  Tensor e = Tensor::from_vector(emb, {batch, dim});  // (B, dim) float32
+  // A float64 model computes the sinusoid in float64 (an exact float64 reference needs it); any other
+  // dtype uses float32 exactly like diffusers, which computes it in float32 whatever the model's dtype.
+  if (dtype == DType::F64)
+    return Tensor::from_vector(sinusoid<double>(tv, batch, dim, flip_sin_to_cos, freq_shift), {batch, dim})
+        .to(device);
+  Tensor e = Tensor::from_vector(sinusoid<float>(tv, batch, dim, flip_sin_to_cos, freq_shift), {batch, dim});
   return e.to(dtype).to(device);
 }
 

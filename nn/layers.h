@@ -90,7 +90,8 @@ class Upsample2D : public Module {
 };
 
 // diffusers get_timestep_embedding (scale 1, max_period 10000), computed in float32 exactly like
-// torch does, then cast to `dtype` on `device`. No parameters.
+// torch does, then cast to `dtype` on `device`; for dtype F64 computed in float64 throughout (same order),
+// which diffusers does not do (tests/reference/make_fixtures.py patches it to match). No parameters.
 class Timesteps {
  public:
   Timesteps(int64_t dim, bool flip_sin_to_cos, double freq_shift)

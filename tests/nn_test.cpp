@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -111,6 +112,31 @@ TEST(NN, TimestepsMatchDiffusersFormula) {
           EXPECT_NEAR(e[b * 8 + i], flip ? c : s, 2e-4);
           EXPECT_NEAR(e[b * 8 + 4 + i], flip ? s : c, 2e-4);
         }
+    }
+  }
+}
+
+// A float64 model gets a float64 sinusoid (the float64 reference fixtures need it exact); float32 keeps
+// diffusers' float32 arithmetic, whose argument t * f alone is off by up to ~3e-5 at t = 999.9.
+TEST(NN, TimestepsFloat64IsFloat64Throughout) {
+  const std::vector<double> ts = {0.0, 1.5, 999.9, 123.456789};
+  for (bool flip : {true, false}) {
+    for (double shift : {0.0, 1.0}) {
+      nn::Timesteps tp(8, flip, shift);
+      Tensor t = Tensor::from_vector<double>(ts, {4});
+      std::vector<double> e = values(tp.forward(t, 4, DType::F64, Device::cpu()));
+      std::vector<double> e32 = values(tp.forward(t, 4, DType::F32, Device::cpu()));
+      double max_diff32 = 0;
+      for (int b = 0; b < 4; ++b)
+        for (int i = 0; i < 4; ++i) {
+          const long double f = std::exp(-std::log(10000.0L) * i / (4 - shift));
+          const long double arg = static_cast<long double>(ts[b]) * f;
+          const double s = static_cast<double>(std::sin(arg)), c = static_cast<double>(std::cos(arg));
+          EXPECT_NEAR(e[b * 8 + i], flip ? c : s, 1e-13) << b << " " << i;
+          EXPECT_NEAR(e[b * 8 + 4 + i], flip ? s : c, 1e-13) << b << " " << i;
+          max_diff32 = std::max(max_diff32, std::abs(e32[b * 8 + i] - (flip ? c : s)));
+        }
+      EXPECT_GT(max_diff32, 1e-9) << "the float32 path should still round like diffusers' float32";
     }
   }
 }

@@ -33,6 +33,15 @@ Fixture layout (all float tensors F32, or F64 with ``--dtype float64``):
                 plus informational keys (seed, dtype, attn_processor,
                 torch_version, diffusers_version).
 
+Float64-reference fixtures (``--f64-reference``; ``*_f64ref.safetensors``): the keys above, every
+float tensor F64 and computed by PyTorch in float64 throughout (model ``.double()``, SDPA attention,
+the timestep embedding patched to float64, see ``_get_timestep_embedding_f64``), from parameters and
+inputs drawn in float32 and widened; plus ``torch32.outputs.pred``, ``torch32.outputs.loss``,
+``torch32.grads.<key>``, ``torch32.after.<key>``: PyTorch's float32 results (classic AttnProcessor)
+from the same start, widened to F64. Metadata adds ``format`` = ``f64-reference`` and
+``torch32_attn_processor``. reference_check then checks the engine in float64 against the reference
+(1e-9) and the engine in float32 against PyTorch's own float32 error.
+
 Additional outputs:
   --state-dict-out FILE  plain ``safetensors.torch.save_file`` of the wrapper's
                          (perturbed, initial) state dict, un-prefixed keys
@@ -41,7 +50,7 @@ Additional outputs:
   --io-out FILE          ``inputs.*`` + ``outputs.pred`` (+ ``outputs.loss``)
                          for that state dict.
 
-Presets (``--config NAME``): tiny, tiny_variant, medium, seed.  ``--config`` also
+Presets (``--config NAME``): tiny, tiny_variant, medium, seed, two_block, tiny_f64, tiny_variant_f64.  ``--config`` also
 accepts a JSON object (string or path to a .json file) of overrides applied to
 the ``seed`` preset.  ``--all`` regenerates every standard fixture of the repo.
 
@@ -67,6 +76,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -82,8 +92,44 @@ except ImportError as e:  # pragma: no cover
     sys.exit(f"make_fixtures.py needs diffusers (pip install diffusers safetensors): {e}")
 
 from safetensors.torch import save_file
+import diffusers.models.embeddings as _diffusers_embeddings
 
 HERE = Path(__file__).resolve().parent
+
+# diffusers' get_timestep_embedding computes the sinusoid in float32 whatever the model's dtype
+# (torch.arange(..., dtype=torch.float32), timesteps.float()), so a ".double()" UNet still rounds its
+# timestep embedding to float32, and a float64 reference would carry a float32 error of up to ~3e-5 at
+# t ~ 1000. A float64 reference must be float64 throughout: for float64 timesteps (a float64 model gets
+# float64 timesteps from fm_loss) we compute the same formula, in the same order, in float64. The C++
+# engine does the same for float64 models (nn::Timesteps) and keeps diffusers' float32 order otherwise.
+# float32 timesteps still go to diffusers' own function, so float32 runs are untouched.
+_diffusers_get_timestep_embedding = _diffusers_embeddings.get_timestep_embedding
+
+
+def _get_timestep_embedding_f64(timesteps, embedding_dim, flip_sin_to_cos=False, downscale_freq_shift=1,
+                                scale=1, max_period=10000):
+    if timesteps.dtype != torch.float64:
+        return _diffusers_get_timestep_embedding(timesteps, embedding_dim, flip_sin_to_cos=flip_sin_to_cos,
+                                                 downscale_freq_shift=downscale_freq_shift, scale=scale,
+                                                 max_period=max_period)
+    assert len(timesteps.shape) == 1, "Timesteps should be a 1d-array"
+    half_dim = embedding_dim // 2
+    exponent = -math.log(max_period) * torch.arange(start=0, end=half_dim, dtype=torch.float64,
+                                                     device=timesteps.device)
+    exponent = exponent / (half_dim - downscale_freq_shift)
+    emb = torch.exp(exponent)
+    emb = timesteps[:, None] * emb[None, :]
+    emb = scale * emb
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
+    if flip_sin_to_cos:
+        emb = torch.cat([emb[:, half_dim:], emb[:, :half_dim]], dim=-1)
+    if embedding_dim % 2 == 1:
+        emb = torch.nn.functional.pad(emb, (0, 1, 0, 0))
+    return emb
+
+
+# Timesteps.forward looks the function up in its module's globals at call time.
+_diffusers_embeddings.get_timestep_embedding = _get_timestep_embedding_f64
 
 # UNet2DModel config keys recorded in the fixture metadata (the C++ side reads
 # exactly these; everything else is left at the diffusers default).
@@ -116,7 +162,16 @@ PRESETS = {
                           freq_shift=1), 3, 8),
     "medium": (dict(block_out_channels=[16, 32, 32], norm_num_groups=8, layers_per_block=2,
                     attention_head_dim=16, class_emb_size=2), 2, 16),
+    # two-block variant of the seed recipe (for float64-reference fixtures under large/)
+    "two_block": (dict(block_out_channels=[32, 64], down_block_types=["DownBlock2D", "AttnDownBlock2D"],
+                       up_block_types=["AttnUpBlock2D", "UpBlock2D"]), 3, 28),
 }
+# The committed float64-reference fixtures hold five copies of the parameters in F64 (params, grads, after,
+# torch32.grads, torch32.after), so they use smaller versions of tiny / tiny_variant (< 2 MB each): one
+# layer per block, and tiny with channels (8, 8, 12) and head dim 4 (2 and 3 heads).
+PRESETS["tiny_f64"] = (dict(PRESETS["tiny"][0], block_out_channels=[8, 8, 12], layers_per_block=1,
+                            attention_head_dim=4), 2, 16)
+PRESETS["tiny_variant_f64"] = (dict(PRESETS["tiny_variant"][0], layers_per_block=1), 3, 8)
 
 DEFAULT_ADAMW = dict(lr=1e-3, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.01)
 TIME_SCALE = 1000.0
@@ -253,16 +308,21 @@ def coverage(model, inp, time_scale) -> dict:
     return seen
 
 
-def generate(cfg, batch, size, seed, out, *, steps=3, adamw=None, time_scale=TIME_SCALE,
-             dtype=torch.float32, attn="classic", perturb=0.05, state_dict_out=None, io_out=None,
-             write_fixture=True, verbose=True):
-    adamw = dict(adamw or DEFAULT_ADAMW)
+def run_torch(cfg, batch, size, seed, *, steps, adamw, time_scale, dtype, attn, perturb):
+    """One PyTorch run in `dtype` from the float32-drawn start: pred, loss, grads, params after AdamW."""
     torch.use_deterministic_algorithms(True)
     model = build_wrapper(cfg, size, seed, perturb).to(dtype)
     proc = set_attn_processor(model, attn)
     model.train()  # dropout is 0; train mode only affects layout (.contiguous() in shortcut)
     inp = make_inputs(cfg, batch, size, seed, dtype)
-    fdt = "F64" if dtype == torch.float64 else "F32"
+    if dtype == torch.float64:  # the float64 timestep patch must be in effect (diffusers internals may move)
+        t = inp["sigma"] * time_scale
+        e = model.model.time_proj(t)
+        half = e.shape[1] // 2
+        f = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / (half - cfg["freq_shift"]))
+        sin = torch.sin(t[:, None] * f[None, :])
+        assert e.dtype == torch.float64 and torch.allclose(e[:, half:] if cfg["flip_sin_to_cos"] else e[:, :half],
+                                                           sin, rtol=0, atol=1e-14), "float64 timestep patch not used"
 
     def fl(t):
         return t.detach().to(dtype).contiguous().clone()
@@ -286,6 +346,25 @@ def generate(cfg, batch, size, seed, out, *, steps=3, adamw=None, time_scale=TIM
         l.backward()
         opt.step()
     after = {n: fl(p) for n, p in model.named_parameters()}
+    return dict(names=names, params0=params0, inp=inp, pred=fl(pred), loss=fl(loss).reshape(1), grads=grads,
+                after=after, losses=losses, proc=proc, model=model)
+
+
+def generate(cfg, batch, size, seed, out, *, steps=3, adamw=None, time_scale=TIME_SCALE,
+             dtype=torch.float32, attn="classic", perturb=0.05, state_dict_out=None, io_out=None,
+             write_fixture=True, verbose=True, f64_reference=False, attn32="classic"):
+    """Write a fixture. f64_reference: float64 reference run (dtype is then float64, `attn` its attention
+    processor) plus torch32.* from a float32 run (processor `attn32`) from the same start."""
+    adamw = dict(adamw or DEFAULT_ADAMW)
+    if f64_reference:
+        dtype = torch.float64
+    R = run_torch(cfg, batch, size, seed, steps=steps, adamw=adamw, time_scale=time_scale, dtype=dtype,
+                  attn=attn, perturb=perturb)
+    names, params0, inp, proc = R["names"], R["params0"], R["inp"], R["proc"]
+    fdt = "F64" if dtype == torch.float64 else "F32"
+
+    def fl(t):
+        return t.detach().to(dtype).contiguous().clone()
 
     full_cfg = dict(cfg, sample_size=size, in_channels=1 + cfg["class_emb_size"], out_channels=1)
     meta = {
@@ -303,15 +382,33 @@ def generate(cfg, batch, size, seed, out, *, steps=3, adamw=None, time_scale=TIM
         "inputs.x": fl(inp["x"]), "inputs.noise": fl(inp["noise"]), "inputs.sigma": fl(inp["sigma"]),
         "inputs.labels": inp["labels"].contiguous(), "inputs.drop": inp["drop"].to(torch.uint8).contiguous(),
     }
-    outputs = {"outputs.pred": fl(pred), "outputs.loss": fl(loss).reshape(1)}
+    outputs = {"outputs.pred": R["pred"], "outputs.loss": R["loss"]}
 
     if write_fixture:
         t = {}
         t.update({f"params.{n}": params0[n] for n in names})
         t.update(inputs)
         t.update(outputs)
-        t.update({f"grads.{n}": grads[n] for n in names})
-        t.update({f"after.{n}": after[n] for n in names})
+        t.update({f"grads.{n}": R["grads"][n] for n in names})
+        t.update({f"after.{n}": R["after"][n] for n in names})
+        if f64_reference:
+            # PyTorch's float32 run from the same (float32-representable) start, widened to F64 (exact).
+            R32 = run_torch(cfg, batch, size, seed, steps=steps, adamw=adamw, time_scale=time_scale,
+                            dtype=torch.float32, attn=attn32, perturb=perturb)
+            assert all(torch.equal(R32["params0"][n].double(), params0[n]) for n in names)
+            assert all(torch.equal(R32["inp"][k].double(), inp[k]) for k in ("x", "noise", "sigma"))
+            w = lambda x: x.detach().double().contiguous().clone()
+            t["torch32.outputs.pred"] = w(R32["pred"])
+            t["torch32.outputs.loss"] = w(R32["loss"])
+            t.update({f"torch32.grads.{n}": w(R32["grads"][n]) for n in names})
+            t.update({f"torch32.after.{n}": w(R32["after"][n]) for n in names})
+            meta["format"] = "f64-reference"
+            meta["torch32_attn_processor"] = R32["proc"]
+            rel = lambda a, b: float((a - b).norm() / b.norm())
+            worst_after = max(rel(t[f"torch32.after.{n}"], R["after"][n]) for n in names)
+            if verbose:
+                print(f"  torch32 vs float64: pred {rel(t['torch32.outputs.pred'], R['pred']):.2e}, "
+                      f"loss {rel(t['torch32.outputs.loss'], R['loss']):.2e}, worst after {worst_after:.2e}")
         save_canonical(t, out, meta)
     if state_dict_out:
         # a genuine PyTorch state dict of the initial (perturbed) wrapper
@@ -328,12 +425,12 @@ def generate(cfg, batch, size, seed, out, *, steps=3, adamw=None, time_scale=TIM
     if verbose:
         nparam = sum(p.numel() for p in params0.values())
         print(f"[make_fixtures] B={batch} S={size} seed={seed} dtype={fdt} attn={proc} "
-              f"params={nparam} tensors={len(names)} loss={float(loss.detach()):.6f} "
-              f"losses_during_adamw={['%.6f' % l for l in losses]}")
+              f"params={nparam} tensors={len(names)} loss={float(R['loss']):.6f} "
+              f"losses_during_adamw={['%.6f' % l for l in R['losses']]}")
         for path in (out if write_fixture else None, state_dict_out, io_out):
             if path:
                 print(f"  wrote {path} ({os.path.getsize(path) / 1e6:.3f} MB)")
-    return model, inp
+    return R["model"], inp
 
 
 def check_processors(cfg, batch, size, seed, time_scale=TIME_SCALE):
@@ -352,10 +449,15 @@ def check_processors(cfg, batch, size, seed, time_scale=TIME_SCALE):
     return rel(a[0], b[0]), max(rel(u, v) for u, v in zip(a[1], b[1]))
 
 
+F64REF = dict(f64_reference=True, attn="sdpa", attn32="classic")
 STANDARD = [
     # (preset, out, extra kwargs)
     ("tiny", HERE / "tiny.safetensors", dict(state_dict_out=HERE / "tiny_state_dict.safetensors")),
     ("tiny_variant", HERE / "tiny_variant.safetensors", {}),
+    ("tiny_f64", HERE / "tiny_f64ref.safetensors", F64REF),
+    ("tiny_variant_f64", HERE / "tiny_variant_f64ref.safetensors", F64REF),
+    ("seed", HERE / "large" / "seed_f64ref.safetensors", F64REF),
+    ("two_block", HERE / "large" / "two_block_f64ref.safetensors", F64REF),
     ("medium", HERE / "large" / "medium.safetensors", {}),
     ("seed", HERE / "large" / "seed_b3.safetensors",
      dict(state_dict_out=HERE / "large" / "seed_wrapper_state.safetensors",
@@ -379,6 +481,10 @@ def main(argv=None):
     ap.add_argument("--time-scale", type=float, default=TIME_SCALE)
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                     help="compute + storage dtype (float64 stores F64 tensors)")
+    ap.add_argument("--f64-reference", action="store_true",
+                    help="float64-reference fixture: everything computed in float64 (F64 tensors, float64 "
+                         "timestep embedding, SDPA attention) plus torch32.*: PyTorch's float32 results "
+                         "(classic AttnProcessor) from the same start; implies --dtype float64")
     ap.add_argument("--attn-processor", choices=["classic", "sdpa"], default=None,
                     help="classic AttnProcessor (default for float32) or AttnProcessor2_0/SDPA (default for "
                          "float64, because the classic processor's upcast_softmax runs the softmax in fp32)")
@@ -390,6 +496,8 @@ def main(argv=None):
     ap.add_argument("--all", action="store_true", help="regenerate every standard fixture in tests/reference")
     a = ap.parse_args(argv)
 
+    if a.f64_reference:
+        a.dtype = "float64"
     dtype = torch.float64 if a.dtype == "float64" else torch.float32
     if a.attn_processor is None:
         a.attn_processor = "sdpa" if dtype == torch.float64 else "classic"
@@ -397,9 +505,10 @@ def main(argv=None):
     if a.all:
         for preset, out, extra in STANDARD:
             cfg, b, s = resolve_config(preset)
-            print(f"== {preset}")
-            generate(cfg, b, s, a.seed, out, steps=a.steps, adamw=adamw, time_scale=a.time_scale,
-                     dtype=dtype, attn=a.attn_processor, **extra)
+            print(f"== {preset} -> {out.name}")
+            kw = dict(dtype=dtype, attn=a.attn_processor)
+            kw.update(extra)
+            generate(cfg, b, s, a.seed, out, steps=a.steps, adamw=adamw, time_scale=a.time_scale, **kw)
         return
 
     cfg, b, s = resolve_config(a.config)
@@ -409,7 +518,7 @@ def main(argv=None):
     if a.out or a.state_dict_out or a.io_out:
         generate(cfg, batch, size, a.seed, a.out, steps=a.steps, adamw=adamw, time_scale=a.time_scale,
                  dtype=dtype, attn=a.attn_processor, state_dict_out=a.state_dict_out, io_out=a.io_out,
-                 write_fixture=bool(a.out))
+                 write_fixture=bool(a.out), f64_reference=a.f64_reference)
     if a.coverage:
         m = build_wrapper(cfg, size, a.seed, 0.05).to(dtype)
         set_attn_processor(m, a.attn_processor)
