@@ -277,6 +277,17 @@ TEST(AppCommon, ResolveDataDir) {
     EXPECT_NE(msg.find("MNIST_DIR"), std::string::npos);
     EXPECT_NE(msg.find("--data"), std::string::npos);
   }
+  {  // a file where the directory should be: say so, not "not found"
+    std::ofstream(d.file("afile")) << "x";
+    try {
+      resolve_data_dir(d.file("afile"));
+      ADD_FAILURE();
+    } catch (const DataError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("not a directory"), std::string::npos) << msg;
+      EXPECT_EQ(msg.find("not found"), std::string::npos) << msg;
+    }
+  }
   const char* old = std::getenv("MNIST_DIR");
   std::string saved = old ? old : "";
   ::setenv("MNIST_DIR", d.path().string().c_str(), 1);
