@@ -648,3 +648,14 @@ TEST(AppCommon, CsvWriterAndAppend) {
   EXPECT_EQ(CsvWriter::to_field(0.1), "0.1");
   EXPECT_EQ(CsvWriter::to_field(NAN), "nan");
 }
+
+// Open failures carry the OS's reason, not just "cannot open".
+TEST(AppCommon, WriterErrorsCarryTheReason) {
+  TempDir d;
+  try {
+    CsvWriter w(d.file("missing_dir/metrics.csv"), {"a"});
+    ADD_FAILURE() << "opening in a missing directory must throw";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("No such file or directory"), std::string::npos) << e.what();
+  }
+}
