@@ -33,6 +33,17 @@ void install_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
+// The word as a POSIX shell reads it back: unchanged when safe, else single-quoted.
+std::string shell_quote(const std::string& w) {
+  if (!w.empty() &&
+      w.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-=./:@,%") ==
+          std::string::npos)
+    return w;
+  std::string q = "'";
+  for (char c : w) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -226,7 +237,7 @@ int main(int argc, char** argv) {
                      "fm_train: stopped by %s after step %lld; checkpoint saved at %s (continue with: %s "
                      "--resume %s)\n",
                      g_signal == SIGTERM ? "SIGTERM" : "SIGINT", static_cast<long long>(r.step),
-                     r.checkpoint.c_str(), argv[0], r.checkpoint.c_str());
+                     r.checkpoint.c_str(), shell_quote(argv[0]).c_str(), shell_quote(r.checkpoint).c_str());
         return 130;
     }
     return 0;
