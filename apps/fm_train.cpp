@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -195,7 +196,8 @@ int main(int argc, char** argv) {
     if (cfg.epochs < 1) throw UsageError("--epochs must be >= 1");
     if (cfg.max_steps < 0 || cfg.limit < 0 || cfg.checkpoint_every < 0 || cfg.sample_every < 0)
       throw UsageError("--max-steps, --limit, --checkpoint-every and --sample-every must be >= 0");
-    if (!(cfg.lr >= 0)) throw UsageError("--lr must be >= 0");
+    if (!(std::isfinite(cfg.lr) && cfg.lr >= 0 && cfg.lr <= 10))
+      throw UsageError("--lr must be a finite number in [0, 10]");
     if (!(cfg.cfg_drop >= 0 && cfg.cfg_drop <= 1)) throw UsageError("--cfg-drop must be in [0, 1]");
     if (!(cfg.ema_decay >= 0 && cfg.ema_decay < 1)) throw UsageError("--ema-decay must be in [0, 1)");
 
