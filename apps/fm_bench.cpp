@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "apps/common/checkpoint.h"
+#include "apps/common/cli_checks.h"
 #include "apps/common/flow_matching.h"
 #include "core/autograd.h"
 #include "core/cuda_device.h"
@@ -96,19 +98,33 @@ int main(int argc, char** argv) {
   std::string bm_min_time;  // accepted for scripts/gpu_check.sh, which runs every *_bench with it
   app.add_option("--device", device_str, "cpu, cuda, cuda:N or auto")->capture_default_str();
   app.add_option("--model-config", model_config, "ConditionalConfig JSON [default: the seed model]");
-  app.add_option("--batch", batch, "training batch")->capture_default_str();
-  app.add_option("--warmup", warmup, "untimed training steps (and sampling runs)")->capture_default_str();
-  app.add_option("--iters", iters, "timed training steps (median)")->capture_default_str();
-  app.add_option("--sample-iters", sample_iters, "timed sampling runs (median)")->capture_default_str();
+  app.add_option("--batch", batch, "training batch")->check(app::int_in(1, 1e6))->capture_default_str();
+  app.add_option("--warmup", warmup, "untimed training steps (and sampling runs)")
+      ->check(app::int_in(0, 1e6))
+      ->capture_default_str();
+  app.add_option("--iters", iters, "timed training steps (median)")
+      ->check(app::int_in(1, 1e6))
+      ->capture_default_str();
+  app.add_option("--sample-iters", sample_iters, "timed sampling runs (median)")
+      ->check(app::int_in(1, 1e6))
+      ->capture_default_str();
   app.add_option("--sample-batch", sample_batch,
-                 "images for the large sampling run (default 1024; --quick: 128; 0 = skip)");
-  app.add_option("--threads", threads, "CPU threads (omp_set_num_threads; 0 = OpenMP default)");
-  app.add_option("--seed", seed, "seed of the weights and all draws")->capture_default_str();
+                 "images for the large sampling run (default 1024; --quick: 128; 0 = skip)")
+      ->check(app::int_in(0, 1e6));
+  app.add_option("--threads", threads, "CPU threads (omp_set_num_threads; 0 = OpenMP default)")
+      ->check(app::int_in(0, 4096));
+  app.add_option("--seed", seed, "seed of the weights and all draws")
+      ->check(app::int_in(0, 18446744073709551615.0))
+      ->capture_default_str();
   app.add_flag("--quick", quick, "smoke run: warmup 1, iters 2, sample-iters 1, sample-batch 128");
-  app.add_option("--json", json_path, "write {meta, engine: {metrics}} here");
+  app.add_option("--json", json_path, "write {meta, engine: {metrics}} here (must end in .json)");
   app.add_option("--benchmark_min_time", bm_min_time, "(Google Benchmark flag, ignored; implies --quick)")
       ->group("");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
 
   try {
     if (!bm_min_time.empty()) quick = true;
@@ -116,15 +132,30 @@ int main(int argc, char** argv) {
     if (sample_batch < 0) sample_batch = quick ? 128 : 1024;
     if (threads > 0) omp_set_num_threads(threads);
     threads = omp_get_max_threads();
-    const Device dev = Device::parse(device_str);
+    Device dev = Device::cpu();
+    try {
+      dev = Device::parse(device_str);
+    } catch (const Error& e) {
+      throw app::UsageError(e.what());
+    }
+    if (dev.is_cuda() && dev.index >= cuda::device_count())
+      throw app::UsageError("--device " + device_str + ": no such CUDA device" +
+                            (cuda::built_with_cuda() ? "" : " (built without CUDA)"));
+    if (!json_path.empty()) {  // before any compute; a missing parent directory is created at the end
+      const auto parent = std::filesystem::path(json_path).parent_path();
+      std::error_code ec;
+      if (!parent.empty() && !std::filesystem::exists(parent, ec)) {
+        if (std::filesystem::path(json_path).extension() != ".json")
+          throw app::UsageError("--json '" + json_path + "': give a file name ending in .json");
+        app::check_output_dir("--json", parent.string());
+      } else {
+        app::check_output_file("--json", json_path, ".json");
+      }
+    }
     if (dev.is_cuda()) cuda::set_device(dev.index);
 
     models::ConditionalConfig cfg = models::ConditionalConfig::seed();
-    if (!model_config.empty()) {
-      std::ifstream f(model_config);
-      if (!f) throw std::runtime_error("cannot open --model-config " + model_config);
-      cfg = models::ConditionalConfig::from_json(nlohmann::json::parse(f));
-    }
+    if (!model_config.empty()) cfg = app::read_model_config(model_config);
     const int64_t C = cfg.image_channels(), H = 28, W = 28, classes = cfg.num_classes;
 
     models::ConditionalUNet model(cfg, seed, dev);
@@ -208,9 +239,13 @@ int main(int argc, char** argv) {
                              {"parameters", model.num_parameters()}};
       const auto parent = std::filesystem::path(json_path).parent_path();
       if (!parent.empty()) std::filesystem::create_directories(parent);
-      std::ofstream(json_path) << nlohmann::json{{"meta", meta}, {"engine", res}}.dump(2) << "\n";
+      const std::string text = nlohmann::json{{"meta", meta}, {"engine", res}}.dump(2) + "\n";
+      st::write_bytes_atomic(json_path, reinterpret_cast<const uint8_t*>(text.data()), text.size());
       std::printf("wrote %s\n", json_path.c_str());
     }
+  } catch (const app::UsageError& e) {
+    std::fprintf(stderr, "fm_bench: %s\nRun with --help for more information.\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fm_bench: %s\n", e.what());
     return 1;

@@ -12,17 +12,12 @@
 #include <vector>
 
 #include "apps/common/checkpoint.h"
+#include "apps/common/cli_checks.h"
 #include "apps/common/flow_matching.h"
 #include "apps/common/image_grid.h"
 #include "apps/common/train_loop.h"
 #include "core/cuda_device.h"
 #include "nn/state_dict.h"
-
-namespace {
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-}  // namespace
 
 int main(int argc, char** argv) {
   namespace app_ns = engine::app;
@@ -36,7 +31,7 @@ int main(int argc, char** argv) {
   double cfg_scale = 3.0;
   std::vector<int64_t> classes;
   uint64_t seed = 0;
-  bool use_ema = true, quiet = false;
+  bool use_ema = true, quiet = false, allow_missing_class_emb = false;
   int threads = 0;
   app.add_option("--checkpoint", checkpoint,
                  "fm_train checkpoint, or a wrapper state dict as safetensors (e.g. from "
@@ -44,29 +39,41 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--model-config", model_config,
                  "ConditionalConfig JSON [default: the checkpoint's `config` metadata, else the seed model]");
-  app.add_option("--steps", steps, "ODE steps from t=0.994 to 0")->capture_default_str();
+  app.add_option("--steps", steps, "ODE steps from t=0.994 to 0")
+      ->check(app_ns::int_in(1, 100000))
+      ->capture_default_str();
   app.add_option("--cfg-scale", cfg_scale, "guidance scale s: pred = s*cond + (1-s)*uncond (1 = no guidance)")
+      ->check(app_ns::finite(-1000, 1000))
       ->capture_default_str();
   app.add_option("--solver", solver_str,
                  "euler (the reference loop), heun (2nd order; Euler for the last step to t=0) or midpoint")
       ->capture_default_str();
-  app.add_option("--per-class", per_class, "samples per class (columns of the grid)")->capture_default_str();
+  app.add_option("--per-class", per_class, "samples per class (columns of the grid)")
+      ->check(app_ns::int_in(1, 10000))
+      ->capture_default_str();
   app.add_option("--classes", classes, "comma-separated classes, one grid row each [default: all]")
+      ->check(app_ns::int_in(0, 1e9))
       ->delimiter(',');
   app.add_option("--seed", seed,
                  "noise seed (same seed, same samples; fm_train's samples_final.png uses its --seed)")
+      ->check(app_ns::int_in(0, 18446744073709551615.0))
       ->capture_default_str();
   app.add_flag("--ema,!--no-ema", use_ema, "use the EMA weights [default: when the checkpoint has them]");
   app.add_option("--device", device_str, "cpu, cuda, cuda:N or auto (cuda when a GPU is present)")
       ->capture_default_str();
-  app.add_option("--out", out, "grid PNG path")->capture_default_str();
-  app.add_option(
-      "--save-tensor", save_tensor,
-      "also write the raw samples: safetensors with `samples` (N, 1, H, W) F32 and `labels` (N,) I64");
+  app.add_option("--out", out, "grid PNG path (must end in .png)")->capture_default_str();
+  app.add_option("--save-tensor", save_tensor,
+                 "also write the raw samples (must end in .safetensors): `samples` (N, 1, H, W) F32 and "
+                 "`labels` (N,) I64");
   app.add_option("--batch", batch, "max images per model call (each call evaluates 2x that for CFG; 0 = all)")
+      ->check(app_ns::int_in(0))
       ->capture_default_str();
   app.add_option("--threads", threads, "OpenMP threads for CPU compute (0 = all cores)")
+      ->check(app_ns::int_in(0, 4096))
       ->capture_default_str();
+  app.add_flag("--allow-missing-class-emb", allow_missing_class_emb,
+               "accept a bare UNet2DModel state dict (no class_emb.weight): the class embedding stays "
+               "untrained (seed 0), so class conditioning is meaningless");
   app.add_flag("--quiet", quiet, "print nothing but errors");
   try {
     app.parse(argc, argv);
@@ -78,21 +85,20 @@ int main(int argc, char** argv) {
     app_ns::SampleOptions opt;
     engine::Device device;
     try {
-      if (threads < 0) throw UsageError("--threads must be >= 0");
       if (threads > 0) omp_set_num_threads(threads);
-      if (steps < 1) throw UsageError("--steps must be >= 1");
-      if (per_class < 1) throw UsageError("--per-class must be >= 1");
-      if (batch < 0) throw UsageError("--batch must be >= 0");
+      // Output paths first: a bad --out must not cost a sampling run.
+      app_ns::check_output_file("--out", out, ".png");
+      if (!save_tensor.empty()) app_ns::check_output_file("--save-tensor", save_tensor, ".safetensors");
       opt.steps = steps;
       opt.cfg_scale = cfg_scale;
       opt.max_batch = batch;
       opt.solver = app_ns::parse_solver(solver_str);
       device = engine::Device::parse(device_str);
       if (device.is_cuda() && device.index >= engine::cuda::device_count())
-        throw UsageError("--device " + device_str + ": no such CUDA device" +
-                         (engine::cuda::built_with_cuda() ? "" : " (built without CUDA)"));
+        throw app_ns::UsageError("--device " + device_str + ": no such CUDA device" +
+                                 (engine::cuda::built_with_cuda() ? "" : " (built without CUDA)"));
     } catch (const engine::Error& e) {
-      throw UsageError(e.what());
+      throw app_ns::UsageError(e.what());
     }
 
     const app_ns::Checkpoint ckpt = app_ns::read_checkpoint(checkpoint);
@@ -105,12 +111,21 @@ int main(int argc, char** argv) {
       for (int64_t c = 0; c < std::min<int64_t>(config.num_classes, 10); ++c) classes.push_back(c);
     for (int64_t c : classes)
       if (c < 0 || c >= config.num_classes)
-        throw UsageError("--classes: class " + std::to_string(c) + " out of range [0, " +
-                         std::to_string(config.num_classes) + ")");
+        throw app_ns::UsageError("--classes: class " + std::to_string(c) + " out of range [0, " +
+                                 std::to_string(config.num_classes) + ")");
     if (app.count("--ema") + app.count("--no-ema") == 0) use_ema = ckpt.has_ema();
 
     engine::models::ConditionalUNet model(config, 0, device);
-    app_ns::load_weights(model, ckpt, use_ema);
+    try {
+      app_ns::load_weights(model, ckpt, use_ema, allow_missing_class_emb);
+    } catch (const app_ns::CheckpointError& e) {
+      const std::string src = !model_config.empty() ? "--model-config " + model_config
+                              : ckpt.has_config     ? std::string("the config stored in the checkpoint")
+                                                    : std::string(
+                                                          "the seed model config (the checkpoint has no config "
+                                                              "metadata; pass --model-config)");
+      throw app_ns::CheckpointError(std::string(e.what()) + " [model built from " + src + "]");
+    }
     model.eval();
 
     const int64_t H = config.unet.sample_size > 0 ? config.unet.sample_size : 28, W = H;
@@ -144,7 +159,7 @@ int main(int argc, char** argv) {
           app_ns::solver_name(opt.solver), static_cast<long long>(steps), cfg_scale, use_ema ? "EMA" : "raw",
           device.str().c_str(), secs, out.c_str(), save_tensor.empty() ? "" : ", ", save_tensor.c_str());
     return 0;
-  } catch (const UsageError& e) {
+  } catch (const app_ns::UsageError& e) {
     std::fprintf(stderr, "fm_sample: %s\nRun with --help for more information.\n", e.what());
     return 2;
   } catch (const std::exception& e) {

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "apps/common/checkpoint.h"
+#include "apps/common/cli_checks.h"
 #include "apps/common/mnist.h"
 #include "apps/common/train_loop.h"
 #include "core/cuda_device.h"
@@ -32,14 +34,23 @@ void install_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+// The word as a POSIX shell reads it back: unchanged when safe, else single-quoted.
+std::string shell_quote(const std::string& w) {
+  if (!w.empty() &&
+      w.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-=./:@,%") ==
+          std::string::npos)
+    return w;
+  std::string q = "'";
+  for (char c : w) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   using engine::app::TrainConfig;
+  using engine::app::UsageError;
+  namespace app_ns = engine::app;
   CLI::App app{
       "fm_train: train a class-conditional flow-matching UNet on MNIST (CPU or CUDA).\n"
       "Writes metrics.csv, TensorBoard events, loss.png, sample grids and checkpoint.safetensors into "
@@ -51,21 +62,29 @@ int main(int argc, char** argv) {
   int threads = 0;
   app.add_option("--data", data,
                  "MNIST directory with the four IDX(.gz) files [default: $MNIST_DIR, else data/mnist]");
-  app.add_option("--epochs", cfg.epochs, "number of passes over the training images")->capture_default_str();
+  app.add_option("--epochs", cfg.epochs, "number of passes over the training images")
+      ->check(app_ns::int_in(1, 1e6))
+      ->capture_default_str();
   app.add_option(
          "--max-steps", cfg.max_steps,
          "stop when the global step count reaches N (0 = run all epochs; counts from the start of the run, "
          "also when resuming)")
+      ->check(app_ns::int_in(0))
       ->capture_default_str();
   app.add_option("--batch-size", cfg.batch_size,
                  "images per step (the last batch of an epoch may be smaller)")
+      ->check(app_ns::int_in(1, 1e6))
       ->capture_default_str();
   app.add_option("--lr", cfg.lr, "AdamW learning rate (betas 0.9/0.999, eps 1e-8, weight decay 0.01)")
+      ->check(app_ns::finite(0, 10))
       ->capture_default_str();
   app.add_option("--cfg-drop", cfg.cfg_drop,
                  "probability of dropping the class label per image (trains the unconditional model for CFG)")
+      ->check(app_ns::finite(0, 1))
       ->capture_default_str();
-  app.add_option("--seed", cfg.seed, "seed of the weights, data order and all noise")->capture_default_str();
+  app.add_option("--seed", cfg.seed, "seed of the weights, data order and all noise")
+      ->check(app_ns::int_in(0, 18446744073709551615.0))
+      ->capture_default_str();
   app.add_option("--device", device_str, "cpu, cuda, cuda:N or auto (cuda when a GPU is present)")
       ->capture_default_str();
   app.add_option("--model-config", model_config,
@@ -81,23 +100,29 @@ int main(int argc, char** argv) {
          "--ema-decay", cfg.ema_decay,
          "EMA of the weights (saved in checkpoints, used for sample grids); the decay at update t (from 0) "
          "is min(ema-decay, (1+t)/(10+t)) as a warm-up; 0 disables the EMA")
+      ->check(app_ns::number_in(0, 1, false, /*hi_open=*/true))
       ->capture_default_str();
   app.add_option("--checkpoint-every", cfg.checkpoint_every,
                  "save checkpoint.safetensors every N steps (and always at the end; 0 = only at the end)")
+      ->check(app_ns::int_in(0))
       ->capture_default_str();
   app.add_option("--sample-every", cfg.sample_every,
                  "write samples_step<N>.png (EMA weights, 8 per class, 15 Euler steps, CFG 3) every N steps; "
                  "samples_final.png is always written at the end (0 = only at the end)")
+      ->check(app_ns::int_in(0))
       ->capture_default_str();
   bool no_samples = false;
   app.add_flag("--no-samples", no_samples, "write no sample grids at all (quick runs)");
   app.add_option("--limit", cfg.limit, "use only the first N training images (0 = all 60000)")
+      ->check(app_ns::int_in(0))
       ->capture_default_str();
   app.add_option("--threads", threads, "OpenMP threads for CPU compute (0 = all cores)")
+      ->check(app_ns::int_in(0, 4096))
       ->capture_default_str();
   app.add_flag("--quiet", cfg.quiet, "no progress output (errors are still printed)");
   app.add_option("--debug-nan-at-step", cfg.debug_nan_at_step,
                  "testing only: treat the loss of step N as NaN (exercises the non-finite-loss exit)")
+      ->check(app_ns::int_in(0))
       ->group("Testing");
   try {
     app.parse(argc, argv);
@@ -108,7 +133,6 @@ int main(int argc, char** argv) {
 
   try {
     try {
-      if (threads < 0) throw UsageError("--threads must be >= 0");
       if (threads > 0) omp_set_num_threads(threads);
       cfg.device = engine::Device::parse(device_str);
       if (cfg.device.is_cuda() && cfg.device.index >= engine::cuda::device_count())
@@ -155,6 +179,16 @@ int main(int argc, char** argv) {
       inherit("--ema-decay", "ema_decay", cfg.ema_decay);
       inherit("--checkpoint-every", "checkpoint_every", cfg.checkpoint_every);
       inherit("--sample-every", "sample_every", cfg.sample_every);
+      if (!given("--no-samples") && a.contains("no_samples") && a.at("no_samples").is_boolean())
+        no_samples = a.at("no_samples").get<bool>();
+      // The data directory the run used (stored absolute), unless --data is given.
+      if (data.empty() && a.contains("data") && a.at("data").is_string()) {
+        data = a.at("data").get<std::string>();
+        std::error_code ec;
+        if (!std::filesystem::is_directory(data, ec))
+          throw engine::app::DataError("the MNIST directory '" + data + "' stored in " + resume +
+                                       " is not a directory any more; pass --data DIR");
+      }
       if (!given("--out")) cfg.out_dir = std::filesystem::path(resume).parent_path().string();
       if (cfg.out_dir.empty()) cfg.out_dir = ".";
     }
@@ -162,15 +196,19 @@ int main(int argc, char** argv) {
     if (cfg.epochs < 1) throw UsageError("--epochs must be >= 1");
     if (cfg.max_steps < 0 || cfg.limit < 0 || cfg.checkpoint_every < 0 || cfg.sample_every < 0)
       throw UsageError("--max-steps, --limit, --checkpoint-every and --sample-every must be >= 0");
-    if (!(cfg.lr >= 0)) throw UsageError("--lr must be >= 0");
+    if (!(std::isfinite(cfg.lr) && cfg.lr >= 0 && cfg.lr <= 10))
+      throw UsageError("--lr must be a finite number in [0, 10]");
     if (!(cfg.cfg_drop >= 0 && cfg.cfg_drop <= 1)) throw UsageError("--cfg-drop must be in [0, 1]");
     if (!(cfg.ema_decay >= 0 && cfg.ema_decay < 1)) throw UsageError("--ema-decay must be in [0, 1)");
+
+    // Every output path before any heavy work (data loading, model construction).
+    app_ns::check_output_dir("--out", cfg.out_dir);
 
     if (no_samples) {
       cfg.sample_every = 0;
       cfg.final_samples = false;
     }
-    cfg.data_dir = engine::app::resolve_data_dir(data);
+    cfg.data_dir = std::filesystem::absolute(engine::app::resolve_data_dir(data)).lexically_normal().string();
     cfg.train_args = {{"epochs", cfg.epochs},
                       {"max_steps", cfg.max_steps},
                       {"batch_size", cfg.batch_size},
@@ -183,23 +221,25 @@ int main(int argc, char** argv) {
                       {"limit", cfg.limit},
                       {"data", cfg.data_dir},
                       {"device", cfg.device.str()},
-                      {"model_config", model_config}};
+                      {"model_config", model_config},
+                      {"no_samples", no_samples}};
     cfg.stop_requested = [] { return g_signal != 0; };
     install_handlers();
 
     const engine::app::TrainResult r = engine::app::train(cfg, ckpt.get());
     switch (r.status) {
       case engine::app::TrainResult::Status::Done:
+      case engine::app::TrainResult::Status::NothingToDo:
         return 0;
       case engine::app::TrainResult::Status::NonFinite:
         std::fprintf(stderr, "fm_train: %s\n", r.message.c_str());
         return 1;
       case engine::app::TrainResult::Status::Interrupted:
-        std::fprintf(
-            stderr,
-            "fm_train: stopped by %s after step %lld; checkpoint saved at %s (continue with --resume %s)\n",
-            g_signal == SIGTERM ? "SIGTERM" : "SIGINT", static_cast<long long>(r.step), r.checkpoint.c_str(),
-            r.checkpoint.c_str());
+        std::fprintf(stderr,
+                     "fm_train: stopped by %s after step %lld; checkpoint saved at %s (continue with: %s "
+                     "--resume %s)\n",
+                     g_signal == SIGTERM ? "SIGTERM" : "SIGINT", static_cast<long long>(r.step),
+                     r.checkpoint.c_str(), shell_quote(argv[0]).c_str(), shell_quote(r.checkpoint).c_str());
         return 130;
     }
     return 0;

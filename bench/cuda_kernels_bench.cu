@@ -9,7 +9,8 @@
 // cudaEvents on the engine stream. Peak FP32 FLOP/s (an FMA-bound kernel) and bandwidth (a 1 GiB
 // device-to-device copy) are measured first; floor = max(FLOPs / peak, minimal bytes / bandwidth).
 // --check compares every output with cuDNN/cuBLAS (conv, attention) or the CPU kernels (group norm, silu,
-// AdamW): max |ours - ref| / max |ref|. Exit status 1 when a check fails.
+// AdamW): max |ours - ref| / max |ref|. Exit status 1 when a check fails, and with --check also when nothing
+// was compared (no CUDA device, or --filter matched nothing).
 //   build/bin/cuda_kernels_bench [--check] [--quick] [--runs 50] [--filter conv]
 #include <cuda_runtime.h>
 
@@ -51,6 +52,7 @@ struct Options {
 };
 Options g_opt;
 bool g_check_failed = false;
+int64_t g_checked = 0;  // rows whose output was compared (a --check that compared nothing fails)
 
 // ---------------------------------------------------------------- device buffers and helpers
 
@@ -195,6 +197,7 @@ void print_row(const Row& r) {
       std::snprintf(err, sizeof err, "   %11s", "-");
     else {
       const bool ok = r.err <= kCheckTol;
+      ++g_checked;
       if (!ok) g_check_failed = true;
       std::snprintf(err, sizeof err, "   %8.1e %s", r.err, ok ? "ok" : "FAIL");
     }
@@ -599,7 +602,11 @@ int main(int argc, char** argv) {
   if (g_opt.quick) g_opt.runs = std::min(g_opt.runs, 10), g_opt.warmup = std::min(g_opt.warmup, 2);
   try {
     if (engine::cuda::device_count() == 0) {
-      std::printf("cuda_kernels_bench: no CUDA device; nothing to do\n");
+      if (g_opt.check) {  // a check that checked nothing must not report success
+        std::fprintf(stderr, "cuda_kernels_bench: no CUDA device: nothing was checked\n");
+        return 1;
+      }
+      std::printf("cuda_kernels_bench: no CUDA device; nothing to benchmark\n");
       return 0;
     }
     engine::cuda::set_device(0);
@@ -641,8 +648,15 @@ int main(int argc, char** argv) {
     std::printf(
         "\nfloor = max(FLOPs / measured peak FP32, minimal bytes / measured bandwidth); %%floor = floor / "
         "ours. ours/b < 1: ours faster than the baseline.\n");
+    if (g_opt.check && g_checked == 0) {
+      std::fprintf(stderr,
+                   "cuda_kernels_bench: --check compared nothing (filter '%s'): nothing was checked\n",
+                   g_opt.filter.c_str());
+      return 1;
+    }
     if (g_opt.check)
-      std::printf("check: %s (tolerance %.0e)\n", g_check_failed ? "FAILED" : "all ok", kCheckTol);
+      std::printf("check: %s (%lld outputs, tolerance %.0e)\n", g_check_failed ? "FAILED" : "all ok",
+                  static_cast<long long>(g_checked), kCheckTol);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_kernels_bench: %s\n", e.what());
     return 1;

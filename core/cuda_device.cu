@@ -141,6 +141,19 @@ DeviceGuard::~DeviceGuard() {
   if (switched_) (void)cudaSetDevice(prev_);  // destructors must not throw
 }
 
+DeviceScope::DeviceScope(int device) {
+  check_index(device, "DeviceScope");
+  CUDA_CHECK(cudaGetDevice(&prev_));
+  if (prev_ != device) {
+    CUDA_CHECK(cudaSetDevice(device));
+    switched_ = true;
+  }
+}
+
+DeviceScope::~DeviceScope() {
+  if (switched_) (void)cudaSetDevice(prev_);  // destructors must not throw
+}
+
 // ---- discovery
 
 bool built_with_cuda() { return true; }

@@ -16,6 +16,22 @@ void set_device(int index);
 int current_device();
 std::string device_name(int index);
 
+// Makes `device` the current CUDA device for the scope's lifetime and restores the previous one on exit
+// (no-op when it already is current). Every op on CUDA tensors runs under one (core/ops/dispatch.h), so
+// its kernels launch on the tensors' device and on that device's engine stream, whatever device the
+// caller had current. Throws for an index out of range, or (built without CUDA) always.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device);
+  ~DeviceScope();
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int prev_ = -1;
+  bool switched_ = false;
+};
+
 // Caching allocator: size-bucketed reuse; freed blocks return to a per-device pool, so steady
 // state makes no cudaMalloc/cudaFree. Throws a clear out-of-memory error naming the size.
 void* alloc(std::size_t bytes, int device);

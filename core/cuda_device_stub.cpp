@@ -18,6 +18,8 @@ int device_count() { return 0; }
 void set_device(int) { no_cuda("cuda::set_device"); }
 int current_device() { no_cuda("cuda::current_device"); }
 std::string device_name(int) { no_cuda("cuda::device_name"); }
+DeviceScope::DeviceScope(int) { no_cuda("cuda::DeviceScope"); }
+DeviceScope::~DeviceScope() = default;
 void* alloc(std::size_t, int) { no_cuda("cuda::alloc"); }
 void free(void*, int) { no_cuda("cuda::free"); }
 AllocatorStats allocator_stats(int) { no_cuda("cuda::allocator_stats"); }

@@ -223,6 +223,7 @@ Tensor& Tensor::fill_(double value) {
         break;
     }
   } else if (dtype() == DType::F32) {
+    cuda::DeviceScope on_device(device().index);
     kern::cuda::fill(n, data<float>(), value);
   } else {
     Tensor host = Tensor::full(shape(), value, dtype(), Device::cpu());

@@ -254,8 +254,11 @@ void ConditionalConfig::validate() const {
                            std::to_string(class_emb_size) +
                            " (in_channels = image channels + class_emb_size)");
   if (unet.out_channels != image_channels())
-    bad("out_channels", "must equal the image channels in_channels - class_emb_size = " +
-                            std::to_string(image_channels()) + ", got " + std::to_string(unet.out_channels));
+    throw Error(
+        "UNet2DConfig: keys 'in_channels' (" + std::to_string(unet.in_channels) + ") and 'out_channels' (" +
+        std::to_string(unet.out_channels) + ") disagree: in_channels must equal out_channels + " +
+        "class_emb_size = " + std::to_string(unet.out_channels + class_emb_size) +
+        " (the model sees the image channels plus the class embedding and predicts the image channels)");
 }
 
 }  // namespace engine::models

@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "core/autograd.h"
+#include "core/cuda_device.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -74,6 +75,7 @@ void AdamW::step() {
     const int n = static_cast<int>(grp.p.size());
     if (static_cast<Device::Kind>(kind) == Device::Kind::CUDA) {
       ENGINE_CHECK(static_cast<DType>(dtype) == DType::F32, "AdamW", "CUDA parameters must be float32");
+      cuda::DeviceScope on_device(index);  // the group's GPU, whatever device is current
       kern::cuda::adamw_step(n, reinterpret_cast<float* const*>(grp.p.data()),
                              reinterpret_cast<const float* const*>(grp.g.data()),
                              reinterpret_cast<float* const*>(grp.m.data()),

@@ -277,6 +277,17 @@ TEST(AppCommon, ResolveDataDir) {
     EXPECT_NE(msg.find("MNIST_DIR"), std::string::npos);
     EXPECT_NE(msg.find("--data"), std::string::npos);
   }
+  {  // a file where the directory should be: say so, not "not found"
+    std::ofstream(d.file("afile")) << "x";
+    try {
+      resolve_data_dir(d.file("afile"));
+      ADD_FAILURE();
+    } catch (const DataError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("not a directory"), std::string::npos) << msg;
+      EXPECT_EQ(msg.find("not found"), std::string::npos) << msg;
+    }
+  }
   const char* old = std::getenv("MNIST_DIR");
   std::string saved = old ? old : "";
   ::setenv("MNIST_DIR", d.path().string().c_str(), 1);
@@ -636,4 +647,15 @@ TEST(AppCommon, CsvWriterAndAppend) {
   EXPECT_EQ(read_text(path), "a\n");
   EXPECT_EQ(CsvWriter::to_field(0.1), "0.1");
   EXPECT_EQ(CsvWriter::to_field(NAN), "nan");
+}
+
+// Open failures carry the OS's reason, not just "cannot open".
+TEST(AppCommon, WriterErrorsCarryTheReason) {
+  TempDir d;
+  try {
+    CsvWriter w(d.file("missing_dir/metrics.csv"), {"a"});
+    ADD_FAILURE() << "opening in a missing directory must throw";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("No such file or directory"), std::string::npos) << e.what();
+  }
 }

@@ -7,9 +7,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -96,6 +98,48 @@ std::pair<uint32_t, uint32_t> png_size(const fs::path& p) {
            (uint32_t(uint8_t(s[o + 2])) << 8) | uint32_t(uint8_t(s[o + 3]));
   };
   return {be(16), be(20)};
+}
+
+// Complete TFRecord records in a TensorBoard events file (the first is the file_version header).
+int64_t count_event_records(const fs::path& p) {
+  const std::string s = read_bytes(p);
+  size_t o = 0;
+  int64_t n = 0;
+  while (o + 12 <= s.size()) {
+    uint64_t len = 0;
+    std::memcpy(&len, s.data() + o, 8);
+    if (len > s.size() || o + 12 + len + 4 > s.size()) break;
+    o += 12 + len + 4;
+    ++n;
+  }
+  return n;
+}
+
+fs::path events_file(const fs::path& dir) {
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0) return e.path();
+  return {};
+}
+
+// Names, sizes and modification times of a directory's files.
+std::string listing(const fs::path& dir) {
+  std::string out;
+  std::vector<fs::path> ps;
+  for (const auto& e : fs::directory_iterator(dir)) ps.push_back(e.path());
+  std::sort(ps.begin(), ps.end());
+  for (const auto& p : ps)
+    out += p.filename().string() + " " + std::to_string(fs::is_regular_file(p) ? fs::file_size(p) : 0) + " " +
+           std::to_string(fs::last_write_time(p).time_since_epoch().count()) + "\n";
+  return out;
+}
+
+// A process id that no process has any more.
+pid_t dead_pid() {
+  const pid_t p = ::fork();
+  if (p == 0) ::_exit(0);
+  int st = 0;
+  ::waitpid(p, &st, 0);
+  return p;
 }
 
 // Fixes the OpenMP thread count for in-process training (bitwise reproducibility needs a fixed count).
@@ -332,6 +376,106 @@ TEST(Apps, CliBadInputs) {
   fs::remove_all(dir);
 }
 
+// Every numeric flag of every app rejects NaN, Inf and out-of-range values up front: exit 2, one line naming
+// the flag, before any file is read or written.
+TEST(Apps, CliRejectsNonFiniteAndOutOfRangeNumbers) {
+  REQUIRE_BINS();
+  const fs::path dir = temp_dir("numbers");
+  const std::string train = bin("fm_train") + " --data " + (dir / "no_data").string() + " --out " +
+                            (dir / "o").string(),
+                    samp = bin("fm_sample") + " --checkpoint " + (dir / "no.safetensors").string() +
+                           " --out " + (dir / "g.png").string(),
+                    bench = bin("fm_bench") + " --device cpu";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {samp, "--cfg-scale nan"},    {samp, "--cfg-scale inf"},
+      {samp, "--cfg-scale -inf"},   {samp, "--cfg-scale 1e9"},
+      {samp, "--steps 0"},          {samp, "--steps 2.5"},
+      {samp, "--steps nan"},        {samp, "--per-class 0"},
+      {samp, "--batch -1"},         {samp, "--threads -1"},
+      {samp, "--seed -1"},          {samp, "--seed nan"},
+      {samp, "--classes 1,nan"},    {train, "--lr nan"},
+      {train, "--lr inf"},          {train, "--lr -1"},
+      {train, "--cfg-drop nan"},    {train, "--cfg-drop 1.5"},
+      {train, "--ema-decay nan"},   {train, "--ema-decay 1"},
+      {train, "--epochs 0"},        {train, "--batch-size 0"},
+      {train, "--max-steps -1"},    {train, "--limit -5"},
+      {train, "--seed inf"},        {train, "--checkpoint-every nan"},
+      {train, "--sample-every -1"}, {train, "--threads -2"},
+      {bench, "--batch 0"},         {bench, "--iters nan"},
+      {bench, "--warmup -1"},       {bench, "--sample-batch inf"},
+      {bench, "--threads -1"},      {bench, "--seed -3"},
+  };
+  for (const auto& [app, arg] : cases) {
+    const RunResult r = run(app + " " + arg);
+    const std::string flag = arg.substr(0, arg.find(' '));
+    EXPECT_TRUE(r.exited && r.code == 2) << arg << ": " << r.out;
+    EXPECT_NE(r.out.find(flag), std::string::npos) << arg << ": " << r.out;
+    EXPECT_NE(r.out.find("must be"), std::string::npos) << arg << ": " << r.out;
+  }
+  // Nothing was created by any of them.
+  EXPECT_FALSE(fs::exists(dir / "o"));
+  EXPECT_FALSE(fs::exists(dir / "g.png"));
+  fs::remove_all(dir);
+}
+
+// Output paths are checked before any work (here: before the checkpoint or the data is even read, so the
+// error is the path's, exit 2), with the reason in the message.
+TEST(Apps, CliChecksOutputPathsFirst) {
+  REQUIRE_BINS();
+  const fs::path dir = temp_dir("outpaths");
+  write_text(dir / "afile", "x");
+  const std::string samp = bin("fm_sample") + " --checkpoint " + (dir / "missing.safetensors").string();
+  struct Case {
+    std::string cmd, needle;
+  };
+  const std::vector<Case> cases = {
+      {samp + " --out " + (dir / "nodir" / "g.png").string(), "does not exist"},
+      {samp + " --out " + dir.string(), "is a directory"},
+      {samp + " --out " + (dir / "g.jpg").string(), ".png"},
+      {samp + " --out " + (dir / "afile" / "g.png").string(), "is not a directory"},
+      {samp + " --out " + (dir / "g.png").string() + " --save-tensor " + (dir / "s.bin").string(),
+       ".safetensors"},
+      {samp + " --out " + (dir / "g.png").string() + " --save-tensor " +
+           (dir / "nodir" / "s.safetensors").string(),
+       "does not exist"},
+      {bin("fm_train") + " --data " + (dir / "no_data").string() + " --out " + (dir / "afile").string(),
+       "is not a directory"},
+      {bin("fm_train") + " --data " + (dir / "no_data").string() + " --out " +
+           (dir / "afile" / "run").string(),
+       "is not a directory"},
+      {bin("fm_bench") + " --device cpu --json " + (dir / "r.txt").string(), ".json"},
+      {bin("fm_bench") + " --device cpu --json " + (dir / "afile" / "r.json").string(), "is not a directory"},
+  };
+  for (const Case& c : cases) {
+    const RunResult r = run(c.cmd);
+    EXPECT_TRUE(r.exited && r.code == 2) << c.cmd << ": " << r.out;
+    EXPECT_NE(r.out.find(c.needle), std::string::npos) << c.cmd << ": " << r.out;
+  }
+  EXPECT_FALSE(fs::exists(dir / "g.png"));
+  fs::remove_all(dir);
+}
+
+// Config and data messages name the real cause.
+TEST(Apps, CliNamesTheRealCause) {
+  REQUIRE_BINS();
+  const fs::path dir = temp_dir("cause");
+  // in_channels 3 (out_channels 1, class_emb_size 1): the message names in_channels.
+  std::string cfg = kTinyJson;
+  cfg.replace(cfg.find("\"in_channels\": 2"), 16, "\"in_channels\": 3");
+  write_text(dir / "in3.json", cfg);
+  RunResult r = run(bin("fm_train") + " --model-config " + (dir / "in3.json").string() + " --out " +
+                    (dir / "o").string());
+  EXPECT_TRUE(r.exited && r.code == 1) << r.out;
+  EXPECT_NE(r.out.find("'in_channels' (3)"), std::string::npos) << r.out;
+  // --data pointing at a file: "not a directory", not "not found".
+  write_text(dir / "afile", "x");
+  r = run(bin("fm_train") + " --data " + (dir / "afile").string() + " --out " + (dir / "o").string());
+  EXPECT_TRUE(r.exited && r.code == 1) << r.out;
+  EXPECT_NE(r.out.find("not a directory"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("not found"), std::string::npos) << r.out;
+  fs::remove_all(dir);
+}
+
 // ---------------------------------------------------------------- training
 
 // The binary tests share one small fm_train run, made on first use.
@@ -516,6 +660,10 @@ TEST_F(AppsEndToEnd, SampleRejectsBadCheckpoints) {
   EXPECT_TRUE(r.exited && r.code == 1) << r.out;
   EXPECT_NE(r.out.find("shape mismatch"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(ckpt()), std::string::npos) << r.out;
+  // One line (like fm_train's), with the counts, the first few keys and where the config came from.
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  EXPECT_NE(r.out.find("more)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--model-config " + (dir_ / "other.json").string()), std::string::npos) << r.out;
 
   const std::string bytes = read_bytes(ckpt());
   write_text(dir_ / "trunc.safetensors", bytes.substr(0, bytes.size() - 1000));
@@ -559,4 +707,139 @@ TEST_F(AppsEndToEnd, ResumeViaCliAndSigint) {
   const Checkpoint c = read_checkpoint((sd / "checkpoint.safetensors").string());
   EXPECT_GE(c.state.step, 2);
   EXPECT_EQ(static_cast<int64_t>(read_metrics_losses((sd / "metrics.csv").string()).size()), c.state.step);
+
+  // The printed resume command works verbatim: no --data, no MNIST_DIR, from a directory without data/.
+  const std::string key = "continue with: ";
+  const size_t k = r.out.find(key);
+  ASSERT_NE(k, std::string::npos) << r.out;
+  const std::string printed = r.out.substr(k + key.size(), r.out.find(')', k) - k - key.size());
+  const fs::path cwd = dir_ / "elsewhere";
+  fs::create_directories(cwd);
+  const int64_t rows = c.state.step + 1;
+  const std::string again = "( cd " + cwd.string() + " && env -u MNIST_DIR " + printed +
+                            " & pid=$!; for i in $(seq 600); do [ $(wc -l < " +
+                            (sd / "metrics.csv").string() + ") -ge " + std::to_string(rows + 2) +
+                            " ] && break; sleep 0.1; done; "
+                            "kill -INT $pid; wait $pid; echo \"exit=$?\" )";
+  const RunResult r2 = run(again);
+  EXPECT_NE(r2.out.find("exit=130"), std::string::npos) << printed << ": " << r2.out;
+  EXPECT_GE(read_checkpoint((sd / "checkpoint.safetensors").string()).state.step, c.state.step + 2) << r2.out;
+}
+
+// A bare UNet2DModel state dict (no class_emb.weight, keys without "model."): the error offers the CLI flag
+// (not a C++ option), and the flag makes it load with a note.
+TEST_F(AppsEndToEnd, SampleBareUnetWeights) {
+  REQUIRE_TRAINED();
+  const Checkpoint c = read_checkpoint(ckpt());
+  st::StFile bare;
+  for (const st::StTensor& t : c.weights.tensors)
+    if (t.name.rfind("model.", 0) == 0) {
+      st::StTensor u = t;
+      u.name = t.name.substr(6);
+      bare.tensors.push_back(u);
+    }
+  ASSERT_FALSE(bare.tensors.empty());
+  const fs::path f = dir_ / "bare.safetensors";
+  st::write_file_atomic(f.string(), bare);
+  const std::string samp = bin("fm_sample") +
+                           " --device cpu --threads 2 --steps 1 --per-class 1 --model-config " +
+                           (dir_ / "tiny.json").string() + " --checkpoint " + f.string() + " --out " +
+                           (dir_ / "bare.png").string();
+  RunResult r = run(samp);
+  EXPECT_TRUE(r.exited && r.code == 1) << r.out;
+  EXPECT_NE(r.out.find("--allow-missing-class-emb"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("allow_missing_class_emb"), std::string::npos) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  r = run(samp + " --allow-missing-class-emb");
+  EXPECT_TRUE(r.exited && r.code == 0) << r.out;
+  EXPECT_NE(r.out.find("class_emb.weight"), std::string::npos) << r.out;
+  EXPECT_EQ(png_size(dir_ / "bare.png"), std::make_pair(2u + 30, 2u + 10 * 30));
+}
+
+// Resuming a run that has nothing left to do says so in one line, exits 0 and touches no file.
+TEST_F(AppsEndToEnd, ResumeNothingToDo) {
+  REQUIRE_TRAINED();
+  const fs::path rd = dir_ / "nothing";
+  fs::create_directories(rd);
+  fs::copy_file(dir_ / "run" / "checkpoint.safetensors", rd / "checkpoint.safetensors");
+  write_text(rd / "metrics.csv", "step,epoch,loss,lr,img_per_s\n");
+  const std::string before = listing(rd);
+  for (const std::string extra : {" --max-steps 2", " --max-steps 4", ""}) {  // "": the stored max-steps 4
+    const RunResult r = run(bin("fm_train") + " --threads 2 --data " + mnist_dir() + " --resume " +
+                            (rd / "checkpoint.safetensors").string() + extra);
+    EXPECT_TRUE(r.exited && r.code == 0) << extra << ": " << r.out;
+    EXPECT_NE(r.out.find("nothing to do"), std::string::npos) << extra << ": " << r.out;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << extra << ": " << r.out;
+    EXPECT_EQ(listing(rd), before) << extra;
+  }
+}
+
+// Temporary files of a killed writer are removed at start (files of a live process are kept).
+TEST_F(AppsEndToEnd, ResumeRemovesStaleTempFiles) {
+  REQUIRE_TRAINED();
+  const fs::path rd = dir_ / "stale";
+  fs::create_directories(rd);
+  fs::copy_file(dir_ / "run" / "checkpoint.safetensors", rd / "checkpoint.safetensors");
+  const std::string dead = ".checkpoint.safetensors.tmp." + std::to_string(dead_pid()) + ".0";
+  const std::string live = ".checkpoint.safetensors.tmp." + std::to_string(::getpid()) + ".7";
+  write_text(rd / dead, std::string(4096, 'x'));
+  write_text(rd / live, "y");
+  const RunResult r = run(bin("fm_train") + " --threads 2 --quiet --no-samples --data " + mnist_dir() +
+                          " --resume " + (rd / "checkpoint.safetensors").string() + " --max-steps 5");
+  EXPECT_TRUE(r.exited && r.code == 0) << r.out;
+  EXPECT_FALSE(fs::exists(rd / dead)) << r.out;
+  EXPECT_TRUE(fs::exists(rd / live));
+  EXPECT_NE(r.out.find("stale temporary"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(dead), std::string::npos) << r.out;
+  EXPECT_EQ(read_checkpoint((rd / "checkpoint.safetensors").string()).state.step, 5);
+}
+
+// A SIGKILLed run keeps its TensorBoard scalars up to its last checkpoint (flushed there), not just the
+// 40-byte header.
+TEST_F(AppsEndToEnd, EventsSurviveSigkill) {
+  REQUIRE_TRAINED();
+  const fs::path kd = dir_ / "killed";
+  const std::string metrics = (kd / "metrics.csv").string();
+  const std::string cmd =
+      "( " + bin("fm_train") + " --quiet --threads 1 --no-samples --data " + mnist_dir() +
+      " --model-config " + (dir_ / "tiny.json").string() +
+      " --limit 256 --batch-size 8 --checkpoint-every 2 --max-steps 100000 --out " + kd.string() +
+      " & pid=$!; for i in $(seq 900); do [ -f " + metrics + " ] && [ $(wc -l < " + metrics +
+      ") -ge 6 ] && break; sleep 0.1; done; kill -KILL $pid; wait $pid; echo \"exit=$?\" )";
+  const RunResult r = run(cmd);
+  EXPECT_NE(r.out.find("exit=137"), std::string::npos) << r.out;
+  const Checkpoint c = read_checkpoint((kd / "checkpoint.safetensors").string());
+  ASSERT_GE(c.state.step, 4);
+  const fs::path ev = events_file(kd);
+  ASSERT_FALSE(ev.empty());
+  EXPECT_GE(count_event_records(ev), 1 + c.state.step) << fs::file_size(ev) << " bytes";
+}
+
+// A failed checkpoint write says whether an earlier checkpoint is still in place.
+TEST_F(AppsEndToEnd, FailedSaveNamesTheKeptCheckpoint) {
+  REQUIRE_TRAINED();
+  ThreadGuard tg(2);
+  const fs::path a = temp_dir("savefail_a");
+  fs::create_directories(a / "checkpoint.safetensors" / "blocker");  // rename onto a directory fails
+  TrainConfig c = quick_config(a);
+  c.model = tiny();
+  c.batch_size = 16;
+  c.limit = 256;
+  c.max_steps = 2;
+  try {
+    train(c);
+    ADD_FAILURE() << "the save should fail";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("no earlier checkpoint"), std::string::npos) << e.what();
+  }
+  const Checkpoint ck = read_checkpoint(ckpt());  // step 4, the shared run's flags
+  c.max_steps = 6;
+  try {
+    train(c, &ck);
+    ADD_FAILURE() << "the save should fail";
+  } catch (const CheckpointError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("previous checkpoint " + ckpt() + " (step 4) was kept"), std::string::npos) << m;
+  }
+  fs::remove_all(a);
 }

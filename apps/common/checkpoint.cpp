@@ -1,8 +1,13 @@
 // Checkpoint writing, reading, validation and loading (see checkpoint.h for the layout).
 #include "apps/common/checkpoint.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -111,6 +116,33 @@ void save_checkpoint(const std::string& path, const models::ConditionalUNet& mod
   }
 }
 
+std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    // ".<target>.tmp.<pid>.<counter>"
+    if (name.size() < 2 || name[0] != '.') continue;
+    const size_t t = name.rfind(".tmp.");
+    if (t == std::string::npos || t == 0) continue;
+    const std::string tail = name.substr(t + 5);
+    const size_t dot = tail.find('.');
+    if (dot == std::string::npos || dot == 0 || dot + 1 >= tail.size()) continue;
+    const std::string pid_s = tail.substr(0, dot), cnt_s = tail.substr(dot + 1);
+    auto digits = [](const std::string& x) {
+      return !x.empty() && x.find_first_not_of("0123456789") == std::string::npos && x.size() < 10;
+    };
+    if (!digits(pid_s) || !digits(cnt_s)) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_s));
+    if (pid == ::getpid() || pid <= 0) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // the writer still runs (or we cannot tell)
+    std::error_code rc;
+    if (it->is_regular_file(rc) && fs::remove(it->path(), rc)) removed.push_back(name);
+  }
+  return removed;
+}
+
 Checkpoint read_checkpoint(const std::string& path) {
   Checkpoint c;
   c.path = path;
@@ -184,16 +216,63 @@ Checkpoint read_checkpoint(const std::string& path) {
   return c;
 }
 
-void load_weights(models::ConditionalUNet& model, const Checkpoint& c, bool use_ema) {
+namespace {
+
+// load_state_dict's report is one summary line plus one line per problem (sometimes 100+). Keeps the summary
+// and the first few problems on one line; the hint about the C++ option becomes the CLI flag.
+std::string one_line_mismatch(const std::string& msg, bool* class_emb_hint) {
+  std::istringstream in(msg);
+  std::string line, summary, first;
+  int64_t items = 0, shown = 0;
+  *class_emb_hint = false;
+  while (std::getline(in, line)) {
+    if (summary.empty()) {
+      summary = line;
+      continue;
+    }
+    const size_t b = line.find_first_not_of(' ');
+    if (b == std::string::npos) continue;
+    line = line.substr(b);
+    if (line.rfind("(class_emb.weight is not part", 0) == 0) {
+      *class_emb_hint = true;
+      continue;
+    }
+    ++items;
+    if (shown < 3) {
+      first += (shown ? "; " : "") + line;
+      ++shown;
+    }
+  }
+  if (items == 0) return summary;
+  std::string out = summary + ": " + first;
+  if (items > shown) out += "; ... (" + std::to_string(items - shown) + " more)";
+  return out;
+}
+
+}  // namespace
+
+void load_weights(models::ConditionalUNet& model, const Checkpoint& c, bool use_ema,
+                  bool allow_missing_class_emb) {
   if (use_ema && !c.has_ema()) fail(c.path, "has no EMA weights (ema.* tensors)");
   auto named = model.named_parameters();
   nn::LoadOptions opt;
   opt.accept_bare_unet = !c.training;
   opt.accept_legacy_attention = !c.training;
+  opt.allow_missing_class_emb = allow_missing_class_emb && !c.training;
   try {
-    nn::load_state_dict(named, use_ema ? c.ema : c.weights, opt);
+    const nn::LoadReport rep = nn::load_state_dict(named, use_ema ? c.ema : c.weights, opt);
+    for (const std::string& k : rep.kept)
+      std::fprintf(stderr,
+                   "note: checkpoint '%s' is a bare UNet2DModel state dict without %s; the model's own "
+                   "(untrained, seed 0) %s is used (--allow-missing-class-emb)\n",
+                   c.path.c_str(), k.c_str(), k.c_str());
   } catch (const std::exception& e) {
-    fail(c.path, std::string(use_ema ? "EMA weights: " : "") + e.what());
+    bool hint = false;
+    std::string m = one_line_mismatch(e.what(), &hint);
+    if (hint)
+      m += " (class_emb.weight is not part of a bare UNet2DModel state dict: pass --allow-missing-class-emb "
+           "to sample with an untrained class embedding)";
+    fail(c.path, std::string(use_ema ? "EMA weights: " : "") + m);
   }
 }
 

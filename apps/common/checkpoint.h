@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "core/safetensors.h"
 #include "models/conditional_unet.h"
@@ -43,6 +44,11 @@ struct TrainingState {
 void save_checkpoint(const std::string& path, const models::ConditionalUNet& model,
                      const models::ConditionalUNet* ema, const nn::AdamW* opt, const TrainingState& state);
 
+// Removes the temporary files that the atomic writer (st::write_bytes_atomic: ".<name>.tmp.<pid>.<n>") left
+// in `dir` when its process was killed mid-write; files of a still-running process are kept. Returns the
+// removed file names (empty if none or `dir` does not exist). Never throws.
+std::vector<std::string> remove_stale_temp_files(const std::string& dir);
+
 struct Checkpoint {
   std::string path;
   bool training = false;    // has the engine-fm-checkpoint-v1 format tag
@@ -59,8 +65,11 @@ struct Checkpoint {
 // CheckpointError naming the file for unreadable, truncated or corrupt files and bad metadata.
 Checkpoint read_checkpoint(const std::string& path);
 
-// Strict loads (every key, shape and dtype checked; all mismatches listed). Throw CheckpointError.
-void load_weights(models::ConditionalUNet& model, const Checkpoint& ckpt, bool use_ema);
+// Strict loads (every key, shape and dtype checked). Throw CheckpointError with one line: the counts of
+// missing/unexpected/mismatched keys, the first three, and the file. allow_missing_class_emb: a bare
+// UNet2DModel state dict (no class_emb.weight) keeps the model's own class embedding, with a note on stderr.
+void load_weights(models::ConditionalUNet& model, const Checkpoint& ckpt, bool use_ema,
+                  bool allow_missing_class_emb = false);
 void load_optimizer(nn::AdamW& opt, const Checkpoint& ckpt);
 
 // Reads a ConditionalConfig JSON file (diffusers UNet2DModel keys + num_classes, class_emb_size).

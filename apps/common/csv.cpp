@@ -1,8 +1,10 @@
 // CsvWriter implementation (see csv.h).
 #include "apps/common/csv.h"
 
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <stdexcept>
 
@@ -59,7 +61,7 @@ CsvWriter::CsvWriter(const std::string& path, const std::vector<std::string>& he
     }
   }
   f_ = std::fopen(path.c_str(), append ? "ab" : "wb");
-  if (!f_) throw std::runtime_error("CsvWriter: cannot open '" + path + "'");
+  if (!f_) throw std::runtime_error("CsvWriter: cannot open '" + path + "': " + std::strerror(errno));
   if (write_header) {
     std::fprintf(f_, "%s\n", header_line.c_str());
     std::fflush(f_);
@@ -76,7 +78,7 @@ void CsvWriter::row(const std::vector<std::string>& fields) {
                              " fields, header has " + std::to_string(ncols_));
   const std::string line = join(fields) + "\n";
   if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0)
-    throw std::runtime_error("CsvWriter: write to '" + path_ + "' failed");
+    throw std::runtime_error("CsvWriter: write to '" + path_ + "' failed: " + std::strerror(errno));
 }
 
 }  // namespace engine::app

@@ -149,6 +149,10 @@ std::string resolve_data_dir(const std::string& flag) {
     dir = (env && *env) ? env : "data/mnist";
   }
   std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+    throw DataError(
+        "MNIST path '" + dir +
+        "' is a file, not a directory; pass the directory holding the four IDX files (--data DIR)");
   if (!fs::is_directory(dir, ec))
     throw DataError("MNIST directory '" + dir +
                     "' not found; pass --data DIR or set MNIST_DIR; scripts/download_mnist.sh fetches it");

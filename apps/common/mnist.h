@@ -28,7 +28,8 @@ struct MnistSet {
 // Loads {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] from `dir`. Throws DataError naming the file.
 MnistSet load_mnist(const std::string& dir, bool train);
 
-// `flag` if non-empty, else $MNIST_DIR, else "data/mnist"; throws DataError if the directory is missing.
+// `flag` if non-empty, else $MNIST_DIR, else "data/mnist"; throws DataError if the directory is missing or is
+// a file.
 std::string resolve_data_dir(const std::string& flag);
 
 struct Batch {

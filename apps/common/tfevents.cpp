@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -90,7 +91,7 @@ EventWriter::EventWriter(const std::string& logdir) {
   path_ =
       (std::filesystem::path(logdir) / ("events.out.tfevents." + std::to_string(secs) + "." + host)).string();
   f_ = std::fopen(path_.c_str(), "ab");
-  if (!f_) throw std::runtime_error("EventWriter: cannot open '" + path_ + "'");
+  if (!f_) throw std::runtime_error("EventWriter: cannot open '" + path_ + "': " + std::strerror(errno));
   std::string ev = event_prefix(0);
   put_bytes(ev, 3, "brain.Event:2");  // file_version
   write_record(ev);
@@ -109,7 +110,7 @@ void EventWriter::write_record(const std::string& payload) {
   rec += payload;
   put_fixed(rec, masked_crc32c(payload.data(), payload.size()), 4);
   if (std::fwrite(rec.data(), 1, rec.size(), f_) != rec.size())
-    throw std::runtime_error("EventWriter: write to '" + path_ + "' failed");
+    throw std::runtime_error("EventWriter: write to '" + path_ + "' failed: " + std::strerror(errno));
 }
 
 void EventWriter::add_scalar(const std::string& tag, float value, int64_t step) {
@@ -127,7 +128,8 @@ void EventWriter::add_scalar(const std::string& tag, float value, int64_t step) 
 }
 
 void EventWriter::flush() {
-  if (f_ && std::fflush(f_) != 0) throw std::runtime_error("EventWriter: flush of '" + path_ + "' failed");
+  if (f_ && std::fflush(f_) != 0)
+    throw std::runtime_error("EventWriter: flush of '" + path_ + "' failed: " + std::strerror(errno));
 }
 
 }  // namespace engine::app

@@ -1,9 +1,11 @@
 // The flow-matching training loop behind fm_train.
 #include "apps/common/train_loop.h"
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -53,6 +55,8 @@ void truncate_metrics(const std::string& path, int64_t max_step) {
   in.close();
   std::ofstream o(path, std::ios::trunc);
   o << out;
+  o.flush();
+  if (!o) throw std::runtime_error("cannot rewrite '" + path + "': " + std::strerror(errno));
 }
 
 void write_samples(const std::string& path, const models::ConditionalUNet& model, uint64_t seed, int64_t H,
@@ -143,7 +147,30 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
   int64_t total = cfg.epochs * bpe;
   if (cfg.max_steps > 0) total = std::min(total, cfg.max_steps);
   res.step = state.step;
+  if (resume && state.step >= total) {
+    const std::string limit =
+        cfg.max_steps > 0 && cfg.max_steps <= cfg.epochs * bpe
+            ? "--max-steps " + std::to_string(cfg.max_steps)
+            : "--epochs " + std::to_string(cfg.epochs) + " x " + std::to_string(bpe) + " batches";
+    std::printf(
+        "fm_train: nothing to do: %s is at step %lld and this run ends at step %lld (%s); raise --max-steps "
+        "or --epochs to train further\n",
+        resume->path.c_str(), static_cast<long long>(state.step), static_cast<long long>(total),
+        limit.c_str());
+    std::fflush(stdout);
+    res.status = TrainResult::Status::NothingToDo;
+    return res;
+  }
 
+  const std::vector<std::string> stale = remove_stale_temp_files(cfg.out_dir);
+  if (!stale.empty()) {
+    std::string names;
+    for (size_t i = 0; i < stale.size() && i < 3; ++i) names += (i ? ", " : "") + stale[i];
+    if (stale.size() > 3) names += ", ...";
+    std::fprintf(stderr,
+                 "fm_train: removed %zu stale temporary file(s) left in %s by an interrupted write: %s\n",
+                 stale.size(), cfg.out_dir.c_str(), names.c_str());
+  }
   fs::create_directories(cfg.out_dir);
   const std::string metrics_path = (fs::path(cfg.out_dir) / "metrics.csv").string();
   const std::string ckpt_path = (fs::path(cfg.out_dir) / "checkpoint.safetensors").string();
@@ -163,11 +190,22 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
   ProgressBar bar((total + bpe - 1) / bpe, stdout);
   bar.set_step_limit(total);  // the ETA honours --max-steps
 
+  auto last_flush = Clock::now();
   auto save = [&] {
     state.rng_offset = gen.offset();
-    save_checkpoint(ckpt_path, model, ema ? &ema->model() : nullptr, &opt, state);
+    try {
+      save_checkpoint(ckpt_path, model, ema ? &ema->model() : nullptr, &opt, state);
+    } catch (const CheckpointError& e) {
+      throw CheckpointError(std::string(e.what()) + "; " +
+                            (res.checkpoint.empty()
+                                 ? std::string("no earlier checkpoint of this run exists")
+                                 : "the previous checkpoint " + res.checkpoint + " (step " +
+                                       std::to_string(ckpt_step) + ") was kept"));
+    }
     res.checkpoint = ckpt_path;
     ckpt_step = state.step;
+    events.flush();  // a run killed later keeps the scalars up to its last checkpoint
+    last_flush = Clock::now();
   };
   auto samples_model = [&]() -> const models::ConditionalUNet& { return ema ? ema->model() : model; };
 
@@ -221,6 +259,10 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     res.step = state.step;
     metrics.write(state.step, b.epoch, lv, cfg.lr, ips);
     events.add_scalar("train_loss", static_cast<float>(lv), state.step);
+    if (Clock::now() - last_flush > std::chrono::seconds(10)) {
+      events.flush();
+      last_flush = Clock::now();
+    }
     smoothed = 0.98 * smoothed + 0.02 * lv;
     smooth_w = 0.98 * smooth_w + 0.02;
     if (say) bar.update(b.epoch, b.index_in_epoch + 1, bpe, smoothed / smooth_w, ips_smoothed);

@@ -37,7 +37,8 @@ struct TrainConfig {
 };
 
 struct TrainResult {
-  enum class Status { Done, Interrupted, NonFinite };
+  // NothingToDo: a resumed checkpoint is already at (or past) the run's last step; no file was touched.
+  enum class Status { Done, Interrupted, NonFinite, NothingToDo };
   Status status = Status::Done;
   int64_t step = 0;                       // global step count at exit
   std::vector<int64_t> steps;             // the steps run by this call ...
@@ -55,7 +56,10 @@ uint64_t sampling_rng_seed(uint64_t seed);
 // Runs (or, with `resume`, continues) training. `resume` must have been read with read_checkpoint; its
 // model config, batch size, seed and limit must equal cfg's (the caller merges flags). Throws on errors
 // (DataError, CheckpointError, engine::Error); a non-finite loss returns Status::NonFinite without touching
-// the last checkpoint.
+// the last checkpoint. A resume with no step left prints one line and returns Status::NothingToDo before
+// touching any file. At start, temporary files left in cfg.out_dir by a killed writer are removed (with a
+// note). TensorBoard events are flushed at every checkpoint and at least every 10 s. A failed checkpoint
+// write throws CheckpointError saying which earlier checkpoint (if any) is still in place.
 TrainResult train(const TrainConfig& cfg, const Checkpoint* resume = nullptr);
 
 // Loss column of a metrics.csv (step order), for plots.

@@ -4,8 +4,11 @@
 //     KERN(conv2d_forward, shape, x.data<T>(), ...);
 //   });
 // runs the lambda as <float, false>, <double, false> or <float, true> by x's dtype and device,
-// and throws a clear error for anything else (e.g. float64 on CUDA).
+// and throws a clear error for anything else (e.g. float64 on CUDA). CUDA kernels run with x's device
+// made current (cuda::DeviceScope), so they launch on the tensors' GPU and its stream; check_same()
+// rejects ops whose tensors live on different devices.
 #pragma once
+#include "core/cuda_device.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -26,6 +29,7 @@ void dispatch_float(const Tensor& x, const char* op, F&& f) {
   if (x.device().is_cuda()) {
     ENGINE_CHECK(x.dtype() == DType::F32, op, "CUDA kernels support float32 only, got ",
                  dtype_name(x.dtype()));
+    cuda::DeviceScope on_device(x.device().index);
     f.template operator()<float, true>();
     return;
   }
@@ -51,7 +55,8 @@ inline void check_same(const char* op, std::initializer_list<const Tensor*> ts) 
       continue;
     }
     ENGINE_CHECK(t->device() == first->device(), op, "tensors on different devices: ", first->device().str(),
-                 " and ", t->device().str());
+                 " and ", t->device().str(),
+                 " (all tensors of one op must be on one device; move them with .to())");
     ENGINE_CHECK(t->dtype() == first->dtype(), op, "dtype mismatch: ", dtype_name(first->dtype()), " and ",
                  dtype_name(t->dtype()));
   }

@@ -15,6 +15,7 @@ void copy_into(const Tensor& src, const Tensor& dst) {
   if (src.numel() == 0) return;
   kern::Strided sl = layout_of(src, "copy"), dl = layout_of(dst, "copy");
   if (src.is_cuda()) {
+    cuda::DeviceScope on_device(src.device().index);
     kern::cuda::copy_strided(static_cast<int>(dtype_size(src.dtype())), sl, src.raw_data(), dl,
                              dst.raw_data());
     return;
