@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/common/checkpoint.h"
 #include "apps/common/flow_matching.h"
 #include "core/autograd.h"
 #include "core/cuda_device.h"
@@ -123,9 +124,7 @@ int main(int argc, char** argv) {
 
     models::ConditionalConfig cfg = models::ConditionalConfig::seed();
     if (!model_config.empty()) {
-      std::ifstream f(model_config);
-      if (!f) throw std::runtime_error("cannot open --model-config " + model_config);
-      cfg = models::ConditionalConfig::from_json(nlohmann::json::parse(f));
+      cfg = app::read_model_config(model_config);
     }
     const int64_t C = cfg.image_channels(), H = 28, W = 28, classes = cfg.num_classes;
 
