@@ -211,6 +211,8 @@ class HeaderHandler : public nlohmann::json_sax<json> {
         if (field_ == Field::Shape) throw Error(tn() + "shape is not an array");
         throw Error(tn() + "data_offsets is not an array of 2 integers");
       case State::Shape:
+        if (text == "an array" || text == "an object")
+          throw Error(tn() + "shape contains " + text + " (dimensions must be non-negative integers)");
         throw Error(tn() + "shape has a negative or non-integer dimension " + shorten(text));
       case State::Offsets:
         throw Error(tn() + "data_offsets must be non-negative integers, got " + shorten(text));
