@@ -39,10 +39,11 @@ for h in "${HARNESSES[@]}"; do
     OMP_NUM_THREADS=1 "$BUILD/bin/${h}_fuzz" -max_total_time="$SECONDS_EACH" -max_len=200000 \
     -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -artifact_prefix="$findings/" "$work" \
     >"$findings/log.txt" 2>&1 || rc=$?
-  grep -v '^#[0-9]' "$findings/log.txt" | tail -25
   if [ "$rc" -ne 0 ]; then
+    grep -v '^#[0-9]' "$findings/log.txt" | tail -60
     echo "FUZZ FAILURE in $h (exit $rc); reproducer(s) and log in $findings/" >&2
     exit 1
   fi
+  grep -E '^(Done |stat::(new_units_added|peak_rss_mb))' "$findings/log.txt"
 done
 echo "fuzzing passed"
