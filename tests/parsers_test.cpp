@@ -54,10 +54,11 @@ const char* kTiny = R"({"sample_size": 28, "in_channels": 2, "out_channels": 1,
   "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
   "attention_head_dim": 8, "num_classes": 10, "class_emb_size": 1})";
 
-// kTiny with `key`'s value replaced by the raw JSON text `value`.
+// kTiny with `key`'s value replaced by (or `key` added with) the raw JSON text `value`.
 std::string tiny_with(const std::string& key, const std::string& value) {
   std::string s = kTiny;
   const size_t k = s.find("\"" + key + "\"");
+  if (k == std::string::npos) return s.substr(0, s.rfind('}')) + ", \"" + key + "\": " + value + "}";
   const size_t colon = s.find(':', k);
   const size_t end = s.find_first_of(",}", colon);
   if (key == "block_out_channels") return s.substr(0, colon + 2) + value + s.substr(s.find(']', colon) + 1);
@@ -206,6 +207,9 @@ TEST(ParserLimits, ConfigIntegersMustBeExactAndInRange) {
   expect_checkpoint_error(checkpoint_bytes(kTiny, R"({"batch_size": 1e300})"), "batch_size");
   expect_checkpoint_error(checkpoint_bytes(kTiny, R"({"seed": -1})"), "seed");
   expect_checkpoint_error(checkpoint_bytes(kTiny, R"({"lr": "fast"})"), "lr");
+  // A float beyond double range is a JSON error (nlohmann reports the overflow), not infinity.
+  expect_checkpoint_error(checkpoint_bytes(kTiny, R"({"lr": 1e400})"), "number overflow");
+  expect_config_error(tiny_with("norm_eps", "1e400"), "number overflow");
 }
 
 // ---- duplicate fields
