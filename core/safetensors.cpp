@@ -41,26 +41,201 @@ bool checked_mul(uint64_t a, uint64_t b, uint64_t* out) {
 
 std::string errno_text() { return std::strerror(errno); }
 
-// Reads a non-negative JSON integer; returns false if `v` is not one.
-bool json_uint(const json& v, uint64_t* out) {
-  if (v.is_number_unsigned()) {
-    *out = v.get<uint64_t>();
-    return true;
-  }
-  if (v.is_number_integer()) {
-    int64_t s = v.get<int64_t>();
-    if (s < 0) return false;
-    *out = static_cast<uint64_t>(s);
-    return true;
-  }
-  return false;
-}
-
 struct Entry {
   std::string name;
-  StDtype dtype;
+  StDtype dtype = StDtype::F32;
   std::vector<int64_t> shape;
-  uint64_t begin, end;
+  uint64_t begin = 0, end = 0;
+};
+
+// SAX handler for the header that accepts exactly the safetensors schema and stores only what it needs
+// (names, shapes, offsets, metadata strings), so memory stays proportional to the header text and
+// nesting is at most 3 levels (top object > tensor entry > shape / data_offsets array). Anything else
+// throws Error (prefixed by the caller) as soon as it is seen, before any further input is processed:
+//   - the top-level value must be an object; tensor names must be non-empty and unique;
+//   - "__metadata__" must be an object of unique string keys with string values;
+//   - a tensor entry must be an object with exactly the fields dtype (string), shape (array of
+//     non-negative integers) and data_offsets (array of two non-negative integers), each once.
+class HeaderHandler : public nlohmann::json_sax<json> {
+ public:
+  std::map<std::string, std::string> metadata;
+  std::vector<Entry> entries;
+  bool done = false;
+
+  bool null() override { return scalar("null"); }
+  bool boolean(bool b) override { return scalar(b ? "true" : "false"); }
+  bool number_integer(number_integer_t v) override {
+    if (v >= 0) return number(static_cast<uint64_t>(v), std::to_string(v));
+    return scalar(std::to_string(v));
+  }
+  bool number_unsigned(number_unsigned_t v) override { return number(v, std::to_string(v)); }
+  bool number_float(number_float_t, const string_t& text) override { return scalar(text); }
+  bool string(string_t& v) override {
+    if (state_ == State::Meta) {
+      metadata[meta_key_] = std::move(v);
+      return true;
+    }
+    if (state_ == State::Entry && field_ == Field::Dtype) {
+      if (!parse_dtype(v, &cur_.dtype)) throw Error(tn() + "unknown dtype '" + shorten(v) + "'");
+      return true;
+    }
+    return scalar("\"" + shorten(v) + "\"");
+  }
+  bool binary(binary_t&) override { return scalar("binary"); }
+  bool start_object(std::size_t) override {
+    switch (state_) {
+      case State::Start:
+        state_ = State::Top;
+        return true;
+      case State::Top:
+        if (key_ == "__metadata__") {
+          state_ = State::Meta;
+        } else {
+          cur_ = Entry{};
+          cur_.name = key_;
+          seen_fields_ = 0;
+          state_ = State::Entry;
+        }
+        return true;
+      default:
+        return scalar("an object");
+    }
+  }
+  bool end_object() override {
+    switch (state_) {
+      case State::Top:
+        state_ = State::Done;
+        done = true;
+        return true;
+      case State::Meta:
+        meta_keys_.clear();
+        state_ = State::Top;
+        return true;
+      case State::Entry:
+        finish_entry();
+        state_ = State::Top;
+        return true;
+      default:
+        throw Error("internal: unexpected end of object");
+    }
+  }
+  bool start_array(std::size_t) override {
+    if (state_ == State::Entry && field_ == Field::Shape) {
+      state_ = State::Shape;
+      return true;
+    }
+    if (state_ == State::Entry && field_ == Field::Offsets) {
+      state_ = State::Offsets;
+      n_offsets_ = 0;
+      return true;
+    }
+    return scalar("an array");
+  }
+  bool end_array() override {
+    if (state_ == State::Offsets && n_offsets_ != 2)
+      throw Error(tn() + "data_offsets is not an array of 2 integers");
+    state_ = State::Entry;
+    return true;
+  }
+  bool key(string_t& k) override {
+    switch (state_) {
+      case State::Top:
+        if (k.empty()) throw Error("empty tensor name");
+        if (!names_.insert(k).second) throw Error("duplicate tensor name '" + shorten(k) + "' in header");
+        key_ = k;
+        return true;
+      case State::Meta:
+        if (!meta_keys_.insert(k).second) throw Error("duplicate __metadata__ key '" + shorten(k) + "'");
+        meta_key_ = k;
+        return true;
+      case State::Entry: {
+        if (k == "dtype")
+          field_ = Field::Dtype;
+        else if (k == "shape")
+          field_ = Field::Shape;
+        else if (k == "data_offsets")
+          field_ = Field::Offsets;
+        else
+          throw Error(tn() + "unknown field '" + shorten(k) + "' (expected dtype, shape, data_offsets)");
+        const unsigned bit = 1u << static_cast<int>(field_);
+        if (seen_fields_ & bit) throw Error(tn() + "duplicate field '" + k + "'");
+        seen_fields_ |= bit;
+        return true;
+      }
+      default:
+        throw Error("internal: unexpected key");
+    }
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    std::string msg = e.what();
+    if (msg.size() > 200) msg = msg.substr(0, 200) + "...";
+    throw Error("header is not valid JSON: " + msg);
+  }
+
+ private:
+  enum class State { Start, Top, Meta, Entry, Shape, Offsets, Done };
+  enum class Field { Dtype, Shape, Offsets };
+
+  static std::string shorten(const std::string& s) { return s.size() > 80 ? s.substr(0, 80) + "..." : s; }
+  std::string tn() const { return "tensor '" + shorten(cur_.name) + "': "; }
+
+  // A non-negative integer value.
+  bool number(uint64_t v, const std::string& text) {
+    if (state_ == State::Shape) {
+      if (cur_.shape.size() >= kMaxRank)
+        throw Error(tn() + "absurd shape rank (over " + std::to_string(kMaxRank) + " dimensions)");
+      if (v > kMaxDim) throw Error(tn() + "absurd shape dimension " + text);
+      cur_.shape.push_back(static_cast<int64_t>(v));
+      return true;
+    }
+    if (state_ == State::Offsets) {
+      if (n_offsets_ >= 2) throw Error(tn() + "data_offsets is not an array of 2 integers");
+      (n_offsets_++ == 0 ? cur_.begin : cur_.end) = v;
+      return true;
+    }
+    return scalar(text);
+  }
+
+  // Any value the schema does not allow at this point.
+  [[noreturn]] bool scalar(const std::string& text) {
+    switch (state_) {
+      case State::Start:
+        throw Error("header is not a JSON object");
+      case State::Top:
+        if (key_ == "__metadata__") throw Error("__metadata__ is not a JSON object");
+        throw Error("tensor '" + shorten(key_) + "': entry is not a JSON object");
+      case State::Meta:
+        throw Error("__metadata__ value for '" + shorten(meta_key_) + "' is not a string");
+      case State::Entry:
+        if (field_ == Field::Dtype) throw Error(tn() + "dtype is not a string");
+        if (field_ == Field::Shape) throw Error(tn() + "shape is not an array");
+        throw Error(tn() + "data_offsets is not an array of 2 integers");
+      case State::Shape:
+        if (text == "an array" || text == "an object")
+          throw Error(tn() + "shape contains " + text + " (dimensions must be non-negative integers)");
+        throw Error(tn() + "shape has a negative or non-integer dimension " + shorten(text));
+      case State::Offsets:
+        throw Error(tn() + "data_offsets must be non-negative integers, got " + shorten(text));
+      default:
+        throw Error("unexpected JSON value " + shorten(text));
+    }
+  }
+
+  void finish_entry() {
+    if (!(seen_fields_ & (1u << static_cast<int>(Field::Dtype)))) throw Error(tn() + "missing dtype");
+    if (!(seen_fields_ & (1u << static_cast<int>(Field::Shape)))) throw Error(tn() + "missing shape");
+    if (!(seen_fields_ & (1u << static_cast<int>(Field::Offsets))))
+      throw Error(tn() + "missing data_offsets");
+    entries.push_back(std::move(cur_));
+  }
+
+  State state_ = State::Start;
+  Field field_ = Field::Dtype;
+  unsigned seen_fields_ = 0;
+  size_t n_offsets_ = 0;
+  std::string key_, meta_key_;
+  std::set<std::string> names_, meta_keys_;
+  Entry cur_;
 };
 
 }  // namespace
@@ -119,8 +294,15 @@ bool parse_dtype(const std::string& name, StDtype* out) {
 }
 
 int64_t StTensor::numel() const {
+  // Zero if any dimension is zero (checked first, so [0, 2^48, 2^48] cannot overflow either).
+  for (int64_t d : shape) {
+    if (d < 0) throw Error("safetensors: tensor '" + name + "' has a negative dimension");
+    if (d == 0) return 0;
+  }
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n))
+      throw Error("safetensors: tensor '" + name + "': element count of its shape overflows int64");
   return n;
 }
 
@@ -130,6 +312,22 @@ const StTensor* StFile::find(const std::string& name) const {
   return nullptr;
 }
 
+// Format decisions, checked against the reference parser (huggingface/safetensors, tensor.rs):
+//  - header length over kMaxHeaderBytes (100 MB): rejected, like the reference;
+//  - the header must start with '{' (the reference's InvalidHeaderStart); padding after the JSON object
+//    may be JSON whitespace (writers pad with spaces to a multiple of 8), anything else, NUL bytes
+//    included, is rejected (serde_json's "trailing characters", which the reference rejects too);
+//  - tensor data must tile the data buffer exactly: sorted by offset, each tensor starts where the
+//    previous one ended (the first at 0) and the last ends at the end of the file. Gaps, overlaps and
+//    trailing bytes are rejected (the reference's InvalidOffset and MetadataIncompleteBuffer); zero-size
+//    tensors must sit at the current position too;
+//  - duplicate tensor names, duplicate fields within one entry (the reference: serde's duplicate field)
+//    and duplicate __metadata__ keys are rejected;
+//  - stricter than the reference: an empty tensor name and unknown fields in a tensor entry are
+//    rejected (our writer never produces them and no state dict has such a key), and a shape whose
+//    non-zero dimensions multiply past int64 is rejected even when another dimension is 0.
+// Memory: the header is parsed with a SAX handler that keeps only names, shapes, offsets and metadata
+// strings (no JSON DOM), so a hostile header costs a small multiple of its own size and no recursion.
 StFile parse(const uint8_t* data, size_t size, const std::string& what) {
   auto fail = [&](const std::string& msg) { return Error("safetensors '" + what + "': " + msg); };
   if (size < 8)
@@ -144,89 +342,69 @@ StFile parse(const uint8_t* data, size_t size, const std::string& what) {
                " bytes; truncated?)");
   const char* hbegin = reinterpret_cast<const char*>(data + 8);
   const char* hend = hbegin + n;
+  if (n > 0 && (*hbegin == ' ' || *hbegin == '\t' || *hbegin == '\n' || *hbegin == '\r'))
+    throw fail("header does not start with '{'");
 
-  // nlohmann keeps only the last of duplicated keys, so top-level keys are checked while parsing.
-  std::set<std::string> seen;
-  std::string duplicate;
-  json header;
+  // nlohmann's lexer treats a NUL byte as the end of input, so NUL padding (or NUL followed by anything)
+  // would pass; no valid JSON text contains one (control characters in strings must be escaped).
+  if (n > 0 && std::memchr(hbegin, 0, n) != nullptr)
+    throw fail("header contains a NUL byte (only whitespace may pad it)");
+
+  HeaderHandler h;
   try {
-    header = json::parse(hbegin, hend, [&](int depth, json::parse_event_t ev, json& parsed) {
-      if (ev == json::parse_event_t::key && depth == 1 && parsed.is_string()) {
-        const auto& k = parsed.get_ref<const std::string&>();
-        if (!seen.insert(k).second && duplicate.empty()) duplicate = k;
-      }
-      return true;
-    });
-  } catch (const json::exception& e) {
+    json::sax_parse(hbegin, hend, &h);
+  } catch (const Error& e) {
+    throw fail(e.what());
+  } catch (const json::exception& e) {  // not expected: parse errors go through HeaderHandler
     throw fail(std::string("header is not valid JSON: ") + e.what());
   }
-  if (!header.is_object()) throw fail("header is not a JSON object");
-  if (!duplicate.empty()) throw fail("duplicate tensor name '" + duplicate + "' in header");
+  if (!h.done) throw fail("header is not valid JSON");
 
   const uint64_t data_size = size - 8 - n;
   const uint8_t* buffer = data + 8 + n;
   StFile out;
-  std::vector<Entry> entries;
-  for (const auto& [key, val] : header.items()) {
-    if (key == "__metadata__") {
-      if (!val.is_object()) throw fail("__metadata__ is not a JSON object");
-      for (const auto& [mk, mv] : val.items()) {
-        if (!mv.is_string()) throw fail("__metadata__ value for '" + mk + "' is not a string");
-        out.metadata[mk] = mv.get<std::string>();
-      }
-      continue;
-    }
-    const std::string tn = "tensor '" + key + "': ";
-    if (!val.is_object()) throw fail(tn + "entry is not a JSON object");
-    auto dt = val.find("dtype");
-    auto sh = val.find("shape");
-    auto off = val.find("data_offsets");
-    if (dt == val.end()) throw fail(tn + "missing dtype");
-    if (sh == val.end()) throw fail(tn + "missing shape");
-    if (off == val.end()) throw fail(tn + "missing data_offsets");
-    Entry e;
-    e.name = key;
-    if (!dt->is_string()) throw fail(tn + "dtype is not a string");
-    if (!parse_dtype(dt->get<std::string>(), &e.dtype))
-      throw fail(tn + "unknown dtype '" + dt->get<std::string>() + "'");
-    if (!sh->is_array()) throw fail(tn + "shape is not an array");
-    if (sh->size() > kMaxRank) throw fail(tn + "absurd shape rank " + std::to_string(sh->size()));
-    uint64_t numel = 1;
-    for (const auto& d : *sh) {
-      uint64_t v;
-      if (!json_uint(d, &v)) throw fail(tn + "shape has a negative or non-integer dimension " + d.dump());
-      if (v > kMaxDim) throw fail(tn + "absurd shape dimension " + std::to_string(v));
-      if (!checked_mul(numel, v, &numel)) throw fail(tn + "absurd shape (element count overflows)");
-      e.shape.push_back(static_cast<int64_t>(v));
-    }
-    if (!off->is_array() || off->size() != 2) throw fail(tn + "data_offsets is not an array of 2 integers");
-    if (!json_uint((*off)[0], &e.begin) || !json_uint((*off)[1], &e.end))
-      throw fail(tn + "data_offsets must be non-negative integers");
+  out.metadata = std::move(h.metadata);
+  std::vector<Entry>& entries = h.entries;
+  for (const Entry& e : entries) {
+    const std::string tn = "tensor '" + e.name + "': ";
     if (e.end < e.begin)
       throw fail(tn + "data_offsets end " + std::to_string(e.end) + " < begin " + std::to_string(e.begin));
     if (e.end > data_size)
       throw fail(tn + "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
                  "] outside the data buffer of " + std::to_string(data_size) + " bytes (truncated?)");
+    // Non-zero dimensions must multiply within int64 (strides of a zero-size tensor use them too).
+    uint64_t nonzero = 1, numel = 1;
+    for (int64_t d : e.shape) {
+      if (d != 0 && (!checked_mul(nonzero, static_cast<uint64_t>(d), &nonzero) ||
+                     nonzero > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())))
+        throw fail(tn + "absurd shape (element count overflows)");
+      numel = d == 0 ? 0 : numel * static_cast<uint64_t>(d);  // <= nonzero, cannot overflow
+    }
     uint64_t nbytes;
     if (!checked_mul(numel, dtype_size(e.dtype), &nbytes) || nbytes != e.end - e.begin)
       throw fail(tn + "byte size " + std::to_string(e.end - e.begin) +
                  " does not match shape x dtype size (" + std::to_string(numel) + " elements of " +
                  std::to_string(dtype_size(e.dtype)) + " bytes)");
-    entries.push_back(std::move(e));
   }
 
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.name < b.name;
+    if (a.begin != b.begin) return a.begin < b.begin;
+    if (a.end != b.end) return a.end < b.end;
+    return a.name < b.name;
   });
-  uint64_t max_end = 0;
-  const Entry* max_owner = nullptr;
+  uint64_t pos = 0;
+  const Entry* prev = nullptr;
   for (const auto& e : entries) {
-    if (e.begin == e.end) continue;  // empty tensors occupy no bytes
-    if (max_owner && e.begin < max_end)
-      throw fail("tensors '" + max_owner->name + "' and '" + e.name + "' have overlapping data_offsets");
-    max_end = e.end;
-    max_owner = &e;
+    if (e.begin < pos)
+      throw fail("tensors '" + prev->name + "' and '" + e.name + "' have overlapping data_offsets");
+    if (e.begin > pos)
+      throw fail(std::to_string(e.begin - pos) + " unused bytes before tensor '" + e.name +
+                 "' (data_offsets must be contiguous)");
+    pos = e.end;
+    prev = &e;
   }
+  if (pos != data_size)
+    throw fail(std::to_string(data_size - pos) + " trailing bytes after the last tensor's data");
 
   out.tensors.reserve(entries.size());
   for (auto& e : entries) {

@@ -31,6 +31,7 @@ struct StTensor {
   std::vector<int64_t> shape;
   std::vector<uint8_t> data;  // little-endian, row-major; size == numel(shape) * dtype_size(dtype)
 
+  // Product of the shape (0 if any dimension is 0); throws Error on a negative dimension or int64 overflow.
   int64_t numel() const;
 };
 
@@ -45,7 +46,10 @@ struct StFile {
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
 StFile read_file(const std::string& path);
-// `what` names the input in error messages (usually the file path).
+// `what` names the input in error messages (usually the file path). Strict (see the format decisions at
+// its definition): the header must be one JSON object with exactly the safetensors schema, padded only
+// with whitespace; tensor data must tile the data buffer exactly (no gaps, overlaps or trailing bytes);
+// duplicate names/fields/metadata keys and empty names are rejected. Throws Error, one line.
 StFile parse(const uint8_t* data, size_t size, const std::string& what);
 // Throws Error if a tensor's data size does not match its shape/dtype, or names are duplicated/empty.
 std::vector<uint8_t> serialize(const StFile& f);

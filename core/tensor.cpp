@@ -16,8 +16,13 @@
 namespace engine {
 
 int64_t numel_of(const Shape& s) {
+  // A zero dimension makes the count 0 whatever the others are; otherwise every product is checked.
+  for (int64_t d : s)
+    if (d == 0) return 0;
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s)
+    ENGINE_CHECK(!__builtin_mul_overflow(n, d, &n), "numel", "element count of shape ", shape_str(s),
+                 " overflows int64");
   return n;
 }
 
@@ -26,7 +31,11 @@ Shape contiguous_strides(const Shape& s) {
   int64_t acc = 1;
   for (int64_t i = static_cast<int64_t>(s.size()) - 1; i >= 0; --i) {
     st[i] = acc;
-    acc *= s[i];
+    // The stride of dimension 0 is never needed by the loop after it, but the product must still fit:
+    // a zero-size tensor of shape (0, 2^48, 2^48) would otherwise overflow here.
+    if (i > 0)
+      ENGINE_CHECK(!__builtin_mul_overflow(acc, s[i], &acc), "contiguous_strides", "strides of shape ",
+                   shape_str(s), " overflow int64");
   }
   return st;
 }
@@ -48,7 +57,10 @@ namespace {
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, Device device) {
   for (int64_t d : shape) ENGINE_CHECK(d >= 0, "empty", "negative dimension in shape ", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = Storage::allocate(numel_of(shape) * dtype_size(dtype), device);
+  int64_t bytes = 0;
+  ENGINE_CHECK(!__builtin_mul_overflow(numel_of(shape), static_cast<int64_t>(dtype_size(dtype)), &bytes),
+               "empty", "byte size of shape ", shape_str(shape), " overflows int64");
+  impl->storage = Storage::allocate(bytes, device);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/bounded_json.h"
 #include "core/safetensors.h"
 #include "models/conditional_unet.h"
 #include "nn/adamw.h"
@@ -27,11 +28,7 @@ const st::StTensor& need(const st::StFile& f, const std::string& name, const std
 nlohmann::json meta_json(const st::StFile& f, const std::string& key, const std::string& path) {
   auto it = f.metadata.find(key);
   if (it == f.metadata.end()) throw Error("fixture " + path + ": __metadata__ key '" + key + "' is missing");
-  try {
-    return nlohmann::json::parse(it->second);
-  } catch (const std::exception& e) {
-    throw Error("fixture " + path + ": __metadata__ '" + key + "' is not valid JSON: " + e.what());
-  }
+  return parse_json_bounded(it->second, "fixture " + path + ": __metadata__ '" + key + "'");
 }
 
 double json_num(const nlohmann::json& j, const std::string& key, const std::string& what) {

@@ -1,9 +1,11 @@
 // UNet2DConfig / ConditionalConfig JSON parsing and validation. Every error names the JSON key.
 #include "models/unet2d_config.h"
 
+#include <cmath>
 #include <map>
 #include <set>
 
+#include "core/bounded_json.h"
 #include "core/error.h"
 
 namespace engine::models {
@@ -14,31 +16,49 @@ namespace {
 [[noreturn]] void bad(const std::string& key, const std::string& why) {
   throw Error("UNet2DConfig: key '" + key + "': " + why);
 }
+// Integers in a config must be exact and within +-2^31 (no architecture needs more, and the limit keeps
+// products of config values far from int64 overflow). Integral floats (diffusers writes e.g. 1.0) are
+// accepted; 1e300, 3.5, NaN-like, true/false and strings are not.
+constexpr int64_t kMaxConfigInt = int64_t{1} << 31;
 int64_t get_int(const std::string& key, const json& v) {
-  if (v.is_number_integer()) return v.get<int64_t>();
-  if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())))
-    return static_cast<int64_t>(v.get<double>());
-  bad(key, "expected an integer, got " + v.dump());
+  if (v.is_number_unsigned()) {
+    if (v.get<uint64_t>() <= static_cast<uint64_t>(kMaxConfigInt))
+      return static_cast<int64_t>(v.get<uint64_t>());
+  } else if (v.is_number_integer()) {
+    const int64_t x = v.get<int64_t>();
+    if (x >= -kMaxConfigInt && x <= kMaxConfigInt) return x;
+  } else if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (!std::isfinite(d) || d != std::trunc(d)) bad(key, "expected an integer, got " + json_excerpt(v));
+    // The range test comes before the cast: casting an out-of-range double is undefined behaviour.
+    if (std::fabs(d) <= static_cast<double>(kMaxConfigInt)) return static_cast<int64_t>(d);
+  } else {
+    bad(key, "expected an integer, got " + json_excerpt(v));
+  }
+  bad(key, "integer " + json_excerpt(v) + " is out of range (|value| <= 2^31)");
 }
+// True if `v` is an integer that int64 holds exactly (checked before any cast: casting an out-of-range
+// double is undefined behaviour).
+bool exact_int(double v) { return std::fabs(v) <= 9007199254740992.0 && v == std::trunc(v); }
 double get_num(const std::string& key, const json& v) {
-  if (v.is_number()) return v.get<double>();
-  bad(key, "expected a number, got " + v.dump());
+  if (v.is_number() && std::isfinite(v.get<double>())) return v.get<double>();
+  bad(key, "expected a finite number, got " + json_excerpt(v));
 }
 bool get_bool(const std::string& key, const json& v) {
   if (v.is_boolean()) return v.get<bool>();
-  bad(key, "expected true/false, got " + v.dump());
+  bad(key, "expected true/false, got " + json_excerpt(v));
 }
 std::vector<int64_t> get_int_list(const std::string& key, const json& v) {
-  if (!v.is_array()) bad(key, "expected a list of integers, got " + v.dump());
+  if (!v.is_array()) bad(key, "expected a list of integers, got " + json_excerpt(v));
   std::vector<int64_t> out;
   for (const json& e : v) out.push_back(get_int(key, e));
   return out;
 }
 std::vector<std::string> get_str_list(const std::string& key, const json& v) {
-  if (!v.is_array()) bad(key, "expected a list of strings, got " + v.dump());
+  if (!v.is_array()) bad(key, "expected a list of strings, got " + json_excerpt(v));
   std::vector<std::string> out;
   for (const json& e : v) {
-    if (!e.is_string()) bad(key, "expected a list of strings, got " + v.dump());
+    if (!e.is_string()) bad(key, "expected a list of strings, got " + json_excerpt(v));
     out.push_back(e.get<std::string>());
   }
   return out;
@@ -60,7 +80,7 @@ void require_default(const std::string& key, const json& v) {
   if (key == "act_fn" && v == "swish") return;  // diffusers maps "swish" to nn.SiLU as well
   const bool same = (d.is_number() && v.is_number()) ? d.get<double>() == v.get<double>() : d == v;
   if (!same)
-    bad(key, "value " + v.dump() + " is not supported (only the diffusers default " + d.dump() + ")");
+    bad(key, "value " + json_excerpt(v) + " is not supported (only the diffusers default " + d.dump() + ")");
 }
 bool is_default_only_key(const std::string& key) {
   static const std::set<std::string> k = {"center_input_sample",
@@ -79,7 +99,7 @@ bool is_default_only_key(const std::string& key) {
 }  // namespace
 
 UNet2DConfig UNet2DConfig::from_json(const json& j) {
-  if (!j.is_object()) throw Error("UNet2DConfig: expected a JSON object, got " + j.dump());
+  if (!j.is_object()) throw Error("UNet2DConfig: expected a JSON object, got " + json_excerpt(j));
   UNet2DConfig c;
   for (const auto& [key, v] : j.items()) {
     if (!key.empty() && key[0] == '_') continue;  // _class_name, _diffusers_version, ...
@@ -126,7 +146,7 @@ UNet2DConfig UNet2DConfig::from_json(const json& j) {
       else if (v == "UNetMidBlock2D")
         c.mid_block = true;
       else
-        bad(key, "unsupported value " + v.dump() + " (supported: \"UNetMidBlock2D\", null)");
+        bad(key, "unsupported value " + json_excerpt(v) + " (supported: \"UNetMidBlock2D\", null)");
     } else if (is_default_only_key(key))
       require_default(key, v);
     else
@@ -149,12 +169,12 @@ json UNet2DConfig::to_json() const {
   j["norm_num_groups"] = norm_num_groups;
   j["norm_eps"] = norm_eps;
   j["flip_sin_to_cos"] = flip_sin_to_cos;
-  if (freq_shift == static_cast<double>(static_cast<int64_t>(freq_shift)))
+  if (exact_int(freq_shift))
     j["freq_shift"] = static_cast<int64_t>(freq_shift);
   else
     j["freq_shift"] = freq_shift;
   j["downsample_padding"] = downsample_padding;
-  if (mid_block_scale_factor == static_cast<double>(static_cast<int64_t>(mid_block_scale_factor)))
+  if (exact_int(mid_block_scale_factor))
     j["mid_block_scale_factor"] = static_cast<int64_t>(mid_block_scale_factor);
   else
     j["mid_block_scale_factor"] = mid_block_scale_factor;
@@ -222,7 +242,7 @@ UNet2DConfig UNet2DConfig::seed() {
 }
 
 ConditionalConfig ConditionalConfig::from_json(const json& j) {
-  if (!j.is_object()) throw Error("ConditionalConfig: expected a JSON object, got " + j.dump());
+  if (!j.is_object()) throw Error("ConditionalConfig: expected a JSON object, got " + json_excerpt(j));
   ConditionalConfig c;
   json unet = j;
   if (j.contains("num_classes")) {

@@ -273,9 +273,14 @@ TEST(Safetensors, RejectsOverlap) {
                         R"("b":{"dtype":"U8","shape":[1],"data_offsets":[5,6]}})",
                         kData16),
                "overlapping");
-  // Zero-length tensors occupy no bytes and never overlap.
+  // A zero-length tensor must sit at a tensor boundary, as the reference parser requires (its offsets
+  // are contiguous): inside another tensor's bytes it is rejected, at the end accepted.
+  expect_error(raw_file(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                        R"("b":{"dtype":"U8","shape":[0],"data_offsets":[5,5]}})",
+                        kData16),
+               "overlapping");
   auto ok = raw_file(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
-                     R"("b":{"dtype":"U8","shape":[0],"data_offsets":[5,5]}})",
+                     R"("b":{"dtype":"U8","shape":[0],"data_offsets":[16,16]}})",
                      kData16);
   EXPECT_NO_THROW(parse(ok.data(), ok.size(), "ok"));
 }

@@ -5,12 +5,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
+#include "core/bounded_json.h"
 #include "nn/state_dict.h"
 
 namespace engine::app {
@@ -39,7 +42,7 @@ int64_t parse_i64(const std::string& path, const std::string& key, const std::st
   errno = 0;
   const long long x = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || *end != '\0' || errno != 0 || x < 0)
-    fail(path, "metadata '" + key + "' is not a non-negative integer: '" + v + "'");
+    fail(path, "metadata '" + key + "' is not a non-negative integer: '" + truncate_text(v, 80) + "'");
   return x;
 }
 
@@ -48,23 +51,45 @@ uint64_t parse_u64(const std::string& path, const std::string& key, const std::s
   errno = 0;
   const unsigned long long x = std::strtoull(v.c_str(), &end, 10);
   if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0)
-    fail(path, "metadata '" + key + "' is not an unsigned integer: '" + v + "'");
+    fail(path, "metadata '" + key + "' is not an unsigned integer: '" + truncate_text(v, 80) + "'");
   return x;
 }
 
 double parse_f64(const std::string& path, const std::string& key, const std::string& v) {
   char* end = nullptr;
   const double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end != '\0') fail(path, "metadata '" + key + "' is not a number: '" + v + "'");
+  if (v.empty() || *end != '\0' || !std::isfinite(x))
+    fail(path, "metadata '" + key + "' is not a finite number: '" + truncate_text(v, 80) + "'");
   return x;
 }
 
+// Metadata values are untrusted: bounded size and depth, no duplicate keys (core/bounded_json.h).
 json parse_json(const std::string& path, const std::string& key, const std::string& v) {
   try {
-    return json::parse(v);
+    return parse_json_bounded(v, "metadata '" + key + "'");
   } catch (const std::exception& e) {
-    fail(path, "metadata '" + key + "' is not valid JSON: " + e.what());
+    fail(path, e.what());
   }
+}
+
+// train_args values that fm_train converts back to C++ types must have the matching JSON type: integers
+// exact and in int64 range (seed: non-negative), floats finite, strings strings.
+void check_train_args(const std::string& path, const json& a) {
+  if (!a.is_object()) fail(path, "metadata 'train_args' is not a JSON object");
+  auto bad = [&](const std::string& k, const char* want) {
+    fail(path, "metadata 'train_args' key '" + k + "' must be " + want + ", got " + json_excerpt(a.at(k)));
+  };
+  for (const char* k : {"epochs", "max_steps", "batch_size", "checkpoint_every", "sample_every", "limit"})
+    if (a.contains(k) && !(a.at(k).is_number_integer() &&
+                           (!a.at(k).is_number_unsigned() ||
+                            a.at(k).get<uint64_t>() <= uint64_t(std::numeric_limits<int64_t>::max()))))
+      bad(k, "an integer in int64 range");
+  if (a.contains("seed") && !a.at("seed").is_number_unsigned()) bad("seed", "a non-negative integer");
+  for (const char* k : {"lr", "cfg_drop", "ema_decay"})
+    if (a.contains(k) && !(a.at(k).is_number() && std::isfinite(a.at(k).get<double>())))
+      bad(k, "a finite number");
+  for (const char* k : {"data", "device", "model_config"})
+    if (a.contains(k) && !a.at(k).is_string()) bad(k, "a string");
 }
 
 std::string num(double v) {
@@ -144,14 +169,18 @@ std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
 }
 
 Checkpoint read_checkpoint(const std::string& path) {
-  Checkpoint c;
-  c.path = path;
   st::StFile f;
   try {
     f = st::read_file(path);
   } catch (const std::exception& e) {
     fail(path, e.what());
   }
+  return checkpoint_from_st(std::move(f), path);
+}
+
+Checkpoint checkpoint_from_st(st::StFile f, const std::string& path) {
+  Checkpoint c;
+  c.path = path;
   auto fmt = f.metadata.find("format");
   c.training = fmt != f.metadata.end() && fmt->second == kCheckpointFormat;
   if (fmt != f.metadata.end() && !c.training && starts_with(fmt->second, "engine-fm-checkpoint"))
@@ -191,7 +220,7 @@ Checkpoint read_checkpoint(const std::string& path) {
       fail(path, std::string("metadata 'adamw' is incomplete: ") + e.what());
     }
     s.train_args = parse_json(path, "train_args", require(f, path, "train_args"));
-    if (!s.train_args.is_object()) fail(path, "metadata 'train_args' is not a JSON object");
+    check_train_args(path, s.train_args);
   }
 
   for (st::StTensor& t : f.tensors) {
@@ -303,16 +332,31 @@ void load_optimizer(nn::AdamW& opt, const Checkpoint& c) {
   opt.load_state(c.state.step, m, v);
 }
 
-models::ConditionalConfig read_model_config(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw CheckpointError("model config '" + path + "': cannot open file");
+models::ConditionalConfig parse_model_config(std::string_view text, const std::string& what) {
   try {
-    models::ConditionalConfig c = models::ConditionalConfig::from_json(json::parse(in));
+    models::ConditionalConfig c = models::ConditionalConfig::from_json(parse_json_bounded(text, what));
     c.validate();
     return c;
   } catch (const std::exception& e) {
-    throw CheckpointError("model config '" + path + "': " + e.what());
+    const std::string msg = e.what();
+    // parse_json_bounded's messages already start with `what`.
+    throw CheckpointError(msg.compare(0, what.size(), what) == 0 ? msg : what + ": " + msg);
   }
+}
+
+models::ConditionalConfig read_model_config(const std::string& path) {
+  const std::string what = "model config '" + path + "'";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw CheckpointError(what + ": cannot open file");
+  // Read at most one byte past the limit, so a huge file is rejected without being read whole.
+  std::string text(kMaxJsonBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (in.bad()) throw CheckpointError(what + ": read error");
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxJsonBytes)
+    throw CheckpointError(what + ": file is larger than the " + std::to_string(kMaxJsonBytes) +
+                          "-byte limit for a config");
+  return parse_model_config(text, what);
 }
 
 }  // namespace engine::app

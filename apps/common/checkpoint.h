@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/safetensors.h"
@@ -64,6 +65,8 @@ struct Checkpoint {
 // Reads and validates a checkpoint (or a plain wrapper / bare UNet2DModel state dict). Throws
 // CheckpointError naming the file for unreadable, truncated or corrupt files and bad metadata.
 Checkpoint read_checkpoint(const std::string& path);
+// The same validation for an already parsed safetensors file; `path` only names it in messages.
+Checkpoint checkpoint_from_st(st::StFile f, const std::string& path);
 
 // Strict loads (every key, shape and dtype checked). Throw CheckpointError with one line: the counts of
 // missing/unexpected/mismatched keys, the first three, and the file. allow_missing_class_emb: a bare
@@ -73,6 +76,10 @@ void load_weights(models::ConditionalUNet& model, const Checkpoint& ckpt, bool u
 void load_optimizer(nn::AdamW& opt, const Checkpoint& ckpt);
 
 // Reads a ConditionalConfig JSON file (diffusers UNet2DModel keys + num_classes, class_emb_size).
+// JSON text over 1 MB (kMaxJsonBytes), nested deeper than 64 levels, with duplicate keys, non-integral or
+// out-of-range integers, or failing validation throws CheckpointError naming the file.
 models::ConditionalConfig read_model_config(const std::string& path);
+// The same for JSON text in memory; `what` names it in messages (e.g. "model config 'x.json'").
+models::ConditionalConfig parse_model_config(std::string_view text, const std::string& what);
 
 }  // namespace engine::app

@@ -1,4 +1,4 @@
-// IDX file parsing (via zlib, which reads gzip and raw files alike) and the prefetching BatchLoader.
+// IDX file parsing (raw, or gzip via zlib's inflate) and the prefetching BatchLoader.
 #include "apps/common/mnist.h"
 
 #include <zlib.h>
@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <memory>
 #include <random>
 
 namespace engine::app {
@@ -14,50 +17,106 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr uint32_t kImagesMagic = 0x00000803;
-constexpr uint32_t kLabelsMagic = 0x00000801;
 constexpr int64_t kMaxSide = 4096;
 constexpr int64_t kMaxBytes = int64_t{4} << 30;
+// deflate cannot compress better than about 1032:1, so a gzip file of N bytes holds at most ~1032 N.
+constexpr uint64_t kMaxDeflateRatio = 1032;
 
 uint32_t be32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
-class GzFile {
- public:
-  explicit GzFile(const std::string& path) : path_(path) {
-    f_ = gzopen(path.c_str(), "rb");
-    if (!f_) throw DataError("MNIST file '" + path + "': cannot open");
-    gzbuffer(f_, 1 << 17);
-  }
-  ~GzFile() {
-    if (f_) gzclose(f_);
-  }
-  GzFile(const GzFile&) = delete;
-  GzFile& operator=(const GzFile&) = delete;
+bool is_gzip(const uint8_t* data, size_t size) { return size >= 2 && data[0] == 0x1f && data[1] == 0x8b; }
 
-  // Reads up to `n` bytes; returns the count read (short only at end of file).
+// The decompressed bytes of a gzip file held in memory. Concatenated members are read as one stream (as
+// gunzip does); anything after the last member that is not another member, and a stream that ends
+// before its member does, throw DataError.
+class GzipReader {
+ public:
+  GzipReader(const uint8_t* data, size_t size, std::string what) : data_(data), size_(size), what_(what) {
+    if (inflateInit2(&zs_, 16 + MAX_WBITS) != Z_OK) throw DataError(what_ + ": zlib initialisation failed");
+  }
+  ~GzipReader() { inflateEnd(&zs_); }
+  GzipReader(const GzipReader&) = delete;
+  GzipReader& operator=(const GzipReader&) = delete;
+
+  // Reads up to `n` bytes; returns the count read (short only at the end of the last member).
   size_t read(uint8_t* dst, size_t n) {
     size_t done = 0;
     while (done < n) {
-      unsigned chunk = static_cast<unsigned>(std::min<size_t>(n - done, 1u << 30));
-      int r = gzread(f_, dst + done, chunk);
-      if (r < 0) {
-        int errnum = 0;
-        const char* msg = gzerror(f_, &errnum);
-        throw DataError("MNIST file '" + path_ +
-                        "': read error (corrupt or truncated gzip?): " + (msg ? msg : "unknown"));
+      if (member_ended_) {
+        const size_t left = size_ - pos_;
+        if (left == 0) break;
+        if (!is_gzip(data_ + pos_, left))
+          throw DataError(what_ + ": " + std::to_string(left) +
+                          " bytes of junk after the end of the gzip stream");
+        inflateReset(&zs_);
+        member_ended_ = false;
       }
-      if (r == 0) break;
-      done += static_cast<size_t>(r);
+      const size_t in_avail = std::min<size_t>(size_ - pos_, 1u << 30);
+      const size_t out_avail = std::min<size_t>(n - done, 1u << 30);
+      zs_.next_in = const_cast<Bytef*>(data_ + pos_);
+      zs_.avail_in = static_cast<uInt>(in_avail);
+      zs_.next_out = dst + done;
+      zs_.avail_out = static_cast<uInt>(out_avail);
+      const int r = inflate(&zs_, Z_NO_FLUSH);
+      pos_ += in_avail - zs_.avail_in;
+      done += out_avail - zs_.avail_out;
+      if (r == Z_STREAM_END) {
+        member_ended_ = true;
+      } else if (r == Z_BUF_ERROR || (r == Z_OK && zs_.avail_in == 0 && zs_.avail_out != 0)) {
+        if (pos_ == size_) throw DataError(what_ + ": truncated gzip stream (file ends inside it)");
+      } else if (r != Z_OK) {
+        throw DataError(what_ + ": corrupt gzip data (" +
+                        (zs_.msg ? zs_.msg : "zlib error " + std::to_string(r)) + ")");
+      }
     }
     return done;
   }
 
  private:
-  std::string path_;
-  gzFile f_ = nullptr;
+  const uint8_t* data_;
+  size_t size_;
+  size_t pos_ = 0;
+  std::string what_;
+  z_stream zs_{};
+  bool member_ended_ = false;
 };
+
+// Either raw bytes or a GzipReader over them.
+class ByteSource {
+ public:
+  ByteSource(const uint8_t* data, size_t size, const std::string& what) : data_(data), size_(size) {
+    if (is_gzip(data, size)) gz_ = std::make_unique<GzipReader>(data, size, what);
+  }
+  size_t read(uint8_t* dst, size_t n) {
+    if (gz_) return gz_->read(dst, n);
+    const size_t k = std::min(n, size_ - pos_);
+    if (k) std::memcpy(dst, data_ + pos_, k);
+    pos_ += k;
+    return k;
+  }
+
+ private:
+  const uint8_t* data_;
+  size_t size_, pos_ = 0;
+  std::unique_ptr<GzipReader> gz_;
+};
+
+std::vector<uint8_t> read_whole_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw DataError("MNIST file '" + path + "': cannot open");
+  std::error_code ec;
+  const uintmax_t size = fs::file_size(path, ec);
+  if (ec) throw DataError("MNIST file '" + path + "': cannot stat: " + ec.message());
+  if (size > static_cast<uintmax_t>(kMaxBytes) + 16)
+    throw DataError("MNIST file '" + path + "': implausibly large (" + std::to_string(size) + " bytes)");
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  if (static_cast<size_t>(in.gcount()) != bytes.size())
+    throw DataError("MNIST file '" + path + "': read error");
+  return bytes;
+}
 
 std::string find_file(const std::string& dir, const std::string& stem) {
   for (const std::string& name : {stem + ".gz", stem}) {
@@ -68,12 +127,20 @@ std::string find_file(const std::string& dir, const std::string& stem) {
   throw DataError("MNIST file '" + (fs::path(dir) / stem).string() + "[.gz]' not found");
 }
 
-// Reads an IDX file whose header has `ndims` dimensions; returns the dims and fills `payload` with exactly
-// product(dims) bytes, rejecting truncated files and trailing garbage.
 std::vector<int64_t> read_idx(const std::string& path, uint32_t magic, int ndims,
                               std::vector<uint8_t>& payload) {
-  GzFile f(path);
-  auto fail = [&](const std::string& msg) { return DataError("MNIST file '" + path + "': " + msg); };
+  const std::vector<uint8_t> bytes = read_whole_file(path);
+  return parse_idx(bytes.data(), bytes.size(), "MNIST file '" + path + "'", magic, ndims, payload);
+}
+
+}  // namespace
+
+std::vector<int64_t> parse_idx(const uint8_t* data, size_t size, const std::string& what, uint32_t magic,
+                               int ndims, std::vector<uint8_t>& payload) {
+  auto fail = [&](const std::string& msg) { return DataError(what + ": " + msg); };
+  if (ndims < 1 || ndims > 3) throw fail("internal: unsupported IDX rank " + std::to_string(ndims));
+  ByteSource f(data, size, what);
+  const bool gz = is_gzip(data, size);
   uint8_t header[16];
   const size_t hsize = 4 + 4 * static_cast<size_t>(ndims);
   if (f.read(header, hsize) != hsize) throw fail("truncated header");
@@ -93,9 +160,18 @@ std::vector<int64_t> read_idx(const std::string& path, uint32_t magic, int ndims
   }
   if (total > kMaxBytes)
     throw fail("implausibly large (" + std::to_string(total) + " bytes of data declared)");
-  // Grow as data actually arrives so a lying header cannot force a huge allocation.
+  // The declared size must be possible for this file before anything is allocated.
+  const uint64_t want = static_cast<uint64_t>(total);
+  if (!gz && want != size - hsize)
+    throw fail(want > size - hsize ? "truncated: header declares " + std::to_string(want) +
+                                         " data bytes but only " + std::to_string(size - hsize) + " present"
+                                   : "trailing garbage: header declares " + std::to_string(want) +
+                                         " data bytes but the file holds " + std::to_string(size - hsize));
+  if (gz && want > kMaxDeflateRatio * size)
+    throw fail("header declares " + std::to_string(want) + " data bytes, more than a " +
+               std::to_string(size) + "-byte gzip file can hold (truncated?)");
+  // Grow as data actually arrives, so even a lying gzip header cannot force one huge allocation.
   payload.clear();
-  const size_t want = static_cast<size_t>(total);
   size_t have = 0;
   while (have < want) {
     size_t chunk = std::min<size_t>(want - have, size_t{8} << 20);
@@ -112,6 +188,8 @@ std::vector<int64_t> read_idx(const std::string& path, uint32_t magic, int ndims
   return dims;
 }
 
+namespace {
+
 uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -126,8 +204,8 @@ MnistSet load_mnist(const std::string& dir, bool train) {
   const std::string img_path = find_file(dir, prefix + "-images-idx3-ubyte");
   const std::string lbl_path = find_file(dir, prefix + "-labels-idx1-ubyte");
   MnistSet s;
-  auto idims = read_idx(img_path, kImagesMagic, 3, s.images);
-  auto ldims = read_idx(lbl_path, kLabelsMagic, 1, s.labels);
+  auto idims = read_idx(img_path, kIdxImagesMagic, 3, s.images);
+  auto ldims = read_idx(lbl_path, kIdxLabelsMagic, 1, s.labels);
   if (idims[0] != ldims[0])
     throw DataError("MNIST files '" + img_path + "' and '" + lbl_path + "': image count " +
                     std::to_string(idims[0]) + " != label count " + std::to_string(ldims[0]));

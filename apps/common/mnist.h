@@ -28,6 +28,18 @@ struct MnistSet {
 // Loads {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] from `dir`. Throws DataError naming the file.
 MnistSet load_mnist(const std::string& dir, bool train);
 
+inline constexpr uint32_t kIdxImagesMagic = 0x00000803;  // 3 dimensions: count, rows, cols
+inline constexpr uint32_t kIdxLabelsMagic = 0x00000801;  // 1 dimension: count
+
+// Parses an IDX file held in memory: raw, or gzip (detected by its magic bytes; concatenated members are
+// one stream, as for gunzip). Checks `magic`, reads `ndims` (1..3) big-endian dimensions (all but the
+// first in 1..4096, at most 4 GiB in all), fills `payload` with exactly their product of bytes and returns
+// the dimensions. Throws DataError("<what>: ...") for a wrong magic, implausible dimensions, a declared
+// size the file cannot hold, truncated or corrupt data, and any bytes after the data or after the last
+// gzip member. Never allocates more than the declared size, nor more than the file can hold.
+std::vector<int64_t> parse_idx(const uint8_t* data, size_t size, const std::string& what, uint32_t magic,
+                               int ndims, std::vector<uint8_t>& payload);
+
 // `flag` if non-empty, else $MNIST_DIR, else "data/mnist"; throws DataError if the directory is missing or is
 // a file.
 std::string resolve_data_dir(const std::string& flag);
