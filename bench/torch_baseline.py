@@ -255,7 +255,7 @@ def main(argv=None):
     ap.add_argument("--modes", default=None,
                     help=f"comma list of {', '.join(MODES)} (default eager), run in this order")
     ap.add_argument("--sample-modes", default=None,
-                    help="comma list of the modes that time sample80 (default: all)")
+                    help="comma list of the modes that time sample80 (default: all; '' = none)")
     ap.add_argument("--large-modes", default=None,
                     help="comma list of the modes that also time the large sampling run (default: all)")
     ap.add_argument("--batch", type=int, default=128, help="training batch (default 128)")
@@ -280,7 +280,7 @@ def main(argv=None):
     if len(set(modes)) != len(modes):
         ap.error("--modes lists a mode twice")
     for opt in ("sample_modes", "large_modes"):
-        val = modes if getattr(a, opt) is None else getattr(a, opt).split(",")
+        val = modes if getattr(a, opt) is None else [m for m in getattr(a, opt).split(",") if m]
         for m in val:
             if m not in MODES:
                 ap.error(f"unknown mode '{m}' in --{opt.replace('_', '-')}")

@@ -36,7 +36,7 @@ die() {
 }
 # The machine's online CPUs (not nproc: it honours OMP_NUM_THREADS, which a dry run sets to 1).
 ncpu() { getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2; }
-usage() { sed -n '2,30p' "$SELF" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SELF"; }
 
 # =====================================================================================================
 # prepare
@@ -524,7 +524,7 @@ step_bench() {
   else
     fb=(--device cpu --threads 1 --model-config "$TINY" --batch 8 --warmup 1 --iters 1 --sample-iters 1
       --sample-batch 0)
-    tb=(--device cpu --threads 1 --batch 8 --warmup 1 --iters 1 --sample-iters 1 --sample-batch 0 --modes eager)
+    tb=(--device cpu --threads 1 --batch 8 --warmup 1 --iters 1 --sample-modes "" --sample-batch 0 --modes eager)
   fi
   timed fm_bench 40 "$B/fm_bench" "${fb[@]}" --json "$W/fm_bench.json"
   if [ "$HAVE_GPU" = 1 ]; then
@@ -534,6 +534,8 @@ step_bench() {
   fi
   if ! timeout 60 python3 -c 'import torch' 2>/dev/null; then
     record "5 torch_baseline.py" "skipped: torch not importable" 0 ""
+  elif ! timeout 60 python3 -c 'import diffusers' 2>/dev/null && ! ls "$BUNDLE"/diffusers*.whl >/dev/null 2>&1; then
+    record "5 torch_baseline.py" "skipped: diffusers not importable" 0 "no diffusers, and no diffusers*.whl in the bundle"
   else
     # A private inductor cache: a shared one half-written by another process breaks imports.
     export TORCHINDUCTOR_CACHE_DIR=$W/inductor
@@ -551,7 +553,7 @@ step_bench() {
     if [ "$HAVE_GPU" = 1 ]; then
       record "5 torch_baseline.py --device cuda" "$v" "$SECS" "modes done: ${done_modes:-none} (of eager, compile-ro, eager-tf32, compile-tf32)"
     else
-      record "5 torch_baseline.py" "$(cpu_verdict "$RC")" "$SECS" "--device cpu --batch 8 eager stand-in"
+      record "5 torch_baseline.py" "$(cpu_verdict "$RC")" "$SECS" "--device cpu stand-in: eager, batch 8, no sampling"
     fi
   fi
   # bench.json = {engine: fm_bench's, torch: torch_baseline's}; a side-by-side table for the summary.
