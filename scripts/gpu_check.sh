@@ -742,9 +742,13 @@ EOF2
   [ "$FAILS" -eq 0 ]
 }
 
-case ${1:-} in
-  prepare) shift; cmd_prepare "$@" ;;
-  run) shift; cmd_run "$@" ;;
-  -h | --help) usage ;;
-  *) usage >&2; exit 2 ;;
-esac
+main() {
+  case ${1:-} in
+    prepare) shift; cmd_prepare "$@" ;;
+    run) shift; cmd_run "$@" ;;
+    -h | --help) usage ;;
+    *) usage >&2; exit 2 ;;
+  esac
+}
+# One line, so bash has read all of it before it runs: editing this file during a run cannot break the run.
+main "$@"; exit $?
