@@ -3,7 +3,9 @@
 # (default build/, as built by scripts/test.sh) and checking the bundle's size limit; then the run half as a
 # dry run, which must pass, report the CUDA-only steps as "skipped: no GPU" and keep to the output contract
 # (at most 8 files, no subfolders); then the same dry run on a copy of the bundle with a corrupted fixture,
-# which must fail (a real failure of a CPU-runnable step fails the check).
+# which must fail (a real failure of a CPU-runnable step fails the check); then the run half's GPU branch
+# against fakes (nvidia-smi, compute-sanitizer and the six binaries as small scripts that print what the
+# real ones print on a GPU; one CUDA test fails), which must parse every step and fail on that test.
 # Usage: scripts/ci_gpu_check.sh [BUILD_DIR]      (MNIST from $MNIST_DIR, else ../shared/data/mnist)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,4 +40,34 @@ if bash "$BAD/bundle/gpu_check.sh" run --dry-run --steps 3 --out "$BAD/out" >/de
   fail "the dry run passed with a corrupted fixture"
 fi
 grep -q '^| 3 reference_check tiny | FAIL' "$BAD/out/summary.md" || fail "the corrupted fixture is not reported as FAIL"
-echo "ci_gpu_check: ok (bundle $(du -sh .gpu-bundle | cut -f1), dry run passed, corrupted fixture detected)"
+# The GPU branch against fakes: the plumbing a real GPU run depends on (verdicts, parsing, SIGINT, budget).
+F=$BAD/fake
+mkdir -p "$F/bin" "$F/path"
+cp -r .gpu-bundle "$F/bundle"
+fake() { printf '#!/bin/bash\n%s\n' "$2" >"$F/$1" && chmod +x "$F/$1"; }
+fake path/nvidia-smi 'case "$*" in -L) echo "GPU 0: Fake GPU";; *name*) echo "Fake GPU, 580.00, 1000 MiB, 9.0";; esac'
+fake path/compute-sanitizer 'echo "========= ERROR SUMMARY: 0 errors"'
+fake bin/engine_tests 'if [ "$1" = --gtest_list_tests ]; then printf "CudaParity.\n  Conv2d\n  GroupNorm\n  NoCudaGivesClearError\nGradCheck.\n  Conv2d\n"; exit 0; fi
+case $1 in *NoCuda*) echo "[  SKIPPED ] 1 test";; *GroupNorm) echo "Failure: rel_err 3e-3"; exit 1;; *) echo "[  PASSED  ] 1 test.";; esac'
+fake bin/reference_check 'echo "OK (fake, device cuda)"'
+fake bin/fm_bench 'while [ $# -gt 0 ]; do [ "$1" = --json ] && j=$2; shift; done
+[ -n "$j" ] && echo "{\"engine\": {\"train_ms_per_step\": 50}}" >"$j"; exit 0'
+fake bin/fm_train 'while [ $# -gt 0 ]; do [ "$1" = --out ] && o=$2; shift; done; mkdir -p "$o"
+echo "fm_train: steps 0 -> 4690, output in $o"
+trap "echo \"fm_train: stopped at step 7 (last loss 0.5, 50.0 ms/step, 2560.0 img/s)\"; touch $o/checkpoint.safetensors; echo step >$o/metrics.csv; exit 130" INT
+while true; do sleep 0.2; done'
+fake bin/fm_sample 'while [ $# -gt 0 ]; do [ "$1" = --out ] && o=$2; shift; done; echo png >"$o"'
+fake bin/cuda_kernels_bench 'echo "conv fwd ok"'
+tar -C "$F" -cf - bin | xz >"$F/bundle/bin.tar.xz"
+if PATH=$F/path:$PATH bash "$F/bundle/gpu_check.sh" run --out "$F/out" --budget 100 >/dev/null; then
+  fail "the fake GPU run passed although a CUDA test failed"
+fi
+S=$F/out/summary.md
+for want in '^| 1 environment | pass | .*Fake GPU' '^| 2 CUDA tests[^|]* | FAIL | .*3 tests: 1 pass, 1 skipped, 1 fail' \
+  '^| 3 reference_check --device cuda tiny | pass' '^| 4 memcheck | pass | .*0 errors' '^| 5 fm_bench --device cuda | pass' \
+  '^| 6 fm_train --device cuda[^|]* | pass | [0-9]* | stopped at step 7' '^| 6 fm_sample --device cuda[^|]* | pass' \
+  '^| 7 cuda_kernels_bench --check | pass' 'a full run (4690 steps) extrapolates to 234 s'; do
+  grep -q "$want" "$S" || fail "fake GPU run: '$want' not in $S"
+done
+grep -q '^FAIL     CudaParity.GroupNorm' "$F/out/cuda_tests.txt" || fail "fake GPU run: the failing test is not listed"
+echo "ci_gpu_check: ok (bundle $(du -sh .gpu-bundle | cut -f1), dry run passed, corrupted fixture detected, GPU branch ok on fakes)"
