@@ -5,7 +5,16 @@ Model: the blog's class-conditional wrapper around diffusers ``UNet2DModel`` wit
 the seed config (block_out_channels (32, 64, 64), 28x28, 1 image channel +
 1 class-embedding channel, 10 classes) -- 1,707,307 parameters.
 
-Measured per mode (``--mode eager|compile|both``):
+Modes (``--modes`` takes a comma list, run in the order given, in one process):
+
+  eager         eager PyTorch, strict fp32 (TF32 only with ``--tf32``)
+  eager-tf32    eager PyTorch with TF32 matmul/conv allowed
+  compile       torch.compile(model), strict fp32 (TF32 only with ``--tf32``)
+  compile-tf32  torch.compile(model) with TF32
+  compile-ro    torch.compile(model, mode="reduce-overhead") (CUDA graphs), TF32, AdamW(fused=True)
+  ``--mode eager|compile|both`` is the older spelling of ``--modes eager|compile|eager,compile``.
+
+Measured per mode:
 
   train      one flow-matching training step at ``--batch`` (default 128):
              x ~ U[-1, 1] (stand-in for MNIST scaled to [-1, 1]), noise ~ N(0, 1),
@@ -25,9 +34,11 @@ Measured per mode (``--mode eager|compile|both``):
              forward batches of 2048)  -> sample_large_img_per_s
 
 Output: a table on stdout, and with ``--json FILE`` a JSON object
-``{"meta": {...}, "eager": {metrics}, "compile": {metrics}}``, metrics keys
-train_ms_per_step, train_img_per_s, peak_mem_bytes, sample80_img_per_s,
-sample_large_img_per_s. A mode that fails records {"error": "compile failed: ..."}.
+``{"meta": {...}, "<mode>": {metrics}, ...}``, metrics keys train_ms_per_step,
+train_img_per_s, peak_mem_bytes, sample80_img_per_s (None for modes not in
+``--sample-modes``), sample_large_img_per_s (None for modes not in ``--large-modes``), tf32, fused_adamw, compile_mode. The file is
+rewritten after every mode, so a run killed by a timeout keeps the finished modes.
+A mode that fails records {"error": "compile failed: ..."}.
 
 Where diffusers is not installed (e.g. the device machine, no network):
   1. here, with network:  pip download diffusers --no-deps -d .whl
@@ -35,12 +46,15 @@ Where diffusers is not installed (e.g. the device machine, no network):
   2. carry .whl/ (git-ignored) to the target and either install it:
          pip install --no-index --no-deps .whl/diffusers*.whl
      (or ``pip install --no-index --find-links .whl diffusers`` for the full set),
-     or do nothing: this script puts ``.whl/diffusers*.whl`` on sys.path itself
-     (diffusers is pure Python, so the wheel imports as a zip) when the import fails.
+     or do nothing: this script puts ``.whl/diffusers*.whl`` (or a diffusers*.whl next
+     to itself, as in the GPU-check bundle) on sys.path itself (diffusers is pure
+     Python, so the wheel imports as a zip) when the import fails.
 
 Examples:
   python bench/torch_baseline.py --device cpu --threads 2 --quick
   python bench/torch_baseline.py --device cuda --mode both --json out/torch_baseline.json
+  python bench/torch_baseline.py --device cuda --modes eager,eager-tf32,compile-tf32,compile-ro \
+      --large-modes eager --json out/torch_baseline.json
 """
 
 from __future__ import annotations
@@ -80,7 +94,8 @@ def import_diffusers():
         return diffusers
     except ImportError as first:
         wheels = sorted(glob.glob(str(ROOT / ".whl" / "diffusers*.whl"))) + \
-            sorted(glob.glob(os.path.join(os.getcwd(), ".whl", "diffusers*.whl")))
+            sorted(glob.glob(os.path.join(os.getcwd(), ".whl", "diffusers*.whl"))) + \
+            sorted(glob.glob(str(Path(__file__).resolve().parent / "diffusers*.whl")))
         for w in wheels:
             sys.path.insert(0, w)
             try:
@@ -129,8 +144,26 @@ def timed(fn, dev, warmup, iters):
     return statistics.median(ts)
 
 
+# mode -> (compile mode or None, TF32 forced on, fused AdamW); "tf32 forced off" modes follow --tf32.
+MODES = {
+    "eager": (None, False, False),
+    "eager-tf32": (None, True, False),
+    "compile": ("default", False, False),
+    "compile-tf32": ("default", True, False),
+    "compile-ro": ("reduce-overhead", True, True),
+}
+
+
+def mark_step():
+    """Tells CUDA-graph trees (mode="reduce-overhead") that a new iteration starts; no-op otherwise."""
+    fn = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
+    if fn is not None:
+        fn()
+
+
 def make_train_step(model, fwd, opt, batch, dev):
     def step():
+        mark_step()
         x = torch.rand(batch, 1, 28, 28, device=dev) * 2 - 1
         noise = torch.randn_like(x)
         sigma = 0.006 + 0.988 * torch.rand(batch, device=dev)
@@ -156,6 +189,7 @@ def sample(fwd, n_images, dev, steps=15, cfg_scale=3.0, t0=0.994):
                        torch.ones(n_images, dtype=torch.bool, device=dev)])
     ts = torch.linspace(t0, 0.0, steps + 1).tolist()
     for t, tn in zip(ts[:-1], ts[1:]):
+        mark_step()
         tt = torch.full((2 * n_images,), t * TIME_SCALE, device=dev)
         v = fwd(torch.cat([x, x]), tt, lab2, drop2)
         vc, vu = v[:n_images], v[n_images:]
@@ -164,6 +198,11 @@ def sample(fwd, n_images, dev, steps=15, cfg_scale=3.0, t0=0.994):
 
 
 def run_mode(mode, args, dev, unet_cls):
+    compile_mode, force_tf32, fused = MODES[mode]
+    tf32 = force_tf32 or args.tf32
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
     torch.manual_seed(0)
     model = ConditionalUnet(unet_cls, SEED_UNET, NUM_CLASSES, 1).to(dev)
     if args.attn == "classic":
@@ -172,14 +211,14 @@ def run_mode(mode, args, dev, unet_cls):
             if isinstance(m, Attention):
                 m.set_processor(AttnProcessor())
     fwd = model
-    res = {}
+    res = {"tf32": tf32 and dev.type == "cuda", "fused_adamw": fused, "compile_mode": compile_mode}
     t_compile = time.perf_counter()
-    if mode == "compile":
-        fwd = torch.compile(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    if compile_mode:
+        fwd = torch.compile(model, mode=compile_mode)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, **({"fused": True} if fused else {}))
     step = make_train_step(model, fwd, opt, args.batch, dev)
     model.train()
-    if mode == "compile":  # first call compiles; time it separately
+    if compile_mode:  # first call compiles; time it separately
         step()
         sync(dev)
         res["compile_s"] = time.perf_counter() - t_compile
@@ -194,10 +233,12 @@ def run_mode(mode, args, dev, unet_cls):
         res["peak_mem_bytes"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
     del opt
     model.eval()
-    sw = max(args.warmup, 1 if mode == "compile" else 0)
-    sec = timed(lambda: sample(fwd, 80, dev), dev, sw, args.sample_iters)
-    res["sample80_img_per_s"] = 80 / sec
-    if args.sample_batch > 0:
+    sw = max(args.warmup, 1 if compile_mode else 0)
+    res["sample80_img_per_s"] = None
+    if mode in args.sample_modes:
+        sec = timed(lambda: sample(fwd, 80, dev), dev, sw, args.sample_iters)
+        res["sample80_img_per_s"] = 80 / sec
+    if args.sample_batch > 0 and mode in args.large_modes:
         sec = timed(lambda: sample(fwd, args.sample_batch, dev), dev, sw, args.sample_iters)
         res["sample_large_img_per_s"] = args.sample_batch / sec
     else:
@@ -209,7 +250,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--mode", choices=["eager", "compile", "both"], default="eager")
+    ap.add_argument("--mode", choices=["eager", "compile", "both"], default=None,
+                    help="older spelling: eager, compile or both (= --modes eager,compile)")
+    ap.add_argument("--modes", default=None,
+                    help=f"comma list of {', '.join(MODES)} (default eager), run in this order")
+    ap.add_argument("--sample-modes", default=None,
+                    help="comma list of the modes that time sample80 (default: all; '' = none)")
+    ap.add_argument("--large-modes", default=None,
+                    help="comma list of the modes that also time the large sampling run (default: all)")
     ap.add_argument("--batch", type=int, default=128, help="training batch (default 128)")
     ap.add_argument("--iters", type=int, default=20, help="timed training steps (median)")
     ap.add_argument("--warmup", type=int, default=3)
@@ -223,6 +271,20 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="smoke run: warmup 1, iters 2, sample-iters 1, sample-batch 128")
     ap.add_argument("--json", help="write results as JSON here")
     a = ap.parse_args(argv)
+    if a.mode and a.modes:
+        ap.error("give --mode or --modes, not both")
+    modes = (a.modes or {"both": "eager,compile"}.get(a.mode, a.mode) or "eager").split(",")
+    for m in modes:
+        if m not in MODES:
+            ap.error(f"unknown mode '{m}' (choose from {', '.join(MODES)})")
+    if len(set(modes)) != len(modes):
+        ap.error("--modes lists a mode twice")
+    for opt in ("sample_modes", "large_modes"):
+        val = modes if getattr(a, opt) is None else [m for m in getattr(a, opt).split(",") if m]
+        for m in val:
+            if m not in MODES:
+                ap.error(f"unknown mode '{m}' in --{opt.replace('_', '-')}")
+        setattr(a, opt, val)
 
     if a.quick:
         a.warmup, a.iters, a.sample_iters = 1, 2, 1
@@ -236,8 +298,6 @@ def main(argv=None):
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             sys.exit("--device cuda but torch.cuda.is_available() is False")
-        torch.backends.cuda.matmul.allow_tf32 = a.tf32
-        torch.backends.cudnn.allow_tf32 = a.tf32
     diffusers = import_diffusers()
     from diffusers import UNet2DModel
 
@@ -247,30 +307,40 @@ def main(argv=None):
                 batch=a.batch, iters=a.iters, warmup=a.warmup, sample_iters=a.sample_iters,
                 sample_batch=a.sample_batch, attn=a.attn, tf32=a.tf32, quick=a.quick)
     out = {"meta": meta}
-    modes = ["eager", "compile"] if a.mode == "both" else [a.mode]
+    meta["modes"] = modes
+
+    def write_json():
+        if a.json:
+            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
+
     for mode in modes:
         print(f"[torch_baseline] {mode} ...", flush=True)
         try:
             out[mode] = run_mode(mode, a, dev, UNet2DModel)
         except Exception as e:  # noqa: BLE001 -- report, don't crash the other mode
             msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
-            if mode == "compile":
+            if MODES[mode][0]:
                 msg = "compile failed: " + msg
             traceback.print_exc(limit=3)
             out[mode] = {"error": msg}
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+        write_json()
+        r = out[mode]
+        print(f"[torch_baseline] {mode}: " + (r["error"] if "error" in r else
+              f"{r['train_ms_per_step']:.1f} ms/step, {r['train_img_per_s']:.0f} img/s"), flush=True)
 
     print(f"\ntorch {meta['torch']}  diffusers {meta['diffusers']}  device {a.device} ({meta['device_name']})  "
           f"threads {meta['threads']}  batch {a.batch}  attn {a.attn}")
     cols = [("train_ms_per_step", "train ms/step", "{:.1f}"), ("train_img_per_s", "train img/s", "{:.1f}"),
             ("peak_mem_bytes", "peak MiB", "{:.0f}"), ("sample80_img_per_s", "sample80 img/s", "{:.2f}"),
             ("sample_large_img_per_s", f"sample{a.sample_batch} img/s", "{:.2f}")]
-    print(f"{'mode':8s} " + " ".join(f"{c[1]:>18s}" for c in cols))
+    print(f"{'mode':13s} " + " ".join(f"{c[1]:>18s}" for c in cols))
     for mode in modes:
         r = out[mode]
         if "error" in r:
-            print(f"{mode:8s} {r['error']}")
+            print(f"{mode:13s} {r['error']}")
             continue
         cells = []
         for k, _, f in cols:
@@ -280,10 +350,9 @@ def main(argv=None):
             else:
                 cells.append(f"{f.format(v / 2**20 if k == 'peak_mem_bytes' else v):>18s}")
         extra = f"   (compile {r['compile_s']:.1f}s)" if "compile_s" in r else ""
-        print(f"{mode:8s} " + " ".join(cells) + extra)
+        print(f"{mode:13s} " + " ".join(cells) + extra)
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
+        write_json()
         print(f"wrote {a.json}")
 
 
