@@ -94,6 +94,25 @@ stage_sysroot() {
   put_dir /usr/src/googletest "$P/src/googletest"
 }
 
+# Copies into $1 every shared library the given binaries load (ldd) that a GPU machine with PyTorch cannot
+# be assumed to have: everything but glibc, the GCC runtime (libstdc++, libgcc_s, libgomp), zlib and the
+# CUDA libraries (those come from the machine's CUDA / PyTorch). Picks up optional dependencies such as
+# PLplot without listing them. PLplot's dlopen'ed cairo driver is not staged: without it the apps print a
+# note and write no plots (apps/common/plot.cpp), which does not affect any check.
+stage_linked_libs() {
+  local dest=$1 lib path
+  shift
+  mkdir -p "$dest"
+  for path in $(ldd "$@" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u); do
+    lib=$(basename "$path")
+    case "$lib" in
+      linux-vdso* | ld-linux* | libc.so* | libm.so* | libpthread* | libdl.so* | librt.so* | libutil.so* | \
+        libstdc++* | libgcc_s* | libgomp* | libz.so* | libcud* | libcublas* | libnvidia* | libnvrtc*) ;;
+      *) [ -e "$dest/$lib" ] || cp -L "$path" "$dest/$lib" ;;
+    esac
+  done
+}
+
 # stdin -> xz on stdout (the xz tool, else Python's lzma module).
 xz_compress() {
   if command -v xz >/dev/null; then
@@ -179,6 +198,7 @@ cmd_prepare() {
   # (8 MB gzip -> 2.4 MB xz for sm_90).
   tar -C "$ST" -cf - bin | xz_compress >"$OUT/bin.tar.xz" || die "prepare: cannot compress the binaries (xz)"
   stage_sysroot "$ST/sysroot"
+  stage_linked_libs "$ST/sysroot/lib" "${targets[@]/#/$BUILD/bin/}"
   tar -C "$ST" -czf "$OUT/sysroot.tar.gz" sysroot
   # Sources for a fallback build: the files git knows about (committed or not), without the fixtures.
   (cd "$ROOT" && git ls-files -co --exclude-standard -z 2>/dev/null | grep -zv '\.safetensors$' |
