@@ -28,9 +28,17 @@ struct MnistSet {
 // Loads {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] from `dir`. Throws DataError naming the file.
 MnistSet load_mnist(const std::string& dir, bool train);
 
-// `flag` if non-empty, else $MNIST_DIR, else "data/mnist"; throws DataError if the directory is missing or is
-// a file.
-std::string resolve_data_dir(const std::string& flag);
+// The default MNIST folders, relative to the working directory, in lookup order.
+inline constexpr const char* kDefaultMnistDirs[] = {"data/mnist", "../shared/data/mnist"};
+
+// The MNIST directory to use: `flag` (--data) if non-empty, else $MNIST_DIR if set; either must be an
+// existing directory (DataError otherwise, naming the source). Else the first of kDefaultMnistDirs that holds
+// all four files (raw or .gz); each existing folder skipped for missing files adds a line to `notes` (when
+// given). Throws DataError listing every folder tried and why when none qualifies.
+std::string resolve_data_dir(const std::string& flag, std::vector<std::string>* notes = nullptr);
+
+// The four MNIST files ("train-images-idx3-ubyte[.gz]", ...) that `dir` holds neither raw nor gzipped.
+std::vector<std::string> missing_mnist_files(const std::string& dir);
 
 struct Batch {
   int64_t epoch = 0;
