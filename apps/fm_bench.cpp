@@ -251,7 +251,9 @@ int main(int argc, char** argv) {
                              {"sample_small_images", small_n},
                              {"parameters", model.num_parameters()}};
       const auto parent = std::filesystem::path(json_path).parent_path();
-      if (!parent.empty()) std::filesystem::create_directories(parent);
+      std::error_code ec;
+      if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+      if (ec) throw std::runtime_error("--json: cannot create '" + parent.string() + "': " + ec.message());
       const std::string text = nlohmann::json{{"meta", meta}, {"engine", res}}.dump(2) + "\n";
       st::write_bytes_atomic(json_path, reinterpret_cast<const uint8_t*>(text.data()), text.size());
       std::printf("wrote %s\n", json_path.c_str());

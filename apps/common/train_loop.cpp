@@ -224,7 +224,12 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
                  "fm_train: removed %zu stale temporary file(s) left in %s by an interrupted write: %s\n",
                  stale.size(), cfg.out_dir.c_str(), names.c_str());
   }
-  fs::create_directories(cfg.out_dir);
+  {
+    std::error_code ec;
+    fs::create_directories(cfg.out_dir, ec);
+    if (ec)
+      throw std::runtime_error("cannot create the output directory '" + cfg.out_dir + "': " + ec.message());
+  }
   const std::string metrics_path = (fs::path(cfg.out_dir) / "metrics.csv").string();
   const std::string ckpt_path = (fs::path(cfg.out_dir) / "checkpoint.safetensors").string();
   if (resume) truncate_metrics(metrics_path, state.step);
