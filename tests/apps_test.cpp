@@ -598,6 +598,40 @@ TEST_F(AppsEndToEnd, ResumeIsBitwiseIdentical) {
   fs::remove_all(b);
 }
 
+// Resuming a run whose metrics.csv predates the loss_sigma_* columns upgrades the header and pads the old
+// rows with empty fields (instead of failing on the header mismatch).
+TEST_F(AppsEndToEnd, ResumeUpgradesAnOldMetricsHeader) {
+  ThreadGuard tg(2);
+  const fs::path dir = temp_dir("old_metrics");
+  TrainConfig c = quick_config(dir);
+  c.limit = 32;
+  c.max_steps = 2;
+  ASSERT_EQ(train(c).status, TrainResult::Status::Done);
+  // Rewrite metrics.csv as the older version wrote it: the first five columns only.
+  std::ifstream in(dir / "metrics.csv");
+  std::string line, old;
+  while (std::getline(in, line)) {
+    size_t cut = 0;
+    for (int i = 0; i < 5; ++i) cut = line.find(',', cut) + 1;
+    old += line.substr(0, cut - 1) + "\n";
+  }
+  in.close();
+  write_text(dir / "metrics.csv", old);
+  ASSERT_EQ(old.substr(0, old.find('\n')), "step,epoch,loss,lr,img_per_s");
+  const Checkpoint ck = read_checkpoint((dir / "checkpoint.safetensors").string());
+  c.max_steps = 3;
+  ASSERT_EQ(train(c, &ck).status, TrainResult::Status::Done);
+  const MetricsLog log = read_metrics((dir / "metrics.csv").string());
+  ASSERT_EQ(log.steps, (std::vector<int64_t>{1, 2, 3}));
+  ASSERT_EQ(log.sigma_bins.size(), 3u);
+  for (int i = 0; i < 2; ++i)
+    for (double v : log.sigma_bins[i]) EXPECT_TRUE(std::isnan(v)) << "old row " << i;
+  int filled = 0;
+  for (double v : log.sigma_bins[2]) filled += std::isfinite(v);
+  EXPECT_GE(filled, 2);
+  fs::remove_all(dir);
+}
+
 TEST_F(AppsEndToEnd, TrainingIsBitwiseIdenticalForAnyThreadCount) {
   // docs/apps.md, Determinism: no CPU kernel splits a sum across threads, so 1 and 3 threads train the
   // same bits (the conv weight gradient used per-thread partial sums before).
