@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   // Two flags rather than CLI11's "--ema,!--no-ema", whose help entry reads "--ema,--no-ema{false}".
   bool ema_flag = false, no_ema_flag = false;
   app.add_flag("--ema", ema_flag, "use the EMA weights (the default when the checkpoint has them)");
-  app.add_flag("--no-ema", no_ema_flag, "use the raw (non-EMA) weights")->excludes("--ema");
+  app.add_flag("--no-ema", no_ema_flag, "use the raw (non-EMA) weights");
   app.add_option("--device", device_str, "cpu, cuda, cuda:N or auto (cuda when a GPU is present)")
       ->capture_default_str();
   app.add_option("--out", out, "grid PNG path (must end in .png)")->capture_default_str();
@@ -93,6 +93,7 @@ int main(int argc, char** argv) {
     try {
       if (threads > 0) omp_set_num_threads(threads);
       // Output paths first: a bad --out must not cost a sampling run.
+      if (ema_flag && no_ema_flag) throw app_ns::UsageError("--ema and --no-ema exclude each other");
       app_ns::check_output_file("--out", out, ".png");
       if (!save_tensor.empty()) app_ns::check_output_file("--save-tensor", save_tensor, ".safetensors");
       opt.steps = steps;

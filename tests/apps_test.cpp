@@ -490,6 +490,9 @@ TEST(Apps, SampleHelpIsReadable) {
   EXPECT_EQ(r.out.find("{false}"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("--no-ema"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("--bare-grid"), std::string::npos) << r.out;
+  const RunResult both = run(bin("fm_sample") + " --checkpoint x.safetensors --ema --no-ema");
+  EXPECT_TRUE(both.exited && both.code == 2) << both.out;
+  EXPECT_NE(both.out.find("--ema and --no-ema exclude each other"), std::string::npos) << both.out;
 }
 
 // Config and data messages name the real cause.
