@@ -7,6 +7,7 @@
 #include <cmath>
 #include <mutex>
 #include <stdexcept>
+#include <string>
 
 #include "apps/common/flow_matching.h"  // kSigmaMin, kSigmaMax
 #include "apps/common/image_grid.h"     // write_rgb_png
@@ -25,8 +26,27 @@ namespace {
 constexpr double kDpi = 90.0;
 std::mutex g_plplot_mu;  // PLplot keeps global stream state
 
+// PLplot exits the process when plinit() finds no such device, so check first.
+void require_memcairo() {
+  static const bool ok = [] {
+    std::vector<const char*> menu_v(256, nullptr), name_v(256, nullptr);
+    const char** menus = menu_v.data();
+    const char** names = name_v.data();
+    int n = static_cast<int>(name_v.size());  // in: capacity, out: count
+    plgDevs(&menus, &names, &n);
+    for (int i = 0; i < n && i < static_cast<int>(name_v.size()); ++i)
+      if (names[i] && std::string(names[i]) == "memcairo") return true;
+    return false;
+  }();
+  if (!ok)
+    throw std::runtime_error(
+        "PLplot has no memcairo device, so plots and grid labels cannot be drawn: install the "
+        "plplot-driver-cairo package (fm_sample --bare-grid needs no PLplot)");
+}
+
 // Starts a PLplot stream drawing into `buf` (width * height * 3, white). plend1() ends it.
 void begin(std::vector<uint8_t>& buf, int width, int height) {
+  require_memcairo();
   PLINT strm = 0;
   plmkstrm(&strm);
   plsdev("memcairo");
