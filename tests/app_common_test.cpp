@@ -505,6 +505,7 @@ TEST(AppCommon, GridPng) {
 }
 
 TEST(AppCommon, LabelledGridPng) {
+  if (!plots_available()) GTEST_SKIP() << "built without PLplot (-DENGINE_PLOTS=OFF or not installed)";
   TempDir d;
   const int64_t n = 20, h = 28, w = 28;      // 2 rows of 10, MNIST-sized cells
   std::vector<float> imgs(n * h * w, 1.0f);  // all white cells
@@ -531,7 +532,21 @@ TEST(AppCommon, LabelledGridPng) {
   check_png_header(read_bytes(d.file("bare.png")), grid_w, grid_h, 0);
 }
 
+// Without PLplot a labelled grid is written bare with a text sidecar (the other branch of LabelledGridPng).
+TEST(AppCommon, LabelledGridWithoutPlplotHasSidecar) {
+  if (plots_available()) GTEST_SKIP() << "this build has PLplot: LabelledGridPng covers it";
+  TempDir d;
+  std::vector<float> imgs(4 * 28 * 28, 0.0f);
+  write_grid_png(d.file("g.png"), imgs.data(), 4, 28, 28, 2, 2, GridLabels{"cap", {"class 1", "class 2"}});
+  check_png_header(read_bytes(d.file("g.png")), 2 + 2 * 30, 2 + 2 * 30, 0);
+  std::ifstream t(d.file("g.png.txt"));
+  std::stringstream ss;
+  ss << t.rdbuf();
+  EXPECT_EQ(ss.str(), "cap\nrow 1: class 1\nrow 2: class 2\n");
+}
+
 TEST(AppCommon, LossPlotPngHasAxesLabelsTitleAndCurves) {
+  if (!plots_available()) GTEST_SKIP() << "built without PLplot (-DENGINE_PLOTS=OFF or not installed)";
   TempDir d;
   std::vector<int64_t> steps;
   std::vector<double> ys;
@@ -570,6 +585,7 @@ TEST(AppCommon, LossPlotPngHasAxesLabelsTitleAndCurves) {
 }
 
 TEST(AppCommon, SigmaBinPlotPng) {
+  if (!plots_available()) GTEST_SKIP() << "built without PLplot (-DENGINE_PLOTS=OFF or not installed)";
   TempDir d;
   std::vector<int64_t> steps;
   std::vector<std::vector<double>> bins;

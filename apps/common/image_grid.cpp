@@ -68,6 +68,14 @@ void write_grid_png(const std::string& path, const float* images, int64_t n, int
     write_png(path, pix, static_cast<int>(W), static_cast<int>(H), 1);
     return;
   }
+  if (!plots_available()) {  // no PLplot: the bare grid plus the labels in a text sidecar
+    write_png(path, pix, static_cast<int>(W), static_cast<int>(H), 1);
+    std::string text = labels.caption + "\n";
+    for (size_t r = 0; r < labels.row_labels.size(); ++r)
+      text += "row " + std::to_string(r + 1) + ": " + labels.row_labels[r] + "\n";
+    engine::st::write_bytes_atomic(path + ".txt", reinterpret_cast<const uint8_t*>(text.data()), text.size());
+    return;
+  }
   // Text size follows the cell height (14 px for MNIST's 28); the label column fits the longest label.
   const double text_px = std::clamp(0.5 * double(h + pad), 10.0, 24.0);
   size_t longest = 0;

@@ -18,6 +18,8 @@ struct GridLabels {
 // min(ncols, n) columns and ceil(n / ncols) rows, with `pad` black pixels around every cell. With empty
 // `labels` (a bare grid) the PNG is grayscale and exactly the grid; otherwise it is RGB with a white caption
 // strip above and a label column left of the grid (text drawn with PLplot), the cells' pixels unchanged.
+// In a build without PLplot (plots_available() false) a labelled grid is written bare, with the caption
+// and the row labels in a text file `path + ".txt"`.
 // Written atomically; throws std::runtime_error (with the OS reason) on failure.
 void write_grid_png(const std::string& path, const float* images, int64_t n, int64_t h, int64_t w,
                     int64_t ncols, int pad = 2, const GridLabels& labels = {});

@@ -1,7 +1,9 @@
 // PLplot (memcairo device) line plots and text rendering for the apps' PNG outputs (see plot.h).
 #include "apps/common/plot.h"
 
+#if ENGINE_HAS_PLPLOT
 #include <plplot/plplot.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -26,8 +28,9 @@ namespace {
 constexpr double kDpi = 90.0;
 std::mutex g_plplot_mu;  // PLplot keeps global stream state
 
-// PLplot exits the process when plinit() finds no such device, so check first.
-void require_memcairo() {
+#if ENGINE_HAS_PLPLOT
+// Whether PLplot's memcairo device exists (PLplot exits the process when plinit() finds no such device).
+bool have_memcairo() {
   static const bool ok = [] {
     std::vector<const char*> menu_v(256, nullptr), name_v(256, nullptr);
     const char** menus = menu_v.data();
@@ -38,15 +41,26 @@ void require_memcairo() {
       if (names[i] && std::string(names[i]) == "memcairo") return true;
     return false;
   }();
-  if (!ok)
+  return ok;
+}
+#endif
+
+void require_plots() {
+  if (!plots_available())
     throw std::runtime_error(
+#if ENGINE_HAS_PLPLOT
         "PLplot has no memcairo device, so plots and grid labels cannot be drawn: install the "
-        "plplot-driver-cairo package (fm_sample --bare-grid needs no PLplot)");
+        "plplot-driver-cairo package"
+#else
+        "this build has no PLplot, so plots and grid labels cannot be drawn: install libplplot-dev and "
+        "plplot-driver-cairo (scripts/install_deps.sh) and reconfigure"
+#endif
+    );
 }
 
 // Starts a PLplot stream drawing into `buf` (width * height * 3, white). plend1() ends it.
+#if ENGINE_HAS_PLPLOT
 void begin(std::vector<uint8_t>& buf, int width, int height) {
-  require_memcairo();
   PLINT strm = 0;
   plmkstrm(&strm);
   plsdev("memcairo");
@@ -58,6 +72,7 @@ void begin(std::vector<uint8_t>& buf, int width, int height) {
   plscol0(1, 0, 0, 0);        // text, axes
   plscol0(2, 215, 215, 215);  // grid
 }
+#endif
 
 void check_size(int width, int height, const char* what) {
   if (width < 64 || height < 64 || width > 8192 || height > 8192)
@@ -69,8 +84,18 @@ double mm_for_px(double px) { return px * 25.4 / kDpi; }
 
 }  // namespace
 
+bool plots_available() {
+#if ENGINE_HAS_PLPLOT
+  return have_memcairo();
+#else
+  return false;
+#endif
+}
+
 std::vector<uint8_t> render_plot_rgb(const PlotSpec& spec) {
   check_size(spec.width, spec.height, "plot");
+  require_plots();
+#if ENGINE_HAS_PLPLOT
   auto tr = [&](double y) { return spec.log_y ? std::log10(y) : y; };
   auto ok = [&](double x, double y) {
     return std::isfinite(x) && std::isfinite(y) && (!spec.log_y || y > 0);
@@ -157,6 +182,9 @@ std::vector<uint8_t> render_plot_rgb(const PlotSpec& spec) {
   }
   plend1();
   return buf;
+#else
+  return {};
+#endif
 }
 
 void write_plot_png(const std::string& path, const PlotSpec& spec) {
@@ -166,6 +194,8 @@ void write_plot_png(const std::string& path, const PlotSpec& spec) {
 std::vector<uint8_t> render_text_rgb(int width, int height, const std::vector<TextItem>& items,
                                      double size_px) {
   check_size(width, height, "text");
+  require_plots();
+#if ENGINE_HAS_PLPLOT
   std::vector<uint8_t> buf(static_cast<size_t>(width) * height * 3, 255);
   std::lock_guard<std::mutex> lk(g_plplot_mu);
   begin(buf, width, height);
@@ -176,6 +206,10 @@ std::vector<uint8_t> render_text_rgb(int width, int height, const std::vector<Te
   for (const TextItem& t : items) plptex(t.x, height - t.y, 1, 0, 0.0, t.text.c_str());
   plend1();
   return buf;
+#else
+  (void)items, (void)size_px;
+  return {};
+#endif
 }
 
 void write_loss_plot_png(const std::string& path, const std::vector<int64_t>& steps,

@@ -8,6 +8,11 @@
 
 namespace engine::app {
 
+// True when this build has PLplot and its memcairo device is installed. Without it the render/write
+// functions below throw std::runtime_error saying what to install; fm_train then skips its plots with a
+// note and grids fall back to bare grids with a text sidecar (see write_grid_png).
+bool plots_available();
+
 struct PlotSeries {
   std::string name;  // legend entry
   std::vector<double> x,

@@ -358,7 +358,12 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     res.img_per_s = timed_images / time_sum;
   }
   if (!saved_at_end && !res.steps.empty()) save();
-  {
+  if (!plots_available()) {
+    if (say)
+      std::printf(
+          "fm_train: note: built without PLplot (or its cairo driver): loss.png and loss_sigma.png "
+          "not written; metrics.csv has the data\n");
+  } else {
     const MetricsLog log = read_metrics(metrics_path);
     const std::string run_name = fs::path(cfg.out_dir).lexically_normal().string();
     write_loss_plot_png((fs::path(cfg.out_dir) / "loss.png").string(), log.steps, log.losses,
