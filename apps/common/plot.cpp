@@ -80,7 +80,7 @@ void check_size(int width, int height, const char* what) {
                              std::to_string(height));
 }
 
-double mm_for_px(double px) { return px * 25.4 / kDpi; }
+[[maybe_unused]] double mm_for_px(double px) { return px * 25.4 / kDpi; }
 
 }  // namespace
 
