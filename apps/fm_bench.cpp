@@ -5,6 +5,7 @@
 //           -> train_ms_per_step (median of --iters after --warmup), train_img_per_s, peak_mem_bytes
 //           (CUDA: caching-allocator peak during training; CPU: peak RSS of the process, like torch's)
 //   sample80      8 images per class x 10, 15 Euler steps, CFG scale 3, cond + uncond in one batch of 160
+//                 (--quick: sample10, one image per class)
 //   sample_large  the same with --sample-batch images (forward batches of 2x that; 0 = skip)
 // Example: build/bin/fm_bench --device cpu --threads 2 --json out/fm_bench.json
 #include <omp.h>
@@ -98,7 +99,7 @@ int main(int argc, char** argv) {
   std::string bm_min_time;  // accepted for scripts/gpu_check.sh, which runs every *_bench with it
   app.add_option("--device", device_str, "cpu, cuda, cuda:N or auto")->capture_default_str();
   app.add_option("--model-config", model_config, "ConditionalConfig JSON [default: the seed model]");
-  app.add_option("--batch", batch, "training batch")->check(app::int_in(1, 1e6))->capture_default_str();
+  app.add_option("--batch", batch, "training batch [default: 128; --quick: 8]")->check(app::int_in(1, 1e6));
   app.add_option("--warmup", warmup, "untimed training steps (and sampling runs)")
       ->check(app::int_in(0, 1e6))
       ->capture_default_str();
@@ -116,7 +117,10 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "seed of the weights and all draws")
       ->check(app::int_in(0, 18446744073709551615.0))
       ->capture_default_str();
-  app.add_flag("--quick", quick, "smoke run: warmup 1, iters 2, sample-iters 1, sample-batch 128");
+  app.add_flag("--quick", quick,
+               "smoke run in seconds: batch 8, warmup 0, iters 1, sample-iters 1, a 10-image sampling run "
+               "(sample10_img_per_s instead of sample80) and no large one (flags given explicitly still "
+               "apply)");
   app.add_option("--json", json_path, "write {meta, engine: {metrics}} here (must end in .json)");
   app.add_option("--benchmark_min_time", bm_min_time, "(Google Benchmark flag, ignored; implies --quick)")
       ->group("");
@@ -128,8 +132,15 @@ int main(int argc, char** argv) {
 
   try {
     if (!bm_min_time.empty()) quick = true;
-    if (quick) warmup = 1, iters = 2, sample_iters = 1;
-    if (sample_batch < 0) sample_batch = quick ? 128 : 1024;
+    auto given = [&](const char* f) { return app.count(f) > 0; };
+    if (quick) {
+      if (!given("--batch")) batch = 8;
+      if (!given("--warmup")) warmup = 0;
+      if (!given("--iters")) iters = 1;
+      if (!given("--sample-iters")) sample_iters = 1;
+    }
+    if (sample_batch < 0) sample_batch = quick ? 0 : 1024;
+    const int64_t small_n = quick ? 10 : 80;  // the small sampling run: 80 = 8 per class, as torch_baseline
     if (threads > 0) omp_set_num_threads(threads);
     threads = omp_get_max_threads();
     Device dev = Device::cpu();
@@ -161,9 +172,9 @@ int main(int argc, char** argv) {
     models::ConditionalUNet model(cfg, seed, dev);
     nn::AdamW opt(model.named_parameters(), nn::AdamWOptions{.lr = 1e-3});
     Generator gen(seed + 1);
-    std::printf("fm_bench: device %s, %lld parameters, batch %lld, threads %d\n",
+    std::printf("fm_bench: device %s, %lld parameters, batch %lld, threads %d%s\n",
                 device_label(dev, threads).c_str(), static_cast<long long>(model.num_parameters()),
-                static_cast<long long>(batch), threads);
+                static_cast<long long>(batch), threads, quick ? " (--quick smoke run)" : "");
     std::fflush(stdout);
 
     // ---- training step
@@ -205,9 +216,10 @@ int main(int argc, char** argv) {
       app::sample(model, labels, sg, so, H, W);
     };
     const int sw = warmup;  // as torch_baseline.py (eager)
-    sec = timed([&] { sample_run(80); }, dev, sw, sample_iters);
-    res["sample80_img_per_s"] = 80 / sec;
-    std::printf("sample80: %.2f s per run, %.2f img/s\n", sec, 80 / sec);
+    sec = timed([&] { sample_run(small_n); }, dev, sw, sample_iters);
+    const std::string small_key = "sample" + std::to_string(small_n);
+    res[small_key + "_img_per_s"] = small_n / sec;
+    std::printf("%s: %.2f s per run, %.2f img/s\n", small_key.c_str(), sec, small_n / sec);
     std::fflush(stdout);
     if (sample_batch > 0) {
       sec = timed([&] { sample_run(sample_batch); }, dev, sw, sample_iters);
@@ -218,13 +230,13 @@ int main(int argc, char** argv) {
 
     // ---- report
     std::printf("\n%-8s %18s %18s %18s %18s %18s\n", "mode", "train ms/step", "train img/s", "peak MiB",
-                "sample80 img/s", ("sample" + std::to_string(sample_batch) + " img/s").c_str());
+                (small_key + " img/s").c_str(), ("sample" + std::to_string(sample_batch) + " img/s").c_str());
     char large[32] = "-";
     if (!res["sample_large_img_per_s"].is_null())
       std::snprintf(large, sizeof large, "%.2f", res["sample_large_img_per_s"].get<double>());
     std::printf("%-8s %18.1f %18.1f %18.0f %18.2f %18s\n", "engine", res["train_ms_per_step"].get<double>(),
                 res["train_img_per_s"].get<double>(), res["peak_mem_bytes"].get<double>() / (1 << 20),
-                res["sample80_img_per_s"].get<double>(), large);
+                res[small_key + "_img_per_s"].get<double>(), large);
     if (!json_path.empty()) {
       nlohmann::json meta = {{"device", dev.is_cuda() ? "cuda" : "cpu"},
                              {"device_name", device_label(dev, threads)},
@@ -236,9 +248,12 @@ int main(int argc, char** argv) {
                              {"sample_iters", sample_iters},
                              {"sample_batch", sample_batch},
                              {"quick", quick},
+                             {"sample_small_images", small_n},
                              {"parameters", model.num_parameters()}};
       const auto parent = std::filesystem::path(json_path).parent_path();
-      if (!parent.empty()) std::filesystem::create_directories(parent);
+      std::error_code ec;
+      if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+      if (ec) throw std::runtime_error("--json: cannot create '" + parent.string() + "': " + ec.message());
       const std::string text = nlohmann::json{{"meta", meta}, {"engine", res}}.dump(2) + "\n";
       st::write_bytes_atomic(json_path, reinterpret_cast<const uint8_t*>(text.data()), text.size());
       std::printf("wrote %s\n", json_path.c_str());

@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
   namespace app_ns = engine::app;
   CLI::App app{
       "fm_sample: sample MNIST digits from a flow-matching checkpoint with classifier-free guidance.\n"
-      "Writes a PNG grid with one row per class (pixel values in [-1, 1] clipped and mapped to 0..255).\n"
+      "Writes a PNG grid with one row per class (pixel values in [-1, 1] clipped and mapped to 0..255),\n"
+      "labelled with the class of each row and the steps, solver, CFG scale and seed (--bare-grid: none).\n"
       "Exit status: 0 done, 1 runtime error (unreadable/corrupt/mismatched checkpoint), 2 usage error."};
   std::string checkpoint, model_config, solver_str = "euler", device_str = "auto", out = "grid.png",
                                         save_tensor;
@@ -31,7 +32,7 @@ int main(int argc, char** argv) {
   double cfg_scale = 3.0;
   std::vector<int64_t> classes;
   uint64_t seed = 0;
-  bool use_ema = true, quiet = false, allow_missing_class_emb = false;
+  bool use_ema = true, quiet = false, allow_missing_class_emb = false, bare_grid = false;
   int threads = 0;
   app.add_option("--checkpoint", checkpoint,
                  "fm_train checkpoint, or a wrapper state dict as safetensors (e.g. from "
@@ -58,7 +59,10 @@ int main(int argc, char** argv) {
                  "noise seed (same seed, same samples; fm_train's samples_final.png uses its --seed)")
       ->check(app_ns::int_in(0, 18446744073709551615.0))
       ->capture_default_str();
-  app.add_flag("--ema,!--no-ema", use_ema, "use the EMA weights [default: when the checkpoint has them]");
+  // Two flags rather than CLI11's "--ema,!--no-ema", whose help entry reads "--ema,--no-ema{false}".
+  bool ema_flag = false, no_ema_flag = false;
+  app.add_flag("--ema", ema_flag, "use the EMA weights (the default when the checkpoint has them)");
+  app.add_flag("--no-ema", no_ema_flag, "use the raw (non-EMA) weights");
   app.add_option("--device", device_str, "cpu, cuda, cuda:N or auto (cuda when a GPU is present)")
       ->capture_default_str();
   app.add_option("--out", out, "grid PNG path (must end in .png)")->capture_default_str();
@@ -74,6 +78,8 @@ int main(int argc, char** argv) {
   app.add_flag("--allow-missing-class-emb", allow_missing_class_emb,
                "accept a bare UNet2DModel state dict (no class_emb.weight): the class embedding stays "
                "untrained (seed 0), so class conditioning is meaningless");
+  app.add_flag("--bare-grid", bare_grid,
+               "write only the samples (grayscale, no caption line and no class labels left of the rows)");
   app.add_flag("--quiet", quiet, "print nothing but errors");
   try {
     app.parse(argc, argv);
@@ -87,6 +93,7 @@ int main(int argc, char** argv) {
     try {
       if (threads > 0) omp_set_num_threads(threads);
       // Output paths first: a bad --out must not cost a sampling run.
+      if (ema_flag && no_ema_flag) throw app_ns::UsageError("--ema and --no-ema exclude each other");
       app_ns::check_output_file("--out", out, ".png");
       if (!save_tensor.empty()) app_ns::check_output_file("--save-tensor", save_tensor, ".safetensors");
       opt.steps = steps;
@@ -113,7 +120,7 @@ int main(int argc, char** argv) {
       if (c < 0 || c >= config.num_classes)
         throw app_ns::UsageError("--classes: class " + std::to_string(c) + " out of range [0, " +
                                  std::to_string(config.num_classes) + ")");
-    if (app.count("--ema") + app.count("--no-ema") == 0) use_ema = ckpt.has_ema();
+    use_ema = ema_flag ? true : no_ema_flag ? false : ckpt.has_ema();
 
     engine::models::ConditionalUNet model(config, 0, device);
     try {
@@ -137,7 +144,16 @@ int main(int argc, char** argv) {
                                             H, W);  // (N, 1, H, W)
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-    app_ns::write_grid_png(out, samples.data<float>(), N, H, W, per_class);
+    app_ns::GridLabels labels;
+    if (!bare_grid) {
+      char cfg_text[32];
+      std::snprintf(cfg_text, sizeof cfg_text, "%g", cfg_scale);
+      labels.caption = std::to_string(steps) + " " + app_ns::solver_name(opt.solver) + " steps, CFG " +
+                       cfg_text + ", seed " + std::to_string(seed) + ", " + (use_ema ? "EMA" : "raw") +
+                       " weights";
+      for (int64_t c : classes) labels.row_labels.push_back("class " + std::to_string(c));
+    }
+    app_ns::write_grid_png(out, samples.data<float>(), N, H, W, per_class, 2, labels);
     if (!save_tensor.empty()) {
       engine::st::StFile f;
       f.tensors.push_back(engine::nn::st_from_tensor("samples", samples));

@@ -208,7 +208,11 @@ int main(int argc, char** argv) {
       cfg.sample_every = 0;
       cfg.final_samples = false;
     }
-    cfg.data_dir = std::filesystem::absolute(engine::app::resolve_data_dir(data)).lexically_normal().string();
+    std::vector<std::string> data_notes;
+    cfg.data_dir = std::filesystem::absolute(engine::app::resolve_data_dir(data, &data_notes))
+                       .lexically_normal()
+                       .string();
+    for (const std::string& n : data_notes) std::fprintf(stderr, "fm_train: note: %s\n", n.c_str());
     cfg.train_args = {{"epochs", cfg.epochs},
                       {"max_steps", cfg.max_steps},
                       {"batch_size", cfg.batch_size},

@@ -6,13 +6,16 @@
 #
 # Mirrors, tried in order: https://ossci-datasets.s3.amazonaws.com/mnist/ and
 # https://storage.googleapis.com/cvdf-datasets/mnist/. Files that already verify are not fetched again.
-# Exit status: 0 all files present and verified, 1 a download or a checksum failed, 2 usage error.
+# Exit status: 0 all files present and verified, 1 a download or a checksum failed (the files fetched and
+# the folders created by this run are removed again), 2 usage error.
+# MNIST_MIRRORS (space-separated base URLs) overrides the mirror list (used by the tests).
 set -euo pipefail
 
 MIRRORS=(
   "https://ossci-datasets.s3.amazonaws.com/mnist"
   "https://storage.googleapis.com/cvdf-datasets/mnist"
 )
+if [[ -n "${MNIST_MIRRORS:-}" ]]; then read -r -a MIRRORS <<< "$MNIST_MIRRORS"; fi
 # SHA-256 of the .gz files (the canonical MNIST distribution files).
 FILES=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz)
 declare -A SHA256=(
@@ -23,7 +26,7 @@ declare -A SHA256=(
 )
 
 usage() {
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -84,7 +87,28 @@ if [[ $verify_only -eq 1 ]]; then
   exit $bad
 fi
 
+# A failed run leaves nothing behind: the files it fetched and the folders it created are removed again, so
+# an empty or partial data/mnist never hides a complete MNIST folder elsewhere (fm_train's lookup order).
+created_dirs=()
+fetched=()
+d=$dir
+while [[ ! -e "$d" ]]; do
+  created_dirs+=("$d")
+  d=$(dirname "$d")
+done
+cleanup_on_failure() {
+  local f
+  for f in "${fetched[@]}"; do rm -f "$f"; done
+  rm -f "$dir"/.*.part 2> /dev/null || true
+  for d in "${created_dirs[@]}"; do rmdir "$d" 2> /dev/null || true; done
+  if ((${#created_dirs[@]})) && [[ ! -e "${created_dirs[0]}" ]]; then
+    echo "download_mnist.sh: removed the partial download (created folder $dir)" >&2
+  elif ((${#fetched[@]})); then
+    echo "download_mnist.sh: removed the ${#fetched[@]} file(s) fetched by this run from $dir" >&2
+  fi
+}
 mkdir -p "$dir"
+trap 'rc=$?; if [[ $rc -ne 0 ]]; then cleanup_on_failure; fi' EXIT
 for f in "${FILES[@]}"; do
   if verify "$dir" "$f"; then
     echo "ok       $dir/$f (already present)"
@@ -95,6 +119,7 @@ for f in "${FILES[@]}"; do
     tmp="$dir/.$f.part"
     if fetch "$m/$f" "$tmp" && [[ "$(sha256_of "$tmp")" == "${SHA256[$f]}" ]]; then
       mv -f "$tmp" "$dir/$f"
+      fetched+=("$dir/$f")
       echo "fetched  $dir/$f from $m"
       done_ok=1
       break

@@ -21,6 +21,7 @@
 
 #include "apps/common/checkpoint.h"
 #include "apps/common/flow_matching.h"
+#include "apps/common/plot.h"
 #include "apps/common/train_loop.h"
 #include "core/autograd.h"
 #include "nn/adamw.h"
@@ -198,6 +199,33 @@ TEST(Apps, EmaFollowsWeights) {
                p0 = models::ConditionalUNet(tiny(), 1).parameters()[0];
   const auto ev = e.to_vector<float>(), pv = p0.to_vector<float>();
   for (size_t i = 0; i < ev.size(); ++i) EXPECT_FLOAT_EQ(ev[i], 0.5f * pv[i] + 0.5f);
+}
+
+// The per-sample losses behind metrics.csv's loss_sigma_* columns: their mean is the loss, and asking for
+// them changes neither the loss nor the gradients (bitwise).
+TEST(Apps, PerSampleLossesAreDiagnosticsOnly) {
+  ThreadGuard tg(1);
+  auto grads_and_loss = [](bool diag, std::vector<double>* per) {
+    models::ConditionalUNet m(tiny(), 3);
+    Generator g(11);
+    const Tensor x = affine(rand({6, 1, 28, 28}, g), 2.0, -1.0);
+    const Tensor labels = Tensor::from_vector<int64_t>({0, 1, 2, 3, 4, 5}, {6});
+    const StepDraws d = draw_step(g, 6, 1, 28, 28, 0.1, Device::cpu());
+    Tensor loss = flow_matching_loss(m, x, labels, d, diag ? per : nullptr);
+    loss.backward();
+    std::vector<float> out = {static_cast<float>(loss.item())};
+    for (auto& [name, p] : m.named_parameters()) {
+      const auto v = p.grad().to_vector<float>();
+      out.insert(out.end(), v.begin(), v.end());
+    }
+    return std::make_pair(loss.item(), out);
+  };
+  std::vector<double> per;
+  const auto with = grads_and_loss(true, &per), without = grads_and_loss(false, nullptr);
+  EXPECT_EQ(with.second, without.second);
+  ASSERT_EQ(per.size(), 6u);
+  EXPECT_NEAR(std::accumulate(per.begin(), per.end(), 0.0) / 6.0, with.first, 1e-5 * with.first);
+  for (double v : per) EXPECT_GT(v, 0.0);
 }
 
 TEST(Apps, CheckpointRoundTrip) {
@@ -455,6 +483,19 @@ TEST(Apps, CliChecksOutputPathsFirst) {
   fs::remove_all(dir);
 }
 
+// --help renders every flag readably (CLI11's "--ema,!--no-ema" showed as "--ema,--no-ema{false}").
+TEST(Apps, SampleHelpIsReadable) {
+  REQUIRE_BINS();
+  const RunResult r = run(bin("fm_sample") + " --help");
+  EXPECT_TRUE(r.exited && r.code == 0) << r.out;
+  EXPECT_EQ(r.out.find("{false}"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--no-ema"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--bare-grid"), std::string::npos) << r.out;
+  const RunResult both = run(bin("fm_sample") + " --checkpoint x.safetensors --ema --no-ema");
+  EXPECT_TRUE(both.exited && both.code == 2) << both.out;
+  EXPECT_NE(both.out.find("--ema and --no-ema exclude each other"), std::string::npos) << both.out;
+}
+
 // Config and data messages name the real cause.
 TEST(Apps, CliNamesTheRealCause) {
   REQUIRE_BINS();
@@ -561,6 +602,40 @@ TEST_F(AppsEndToEnd, ResumeIsBitwiseIdentical) {
   fs::remove_all(b);
 }
 
+// Resuming a run whose metrics.csv predates the loss_sigma_* columns upgrades the header and pads the old
+// rows with empty fields (instead of failing on the header mismatch).
+TEST_F(AppsEndToEnd, ResumeUpgradesAnOldMetricsHeader) {
+  ThreadGuard tg(2);
+  const fs::path dir = temp_dir("old_metrics");
+  TrainConfig c = quick_config(dir);
+  c.limit = 32;
+  c.max_steps = 2;
+  ASSERT_EQ(train(c).status, TrainResult::Status::Done);
+  // Rewrite metrics.csv as the older version wrote it: the first five columns only.
+  std::ifstream in(dir / "metrics.csv");
+  std::string line, old;
+  while (std::getline(in, line)) {
+    size_t cut = 0;
+    for (int i = 0; i < 5; ++i) cut = line.find(',', cut) + 1;
+    old += line.substr(0, cut - 1) + "\n";
+  }
+  in.close();
+  write_text(dir / "metrics.csv", old);
+  ASSERT_EQ(old.substr(0, old.find('\n')), "step,epoch,loss,lr,img_per_s");
+  const Checkpoint ck = read_checkpoint((dir / "checkpoint.safetensors").string());
+  c.max_steps = 3;
+  ASSERT_EQ(train(c, &ck).status, TrainResult::Status::Done);
+  const MetricsLog log = read_metrics((dir / "metrics.csv").string());
+  ASSERT_EQ(log.steps, (std::vector<int64_t>{1, 2, 3}));
+  ASSERT_EQ(log.sigma_bins.size(), 3u);
+  for (int i = 0; i < 2; ++i)
+    for (double v : log.sigma_bins[i]) EXPECT_TRUE(std::isnan(v)) << "old row " << i;
+  int filled = 0;
+  for (double v : log.sigma_bins[2]) filled += std::isfinite(v);
+  EXPECT_GE(filled, 2);
+  fs::remove_all(dir);
+}
+
 TEST_F(AppsEndToEnd, TrainingIsBitwiseIdenticalForAnyThreadCount) {
   // docs/apps.md, Determinism: no CPU kernel splits a sum across threads, so 1 and 3 threads train the
   // same bits (the conv weight gradient used per-thread partial sums before).
@@ -587,9 +662,14 @@ TEST_F(AppsEndToEnd, TrainingIsBitwiseIdenticalForAnyThreadCount) {
 TEST_F(AppsEndToEnd, TrainWritesAllOutputs) {
   REQUIRE_TRAINED();
   const fs::path run_dir = dir_ / "run";
-  for (const char* f :
-       {"metrics.csv", "loss.png", "samples_step2.png", "samples_final.png", "checkpoint.safetensors"})
+  for (const char* f : {"metrics.csv", "samples_step2.png", "samples_final.png", "checkpoint.safetensors"})
     EXPECT_TRUE(fs::exists(run_dir / f)) << f;
+  for (const char* f : {"loss.png", "loss_sigma.png"})  // drawn with PLplot
+    EXPECT_EQ(fs::exists(run_dir / f), plots_available()) << f;
+  if (plots_available()) {
+    EXPECT_EQ(png_size(run_dir / "loss.png"), std::make_pair(800u, 450u));
+    EXPECT_EQ(png_size(run_dir / "loss_sigma.png"), std::make_pair(800u, 450u));
+  }
   bool events = false;
   for (const auto& e : fs::directory_iterator(run_dir))
     events |=
@@ -599,12 +679,54 @@ TEST_F(AppsEndToEnd, TrainWritesAllOutputs) {
   std::ifstream m(run_dir / "metrics.csv");
   std::string header;
   std::getline(m, header);
-  EXPECT_EQ(header, "step,epoch,loss,lr,img_per_s");
-  // samples grid: 8 columns, 10 rows of 28 px with 2 px padding.
-  EXPECT_EQ(png_size(run_dir / "samples_final.png"), std::make_pair(2u + 8 * 30, 2u + 10 * 30));
+  EXPECT_EQ(header,
+            "step,epoch,loss,lr,img_per_s,loss_sigma_0,loss_sigma_1,loss_sigma_2,loss_sigma_3,loss_sigma_4,"
+            "loss_sigma_5,loss_sigma_6,loss_sigma_7,loss_sigma_8,loss_sigma_9");
+  // Every row: 15 fields; the 16 samples of a step fall in at least 2 sigma bins; the count-weighted bin
+  // means cannot all lie above or all below the step's loss.
+  const MetricsLog log = read_metrics((run_dir / "metrics.csv").string());
+  ASSERT_EQ(log.sigma_bins.size(), 4u);
+  for (size_t i = 0; i < log.sigma_bins.size(); ++i) {
+    ASSERT_EQ(log.sigma_bins[i].size(), 10u);
+    int filled = 0;
+    double lo = INFINITY, hi = -INFINITY;
+    for (double v : log.sigma_bins[i])
+      if (std::isfinite(v)) ++filled, lo = std::min(lo, v), hi = std::max(hi, v);
+    EXPECT_GE(filled, 2) << "row " << i;
+    EXPECT_LE(lo, log.losses[i] * (1 + 1e-6)) << "row " << i;
+    EXPECT_GE(hi, log.losses[i] * (1 - 1e-6)) << "row " << i;
+  }
+  // samples grid: 8 columns, 10 rows of 28 px with 2 px padding, plus the class labels and the caption.
+  const auto sz = png_size(run_dir / "samples_final.png");
+  if (plots_available()) {
+    EXPECT_GT(sz.first, 2u + 8 * 30 + 40);
+    EXPECT_GT(sz.second, 2u + 10 * 30 + 10);
+  } else {  // bare grid + the labels in a sidecar
+    EXPECT_EQ(sz, std::make_pair(2u + 8 * 30, 2u + 10 * 30));
+    EXPECT_TRUE(fs::exists(run_dir / "samples_final.png.txt"));
+  }
   const Checkpoint c = read_checkpoint(ckpt());
   EXPECT_EQ(c.state.step, 4);
   EXPECT_EQ(c.state.train_args.at("batch_size"), 16);
+}
+
+// A file the run writes that cannot be written: exit 1 and a message with the path and the OS reason.
+TEST_F(AppsEndToEnd, TrainOutputFileErrorsSayWhy) {
+  REQUIRE_TRAINED();
+  const std::string train = bin("fm_train") + " --quiet --data " + mnist_dir() + " --model-config " +
+                            (dir_ / "tiny.json").string() +
+                            " --device cpu --limit 32 --batch-size 16 --max-steps 1 --no-samples --out ";
+  std::vector<std::string> names = {"metrics.csv", "checkpoint.safetensors"};
+  if (plots_available()) names.insert(names.end(), {"loss.png", "loss_sigma.png"});
+  for (const std::string& name : names) {
+    const fs::path out = dir_ / ("err_" + name);
+    fs::create_directories(out / name);  // a directory where the file goes
+    const RunResult r = run(train + out.string());
+    EXPECT_TRUE(r.exited && r.code == 1) << name << ": " << r.out;
+    EXPECT_NE(r.out.find(name), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("Is a directory"), std::string::npos) << name << ": " << r.out;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  }
 }
 
 TEST_F(AppsEndToEnd, SampleGridAndDeterminism) {
@@ -612,12 +734,22 @@ TEST_F(AppsEndToEnd, SampleGridAndDeterminism) {
   const std::string base =
       bin("fm_sample") + " --quiet --device cpu --threads 2 --checkpoint " + ckpt() + " --steps 2";
   const fs::path g = dir_ / "grid.png";
-  RunResult r = run(base + " --per-class 1 --out " + g.string());
+  RunResult r = run(base + " --per-class 1 --bare-grid --out " + g.string());
   ASSERT_TRUE(r.exited && r.code == 0) << r.out;
   EXPECT_EQ(png_size(g), std::make_pair(2u + 30, 2u + 10 * 30));  // one row per class
+  // Labelled (the default): a label column left of the rows and a caption strip above the grid.
+  r = run(base + " --per-class 1 --out " + g.string());
+  ASSERT_TRUE(r.exited && r.code == 0) << r.out;
+  if (plots_available()) {
+    EXPECT_GT(png_size(g).first, 2u + 30 + 40);
+    EXPECT_GT(png_size(g).second, 2u + 10 * 30 + 10);
+  } else {
+    EXPECT_TRUE(fs::exists(g.string() + ".txt"));
+  }
 
   const fs::path t1 = dir_ / "s1.safetensors", t2 = dir_ / "s2.safetensors", t3 = dir_ / "s3.safetensors";
-  const std::string sub = base + " --classes 3,7 --per-class 2 --out " + (dir_ / "g2.png").string();
+  const std::string sub =
+      base + " --classes 3,7 --per-class 2 --bare-grid --out " + (dir_ / "g2.png").string();
   ASSERT_EQ(run(sub + " --seed 5 --save-tensor " + t1.string()).code, 0);
   ASSERT_EQ(run(sub + " --seed 5 --batch 1 --solver euler --save-tensor " + t2.string()).code, 0);
   ASSERT_EQ(run(sub + " --seed 6 --save-tensor " + t3.string()).code, 0);
@@ -744,7 +876,7 @@ TEST_F(AppsEndToEnd, SampleBareUnetWeights) {
   const std::string samp = bin("fm_sample") +
                            " --device cpu --threads 2 --steps 1 --per-class 1 --model-config " +
                            (dir_ / "tiny.json").string() + " --checkpoint " + f.string() + " --out " +
-                           (dir_ / "bare.png").string();
+                           (dir_ / "bare.png").string() + " --bare-grid";
   RunResult r = run(samp);
   EXPECT_TRUE(r.exited && r.code == 1) << r.out;
   EXPECT_NE(r.out.find("--allow-missing-class-emb"), std::string::npos) << r.out;

@@ -2,6 +2,7 @@
 #include "apps/common/flow_matching.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/autograd.h"
 
@@ -21,12 +22,41 @@ StepDraws draw_step(Generator& gen, int64_t B, int64_t C, int64_t H, int64_t W, 
 }
 
 Tensor flow_matching_loss(const models::ConditionalUNet& model, const Tensor& x, const Tensor& labels,
-                          const StepDraws& d) {
+                          const StepDraws& d, std::vector<double>* per_sample) {
   const int64_t B = x.size(0);
   Tensor s = d.sigma.reshape({B, 1, 1, 1});                                   // (B, 1, 1, 1)
   Tensor xt = x * affine(s, -1.0, 1.0) + d.noise * s;                         // (B, C, H, W)
   Tensor pred = model.forward(xt, d.sigma * kTimestepScale, labels, d.drop);  // (B, C, H, W)
-  return mse_loss(pred, d.noise - x);
+  Tensor target = d.noise - x;                                                // (B, C, H, W)
+  if (per_sample) {
+    const std::vector<float> p = pred.detach().to(Device::cpu()).contiguous().to_vector<float>();
+    const std::vector<float> t = target.detach().to(Device::cpu()).contiguous().to_vector<float>();
+    const size_t per = B > 0 ? p.size() / static_cast<size_t>(B) : 0;
+    per_sample->assign(static_cast<size_t>(B), 0.0);
+    for (int64_t i = 0; i < B; ++i) {
+      double acc = 0;
+      for (size_t j = i * per; j < (i + 1) * per; ++j) acc += (double(p[j]) - t[j]) * (double(p[j]) - t[j]);
+      (*per_sample)[i] = per ? acc / double(per) : 0.0;
+    }
+  }
+  return mse_loss(pred, target);
+}
+
+std::vector<double> sigma_bin_means(const std::vector<float>& sigma, const std::vector<double>& per_sample,
+                                    int bins) {
+  ENGINE_CHECK(bins >= 1 && sigma.size() == per_sample.size(), "sigma_bin_means",
+               "need bins >= 1 and one loss per sigma, got ", bins, " bins, ", sigma.size(), " sigmas, ",
+               per_sample.size(), " losses");
+  std::vector<double> sum(static_cast<size_t>(bins), 0.0);
+  std::vector<int64_t> cnt(static_cast<size_t>(bins), 0);
+  for (size_t i = 0; i < sigma.size(); ++i) {
+    const double u = (double(sigma[i]) - kSigmaMin) / (kSigmaMax - kSigmaMin);
+    const int k = std::clamp(static_cast<int>(std::floor(u * bins)), 0, bins - 1);
+    sum[k] += per_sample[i];
+    ++cnt[k];
+  }
+  for (int k = 0; k < bins; ++k) sum[k] = cnt[k] ? sum[k] / double(cnt[k]) : std::nan("");
+  return sum;
 }
 
 // ---- EMA

@@ -31,8 +31,18 @@ StepDraws draw_step(Generator& gen, int64_t B, int64_t C, int64_t H, int64_t W, 
 
 // MSE(model(x_t, sigma * 1000, labels, drop), noise - x), a 0-d tensor with autograd history.
 // x (B, C, H, W) in [-1, 1] and labels (B,) I64, both on the model device.
+// With `per_sample`, also stores each sample's mean squared error (B doubles, in batch order), computed on
+// the host from detached copies: the returned loss and its gradients are the same bits either way.
 Tensor flow_matching_loss(const models::ConditionalUNet& model, const Tensor& x, const Tensor& labels,
-                          const StepDraws& d);
+                          const StepDraws& d, std::vector<double>* per_sample = nullptr);
+
+// Number of sigma bins logged in metrics.csv (loss_sigma_0 .. loss_sigma_9 split [kSigmaMin, kSigmaMax]).
+constexpr int kSigmaBins = 10;
+// Mean per-sample loss in each of `bins` equal-width sigma bins over [kSigmaMin, kSigmaMax]; NaN for a bin
+// no sample fell in. sigma and per_sample have the same length (sigmas outside the range clamp to the end
+// bins).
+std::vector<double> sigma_bin_means(const std::vector<float>& sigma, const std::vector<double>& per_sample,
+                                    int bins = kSigmaBins);
 
 // Exponential moving average of a model's parameters, stored as a second model (so it can be sampled
 // and saved like the original). decay_t = min(decay, (1 + t) / (10 + t)) for the t-th update (t from 0).

@@ -220,21 +220,51 @@ MnistSet load_mnist(const std::string& dir, bool train) {
   return s;
 }
 
-std::string resolve_data_dir(const std::string& flag) {
-  std::string dir = flag;
-  if (dir.empty()) {
-    const char* env = std::getenv("MNIST_DIR");
-    dir = (env && *env) ? env : "data/mnist";
+std::vector<std::string> missing_mnist_files(const std::string& dir) {
+  std::vector<std::string> missing;
+  for (const char* stem : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                           "t10k-labels-idx1-ubyte"}) {
+    std::error_code ec;
+    const fs::path p = fs::path(dir) / stem;
+    if (!fs::is_regular_file(p, ec) && !fs::is_regular_file(fs::path(p.string() + ".gz"), ec))
+      missing.push_back(std::string(stem) + "[.gz]");
   }
-  std::error_code ec;
-  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
-    throw DataError(
-        "MNIST path '" + dir +
-        "' is a file, not a directory; pass the directory holding the four IDX files (--data DIR)");
-  if (!fs::is_directory(dir, ec))
-    throw DataError("MNIST directory '" + dir +
-                    "' not found; pass --data DIR or set MNIST_DIR; scripts/download_mnist.sh fetches it");
-  return dir;
+  return missing;
+}
+
+std::string resolve_data_dir(const std::string& flag, std::vector<std::string>* notes) {
+  auto check_explicit = [](const std::string& dir, const std::string& source) {
+    std::error_code ec;
+    if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+      throw DataError(
+          "MNIST path '" + dir + "' (" + source +
+          ") is a file, not a directory; pass the directory holding the four IDX files (--data DIR)");
+    if (!fs::is_directory(dir, ec))
+      throw DataError("MNIST directory '" + dir + "' (" + source +
+                      ") not found; pass --data DIR or set MNIST_DIR; scripts/download_mnist.sh fetches it");
+    return dir;
+  };
+  if (!flag.empty()) return check_explicit(flag, "--data");
+  const char* env = std::getenv("MNIST_DIR");
+  if (env && *env) return check_explicit(env, "$MNIST_DIR");
+  // The defaults: the first folder that holds all four files wins, so an empty or partial data/mnist (a
+  // failed download) does not hide a complete sibling checkout's data.
+  std::string tried;
+  for (const char* dir : kDefaultMnistDirs) {
+    std::error_code ec;
+    std::string why;
+    if (!fs::is_directory(dir, ec)) {
+      why = "not found";
+    } else {
+      const std::vector<std::string> missing = missing_mnist_files(dir);
+      if (missing.empty()) return dir;
+      why = "missing " + std::to_string(missing.size()) + " of the 4 files, e.g. " + missing[0];
+      if (notes) notes->push_back("skipping MNIST directory '" + std::string(dir) + "': " + why);
+    }
+    tried += std::string(tried.empty() ? "" : "; ") + dir + " (" + why + ")";
+  }
+  throw DataError("no MNIST directory found; tried " + tried +
+                  ". Pass --data DIR or set MNIST_DIR; scripts/download_mnist.sh data/mnist fetches it");
 }
 
 std::vector<int64_t> BatchLoader::epoch_order(int64_t n, uint64_t seed, int64_t epoch) {

@@ -40,9 +40,17 @@ inline constexpr uint32_t kIdxLabelsMagic = 0x00000801;  // 1 dimension: count
 std::vector<int64_t> parse_idx(const uint8_t* data, size_t size, const std::string& what, uint32_t magic,
                                int ndims, std::vector<uint8_t>& payload);
 
-// `flag` if non-empty, else $MNIST_DIR, else "data/mnist"; throws DataError if the directory is missing or is
-// a file.
-std::string resolve_data_dir(const std::string& flag);
+// The default MNIST folders, relative to the working directory, in lookup order.
+inline constexpr const char* kDefaultMnistDirs[] = {"data/mnist", "../shared/data/mnist"};
+
+// The MNIST directory to use: `flag` (--data) if non-empty, else $MNIST_DIR if set; either must be an
+// existing directory (DataError otherwise, naming the source). Else the first of kDefaultMnistDirs that holds
+// all four files (raw or .gz); each existing folder skipped for missing files adds a line to `notes` (when
+// given). Throws DataError listing every folder tried and why when none qualifies.
+std::string resolve_data_dir(const std::string& flag, std::vector<std::string>* notes = nullptr);
+
+// The four MNIST files ("train-images-idx3-ubyte[.gz]", ...) that `dir` holds neither raw nor gzipped.
+std::vector<std::string> missing_mnist_files(const std::string& dir);
 
 struct Batch {
   int64_t epoch = 0;

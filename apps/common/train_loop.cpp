@@ -16,6 +16,7 @@
 #include "apps/common/flow_matching.h"
 #include "apps/common/image_grid.h"
 #include "apps/common/mnist.h"
+#include "apps/common/plot.h"
 #include "apps/common/progress.h"
 #include "apps/common/tfevents.h"
 #include "core/autograd.h"
@@ -34,23 +35,40 @@ uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-const std::vector<std::string> kMetricsHeader = {"step", "epoch", "loss", "lr", "img_per_s"};
+const std::vector<std::string> kBaseHeader = {"step", "epoch", "loss", "lr", "img_per_s"};
+
+std::vector<std::string> metrics_header() {
+  std::vector<std::string> h = kBaseHeader;
+  for (int k = 0; k < kSigmaBins; ++k) h.push_back("loss_sigma_" + std::to_string(k));
+  return h;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + v[i];
+  return s;
+}
 
 // Keeps the header and the rows with step <= max_step, so a resumed run does not duplicate the steps an
-// interrupted run logged after its last checkpoint.
+// interrupted run logged after its last checkpoint. A metrics.csv of an older version (without the
+// loss_sigma_* columns) gets the new header and empty sigma fields.
 void truncate_metrics(const std::string& path, int64_t max_step) {
   std::ifstream in(path);
   if (!in) return;
-  std::string line, out;
+  std::string line, out, pad;
   bool header = true;
   while (std::getline(in, line)) {
     if (header) {
+      if (line == join(kBaseHeader)) {
+        line = join(metrics_header());
+        pad = std::string(kSigmaBins, ',');
+      }
       out += line + "\n";
       header = false;
       continue;
     }
     if (line.empty()) continue;
-    if (std::strtoll(line.c_str(), nullptr, 10) <= max_step) out += line + "\n";
+    if (std::strtoll(line.c_str(), nullptr, 10) <= max_step) out += line + pad + "\n";
   }
   in.close();
   std::ofstream o(path, std::ios::trunc);
@@ -60,7 +78,7 @@ void truncate_metrics(const std::string& path, int64_t max_step) {
 }
 
 void write_samples(const std::string& path, const models::ConditionalUNet& model, uint64_t seed, int64_t H,
-                   int64_t W) {
+                   int64_t W, const std::string& caption_weights) {
   const int64_t per_class = 8;
   std::vector<int64_t> classes;
   for (int64_t c = 0; c < model.config().num_classes; ++c) classes.push_back(c);
@@ -68,7 +86,12 @@ void write_samples(const std::string& path, const models::ConditionalUNet& model
   Generator gen(sampling_rng_seed(seed));
   Tensor s = sample(model, Tensor::from_vector<int64_t>(lab, {static_cast<int64_t>(lab.size())}), gen,
                     SampleOptions{}, H, W);  // (N, 1, H, W)
-  write_grid_png(path, s.data<float>(), s.size(0), H, W, per_class);
+  GridLabels gl;
+  gl.caption = std::to_string(SampleOptions{}.steps) + " " + solver_name(SampleOptions{}.solver) +
+               " steps, CFG " + CsvWriter::to_field(SampleOptions{}.cfg_scale) + ", seed " +
+               std::to_string(seed) + ", " + caption_weights;
+  for (int64_t c : classes) gl.row_labels.push_back("class " + std::to_string(c));
+  write_grid_png(path, s.data<float>(), s.size(0), H, W, per_class, 2, gl);
 }
 
 std::string fmt_loss(double v) {
@@ -81,6 +104,39 @@ std::string fmt_loss(double v) {
 
 uint64_t training_rng_seed(uint64_t seed) { return splitmix64(seed ^ 0x7472616e6eull); }
 uint64_t sampling_rng_seed(uint64_t seed) { return splitmix64(seed ^ 0x73616d706cull); }
+
+MetricsLog read_metrics(const std::string& path) {
+  MetricsLog m;
+  std::ifstream in(path);
+  std::string line;
+  if (!std::getline(in, line)) return m;  // header
+  std::vector<std::string> cols;
+  {
+    std::stringstream hs(line);
+    for (std::string f; std::getline(hs, f, ',');) cols.push_back(f);
+  }
+  int first_bin = -1;
+  for (size_t i = 0; i < cols.size(); ++i)
+    if (cols[i] == "loss_sigma_0") first_bin = static_cast<int>(i);
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    if (line.back() == ',') f.emplace_back();
+    if (f.size() < 3) continue;
+    m.steps.push_back(std::strtoll(f[0].c_str(), nullptr, 10));
+    m.losses.push_back(std::strtod(f[2].c_str(), nullptr));
+    std::vector<double> bins;
+    if (first_bin >= 0)
+      for (int k = 0; k < kSigmaBins; ++k) {
+        const size_t i = static_cast<size_t>(first_bin + k);
+        bins.push_back(i < f.size() && !f[i].empty() ? std::strtod(f[i].c_str(), nullptr) : NAN);
+      }
+    m.sigma_bins.push_back(std::move(bins));
+  }
+  return m;
+}
 
 std::vector<double> read_metrics_losses(const std::string& path) {
   std::vector<double> ys;
@@ -144,14 +200,11 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
 
   BatchLoader loader(set, cfg.batch_size, cfg.seed, state.epoch, state.batch_in_epoch, cfg.limit);
   const int64_t bpe = loader.batches_per_epoch();
-  int64_t total = cfg.epochs * bpe;
-  if (cfg.max_steps > 0) total = std::min(total, cfg.max_steps);
+  const RunLength run = run_length(cfg.epochs, bpe, cfg.max_steps);
+  const int64_t total = run.total_steps;
   res.step = state.step;
   if (resume && state.step >= total) {
-    const std::string limit =
-        cfg.max_steps > 0 && cfg.max_steps <= cfg.epochs * bpe
-            ? "--max-steps " + std::to_string(cfg.max_steps)
-            : "--epochs " + std::to_string(cfg.epochs) + " x " + std::to_string(bpe) + " batches";
+    const std::string limit = run.describe();
     std::printf(
         "fm_train: nothing to do: %s is at step %lld and this run ends at step %lld (%s); raise --max-steps "
         "or --epochs to train further\n",
@@ -171,11 +224,16 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
                  "fm_train: removed %zu stale temporary file(s) left in %s by an interrupted write: %s\n",
                  stale.size(), cfg.out_dir.c_str(), names.c_str());
   }
-  fs::create_directories(cfg.out_dir);
+  {
+    std::error_code ec;
+    fs::create_directories(cfg.out_dir, ec);
+    if (ec)
+      throw std::runtime_error("cannot create the output directory '" + cfg.out_dir + "': " + ec.message());
+  }
   const std::string metrics_path = (fs::path(cfg.out_dir) / "metrics.csv").string();
   const std::string ckpt_path = (fs::path(cfg.out_dir) / "checkpoint.safetensors").string();
   if (resume) truncate_metrics(metrics_path, state.step);
-  CsvWriter metrics(metrics_path, kMetricsHeader, /*append=*/resume != nullptr);
+  CsvWriter metrics(metrics_path, metrics_header(), /*append=*/resume != nullptr);
   EventWriter events(cfg.out_dir);
   if (say) {
     std::printf(
@@ -183,12 +241,12 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
         static_cast<long long>(model.num_parameters()), cfg.device.str().c_str(),
         static_cast<long long>(loader.num_images()), static_cast<long long>(bpe),
         static_cast<long long>(cfg.batch_size));
-    std::printf("fm_train: steps %lld -> %lld, output in %s\n", static_cast<long long>(state.step),
-                static_cast<long long>(total), cfg.out_dir.c_str());
+    std::printf("fm_train: steps %lld -> %lld (the run ends at %s), output in %s\n",
+                static_cast<long long>(state.step), static_cast<long long>(total), run.describe().c_str(),
+                cfg.out_dir.c_str());
     std::fflush(stdout);
   }
-  ProgressBar bar((total + bpe - 1) / bpe, stdout);
-  bar.set_step_limit(total);  // the ETA honours --max-steps
+  ProgressBar bar(run, stdout);
 
   auto last_flush = Clock::now();
   auto save = [&] {
@@ -208,6 +266,7 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     last_flush = Clock::now();
   };
   auto samples_model = [&]() -> const models::ConditionalUNet& { return ema ? ema->model() : model; };
+  const std::string weights_name = ema ? "EMA weights" : "raw weights";
 
   double smoothed = 0, smooth_w = 0, ips_smoothed = 0, time_sum = 0;
   int64_t timed_steps = 0, timed_images = 0;
@@ -219,7 +278,8 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     Tensor x = Tensor::from_vector<float>(b.x, {B, 1, H, W}, cfg.device);     // (B, 1, H, W)
     Tensor labels = Tensor::from_vector<int64_t>(b.labels, {B}, cfg.device);  // (B,)
     StepDraws d = draw_step(gen, B, 1, H, W, cfg.cfg_drop, cfg.device);
-    Tensor loss = flow_matching_loss(model, x, labels, d);
+    std::vector<double> per_sample;  // diagnostics only: the loss and gradients do not depend on it
+    Tensor loss = flow_matching_loss(model, x, labels, d, &per_sample);
     double lv = loss.item();
     if (cfg.debug_nan_at_step > 0 && state.step + 1 == cfg.debug_nan_at_step)
       lv = std::numeric_limits<double>::quiet_NaN();
@@ -257,7 +317,15 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     res.steps.push_back(state.step);
     res.losses.push_back(lv);
     res.step = state.step;
-    metrics.write(state.step, b.epoch, lv, cfg.lr, ips);
+    {
+      std::vector<std::string> row = {CsvWriter::to_field(state.step), CsvWriter::to_field(b.epoch),
+                                      CsvWriter::to_field(lv), CsvWriter::to_field(cfg.lr),
+                                      CsvWriter::to_field(ips)};
+      const std::vector<double> bins =
+          sigma_bin_means(d.sigma.to(Device::cpu()).to_vector<float>(), per_sample, kSigmaBins);
+      for (double v : bins) row.push_back(std::isfinite(v) ? CsvWriter::to_field(v) : std::string());
+      metrics.row(row);
+    }
     events.add_scalar("train_loss", static_cast<float>(lv), state.step);
     if (Clock::now() - last_flush > std::chrono::seconds(10)) {
       events.flush();
@@ -265,7 +333,7 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     }
     smoothed = 0.98 * smoothed + 0.02 * lv;
     smooth_w = 0.98 * smooth_w + 0.02;
-    if (say) bar.update(b.epoch, b.index_in_epoch + 1, bpe, smoothed / smooth_w, ips_smoothed);
+    if (say) bar.update(state.step, b.epoch, smoothed / smooth_w, ips_smoothed);
 
     const bool last = state.step == total;
     const bool stop = cfg.stop_requested && cfg.stop_requested();
@@ -276,7 +344,7 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     if (!last && cfg.sample_every > 0 && state.step % cfg.sample_every == 0) {
       const std::string p =
           (fs::path(cfg.out_dir) / ("samples_step" + std::to_string(state.step) + ".png")).string();
-      write_samples(p, samples_model(), cfg.seed, H, W);
+      write_samples(p, samples_model(), cfg.seed, H, W, weights_name);
     }
     if (stop) {
       res.status = TrainResult::Status::Interrupted;
@@ -290,9 +358,22 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     res.img_per_s = timed_images / time_sum;
   }
   if (!saved_at_end && !res.steps.empty()) save();
-  write_line_plot_png((fs::path(cfg.out_dir) / "loss.png").string(), read_metrics_losses(metrics_path));
+  if (!plots_available()) {
+    if (say)
+      std::printf(
+          "fm_train: note: built without PLplot (or its cairo driver): loss.png and loss_sigma.png "
+          "not written; metrics.csv has the data\n");
+  } else {
+    const MetricsLog log = read_metrics(metrics_path);
+    const std::string run_name = fs::path(cfg.out_dir).lexically_normal().string();
+    write_loss_plot_png((fs::path(cfg.out_dir) / "loss.png").string(), log.steps, log.losses,
+                        "fm_train loss: " + run_name);
+    write_sigma_bin_plot_png((fs::path(cfg.out_dir) / "loss_sigma.png").string(), log.steps, log.sigma_bins,
+                             "loss per sigma bin: " + run_name);
+  }
   if (res.status == TrainResult::Status::Done && cfg.final_samples)
-    write_samples((fs::path(cfg.out_dir) / "samples_final.png").string(), samples_model(), cfg.seed, H, W);
+    write_samples((fs::path(cfg.out_dir) / "samples_final.png").string(), samples_model(), cfg.seed, H, W,
+                  weights_name);
   if (say) {
     std::printf("fm_train: %s at step %lld (last loss %s",
                 res.status == TrainResult::Status::Done ? "done" : "stopped",

@@ -1,5 +1,6 @@
 // The fm_train training loop as a library function (the binary parses flags and calls train()): data
-// loading, the flow-matching step, AdamW, EMA, logging (metrics.csv, TensorBoard, progress bar), periodic
+// loading, the flow-matching step, AdamW, EMA, logging (metrics.csv with loss per sigma bin, TensorBoard,
+// progress bar, loss.png and loss_sigma.png), periodic
 // checkpoints and sample grids, exact resume, stop requests (signals) and non-finite-loss handling.
 #pragma once
 #include <cstdint>
@@ -64,5 +65,15 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume = nullptr);
 
 // Loss column of a metrics.csv (step order), for plots.
 std::vector<double> read_metrics_losses(const std::string& path);
+
+// The columns of a metrics.csv the plots use: step, loss and (kSigmaBins per row; NaN = no sample in that
+// bin, or a file without loss_sigma_* columns: empty rows) the per-sigma-bin mean losses. A missing file
+// gives empty vectors.
+struct MetricsLog {
+  std::vector<int64_t> steps;
+  std::vector<double> losses;
+  std::vector<std::vector<double>> sigma_bins;
+};
+MetricsLog read_metrics(const std::string& path);
 
 }  // namespace engine::app
