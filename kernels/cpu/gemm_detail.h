@@ -12,13 +12,16 @@ enum class Init : int {
   Scale,  // acc = beta * C        (first K block, other beta)
 };
 
-// One microkernel call: C (m x n valid of an MR x NR tile, row stride ldc) from packed panels
-// Ap (kc x MR, k-major, alpha already applied) and Bp (kc x NR, k-major), both zero-padded.
+// One microkernel call: C (m x n valid of an MR x NR tile, row stride ldc) from the packed panel
+// Ap (kc x MR, k-major, alpha already applied, zero-padded) and the B panel Bp (kc rows of NR values, row
+// stride ldb: a packed, zero-padded panel with ldb = NR, or, for a full-width panel of an untransposed B,
+// B itself with its own row stride).
 template <typename T>
 struct MicroArgs {
   int64_t kc;
   const T* Ap;
   const T* Bp;
+  int64_t ldb;
   T* C;
   int64_t ldc;
   int m, n;
