@@ -49,8 +49,8 @@ int main(int argc, char** argv) {
       "+-2 px shifts), report its test accuracy and write its weights as safetensors.\n"
       "Exit status: 0 done, 1 runtime error, 2 usage error."};
   std::string data, out = "mnist_classifier.safetensors", device_str = "cpu";
-  int64_t epochs = 4, batch = 128, max_shift = 2, limit = 0;
-  double lr = 2e-3, weight_decay = 0.01;
+  int64_t epochs = 5, batch = 128, max_shift = 2, limit = 0;
+  double lr = 3e-3, weight_decay = 0.01;
   uint64_t seed = 0;
   int threads = 0;
   app.add_option("--data", data, "MNIST directory [default: $MNIST_DIR, else data/mnist]");
