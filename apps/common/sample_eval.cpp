@@ -160,4 +160,23 @@ EvalResult evaluate_images(const models::MnistClassifier& model, const EvalRefer
   return r;
 }
 
+TrainingEvaluator::TrainingEvaluator(const std::string& data_dir, const std::string& classifier_path,
+                                     int64_t per_class, Device device, uint64_t seed, SampleOptions opt)
+    : clf_(0, device), seed_(seed), opt_(opt) {
+  models::load_classifier(clf_, classifier_path);
+  clf_.eval();
+  const MnistSet train = load_mnist(data_dir, true), test = load_mnist(data_dir, false);
+  ref_ = make_reference(clf_, train, test, 10 * per_class, seed);
+  std::vector<int64_t> classes(10);
+  std::iota(classes.begin(), classes.end(), 0);
+  labels_ = grid_labels(classes, per_class);
+}
+
+EvalResult TrainingEvaluator::operator()(const models::ConditionalUNet& model) const {
+  Generator gen(seed_);
+  const int64_t n = static_cast<int64_t>(labels_.size());
+  const Tensor x = sample(model, Tensor::from_vector<int64_t>(labels_, {n}), gen, opt_, 28, 28);
+  return evaluate_images(clf_, ref_, x.data<float>(), labels_);
+}
+
 }  // namespace engine::app

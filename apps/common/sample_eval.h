@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "apps/common/eval_metrics.h"
+#include "apps/common/flow_matching.h"
 #include "apps/common/mnist.h"
 #include "models/mnist_classifier.h"
 
@@ -58,5 +59,22 @@ struct EvalResult {
 // Throws std::invalid_argument for a label out of range or n != ref.n.
 EvalResult evaluate_images(const models::MnistClassifier& model, const EvalReference& ref,
                            const float* images, const std::vector<int64_t>& labels, int64_t k = 3);
+
+// Periodic evaluation during training (fm_train --eval-every): loads MNIST, the classifier and the reference
+// statistics once, then each call samples per_class x 10 images of `model` (`opt`, noise from `seed`, the
+// same every call) and scores them. Throws like load_mnist / load_classifier / make_reference.
+class TrainingEvaluator {
+ public:
+  TrainingEvaluator(const std::string& data_dir, const std::string& classifier_path, int64_t per_class,
+                    Device device, uint64_t seed, SampleOptions opt = {});
+  EvalResult operator()(const models::ConditionalUNet& model) const;
+
+ private:
+  models::MnistClassifier clf_;
+  EvalReference ref_;
+  std::vector<int64_t> labels_;
+  uint64_t seed_;
+  SampleOptions opt_;
+};
 
 }  // namespace engine::app
