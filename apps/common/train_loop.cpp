@@ -268,6 +268,20 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
   auto samples_model = [&]() -> const models::ConditionalUNet& { return ema ? ema->model() : model; };
   const std::string weights_name = ema ? "EMA weights" : "raw weights";
 
+  std::unique_ptr<CsvWriter> eval_csv;  // created at the first evaluation (the header lists its names)
+  auto log_eval = [&]() {
+    const auto figures = cfg.evaluate(samples_model());
+    std::vector<std::string> header{"step"}, row{std::to_string(state.step)};
+    for (const auto& [name, v] : figures) {
+      header.push_back(name);
+      row.push_back(CsvWriter::to_field(v));
+      events.add_scalar("eval/" + name, static_cast<float>(v), state.step);
+    }
+    if (!eval_csv)
+      eval_csv = std::make_unique<CsvWriter>((fs::path(cfg.out_dir) / "eval.csv").string(), header,
+                                             resume != nullptr);
+    eval_csv->row(row);
+  };
   double smoothed = 0, smooth_w = 0, ips_smoothed = 0, time_sum = 0;
   int64_t timed_steps = 0, timed_images = 0;
   bool saved_at_end = false;
@@ -346,6 +360,7 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
           (fs::path(cfg.out_dir) / ("samples_step" + std::to_string(state.step) + ".png")).string();
       write_samples(p, samples_model(), cfg.seed, H, W, weights_name);
     }
+    if (cfg.evaluate && cfg.eval_every > 0 && (last || state.step % cfg.eval_every == 0)) log_eval();
     if (stop) {
       res.status = TrainResult::Status::Interrupted;
       break;

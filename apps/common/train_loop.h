@@ -7,6 +7,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "apps/common/checkpoint.h"
@@ -35,6 +36,11 @@ struct TrainConfig {
   int64_t debug_nan_at_step = 0;  // testing: pretend the loss of this (1-based) step is NaN
   nlohmann::json train_args = nlohmann::json::object();  // stored in checkpoints
   std::function<bool()> stop_requested;                  // polled after every step
+  // Sample-quality evaluation every `eval_every` steps and at the end (0 = off): `evaluate` gets the model
+  // that is sampled (the EMA if any) and returns named figures, logged to TensorBoard as eval/<name> and to
+  // <out>/eval.csv (step + names).
+  int64_t eval_every = 0;
+  std::function<std::vector<std::pair<std::string, double>>(const models::ConditionalUNet&)> evaluate;
 };
 
 struct TrainResult {
