@@ -163,9 +163,9 @@ void macro_tile(const Microkernel<T>& uk, const View<T>& A, const View<T>& B, in
                       : beta == T(0) ? Init::Zero
                       : beta == T(1) ? Init::Load
                                      : Init::Scale;
-    // An untransposed B is read in place for full-width panels (no copy: with the UNet's few output
-    // channels, packing B cost a third of the time); a transposed B and a partial last panel are packed.
-    const int64_t full = B.trans ? 0 : nc / uk.NR * uk.NR;
+    // With uk.direct_b, an untransposed B is read in place for full-width panels (no copy: with the
+    // UNet's few output channels, packing B cost a third of the time); otherwise B is packed.
+    const int64_t full = B.trans || !uk.direct_b ? 0 : nc / uk.NR * uk.NR;
     if (full < nc) pack_b(B, k0, kc, j0 + full, nc - full, uk.NR, Bp);
     pack_a(A, alpha, i0, mc, k0, kc, uk.MR, Ap);
     for (int64_t jr = 0; jr < nc; jr += uk.NR)

@@ -38,6 +38,9 @@ struct Microkernel {
   int MR, NR;
   MicroFn<T> fn;
   const char* isa;
+  // Read an untransposed B in place for full-width panels instead of packing it. Chosen per kernel by
+  // measurement (bench/RESULTS.md): it pays for the 32-wide AVX-512 tile, and costs the 16-wide AVX2 one.
+  bool direct_b = false;
 };
 
 // Per-ISA microkernels (defined in the file of that ISA; the AVX ones may only be called on CPUs that

@@ -16,12 +16,12 @@
 namespace kern::cpu::gemm_detail {
 namespace {
 
-// C tile (MR x NR, row stride ldc) += Ap (kc x MR, k-major) * Bp (kc x NR, k-major), all rows and
+// C tile (MR x NR, row stride ldc) += Ap (kc x MR, k-major) * Bp (kc x NR, row stride ldb), all rows and
 // columns valid. init: how the accumulators start (see gemm_detail.h).
 template <class V, int MR, int NV>
 inline void microkernel_full(int64_t kc, const typename V::T* __restrict Ap,
-                             const typename V::T* __restrict Bp, typename V::T* __restrict C, int64_t ldc,
-                             Init init, typename V::T beta) {
+                             const typename V::T* __restrict Bp, int64_t ldb, typename V::T* __restrict C,
+                             int64_t ldc, Init init, typename V::T beta) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::W, NR = NV * W;
@@ -46,7 +46,7 @@ inline void microkernel_full(int64_t kc, const typename V::T* __restrict Ap,
   for (int64_t k = 0; k < kc; ++k) {
     R b[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) b[v] = V::load(Bp + k * NR + v * W);
+    for (int v = 0; v < NV; ++v) b[v] = V::load(Bp + k * ldb + v * W);
     const T* a = Ap + k * MR;
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
@@ -68,7 +68,7 @@ inline void microkernel(const MicroArgs<typename V::T>& a) {
   using T = typename V::T;
   constexpr int NR = NV * V::W;
   if (a.m == MR && a.n == NR) {
-    microkernel_full<V, MR, NV>(a.kc, a.Ap, a.Bp, a.C, a.ldc, a.init, a.beta);
+    microkernel_full<V, MR, NV>(a.kc, a.Ap, a.Bp, a.ldb, a.C, a.ldc, a.init, a.beta);
     return;
   }
   alignas(64) T tile[MR * NR];
@@ -76,7 +76,7 @@ inline void microkernel(const MicroArgs<typename V::T>& a) {
   if (a.init != Init::Zero)
     for (int i = 0; i < a.m; ++i)
       for (int j = 0; j < a.n; ++j) tile[i * NR + j] = a.C[i * a.ldc + j];
-  microkernel_full<V, MR, NV>(a.kc, a.Ap, a.Bp, tile, NR, a.init, a.beta);
+  microkernel_full<V, MR, NV>(a.kc, a.Ap, a.Bp, a.ldb, tile, NR, a.init, a.beta);
   for (int i = 0; i < a.m; ++i)
     for (int j = 0; j < a.n; ++j) a.C[i * a.ldc + j] = tile[i * NR + j];
 }
