@@ -26,11 +26,11 @@
 #include "apps/common/cli_checks.h"
 #include "apps/common/flow_matching.h"
 #include "core/autograd.h"
-#include "core/cuda_device.h"
 #include "core/ops.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "models/conditional_unet.h"
 #include "nn/adamw.h"
+#include "runtime/cuda_device.h"
 
 namespace {
 

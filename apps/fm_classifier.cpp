@@ -17,6 +17,7 @@
 
 #include "apps/common/cli_checks.h"
 #include "apps/common/mnist.h"
+#include "apps/common/run_flags.h"
 #include "apps/common/sample_eval.h"
 #include "models/mnist_classifier.h"
 #include "nn/adamw.h"
@@ -48,11 +49,12 @@ int main(int argc, char** argv) {
       "fm_classifier: train the MNIST classifier used by fm_eval (AdamW, cosine learning rate, random\n"
       "+-2 px shifts), report its test accuracy and write its weights as safetensors.\n"
       "Exit status: 0 done, 1 runtime error, 2 usage error."};
-  std::string data, out = "mnist_classifier.safetensors", device_str = "cpu";
+  std::string data, out = "mnist_classifier.safetensors";
   int64_t epochs = 5, batch = 128, max_shift = 2, limit = 0;
   double lr = 3e-3, weight_decay = 0.01;
   uint64_t seed = 0;
-  int threads = 0;
+  app_ns::ComputeFlags cf;
+  cf.device = "cpu";  // the committed weights were trained on the CPU
   app.add_option("--data", data, "MNIST directory [default: $MNIST_DIR, else data/mnist]");
   app.add_option("--out", out, "weights file (must end in .safetensors)")->capture_default_str();
   app.add_option("--epochs", epochs, "passes over the training set")
@@ -74,10 +76,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "initialisation, data order and augmentation seed")
       ->check(app_ns::int_in(0, 18446744073709551615.0))
       ->capture_default_str();
-  app.add_option("--device", device_str, "cpu, cuda or cuda:N")->capture_default_str();
-  app.add_option("--threads", threads, "OpenMP threads (0 = all cores)")
-      ->check(app_ns::int_in(0, 4096))
-      ->capture_default_str();
+  app_ns::add_compute_flags(app, cf);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -87,9 +86,8 @@ int main(int argc, char** argv) {
     engine::Device device;
     std::string data_dir;
     try {
-      if (threads > 0) omp_set_num_threads(threads);
       app_ns::check_output_file("--out", out, ".safetensors");
-      device = engine::Device::parse(device_str);
+      device = app_ns::apply_compute_flags(cf);
       data_dir = app_ns::resolve_data_dir(data);
     } catch (const engine::Error& e) {
       throw app_ns::UsageError(e.what());

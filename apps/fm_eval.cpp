@@ -20,10 +20,11 @@
 #include "apps/common/cli_checks.h"
 #include "apps/common/flow_matching.h"
 #include "apps/common/mnist.h"
+#include "apps/common/run_flags.h"
 #include "apps/common/sample_eval.h"
 #include "apps/common/train_loop.h"
-#include "core/cuda_device.h"
 #include "nn/state_dict.h"
+#include "runtime/cuda_device.h"
 
 namespace {
 
@@ -91,14 +92,12 @@ int main(int argc, char** argv) {
       "k-NN precision (fidelity) / recall (diversity). Samples come from --checkpoint (sampled here) or\n"
       "--samples (fm_sample --save-tensor).\n"
       "Exit status: 0 done, 1 runtime error, 2 usage error."};
-  std::string checkpoint, samples_path, model_config, classifier, data, solver_str = "euler",
-                                                                        device_str = "auto";
-  int64_t steps = 15, per_class = 100, batch = 0, k = 3;
-  double cfg_scale = 3.0;
+  std::string checkpoint, samples_path, model_config, classifier, data;
+  int64_t per_class = 100, k = 3;
   std::vector<double> sweep;
-  uint64_t seed = 0;
+  app_ns::SamplingFlags sf;
+  app_ns::ComputeFlags cf;
   bool use_ema = true, json = false;
-  int threads = 0;
   auto* src = app.add_option_group("source", "what to evaluate (exactly one)");
   src->add_option("--checkpoint", checkpoint, "fm_train checkpoint (or wrapper state dict) to sample");
   src->add_option("--samples", samples_path,
@@ -111,27 +110,14 @@ int main(int argc, char** argv) {
   app.add_option("--per-class", per_class, "samples per class (checkpoint mode; 10 classes)")
       ->check(app_ns::int_in(1, 1000))
       ->capture_default_str();
-  app.add_option("--steps", steps, "ODE steps")->check(app_ns::int_in(1, 100000))->capture_default_str();
-  app.add_option("--solver", solver_str, "euler, heun or midpoint")->capture_default_str();
-  app.add_option("--cfg-scale", cfg_scale, "guidance scale (1 = no guidance)")
-      ->check(app_ns::finite(-1000, 1000))
-      ->capture_default_str();
+  app_ns::add_sampling_flags(app, sf, "noise seed (as fm_sample) and reference-subset seed");
   app.add_option("--sweep-cfg", sweep, "comma-separated guidance scales, one evaluation each (e.g. 1,2,3,5)")
       ->check(app_ns::finite(-1000, 1000))
       ->delimiter(',');
-  app.add_option("--seed", seed, "noise seed (as fm_sample) and reference-subset seed")
-      ->check(app_ns::int_in(0, 18446744073709551615.0))
-      ->capture_default_str();
   app.add_flag("--ema,!--no-ema", use_ema, "use the EMA weights [default: when the checkpoint has them]");
-  app.add_option("--device", device_str, "cpu, cuda, cuda:N or auto")->capture_default_str();
-  app.add_option("--batch", batch, "max images per model call when sampling (0 = all)")
-      ->check(app_ns::int_in(0))
-      ->capture_default_str();
+  app_ns::add_compute_flags(app, cf);
   app.add_option("--k", k, "neighbourhood size for precision/recall")
       ->check(app_ns::int_in(1, 100))
-      ->capture_default_str();
-  app.add_option("--threads", threads, "OpenMP threads for CPU compute (0 = all cores)")
-      ->check(app_ns::int_in(0, 4096))
       ->capture_default_str();
   app.add_flag("--json", json, "print one JSON object instead of the table");
   try {
@@ -145,16 +131,10 @@ int main(int argc, char** argv) {
     engine::Device device;
     std::string data_dir;
     try {
-      if (threads > 0) omp_set_num_threads(threads);
       if (!samples_path.empty() && !sweep.empty())
         throw app_ns::UsageError("--sweep-cfg needs --checkpoint (samples files are already drawn)");
-      opt.steps = steps;
-      opt.max_batch = batch;
-      opt.solver = app_ns::parse_solver(solver_str);
-      device = engine::Device::parse(device_str);
-      if (device.is_cuda() && device.index >= engine::cuda::device_count())
-        throw app_ns::UsageError("--device " + device_str + ": no such CUDA device" +
-                                 (engine::cuda::built_with_cuda() ? "" : " (built without CUDA)"));
+      app_ns::apply_sampling_flags(sf, opt);
+      device = app_ns::apply_compute_flags(cf);
       if (classifier.empty()) classifier = app_ns::default_classifier_path();
       if (!std::filesystem::is_regular_file(classifier))
         throw app_ns::UsageError("--classifier '" + classifier + "': no such file");
@@ -169,6 +149,9 @@ int main(int argc, char** argv) {
       throw app_ns::UsageError(std::string("--data: ") + e.what());
     }
 
+    const int64_t steps = sf.steps;
+    const double cfg_scale = sf.cfg_scale;
+    const uint64_t seed = sf.seed;
     // Inputs are read before the (slower) reference statistics, so a bad file fails fast.
     Samples given;
     std::unique_ptr<engine::models::ConditionalUNet> model;

@@ -15,9 +15,10 @@
 #include "apps/common/cli_checks.h"
 #include "apps/common/flow_matching.h"
 #include "apps/common/image_grid.h"
+#include "apps/common/run_flags.h"
 #include "apps/common/train_loop.h"
-#include "core/cuda_device.h"
 #include "nn/state_dict.h"
+#include "runtime/cuda_device.h"
 
 int main(int argc, char** argv) {
   namespace app_ns = engine::app;
@@ -26,55 +27,35 @@ int main(int argc, char** argv) {
       "Writes a PNG grid with one row per class (pixel values in [-1, 1] clipped and mapped to 0..255),\n"
       "labelled with the class of each row and the steps, solver, CFG scale and seed (--bare-grid: none).\n"
       "Exit status: 0 done, 1 runtime error (unreadable/corrupt/mismatched checkpoint), 2 usage error."};
-  std::string checkpoint, model_config, solver_str = "euler", device_str = "auto", out = "grid.png",
-                                        save_tensor;
-  int64_t steps = 15, per_class = 8, batch = 0;
-  double cfg_scale = 3.0;
+  std::string checkpoint, model_config, out = "grid.png", save_tensor;
+  int64_t per_class = 8;
   std::vector<int64_t> classes;
-  uint64_t seed = 0;
   bool use_ema = true, quiet = false, allow_missing_class_emb = false, bare_grid = false;
-  int threads = 0;
+  app_ns::SamplingFlags sf;
+  app_ns::ComputeFlags cf;
   app.add_option("--checkpoint", checkpoint,
                  "fm_train checkpoint, or a wrapper state dict as safetensors (e.g. from "
                  "scripts/convert_lightning_ckpt.py)")
       ->required();
   app.add_option("--model-config", model_config,
                  "ConditionalConfig JSON [default: the checkpoint's `config` metadata, else the seed model]");
-  app.add_option("--steps", steps, "ODE steps from t=0.994 to 0")
-      ->check(app_ns::int_in(1, 100000))
-      ->capture_default_str();
-  app.add_option("--cfg-scale", cfg_scale, "guidance scale s: pred = s*cond + (1-s)*uncond (1 = no guidance)")
-      ->check(app_ns::finite(-1000, 1000))
-      ->capture_default_str();
-  app.add_option("--solver", solver_str,
-                 "euler (the reference loop), heun (2nd order; Euler for the last step to t=0) or midpoint")
-      ->capture_default_str();
+  app_ns::add_sampling_flags(
+      app, sf, "noise seed (same seed, same samples; fm_train's samples_final.png uses its --seed)");
   app.add_option("--per-class", per_class, "samples per class (columns of the grid)")
       ->check(app_ns::int_in(1, 10000))
       ->capture_default_str();
   app.add_option("--classes", classes, "comma-separated classes, one grid row each [default: all]")
       ->check(app_ns::int_in(0, 1e9))
       ->delimiter(',');
-  app.add_option("--seed", seed,
-                 "noise seed (same seed, same samples; fm_train's samples_final.png uses its --seed)")
-      ->check(app_ns::int_in(0, 18446744073709551615.0))
-      ->capture_default_str();
   // Two flags rather than CLI11's "--ema,!--no-ema", whose help entry reads "--ema,--no-ema{false}".
   bool ema_flag = false, no_ema_flag = false;
   app.add_flag("--ema", ema_flag, "use the EMA weights (the default when the checkpoint has them)");
   app.add_flag("--no-ema", no_ema_flag, "use the raw (non-EMA) weights");
-  app.add_option("--device", device_str, "cpu, cuda, cuda:N or auto (cuda when a GPU is present)")
-      ->capture_default_str();
+  app_ns::add_compute_flags(app, cf);
   app.add_option("--out", out, "grid PNG path (must end in .png)")->capture_default_str();
   app.add_option("--save-tensor", save_tensor,
                  "also write the raw samples (must end in .safetensors): `samples` (N, 1, H, W) F32 and "
                  "`labels` (N,) I64");
-  app.add_option("--batch", batch, "max images per model call (each call evaluates 2x that for CFG; 0 = all)")
-      ->check(app_ns::int_in(0))
-      ->capture_default_str();
-  app.add_option("--threads", threads, "OpenMP threads for CPU compute (0 = all cores)")
-      ->check(app_ns::int_in(0, 4096))
-      ->capture_default_str();
   app.add_flag("--allow-missing-class-emb", allow_missing_class_emb,
                "accept a bare UNet2DModel state dict (no class_emb.weight): the class embedding stays "
                "untrained (seed 0), so class conditioning is meaningless");
@@ -91,23 +72,19 @@ int main(int argc, char** argv) {
     app_ns::SampleOptions opt;
     engine::Device device;
     try {
-      if (threads > 0) omp_set_num_threads(threads);
       // Output paths first: a bad --out must not cost a sampling run.
       if (ema_flag && no_ema_flag) throw app_ns::UsageError("--ema and --no-ema exclude each other");
       app_ns::check_output_file("--out", out, ".png");
       if (!save_tensor.empty()) app_ns::check_output_file("--save-tensor", save_tensor, ".safetensors");
-      opt.steps = steps;
-      opt.cfg_scale = cfg_scale;
-      opt.max_batch = batch;
-      opt.solver = app_ns::parse_solver(solver_str);
-      device = engine::Device::parse(device_str);
-      if (device.is_cuda() && device.index >= engine::cuda::device_count())
-        throw app_ns::UsageError("--device " + device_str + ": no such CUDA device" +
-                                 (engine::cuda::built_with_cuda() ? "" : " (built without CUDA)"));
+      app_ns::apply_sampling_flags(sf, opt);
+      device = app_ns::apply_compute_flags(cf);
     } catch (const engine::Error& e) {
       throw app_ns::UsageError(e.what());
     }
 
+    const int64_t steps = sf.steps;
+    const double cfg_scale = sf.cfg_scale;
+    const uint64_t seed = sf.seed;
     const app_ns::Checkpoint ckpt = app_ns::read_checkpoint(checkpoint);
     engine::models::ConditionalConfig config =
         model_config.empty() ? ckpt.config : app_ns::read_model_config(model_config);

@@ -18,7 +18,7 @@
 #include "apps/common/mnist.h"
 #include "apps/common/sample_eval.h"
 #include "apps/common/train_loop.h"
-#include "core/cuda_device.h"
+#include "runtime/cuda_device.h"
 
 namespace {
 

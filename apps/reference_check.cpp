@@ -6,8 +6,8 @@
 #include <exception>
 #include <string>
 
-#include "core/cuda_device.h"
-#include "models/reference_fixture.h"
+#include "runtime/cuda_device.h"
+#include "tests/support/reference_fixture.h"
 
 namespace {
 const char* kFooter = R"(Fixture formats (tests/reference/README.md):

@@ -30,7 +30,7 @@
 
 #include "bench/bench_table.h"
 #include "bench/unet_shapes.h"
-#include "core/cuda_device.h"
+#include "runtime/cuda_device.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cuda_kernels.h"

@@ -77,13 +77,13 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SEED_UNET = dict(
-    sample_size=28, in_channels=2, out_channels=1, layers_per_block=2,
-    block_out_channels=(32, 64, 64),
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-    up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-)
-NUM_CLASSES = 10
+# The seed config: configs/seed.json is its one source ("_" keys are comments; num_classes and
+# class_emb_size belong to the wrapper, the rest to UNet2DModel).
+_SEED = {k: v for k, v in json.loads((ROOT / "configs" / "seed.json").read_text()).items()
+         if not k.startswith("_")}
+NUM_CLASSES = _SEED.pop("num_classes")
+CLASS_EMB_SIZE = _SEED.pop("class_emb_size")
+SEED_UNET = _SEED
 TIME_SCALE = 1000.0
 
 
@@ -204,7 +204,7 @@ def run_mode(mode, args, dev, unet_cls):
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
     torch.manual_seed(0)
-    model = ConditionalUnet(unet_cls, SEED_UNET, NUM_CLASSES, 1).to(dev)
+    model = ConditionalUnet(unet_cls, SEED_UNET, NUM_CLASSES, CLASS_EMB_SIZE).to(dev)
     if args.attn == "classic":
         from diffusers.models.attention_processor import Attention, AttnProcessor
         for m in model.modules():

@@ -44,6 +44,8 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs,
     }
     node->next.push_back(std::move(e));
     node->input_shapes.push_back(in.defined() ? in.shape() : Shape{});
+    if (in.defined() && in.storage())
+      node->input_versions.emplace_back(in.storage(), in.storage()->version());
   }
   node->backward = std::move(backward);
   out.set_grad_fn(std::move(node));
@@ -108,6 +110,14 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
     grads.erase(git);
     ENGINE_CHECK(n->backward, "backward", "graph of '", n->name,
                  "' was already released; call backward(..., retain_graph=true) to run it twice");
+    for (const auto& [weak, version] : n->input_versions) {
+      const std::shared_ptr<Storage> s = weak.lock();
+      ENGINE_CHECK(!s || s->version() == version, "backward", "an input of '", n->name,
+                   "' was modified in place (copy_, fill_ or an optimizer step) after '", n->name,
+                   "' used it (storage version ", s->version(), ", recorded ", version,
+                   "): its gradient would use stale values; run the forward pass again after the update, "
+                   "or update a clone");
+    }
     std::vector<Tensor> in_grads = n->backward(g);
     for (size_t i = 0; i < n->next.size(); ++i) {
       const Edge& e = n->next[i];

@@ -24,6 +24,9 @@ struct Node {
   std::vector<Shape> input_shapes;  // expected gradient shapes, checked
   // grad of the output -> grads of the inputs (undefined where not needed / not differentiable).
   std::function<std::vector<Tensor>(const Tensor&)> backward;
+  // Storage versions of the inputs when the op ran; backward throws if one changed (an in-place update of
+  // a tensor the op may have saved). Weak: a freed storage cannot have been saved.
+  std::vector<std::pair<std::weak_ptr<Storage>, uint64_t>> input_versions;
   bool needs(size_t i) const { return i < next.size() && next[i].defined(); }
 };
 
@@ -49,6 +52,10 @@ bool any_requires_grad(const std::vector<Tensor>& inputs);
 
 // Attaches a node to `out` when recording is needed. `inputs` are the differentiable inputs
 // in the order the backward closure returns their gradients.
+//
+// In-place rule: a tensor used as an op's input must not be updated in place (copy_, fill_, an optimizer
+// step) before that op's backward has run; backward checks the inputs' storage versions and throws
+// engine::Error naming the op if one changed (conservative: also for ops that did not save that input).
 void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs,
             std::function<std::vector<Tensor>(const Tensor&)> backward);
 

@@ -1,19 +1,15 @@
-// Error type and checking helpers. Every error names the op (or subsystem) and, where
+// Error type (runtime/error.h) and checking helpers. Every error names the op (or subsystem) and, where
 // shapes are involved, the shapes: "conv2d: weight (8, 3, 3, 3) expects 3 input channels, got x (2, 4, 8,
 // 8)".
 #pragma once
 #include <cstdint>
 #include <sstream>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
-namespace engine {
+#include "runtime/error.h"  // engine::Error, ENGINE_CHECK
 
-class Error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace engine {
 
 inline std::string shape_str(const std::vector<int64_t>& s) {
   std::ostringstream os;
@@ -23,20 +19,5 @@ inline std::string shape_str(const std::vector<int64_t>& s) {
   os << ")";
   return os.str();
 }
-
-namespace detail {
-template <typename... Args>
-std::string concat(const Args&... args) {
-  std::ostringstream os;
-  (os << ... << args);
-  return os.str();
-}
-}  // namespace detail
-
-// ENGINE_CHECK(cond, "op", "message parts", ...): throws engine::Error("op: message").
-#define ENGINE_CHECK(cond, op, ...)                                                      \
-  do {                                                                                   \
-    if (!(cond)) throw ::engine::Error(::engine::detail::concat(op, ": ", __VA_ARGS__)); \
-  } while (0)
 
 }  // namespace engine

@@ -95,4 +95,19 @@ class Generator {
 Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::F32, Device device = Device::cpu());
 Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::F32, Device device = Device::cpu());
 
+// ---- optimizer update (in place, outside autograd)
+// Hyper-parameters of one AdamW step (torch.optim.AdamW semantics); `step` is the 1-based step number after
+// the increment (bias correction).
+struct AdamWStepParams {
+  double lr, beta1, beta2, eps, weight_decay;
+  int64_t step;
+};
+// One fused AdamW step over a group of parameters: params[i], exp_avg[i] and exp_avg_sq[i] are updated in
+// place from grads[i]. All tensors contiguous, on one device, of one floating dtype (float32 on CUDA);
+// grads[i], exp_avg[i] and exp_avg_sq[i] have params[i]'s shape. The same bits as torch's per-element
+// update order on every thread count. Throws engine::Error ("adamw_step: ...") otherwise.
+void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                const std::vector<Tensor>& exp_avg, const std::vector<Tensor>& exp_avg_sq,
+                const AdamWStepParams& hp);
+
 }  // namespace engine

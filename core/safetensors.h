@@ -11,11 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "runtime/error.h"
+
 namespace engine::st {
 
-class Error : public std::runtime_error {
+// Malformed or unreadable safetensors data; an engine::Error like every engine failure.
+class Error : public ::engine::Error {
  public:
-  using std::runtime_error::runtime_error;
+  using ::engine::Error::Error;
 };
 
 enum class StDtype { F32, F64, I64, U8, F16, BF16, I32 };

@@ -4,8 +4,8 @@
 #include <cstdlib>
 #include <new>
 
-#include "core/cuda_device.h"
 #include "core/error.h"
+#include "runtime/cuda_device.h"
 
 namespace engine {
 

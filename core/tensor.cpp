@@ -9,9 +9,9 @@
 #include <sstream>
 
 #include "core/autograd.h"
-#include "core/cuda_device.h"
 #include "core/ops.h"
 #include "core/ops/dispatch.h"
+#include "runtime/cuda_device.h"
 
 namespace engine {
 
@@ -214,6 +214,7 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << t.str
 Tensor& Tensor::fill_(double value) {
   const int64_t n = numel();
   if (n == 0) return *this;
+  if (storage()) storage()->bump_version();
   if (!is_contiguous()) {
     Tensor tmp = Tensor::full(shape(), value, dtype(), device());
     detail::copy_into(tmp, *this);
@@ -248,6 +249,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
   ENGINE_CHECK(src.shape() == shape(), "copy_", "shape mismatch: destination ", shape_str(shape()),
                ", source ", shape_str(src.shape()));
   Tensor s = src.detach();
+  if (storage()) storage()->bump_version();
   if (s.dtype() != dtype()) {
     NoGradGuard ng;
     s = s.to(dtype());

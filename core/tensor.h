@@ -74,7 +74,6 @@ class Tensor {
 
   // ---- views (differentiable)
   Tensor reshape(const Shape& shape) const;  // one -1 allowed; copies when not viewable
-  Tensor view(const Shape& shape) const { return reshape(shape); }
   Tensor permute(const std::vector<int64_t>& dims) const;
   Tensor transpose(int64_t d0, int64_t d1) const;
   Tensor narrow(int64_t dim, int64_t start, int64_t length) const;
@@ -95,7 +94,8 @@ class Tensor {
   // Reverse-mode autodiff from this tensor: a scalar, or any shape with an explicit gradient.
   void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
 
-  // ---- in-place, outside autograd (optimizers, initialisation, checkpoint loading)
+  // ---- in-place, outside autograd (optimizers, initialisation, checkpoint loading). Each bumps the
+  // storage's version: using an updated tensor's old graph in backward throws (core/autograd.h).
   Tensor& copy_(const Tensor& src);  // same shape; any device/dtype conversion allowed
   Tensor& fill_(double value);
 
@@ -116,7 +116,8 @@ struct TensorImpl {
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
-// Builds a kern::Strided-compatible description; used by the op layer.
+// The shape `a` and `b` broadcast to (NumPy rules: dims aligned from the right, each pair equal or one of
+// them 1). Throws engine::Error naming `op` and both shapes when they do not broadcast.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 
 }  // namespace engine

@@ -1,6 +1,8 @@
 // Plain shape descriptors shared by the CPU and CUDA kernel interfaces.
-// Kernels see raw contiguous buffers plus these descriptors; they know nothing
-// about Tensor, autograd or devices (that is core/'s job).
+// Kernels see raw buffers plus these descriptors; they know nothing about Tensor, autograd or which device a
+// tensor lives on (that is core/'s job: it makes the tensors' device current before calling a CUDA kernel).
+// The CUDA kernels take the current device's stream, cuBLAS handle and scratch memory from runtime/, the
+// bottom layer (runtime/cuda_runtime.h); nothing here or in kernels/ includes core/.
 #pragma once
 #include <cstdint>
 
@@ -16,16 +18,21 @@ struct Conv2dShape {
 };
 
 // Elementwise op codes.
-enum class Unary : int { Neg, Exp, Sin, Cos, Silu, Sqrt, Square, Abs };
+enum class Unary : int { Neg, Exp, Sin, Cos, Silu, Sqrt, Square };
 enum class Binary : int { Add, Sub, Mul, Div };
 
-// Broadcast strided iteration: at most this many dims (callers coalesce/merge).
+// Broadcast strided iteration: at most this many dims. The op layer rejects more (core/ops/dispatch.h
+// layout_of); dims are passed as they are, not coalesced.
 constexpr int kMaxDims = 8;
 struct Strided {
   int ndim;
   int64_t shape[kMaxDims];
   int64_t stride[kMaxDims];  // in elements; 0 for broadcast dims
 };
+
+// Largest attention head dim (the CUDA kernel keeps a query row in registers, padded to 8/16/32/64). The op
+// (core/ops/attention.cpp) enforces it on every device, so a model that runs on one device runs on all.
+constexpr int64_t kMaxAttentionHeadDim = 64;
 
 // Hyper-parameters of one AdamW step (torch.optim.AdamW semantics).
 struct AdamWParams {

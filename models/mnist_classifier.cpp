@@ -45,11 +45,8 @@ void load_classifier(MnistClassifier& model, const std::string& path) {
     throw Error(std::string("classifier weights: ") + e.what());
   }
   auto named = model.named_parameters();
-  nn::LoadOptions opt;
-  opt.accept_legacy_attention = false;
-  opt.accept_bare_unet = false;
   try {
-    nn::load_state_dict(named, f, opt);
+    nn::load_state_dict(named, f);
   } catch (const std::exception& e) {
     throw Error("classifier weights '" + path + "': " + e.what());
   }

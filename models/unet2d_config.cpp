@@ -7,6 +7,7 @@
 
 #include "core/bounded_json.h"
 #include "core/error.h"
+#include "models/seed_config.h"  // generated from configs/seed.json
 
 namespace engine::models {
 
@@ -229,16 +230,24 @@ void UNet2DConfig::validate() const {
     bad("freq_shift", "equals half the timestep embedding size (division by zero)");
 }
 
+const char* seed_config_json() { return generated::kSeedConfigJson; }
+
 UNet2DConfig UNet2DConfig::seed() {
-  UNet2DConfig c;
-  c.sample_size = 28;
-  c.in_channels = 2;
-  c.out_channels = 1;
-  c.block_out_channels = {32, 64, 64};
-  c.layers_per_block = 2;
-  c.down_block_types = {"DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"};
-  c.up_block_types = {"AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"};
-  return c;
+  // Parsed on its own (not via ConditionalConfig::seed(), whose default member is this function).
+  static const UNet2DConfig kSeed = [] {
+    json j = parse_json_bounded(seed_config_json(), "configs/seed.json");
+    j.erase("num_classes");
+    j.erase("class_emb_size");
+    return UNet2DConfig::from_json(j);
+  }();
+  return kSeed;
+}
+
+ConditionalConfig ConditionalConfig::seed() {
+  // Parsed once (validated like any user config); copies are handed out.
+  static const ConditionalConfig kSeed =
+      ConditionalConfig::from_json(parse_json_bounded(seed_config_json(), "configs/seed.json"));
+  return kSeed;
 }
 
 ConditionalConfig ConditionalConfig::from_json(const json& j) {

@@ -31,14 +31,17 @@ struct UNet2DConfig {
   static UNet2DConfig from_json(const nlohmann::json& j);
   nlohmann::json to_json() const;
   void validate() const;
-  // The blog's MNIST model: 32/64/64 channels, 2 input channels (image + class embedding), 1 output.
+  // The seed model's UNet (configs/seed.json without the wrapper keys).
   static UNet2DConfig seed();
   int64_t temb_dim() const { return time_embedding_dim > 0 ? time_embedding_dim : block_out_channels[0] * 4; }
   int64_t head_dim(int64_t channels) const { return attention_head_dim > 0 ? attention_head_dim : channels; }
 };
 
+// The text of configs/seed.json as embedded at build time (the one source of the seed config).
+const char* seed_config_json();
+
 struct ConditionalConfig {
-  UNet2DConfig unet = UNet2DConfig::seed();
+  UNet2DConfig unet = UNet2DConfig::seed();  // the seed model unless set
   int64_t num_classes = 10, class_emb_size = 1;
 
   int64_t image_channels() const { return unet.in_channels - class_emb_size; }
@@ -46,7 +49,9 @@ struct ConditionalConfig {
   static ConditionalConfig from_json(const nlohmann::json& j);
   nlohmann::json to_json() const;
   void validate() const;
-  static ConditionalConfig seed() { return {}; }
+  // The blog's MNIST model, parsed from configs/seed.json (embedded at build time): 32/64/64 channels,
+  // 2 input channels (image + class embedding), 1 output channel, 10 classes.
+  static ConditionalConfig seed();
 };
 
 }  // namespace engine::models

@@ -1,14 +1,12 @@
 // AdamW: groups parameters with a gradient by (device, dtype, step) and runs one fused multi-tensor
-// kernel per group (kernels/cpu or kernels/cuda adamw_step).
+// adamw_step op per group (core/ops/adamw.cpp, which dispatches to the CPU or CUDA kernel).
 #include "nn/adamw.h"
 
 #include <map>
 #include <tuple>
 
 #include "core/autograd.h"
-#include "core/cuda_device.h"
-#include "kernels/cpu/cpu_kernels.h"
-#include "kernels/cuda/cuda_kernels.h"
+#include "core/ops.h"
 
 namespace engine::nn {
 
@@ -37,10 +35,7 @@ void AdamW::step() {
   NoGradGuard ng;
   ++step_;
   struct Group {
-    std::vector<void*> p, m, v;
-    std::vector<const void*> g;
-    std::vector<int64_t> sizes;
-    std::vector<Tensor> keep;  // contiguous grads kept alive until the kernel ran
+    std::vector<Tensor> p, g, m, v;
   };
   // (device kind, device index, dtype, step) -> group; std::map keeps the order deterministic.
   std::map<std::tuple<int, int, int, int64_t>, Group> groups;
@@ -57,40 +52,19 @@ void AdamW::step() {
     }
     if (g.dtype() != p.dtype()) g = g.to(p.dtype());
     if (g.device() != p.device()) g = g.to(p.device());
-    g = g.contiguous();
     ++steps_[i];
     auto key = std::make_tuple(static_cast<int>(p.device().kind), p.device().index,
                                static_cast<int>(p.dtype()), steps_[i]);
     Group& grp = groups[key];
-    grp.p.push_back(p.raw_data());
-    grp.m.push_back(m_[i].raw_data());
-    grp.v.push_back(v_[i].raw_data());
-    grp.g.push_back(g.raw_data());
-    grp.sizes.push_back(p.numel());
-    grp.keep.push_back(g);
+    grp.p.push_back(p);
+    grp.g.push_back(g.contiguous());
+    grp.m.push_back(m_[i]);
+    grp.v.push_back(v_[i]);
   }
   for (auto& [key, grp] : groups) {
-    const auto [kind, index, dtype, step] = key;
-    kern::AdamWParams hp{opt_.lr, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay, step};
-    const int n = static_cast<int>(grp.p.size());
-    if (static_cast<Device::Kind>(kind) == Device::Kind::CUDA) {
-      ENGINE_CHECK(static_cast<DType>(dtype) == DType::F32, "AdamW", "CUDA parameters must be float32");
-      cuda::DeviceScope on_device(index);  // the group's GPU, whatever device is current
-      kern::cuda::adamw_step(n, reinterpret_cast<float* const*>(grp.p.data()),
-                             reinterpret_cast<const float* const*>(grp.g.data()),
-                             reinterpret_cast<float* const*>(grp.m.data()),
-                             reinterpret_cast<float* const*>(grp.v.data()), grp.sizes.data(), hp);
-    } else if (static_cast<DType>(dtype) == DType::F32) {
-      kern::cpu::adamw_step<float>(n, reinterpret_cast<float* const*>(grp.p.data()),
-                                   reinterpret_cast<const float* const*>(grp.g.data()),
-                                   reinterpret_cast<float* const*>(grp.m.data()),
-                                   reinterpret_cast<float* const*>(grp.v.data()), grp.sizes.data(), hp);
-    } else {
-      kern::cpu::adamw_step<double>(n, reinterpret_cast<double* const*>(grp.p.data()),
-                                    reinterpret_cast<const double* const*>(grp.g.data()),
-                                    reinterpret_cast<double* const*>(grp.m.data()),
-                                    reinterpret_cast<double* const*>(grp.v.data()), grp.sizes.data(), hp);
-    }
+    const int64_t step = std::get<3>(key);
+    adamw_step(grp.p, grp.g, grp.m, grp.v,
+               {opt_.lr, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay, step});
   }
 }
 

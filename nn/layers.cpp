@@ -80,6 +80,10 @@ Tensor Attention::forward(const Tensor& x) const {
   o = o.permute({0, 2, 1, 3}).reshape({B, L, heads * dim_head});  // (B, L, inner)
   o = (*to_out)[0].forward(o);                                    // (B, L, C)
   o = o.transpose(1, 2).reshape({B, channels, H, W}) + x;         // (B, C, H, W)
+  // Invariant: divide, do not multiply by the reciprocal. diffusers' AttnProcessor / AttnProcessor2_0 end
+  // with `hidden_states = hidden_states / attn.rescale_output_factor` (after the residual add), and x / s
+  // rounds differently from x * (1 / s) for most s (e.g. the mid block's mid_block_scale_factor), so only
+  // the division matches diffusers bitwise (tests/reference fixtures). Skipped at 1, where it is exact.
   return rescale_output_factor == 1.0 ? o
                                       : div(o, Tensor::scalar(rescale_output_factor, o.dtype(), o.device()));
 }

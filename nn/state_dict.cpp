@@ -80,18 +80,6 @@ Tensor tensor_from_st(const st::StTensor& t, Device device) {
   return Tensor::from_bytes(t.data.data(), t.shape, dt, device);
 }
 
-std::string convert_legacy_attention_key(const std::string& key) {
-  static const std::pair<const char*, const char*> kMap[] = {
-      {".query.", ".to_q."}, {".key.", ".to_k."}, {".value.", ".to_v."}, {".proj_attn.", ".to_out.0."}};
-  if (key.find("attentions.") == std::string::npos) return key;
-  for (const auto& [from, to] : kMap) {
-    const size_t pos = key.rfind(from);
-    if (pos != std::string::npos && key.find('.', pos + std::strlen(from)) == std::string::npos)
-      return key.substr(0, pos) + to + key.substr(pos + std::strlen(from));
-  }
-  return key;
-}
-
 LoadReport load_state_dict(std::vector<std::pair<std::string, Tensor>>& named, const st::StFile& f,
                            const LoadOptions& opt) {
   LoadReport rep;
@@ -103,23 +91,11 @@ LoadReport load_state_dict(std::vector<std::pair<std::string, Tensor>>& named, c
   for (const st::StTensor& t : f.tensors)
     if (starts_with(t.name, opt.prefix)) entries.emplace_back(t.name.substr(opt.prefix.size()), &t);
 
-  // Bare UNet2DModel state dict into a wrapper: no file key has "model." but the model's do.
-  bool model_has_wrapper = false, file_has_wrapper = false;
-  for (auto& [n, _] : named) model_has_wrapper |= starts_with(n, "model.");
-  for (auto& [n, _] : entries) file_has_wrapper |= starts_with(n, "model.");
-  if (opt.accept_bare_unet && model_has_wrapper && !file_has_wrapper && !entries.empty()) {
-    rep.bare_unet = true;
-    for (auto& [n, _] : entries)
-      if (!model_index.count(n)) n = "model." + n;
-  }
-  if (opt.accept_legacy_attention) {
-    for (auto& [n, _] : entries) {
-      if (model_index.count(n)) continue;
-      std::string c = convert_legacy_attention_key(n);
-      if (c != n && model_index.count(c)) {
-        n = c;
-        ++rep.renamed_legacy;
-      }
+  for (auto& [n, _] : entries) {
+    const auto r = opt.rename.find(n);
+    if (r != opt.rename.end() && r->second != n) {
+      n = r->second;
+      ++rep.renamed;
     }
   }
 
@@ -153,7 +129,7 @@ LoadReport load_state_dict(std::vector<std::pair<std::string, Tensor>>& named, c
   }
   for (auto& [n, p] : named) {
     if (found.count(n)) continue;
-    if (rep.bare_unet && n == "class_emb.weight" && opt.allow_missing_class_emb) {
+    if (std::find(opt.allow_missing.begin(), opt.allow_missing.end(), n) != opt.allow_missing.end()) {
       rep.kept.push_back(n);
       continue;
     }
@@ -167,7 +143,7 @@ LoadReport load_state_dict(std::vector<std::pair<std::string, Tensor>>& named, c
        << unexpected.size() << " unexpected, " << shape_bad.size() << " shape mismatches, "
        << dtype_bad.size() << " dtype mismatches" << (duplicate.empty() ? "" : ", duplicates") << ")";
     if (!opt.prefix.empty()) os << " [prefix '" << opt.prefix << "']";
-    if (rep.bare_unet) os << " [bare UNet2DModel keys, 'model.' prepended]";
+    if (!opt.note.empty()) os << " " << opt.note;
     auto list = [&](const char* what, const std::vector<std::string>& v) {
       for (const auto& s : v) os << "\n  " << what << ": " << s;
     };
@@ -176,9 +152,8 @@ LoadReport load_state_dict(std::vector<std::pair<std::string, Tensor>>& named, c
     list("shape mismatch", shape_bad);
     list("dtype mismatch", dtype_bad);
     list("duplicate key (after renaming)", duplicate);
-    if (rep.bare_unet && std::find(missing.begin(), missing.end(), "class_emb.weight") != missing.end())
-      os << "\n  (class_emb.weight is not part of a bare UNet2DModel state dict: set allow_missing_class_emb "
-            "to keep the model's)";
+    for (const auto& [key, hint] : opt.missing_hints)
+      if (std::find(missing.begin(), missing.end(), key) != missing.end()) os << "\n  " << hint;
     throw Error(os.str());
   }
 

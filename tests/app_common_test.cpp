@@ -35,7 +35,7 @@
 #pragma GCC diagnostic pop
 
 #ifndef ENGINE_MNIST_DIR
-#define ENGINE_MNIST_DIR "/work/shared/data/mnist"
+#error "ENGINE_MNIST_DIR is defined by tests/CMakeLists.txt (-DMNIST_DIR=...)"
 #endif
 
 namespace {

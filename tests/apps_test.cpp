@@ -25,6 +25,7 @@
 #include "apps/common/train_loop.h"
 #include "core/autograd.h"
 #include "nn/adamw.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using namespace engine;
@@ -48,7 +49,7 @@ models::ConditionalConfig tiny() {
 
 std::string mnist_dir() { return ENGINE_MNIST_DIR; }
 bool have_mnist() { return fs::exists(fs::path(mnist_dir()) / "train-images-idx3-ubyte.gz"); }
-std::string bin(const std::string& name) { return (fs::path(ENGINE_BIN_DIR) / name).string(); }
+using test::bin;
 bool have_bins() { return fs::exists(bin("fm_train")) && fs::exists(bin("fm_sample")); }
 
 #define REQUIRE_MNIST() \
@@ -69,26 +70,8 @@ std::string read_bytes(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-struct RunResult {
-  bool exited = false;  // false: killed by a signal
-  int code = -1;
-  std::string out;  // stdout + stderr
-};
-
-// Runs a shell command. Children get OMP_WAIT_POLICY=passive so a loaded test machine does not make
-// OpenMP's spin-waiting threads crawl; it does not change results.
-RunResult run(const std::string& cmd) {
-  RunResult r;
-  std::FILE* p = ::popen(("export OMP_WAIT_POLICY=passive; " + cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  r.exited = WIFEXITED(st);
-  r.code = r.exited ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using test::run;
+using test::RunResult;
 
 // (width, height) from a PNG's IHDR.
 std::pair<uint32_t, uint32_t> png_size(const fs::path& p) {

@@ -2,7 +2,7 @@
 // different devices fails with a clear error, and every op runs on its tensors' GPU whatever device the
 // caller made current, leaving the caller's current device as it was. Skipped without a GPU (the
 // multi-GPU case without a second GPU).
-#include "core/cuda_device.h"
+#include "runtime/cuda_device.h"
 
 #include <gtest/gtest.h>
 

@@ -2,7 +2,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
-#include "core/cuda_device.h"
+#include "runtime/cuda_device.h"
 
 #define SKIP_WITHOUT_CUDA()                                                                        \
   do {                                                                                             \

@@ -22,6 +22,7 @@
 #include "core/safetensors.h"
 #include "models/mnist_classifier.h"
 #include "nn/state_dict.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using namespace engine;
@@ -323,23 +324,9 @@ TEST_F(EvalSanity, ShuffledLabelsScoreChance) {
 
 namespace {
 
-std::string bin(const std::string& name) { return (fs::path(ENGINE_BIN_DIR) / name).string(); }
-
-struct RunResult {
-  int code = -1;
-  std::string out;
-};
-RunResult run(const std::string& cmd) {
-  RunResult r;
-  std::FILE* p = ::popen(("export OMP_WAIT_POLICY=passive; " + cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using engine::test::bin;
+using engine::test::run;
+using engine::test::RunResult;
 
 fs::path temp_dir(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("eval_test_" + std::to_string(::getpid()) + "_" + name);

@@ -7,14 +7,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include "core/safetensors.h"
 #include "models/conditional_unet.h"
-#include "models/reference_fixture.h"
+#include "models/name_conversion.h"
 #include "nn/state_dict.h"
+#include "tests/support/reference_fixture.h"
 
 namespace {
 
@@ -23,7 +23,8 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 const fs::path kSource = ENGINE_SOURCE_DIR;
-const fs::path kSpec = kSource / ".." / "shared" / "reference" / "unet2d_spec.md";
+// The golden key list (copied into the repo from the UNet2D spec, section 8; see the file's header).
+const fs::path kSeedKeys = kSource / "tests" / "reference" / "seed_keys.txt";
 
 std::vector<double> values(const Tensor& t) {
   return t.detach().to(Device::cpu()).to(DType::F64).to_vector<double>();
@@ -37,30 +38,38 @@ TEST(Model, SeedParameterCount) {
   EXPECT_NE(m.summary().find("total parameters: 1,707,307"), std::string::npos);
 }
 
-// The spec's §8 table rows: | N | `model.xxx` | (shape) | numel |
+// configs/seed.json is the one source of the seed config: the library embeds it at build time (so the apps
+// run from any directory); the embedded text must be the file's, and seed() must be what it says.
+TEST(Model, SeedConfigEmbeddedMatchesFile) {
+  std::ifstream in(kSource / "configs" / "seed.json", std::ios::binary);
+  ASSERT_TRUE(in) << "cannot open configs/seed.json";
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(std::string(models::seed_config_json()), text) << "rebuild: CMake re-embeds configs/seed.json";
+  const json file = json::parse(text);
+  const json seed = models::ConditionalConfig::seed().to_json();
+  for (const auto& [key, v] : file.items()) {
+    if (key[0] == '_') continue;
+    ASSERT_TRUE(seed.contains(key)) << key;
+    EXPECT_EQ(seed[key], v) << key;
+  }
+  EXPECT_EQ(models::UNet2DConfig::seed().to_json(), models::ConditionalConfig::seed().unet.to_json());
+  EXPECT_EQ(models::UNet2DConfig::seed().block_out_channels, (std::vector<int64_t>{32, 64, 64}));
+}
+
+// tests/reference/seed_keys.txt rows: index<TAB>key<TAB>(shape); '#' lines are comments.
 TEST(Model, SeedKeyOrderMatchesSpec) {
   models::ConditionalUNet m(models::ConditionalConfig::seed(), 0);
   const nn::NamedTensors named = m.named_parameters();
-  std::ifstream in(kSpec);
-  if (!in) {
-    // Fallback: first and last keys of the spec's table.
-    EXPECT_EQ(named.front().first, "class_emb.weight");
-    EXPECT_EQ(named[1].first, "model.conv_in.weight");
-    EXPECT_EQ(named[3].first, "model.time_embedding.linear_1.weight");
-    EXPECT_EQ(named[113].first, "model.up_blocks.0.attentions.0.group_norm.weight");
-    EXPECT_EQ(named[285].first, "model.mid_block.attentions.0.group_norm.weight");
-    EXPECT_EQ(named.back().first, "model.conv_out.bias");
-    GTEST_SKIP() << "spec " << kSpec << " not found: checked only a few embedded keys";
-  }
-  const std::regex row(R"(^\|\s*(\d+)\s*\|\s*`([^`]+)`\s*\|\s*(\([0-9, ]*\))\s*\|)");
+  std::ifstream in(kSeedKeys);
+  ASSERT_TRUE(in) << "cannot open " << kSeedKeys;
   std::vector<std::pair<std::string, std::string>> spec;
   std::string line;
   while (std::getline(in, line)) {
-    std::smatch mt;
-    if (std::regex_search(line, mt, row)) {
-      ASSERT_EQ(std::stoul(mt[1]), spec.size()) << line;
-      spec.emplace_back(mt[2], mt[3]);
-    }
+    if (line.empty() || line[0] == '#') continue;
+    const size_t t1 = line.find('\t'), t2 = line.find('\t', t1 + 1);
+    ASSERT_TRUE(t1 != std::string::npos && t2 != std::string::npos) << line;
+    ASSERT_EQ(std::stoul(line.substr(0, t1)), spec.size()) << line;
+    spec.emplace_back(line.substr(t1 + 1, t2 - t1 - 1), line.substr(t2 + 1));
   }
   ASSERT_EQ(spec.size(), 319u);
   ASSERT_EQ(named.size(), spec.size());
@@ -170,7 +179,7 @@ TEST(Model, ReferenceFixtureTinyVariant) {
 
 // Float64-reference fixtures (F64 + torch32.*): (a) the engine in float64 matches PyTorch float64 to 1e-9,
 // (b) the engine in float32 is within 2x PyTorch float32's own error + a floor on every tensor
-// (models/reference_fixture.h).
+// (tests/support/reference_fixture.h).
 void run_f64_fixture(const fs::path& p) {
   if (!fs::exists(p)) GTEST_SKIP() << p << " not found";
   const models::FixtureResult r = models::run_reference_fixture(p.string());
@@ -288,7 +297,7 @@ void check_pytorch_state_dict(const fs::path& sd_path, const fs::path& io_path) 
   const auto cfg = models::ConditionalConfig::from_json(json::parse(fx.metadata.at("config")));
   models::ConditionalUNet m(cfg, 123);
   nn::NamedTensors named = m.named_parameters();
-  const nn::LoadReport rep = nn::load_state_dict(named, sd);
+  const nn::LoadReport rep = models::load_wrapper_state_dict(named, sd);
   EXPECT_EQ(rep.loaded, static_cast<int64_t>(named.size()));
   auto in = [&](const char* n) { return nn::tensor_from_st(*fx.find(n)); };
   const Tensor x = in("inputs.x"), noise = in("inputs.noise"), sigma = in("inputs.sigma");

@@ -1,6 +1,6 @@
 // Tests for nn/: module registry (names, order, counts, summary, in-place moves), layer initialisation and
 // the timestep embedding, AdamW against a scalar transcription of torch.optim.AdamW, and state-dict I/O
-// (round trip through core/safetensors, all-mismatches-at-once errors, legacy and bare-UNet keys, dtypes).
+// (round trip through core/safetensors, all-mismatches-at-once errors, rename maps, dtypes).
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -16,6 +16,7 @@
 #include "nn/layers.h"
 #include "nn/module.h"
 #include "nn/state_dict.h"
+#include "tests/test_util.h"
 
 namespace {
 
@@ -23,13 +24,7 @@ using namespace engine;
 namespace fs = std::filesystem;
 
 // A small wrapper config with every block kind (the "tiny" fixture's architecture).
-models::ConditionalConfig tiny_config() {
-  models::ConditionalConfig c;
-  c.unet.block_out_channels = {8, 16, 16};
-  c.unet.norm_num_groups = 4;
-  c.unet.sample_size = 16;
-  return c;
-}
+using test::tiny_config;
 
 std::vector<double> values(const Tensor& t) {
   return t.detach().to(Device::cpu()).to(DType::F64).to_vector<double>();
@@ -294,53 +289,19 @@ TEST(NN, LoadReportsAllMismatchesAtOnce) {
   }
 }
 
-TEST(NN, LoadAcceptsLegacyAttentionKeys) {
+// The generic loader applies a rename map and knows no model's naming: a UNet file's bare keys are
+// unexpected without one (the wrapper's conversions: models/name_conversion.h, NameConversion.*).
+TEST(NN, LoadAppliesRenameMapOnly) {
   models::ConditionalUNet a(tiny_config(), 1), b(tiny_config(), 2);
-  st::StFile f = nn::state_dict_to_st(a.named_parameters());
-  int renamed = 0;
-  for (auto& t : f.tensors) {
-    for (auto [from, to] : {std::pair{".to_q.", ".query."},
-                            {".to_k.", ".key."},
-                            {".to_v.", ".value."},
-                            {".to_out.0.", ".proj_attn."}}) {
-      const size_t pos = t.name.find(from);
-      if (pos != std::string::npos) {
-        t.name = t.name.substr(0, pos) + to + t.name.substr(pos + std::string(from).size());
-        ++renamed;
-      }
-    }
-  }
-  ASSERT_GT(renamed, 0);
-  EXPECT_EQ(nn::convert_legacy_attention_key("mid_block.attentions.0.proj_attn.weight"),
-            "mid_block.attentions.0.to_out.0.weight");
+  const st::StFile bare = nn::state_dict_to_st(a.model->named_parameters());
   nn::NamedTensors nb = b.named_parameters();
-  const nn::LoadReport rep = nn::load_state_dict(nb, f);
-  EXPECT_EQ(rep.renamed_legacy, renamed);
-  const nn::NamedTensors na = a.named_parameters();
-  for (size_t i = 0; i < na.size(); ++i) EXPECT_EQ(values(na[i].second), values(nb[i].second)) << na[i].first;
-  nn::LoadOptions strict;
-  strict.accept_legacy_attention = false;
-  EXPECT_THROW(nn::load_state_dict(nb, f, strict), Error);
-}
-
-TEST(NN, LoadAcceptsBareUNetStateDict) {
-  models::ConditionalUNet a(tiny_config(), 1), b(tiny_config(), 2);
-  const st::StFile f = nn::state_dict_to_st(a.model->named_parameters());  // keys without "model."
-  nn::NamedTensors nb = b.named_parameters();
-  const std::vector<double> class_emb_before = values(nb[0].second);
-  try {
-    nn::load_state_dict(nb, f);
-    FAIL() << "expected class_emb.weight to be reported missing";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("missing key: class_emb.weight"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("allow_missing_class_emb"), std::string::npos) << e.what();
-  }
+  EXPECT_THROW(nn::load_state_dict(nb, bare), Error);
   nn::LoadOptions opt;
-  opt.allow_missing_class_emb = true;
-  const nn::LoadReport rep = nn::load_state_dict(nb, f, opt);
-  EXPECT_TRUE(rep.bare_unet);
+  for (const auto& t : bare.tensors) opt.rename[t.name] = "model." + t.name;
+  opt.allow_missing = {"class_emb.weight"};
+  const nn::LoadReport rep = nn::load_state_dict(nb, bare, opt);
+  EXPECT_EQ(rep.renamed, static_cast<int64_t>(bare.tensors.size()));
   EXPECT_EQ(rep.kept, std::vector<std::string>{"class_emb.weight"});
-  EXPECT_EQ(values(nb[0].second), class_emb_before);
   const nn::NamedTensors na = a.named_parameters();
   for (size_t i = 1; i < na.size(); ++i) EXPECT_EQ(values(na[i].second), values(nb[i].second)) << na[i].first;
 }

@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using namespace engine;
@@ -335,24 +336,9 @@ TEST(ParserLimits, MnistGzipJunkAndTruncationAreRejected) {
 // ---- the apps: exit code 1 or 2 and a one-line message, never a signal
 
 namespace {
-struct RunResult {
-  bool exited = false;
-  int code = -1;
-  std::string out;
-};
-RunResult run_cmd(const std::string& cmd) {
-  RunResult r;
-  std::FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t k;
-  while ((k = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, k);
-  const int st = ::pclose(p);
-  r.exited = WIFEXITED(st);
-  r.code = r.exited ? WEXITSTATUS(st) : -1;
-  return r;
-}
-std::string bin(const std::string& name) { return (fs::path(ENGINE_BIN_DIR) / name).string(); }
+using engine::test::bin;
+using engine::test::run;
+using engine::test::RunResult;
 }  // namespace
 
 TEST(ParserApps, DeeplyNestedFilesGiveOneLineErrors) {
@@ -386,7 +372,7 @@ TEST(ParserApps, DeeplyNestedFilesGiveOneLineErrors) {
           model_big,
   };
   for (const std::string& cmd : cmds) {
-    const RunResult r = run_cmd(cmd);
+    const RunResult r = run(cmd);
     EXPECT_TRUE(r.exited) << "killed by a signal: " << cmd << "\n" << r.out;
     EXPECT_TRUE(r.code == 1 || r.code == 2) << "exit " << r.code << ": " << cmd << "\n" << r.out;
     std::string msg = r.out;

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "core/bounded_json.h"
+#include "models/name_conversion.h"
 #include "nn/state_dict.h"
 
 namespace engine::app {
@@ -284,12 +285,13 @@ void load_weights(models::ConditionalUNet& model, const Checkpoint& c, bool use_
                   bool allow_missing_class_emb) {
   if (use_ema && !c.has_ema()) fail(c.path, "has no EMA weights (ema.* tensors)");
   auto named = model.named_parameters();
-  nn::LoadOptions opt;
-  opt.accept_bare_unet = !c.training;
-  opt.accept_legacy_attention = !c.training;
-  opt.allow_missing_class_emb = allow_missing_class_emb && !c.training;
+  // Training checkpoints are ours (current names, wrapper keys); exported weights may be converted.
+  models::WrapperKeyOptions keys;
+  keys.accept_bare_unet = !c.training;
+  keys.accept_legacy_attention = !c.training;
+  keys.allow_missing_class_emb = allow_missing_class_emb && !c.training;
   try {
-    const nn::LoadReport rep = nn::load_state_dict(named, use_ema ? c.ema : c.weights, opt);
+    const nn::LoadReport rep = models::load_wrapper_state_dict(named, use_ema ? c.ema : c.weights, keys);
     for (const std::string& k : rep.kept)
       std::fprintf(stderr,
                    "note: checkpoint '%s' is a bare UNet2DModel state dict without %s; the model's own "
@@ -316,16 +318,13 @@ void load_optimizer(nn::AdamW& opt, const Checkpoint& c) {
     nm.emplace_back(opt.names()[i], m.back());
     nv.emplace_back(opt.names()[i], v.back());
   }
-  nn::LoadOptions lo;
-  lo.accept_bare_unet = false;
-  lo.accept_legacy_attention = false;
   try {
-    nn::load_state_dict(nm, c.exp_avg, lo);
+    nn::load_state_dict(nm, c.exp_avg);
   } catch (const std::exception& e) {
     fail(c.path, std::string("optimizer exp_avg: ") + e.what());
   }
   try {
-    nn::load_state_dict(nv, c.exp_avg_sq, lo);
+    nn::load_state_dict(nv, c.exp_avg_sq);
   } catch (const std::exception& e) {
     fail(c.path, std::string("optimizer exp_avg_sq: ") + e.what());
   }

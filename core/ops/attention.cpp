@@ -18,6 +18,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                "shapes do not agree: q ", shape_str(q.shape()), " k ", shape_str(k.shape()), " v ",
                shape_str(v.shape()));
   ENGINE_CHECK(Lk > 0 && D > 0, "attention", "empty keys or head dim: k ", shape_str(k.shape()));
+  ENGINE_CHECK(D <= kern::kMaxAttentionHeadDim, "attention", "head dim D = ", D, " is unsupported (1..",
+               kern::kMaxAttentionHeadDim, " on every device), q ", shape_str(q.shape()));
   const double scale = scale_opt ? *scale_opt : 1.0 / std::sqrt(static_cast<double>(D));
   const int64_t BH = B * H;
   Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();

@@ -8,11 +8,11 @@
 // made current (cuda::DeviceScope), so they launch on the tensors' GPU and its stream; check_same()
 // rejects ops whose tensors live on different devices.
 #pragma once
-#include "core/cuda_device.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "runtime/cuda_device.h"
 
 namespace engine::detail {
 

@@ -157,10 +157,6 @@ void unary(Unary op, int64_t n, const T* x, T* y) {
 #pragma omp parallel for simd schedule(static) if (n > kParThreshold)
       for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i];
       break;
-    case Unary::Abs:
-#pragma omp parallel for simd schedule(static) if (n > kParThreshold)
-      for (int64_t i = 0; i < n; ++i) y[i] = std::abs(x[i]);
-      break;
   }
 }
 

@@ -18,9 +18,9 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/gemm_detail.h"
+#include "runtime/error.h"
 
 namespace kern::cpu {
 namespace {

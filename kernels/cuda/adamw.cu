@@ -72,7 +72,7 @@ void adamw_step(int ntensors, float* const* p, const float* const* g, float* con
   table.reserve(ntensors);
   int64_t total = 0;
   for (int t = 0; t < ntensors; ++t) {
-    if (sizes[t] < 0) throw std::invalid_argument("kern::cuda::adamw_step: negative tensor size");
+    if (sizes[t] < 0) throw ::engine::Error("kern::cuda::adamw_step: negative tensor size");
     if (sizes[t] == 0) continue;
     table.push_back({p[t], g[t], m[t], v[t], total, sizes[t]});
     total += sizes[t];

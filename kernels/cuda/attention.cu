@@ -287,7 +287,7 @@ __global__ void __launch_bounds__(kTile* Split<DM>::T)
 
 int padded_dim(int64_t D, const char* fn) {
   if (D <= 0 || D > 64)
-    throw std::invalid_argument(std::string("kern::cuda::") + fn + ": head dim D = " + std::to_string(D) +
+    throw ::engine::Error(std::string("kern::cuda::") + fn + ": head dim D = " + std::to_string(D) +
                                 " unsupported (1..64)");
   return D <= 8 ? 8 : D <= 16 ? 16 : D <= 32 ? 32 : 64;
 }

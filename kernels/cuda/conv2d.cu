@@ -181,7 +181,7 @@ __global__ void __launch_bounds__(kThreads) igemm_kernel(const Op op, int64_t ch
 template <class Op>
 void launch_igemm(const Op& op, int splits, int64_t chunk) {
   const int64_t gx = ceil_div(op.cols, kBN), gy = ceil_div(op.M, kBM);
-  if (gy > 65535) throw std::invalid_argument("kern::cuda::conv2d: too many output rows for one launch");
+  if (gy > 65535) throw ::engine::Error("kern::cuda::conv2d: too many output rows for one launch");
   dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(splits));
   igemm_kernel<Op><<<grid, kThreads, 0, engine_stream()>>>(op, chunk);
   CUDA_CHECK_LAUNCH();
@@ -219,7 +219,7 @@ void fill_common(Op& op, const Conv2dShape& s) {
 void check_shape(const Conv2dShape& s, const char* fn) {
   if (s.N < 0 || s.C <= 0 || s.H <= 0 || s.W <= 0 || s.K <= 0 || s.R <= 0 || s.S <= 0 || s.stride_h <= 0 ||
       s.stride_w <= 0 || s.pad_h < 0 || s.pad_w < 0 || s.P < 0 || s.Q < 0)
-    throw std::invalid_argument(std::string("kern::cuda::") + fn + ": invalid Conv2dShape");
+    throw ::engine::Error(std::string("kern::cuda::") + fn + ": invalid Conv2dShape");
 }
 
 }  // namespace

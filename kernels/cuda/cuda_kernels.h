@@ -1,6 +1,6 @@
 // CUDA kernel interface: the same contract as kernels/cpu/cpu_kernels.h, float32 only,
 // raw device pointers, contiguous row-major buffers, all work enqueued on the current
-// device's engine stream (core/cuda_device.h). In a build without CUDA these are linked
+// device's engine stream (runtime/cuda_device.h). In a build without CUDA these are linked
 // from kernels/cuda/cuda_stubs.cpp and throw "built without CUDA".
 #pragma once
 #include <cstdint>

@@ -1,14 +1,14 @@
 // Linked instead of kernels/cuda/*.cu in a build without CUDA: every kernel throws
 // "built without CUDA" so a request for a cuda tensor fails loudly, never silently.
-#include <stdexcept>
 #include <string>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "runtime/error.h"
 
 namespace kern::cuda {
 namespace {
 [[noreturn]] void no_cuda(const char* fn) {
-  throw std::runtime_error(std::string("kern::cuda::") + fn + ": this engine was built without CUDA");
+  throw ::engine::Error(std::string("kern::cuda::") + fn + ": this engine was built without CUDA");
 }
 }  // namespace
 

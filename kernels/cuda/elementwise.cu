@@ -28,7 +28,6 @@ __device__ __forceinline__ float apply_unary(float x) {
   if constexpr (OP == Unary::Silu) return x * sigmoidf(x);
   if constexpr (OP == Unary::Sqrt) return sqrtf(x);
   if constexpr (OP == Unary::Square) return x * x;
-  if constexpr (OP == Unary::Abs) return fabsf(x);
   return x;
 }
 
@@ -121,7 +120,7 @@ bool is_contiguous(const Strided& shape_of, const Strided& s) {
 
 void check_ndim(const Strided& s, const char* fn) {
   if (s.ndim < 0 || s.ndim > kMaxDims)
-    throw std::invalid_argument(std::string("kern::cuda::") + fn + ": ndim " + std::to_string(s.ndim) +
+    throw ::engine::Error(std::string("kern::cuda::") + fn + ": ndim " + std::to_string(s.ndim) +
                                 " outside [0, " + std::to_string(kMaxDims) + "]");
 }
 
@@ -171,10 +170,8 @@ void unary(Unary op, int64_t n, const float* x, float* y) {
       return launch_unary<Unary::Sqrt>(n, x, y);
     case Unary::Square:
       return launch_unary<Unary::Square>(n, x, y);
-    case Unary::Abs:
-      return launch_unary<Unary::Abs>(n, x, y);
   }
-  throw std::invalid_argument("kern::cuda::unary: unknown op " + std::to_string(static_cast<int>(op)));
+  throw ::engine::Error("kern::cuda::unary: unknown op " + std::to_string(static_cast<int>(op)));
 }
 
 void silu_backward(int64_t n, const float* x, const float* dy, float* dx) {
@@ -203,7 +200,7 @@ void binary(Binary op, const Strided& out, const float* a, const Strided& as, co
     case Binary::Div:
       return launch_binary<Binary::Div>(out, a, as, b, bs, y);
   }
-  throw std::invalid_argument("kern::cuda::binary: unknown op " + std::to_string(static_cast<int>(op)));
+  throw ::engine::Error("kern::cuda::binary: unknown op " + std::to_string(static_cast<int>(op)));
 }
 
 void copy_strided(int elem_size, const Strided& src_layout, const void* src, const Strided& dst_layout,
@@ -226,7 +223,7 @@ void copy_strided(int elem_size, const Strided& src_layout, const void* src, con
     case 8:
       return launch_copy<uint64_t>(n, src_layout, src, dst_layout, dst);
     default:
-      throw std::invalid_argument("kern::cuda::copy_strided: unsupported element size " +
+      throw ::engine::Error("kern::cuda::copy_strided: unsupported element size " +
                                   std::to_string(elem_size));
   }
 }

@@ -84,9 +84,9 @@ void embedding_backward(int64_t n, int64_t num_rows, int64_t dim, const int64_t*
     return;
   }
   if (n >= INT_MAX || num_rows >= UINT32_MAX || num_rows >= INT_MAX)
-    throw std::invalid_argument("kern::cuda::embedding_backward: too many indices or rows");
+    throw ::engine::Error("kern::cuda::embedding_backward: too many indices or rows");
   if (ceil_div(dim, kThreads) > 65535)
-    throw std::invalid_argument("kern::cuda::embedding_backward: dim too large");
+    throw ::engine::Error("kern::cuda::embedding_backward: dim too large");
   const int ni = static_cast<int>(n);
   cudaStream_t stream = engine_stream();
 

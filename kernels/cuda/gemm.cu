@@ -10,7 +10,7 @@ namespace {
 
 int to_int(int64_t v, const char* what) {
   if (v < 0 || v > INT_MAX)
-    throw std::invalid_argument(std::string("kern::cuda::gemm: ") + what + " = " + std::to_string(v) +
+    throw ::engine::Error(std::string("kern::cuda::gemm: ") + what + " = " + std::to_string(v) +
                                 " does not fit cuBLAS's 32-bit int");
   return static_cast<int>(v);
 }

@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kThreads)
 
 void check_args(int64_t N, int64_t C, int64_t HW, int64_t G, const char* fn) {
   if (N < 0 || C <= 0 || HW < 0 || G <= 0 || C % G != 0)
-    throw std::invalid_argument(std::string("kern::cuda::") + fn + ": need C % G == 0 (C=" +
+    throw ::engine::Error(std::string("kern::cuda::") + fn + ": need C % G == 0 (C=" +
                                 std::to_string(C) + ", G=" + std::to_string(G) + ")");
 }
 

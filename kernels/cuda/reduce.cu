@@ -117,7 +117,7 @@ void sum_cols(int64_t rows, int64_t cols, const float* x, float* y) {
   }
   const int64_t col_blocks = ceil_div(cols, kColTile);
   if (col_blocks > (int64_t(1) << 31) - 1)
-    throw std::invalid_argument("kern::cuda::sum_cols: too many columns");
+    throw ::engine::Error("kern::cuda::sum_cols: too many columns");
   // Enough row chunks to fill the GPU, each at least 64 rows; a function of the shape only.
   int64_t chunks = std::min<int64_t>({ceil_div(rows, 64), std::max<int64_t>(1, 1024 / col_blocks), 65535});
   chunks = std::max<int64_t>(1, chunks);

@@ -139,16 +139,10 @@ CONFIG_KEYS = [
     "flip_sin_to_cos", "freq_shift", "downsample_padding", "mid_block_scale_factor", "add_attention",
 ]
 
-SEED_CONFIG = dict(
-    sample_size=28, in_channels=2, out_channels=1,
-    block_out_channels=[32, 64, 64], layers_per_block=2,
-    down_block_types=["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
-    up_block_types=["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-    attention_head_dim=8, norm_num_groups=32, norm_eps=1e-5,
-    flip_sin_to_cos=True, freq_shift=0, downsample_padding=1,
-    mid_block_scale_factor=1, add_attention=True,
-    num_classes=10, class_emb_size=1,
-)
+# The seed model's config (UNet2DModel keys + num_classes, class_emb_size): configs/seed.json is its one
+# source; keys starting with "_" are comments.
+SEED_CONFIG = {k: v for k, v in json.loads((Path(__file__).resolve().parents[2] / "configs" / "seed.json")
+                                           .read_text()).items() if not k.startswith("_")}
 
 # preset name -> (config overrides on SEED_CONFIG, default batch, default image size)
 PRESETS = {

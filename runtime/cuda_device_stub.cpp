@@ -1,15 +1,16 @@
-// Linked instead of core/cuda_device.cu in a build without CUDA: no devices, and every
+// Linked instead of runtime/cuda_device.cu in a build without CUDA: no devices, and every
 // operation that would need one throws a clear error.
-#include <stdexcept>
+#include <string>
 
-#include "core/cuda_device.h"
+#include "runtime/cuda_device.h"
+#include "runtime/error.h"
 
 namespace engine::cuda {
 namespace {
 [[noreturn]] void no_cuda(const char* what) {
-  throw std::runtime_error(std::string(what) +
-                           ": this engine was built without CUDA (reconfigure with a CUDA toolkit and "
-                           "-DENGINE_CUDA=ON to use cuda devices)");
+  throw Error(std::string(what) +
+              ": this engine was built without CUDA (reconfigure with a CUDA toolkit and "
+              "-DENGINE_CUDA=ON to use cuda devices)");
 }
 }  // namespace
 
@@ -24,10 +25,8 @@ void* alloc(std::size_t, int) { no_cuda("cuda::alloc"); }
 void free(void*, int) { no_cuda("cuda::free"); }
 AllocatorStats allocator_stats(int) { no_cuda("cuda::allocator_stats"); }
 void reset_peak(int) { no_cuda("cuda::reset_peak"); }
-void empty_cache() {}
 void copy_h2d(void*, const void*, std::size_t, int) { no_cuda("cuda::copy_h2d"); }
 void copy_d2h(void*, const void*, std::size_t, int) { no_cuda("cuda::copy_d2h"); }
-void copy_d2d(void*, const void*, std::size_t, int) { no_cuda("cuda::copy_d2d"); }
 void synchronize(int) { no_cuda("cuda::synchronize"); }
 
 }  // namespace engine::cuda

@@ -1,6 +1,6 @@
-// CUDA device plumbing (see core/cuda_device.h): device discovery, the per-device engine stream and
+// CUDA device plumbing (see runtime/cuda_device.h): device discovery, the per-device engine stream and
 // cuBLAS handle, a size-bucketed caching allocator, and synchronous host<->device copies.
-// core/cuda_device_stub.cpp is the no-CUDA counterpart of this file.
+// runtime/cuda_device_stub.cpp is the no-CUDA counterpart of this file.
 //
 // Process-lifetime state (streams, handles, pools) is deliberately leaked: tensors held in static
 // objects may be freed after other statics are destroyed, and tearing CUDA objects down during
@@ -13,8 +13,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/cuda_device.h"
-#include "kernels/cuda/cuda_common.h"
+#include "runtime/cuda_device.h"
+#include "runtime/cuda_runtime.h"
 
 namespace engine::cuda {
 namespace {
@@ -70,8 +70,8 @@ std::vector<std::unique_ptr<DeviceState>>& states() {
 void check_index(int device, const char* fn) {
   const int n = cached_device_count();
   if (device < 0 || device >= n)
-    throw std::out_of_range(std::string("cuda::") + fn + ": device index " + std::to_string(device) +
-                            " out of range (" + std::to_string(n) + " CUDA device(s) available)");
+    throw Error(std::string("cuda::") + fn + ": device index " + std::to_string(device) + " out of range (" +
+                std::to_string(n) + " CUDA device(s) available)");
 }
 
 DeviceState& state(int device, const char* fn) {
@@ -166,7 +166,7 @@ void set_device(int index) {
 }
 
 int current_device() {
-  if (cached_device_count() == 0) throw std::runtime_error("cuda::current_device: no CUDA device available");
+  if (cached_device_count() == 0) throw Error("cuda::current_device: no CUDA device available");
   int d = 0;
   CUDA_CHECK(cudaGetDevice(&d));
   return d;
@@ -202,11 +202,10 @@ void* alloc(std::size_t bytes, int device) {
       err = cudaMalloc(&p, size);
       if (err != cudaSuccess) {
         (void)cudaGetLastError();
-        throw std::runtime_error("CUDA out of memory on device " + std::to_string(device) +
-                                 ": tried to allocate " + std::to_string(bytes) + " bytes (" + mib(size) +
-                                 " bucket); allocator holds " + mib(pool.stats.current_bytes) + " current, " +
-                                 mib(pool.stats.peak_bytes) + " peak, " + mib(pool.stats.cached_bytes) +
-                                 " cached (" + cudaGetErrorString(err) + ")");
+        throw Error("CUDA out of memory on device " + std::to_string(device) + ": tried to allocate " +
+                    std::to_string(bytes) + " bytes (" + mib(size) + " bucket); allocator holds " +
+                    mib(pool.stats.current_bytes) + " current, " + mib(pool.stats.peak_bytes) + " peak, " +
+                    mib(pool.stats.cached_bytes) + " cached (" + cudaGetErrorString(err) + ")");
       }
     }
     ++pool.stats.num_mallocs;
@@ -223,8 +222,8 @@ void free(void* ptr, int device) {
   std::lock_guard<std::mutex> lock(pool.mu);
   auto it = pool.live.find(ptr);
   if (it == pool.live.end())
-    throw std::runtime_error("cuda::free: pointer was not allocated by the caching allocator of device " +
-                             std::to_string(device));
+    throw Error("cuda::free: pointer was not allocated by the caching allocator of device " +
+                std::to_string(device));
   const std::size_t size = it->second;
   pool.live.erase(it);
   pool.stats.current_bytes -= size;
@@ -245,18 +244,6 @@ void reset_peak(int device) {
   pool.stats.peak_bytes = pool.stats.current_bytes;
 }
 
-void empty_cache() {
-  const int n = cached_device_count();
-  for (int d = 0; d < n; ++d) {
-    DevicePool& pool = states()[d]->pool;
-    std::lock_guard<std::mutex> lock(pool.mu);
-    if (pool.cache.empty()) continue;
-    DeviceGuard guard(d);
-    CUDA_CHECK(cudaDeviceSynchronize());  // cached blocks may still be read by queued kernels
-    release_cached(pool);
-  }
-}
-
 // ---- copies
 
 void copy_h2d(void* dst, const void* src, std::size_t bytes, int device) {
@@ -272,14 +259,6 @@ void copy_d2h(void* dst, const void* src, std::size_t bytes, int device) {
   DeviceGuard guard(device);
   cudaStream_t s = engine_stream(device);
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
-  CUDA_CHECK(cudaStreamSynchronize(s));
-}
-
-void copy_d2d(void* dst, const void* src, std::size_t bytes, int device) {
-  if (bytes == 0) return;
-  DeviceGuard guard(device);
-  cudaStream_t s = engine_stream(device);
-  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
   CUDA_CHECK(cudaStreamSynchronize(s));
 }
 

@@ -1,7 +1,7 @@
-// CUDA device plumbing used by core/: device discovery, the caching allocator, the engine
-// stream, host<->device copies. Implemented in core/cuda_device.cu; a build without CUDA
-// links core/cuda_device_stub.cpp, where device_count() is 0 and everything else throws
-// "built without CUDA".
+// The runtime layer (below core/ and the kernels): CUDA device discovery, the caching allocator, the engine
+// stream, host<->device copies. Plain C++ interface (no CUDA headers). Implemented in runtime/cuda_device.cu;
+// a build without CUDA links runtime/cuda_device_stub.cpp, where device_count() is 0 and everything else
+// throws engine::Error "built without CUDA". Every error is an engine::Error (runtime/error.h).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -42,12 +42,10 @@ struct AllocatorStats {
 };
 AllocatorStats allocator_stats(int device);
 void reset_peak(int device);
-void empty_cache();
 
 // Copies; all synchronous with respect to the host.
 void copy_h2d(void* dst, const void* src, std::size_t bytes, int device);
 void copy_d2h(void* dst, const void* src, std::size_t bytes, int device);
-void copy_d2d(void* dst, const void* src, std::size_t bytes, int device);
 void synchronize(int device);
 
 }  // namespace engine::cuda

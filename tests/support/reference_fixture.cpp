@@ -1,5 +1,5 @@
 // Reference-fixture runner shared by the reference_check CLI and the model tests.
-#include "models/reference_fixture.h"
+#include "tests/support/reference_fixture.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +9,7 @@
 #include "core/bounded_json.h"
 #include "core/safetensors.h"
 #include "models/conditional_unet.h"
+#include "models/name_conversion.h"
 #include "nn/adamw.h"
 #include "nn/state_dict.h"
 
@@ -131,7 +132,7 @@ EngineRun run_engine(const Fixture& fx, Device device, bool convert_to_f32) {
   nn::LoadOptions lo;
   lo.prefix = "params.";
   lo.allow_dtype_conversion = convert_to_f32;
-  nn::load_state_dict(named, f, lo);
+  load_wrapper_state_dict(named, f, {}, lo);
   EngineRun run;
   run.num_params = model.num_parameters();
   run.num_tensors = static_cast<int64_t>(named.size());

@@ -1,0 +1,37 @@
+// Command-line flags shared by the apps that run a model: --device and --threads (fm_sample, fm_eval,
+// fm_classifier), and the sampling flags --steps, --solver, --cfg-scale, --seed and --batch (fm_sample,
+// fm_eval). One definition each: same names, checks, defaults and help everywhere.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+#include "apps/common/flow_matching.h"
+#include "core/dtype.h"
+
+namespace engine::app {
+
+struct ComputeFlags {
+  std::string device = "auto";  // cpu, cuda, cuda:N or auto
+  int threads = 0;              // OpenMP threads for CPU compute; 0 = all cores
+};
+// Adds --device (help "cpu, cuda, cuda:N or auto ...") and --threads (0..4096).
+void add_compute_flags(CLI::App& app, ComputeFlags& f);
+// Applies --threads and parses --device. Throws UsageError for an unknown device or a CUDA device this
+// machine (or build) does not have.
+Device apply_compute_flags(const ComputeFlags& f);
+
+struct SamplingFlags {
+  int64_t steps = 15;
+  std::string solver = "euler";
+  double cfg_scale = 3.0;
+  uint64_t seed = 0;
+  int64_t batch = 0;  // max images per model call; 0 = all
+};
+// Adds --steps (1..100000), --solver, --cfg-scale (finite, |s| <= 1000), --seed (uint64) and --batch (>= 0)
+// with `seed_help` for --seed.
+void add_sampling_flags(CLI::App& app, SamplingFlags& f, const std::string& seed_help);
+// Fills opt's steps, cfg_scale, solver and max_batch. Throws UsageError for an unknown solver.
+void apply_sampling_flags(const SamplingFlags& f, SampleOptions& opt);
+
+}  // namespace engine::app
