@@ -77,11 +77,7 @@ int main(int argc, char** argv) {
       ->check(app_ns::int_in(0, 18446744073709551615.0))
       ->capture_default_str();
   app_ns::add_compute_flags(app, cf);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
+  if (const int rc = app_ns::parse_command_line(app, argc, argv); rc >= 0) return rc;
   try {
     engine::Device device;
     std::string data_dir;

@@ -120,11 +120,7 @@ int main(int argc, char** argv) {
       ->check(app_ns::int_in(1, 100))
       ->capture_default_str();
   app.add_flag("--json", json, "print one JSON object instead of the table");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
+  if (const int rc = app_ns::parse_command_line(app, argc, argv); rc >= 0) return rc;
 
   try {
     app_ns::SampleOptions opt;

@@ -62,11 +62,7 @@ int main(int argc, char** argv) {
   app.add_flag("--bare-grid", bare_grid,
                "write only the samples (grayscale, no caption line and no class labels left of the rows)");
   app.add_flag("--quiet", quiet, "print nothing but errors");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
+  if (const int rc = app_ns::parse_command_line(app, argc, argv); rc >= 0) return rc;
 
   try {
     app_ns::SampleOptions opt;

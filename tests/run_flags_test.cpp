@@ -82,4 +82,20 @@ TEST(RunFlags, ApplyThrowsUsageErrors) {
   }
 }
 
+TEST(RunFlags, ParseCommandLineExitStatus) {
+  auto status = [](std::vector<std::string> args) {
+    CLI::App app{"test"};
+    SamplingFlags sf;
+    add_sampling_flags(app, sf, "seed help");
+    args.insert(args.begin(), "prog");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    return parse_command_line(app, static_cast<int>(argv.size()), argv.data());
+  };
+  EXPECT_EQ(status({"--steps", "3"}), -1);
+  EXPECT_EQ(status({"--help"}), 0);
+  EXPECT_EQ(status({"--steps", "0"}), 2);
+  EXPECT_EQ(status({"--no-such-flag"}), 2);
+}
+
 }  // namespace

@@ -9,6 +9,15 @@
 
 namespace engine::app {
 
+int parse_command_line(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  return -1;
+}
+
 void add_compute_flags(CLI::App& app, ComputeFlags& f) {
   app.add_option("--device", f.device, "cpu, cuda, cuda:N or auto (cuda when a GPU is present)")
       ->capture_default_str();

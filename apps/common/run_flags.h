@@ -11,6 +11,10 @@
 
 namespace engine::app {
 
+// Parses the command line. Returns -1 to go on, else the exit status to leave with: 0 after --help or
+// --version (printed by CLI11), 2 for a usage error (CLI11 prints it).
+int parse_command_line(CLI::App& app, int argc, char** argv);
+
 struct ComputeFlags {
   std::string device = "auto";  // cpu, cuda, cuda:N or auto
   int threads = 0;              // OpenMP threads for CPU compute; 0 = all cores
