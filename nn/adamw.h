@@ -1,6 +1,6 @@
 // AdamW optimizer with exactly torch.optim.AdamW semantics (decoupled weight decay, bias correction
 // by each parameter's own step count, zero-initialised moments, parameters without .grad skipped).
-// One multi-tensor kernel call per (device, dtype, step) group and step.
+// One adamw_step op call (core/ops.h; a fused multi-tensor kernel) per (device, dtype, step) group and step.
 #pragma once
 #include <string>
 #include <utility>
