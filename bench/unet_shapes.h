@@ -33,12 +33,7 @@ constexpr ConvCase kConvs[] = {
 };
 
 inline kern::Conv2dShape conv_shape(const ConvCase& c, int64_t batch) {
-  kern::Conv2dShape s{};
-  s.N = batch, s.C = c.C, s.H = c.H, s.W = c.H, s.K = c.K, s.R = c.R, s.S = c.R;
-  s.stride_h = s.stride_w = c.stride, s.pad_h = s.pad_w = c.pad;
-  s.P = (s.H + 2 * s.pad_h - s.R) / s.stride_h + 1;
-  s.Q = (s.W + 2 * s.pad_w - s.S) / s.stride_w + 1;
-  return s;
+  return kern::conv2d_shape(batch, c.C, c.H, c.H, c.K, c.R, c.R, c.stride, c.stride, c.pad, c.pad);
 }
 
 // "conv3x3 32->32" at 28 -> "conv3x3_32to32_28x28" (benchmark-filter friendly).
