@@ -27,6 +27,20 @@ void check_op(const std::string& op) {
 // GradCheck.<Op> for every op of the table (registered from the table: a new op cannot be left out).
 const bool kRegistered = register_op_tests("GradCheck", "", __FILE__, __LINE__, check_op);
 
+// The registration from the table works: GradCheck holds exactly one test per op of the table, so a new op
+// gets its gradient check without any list to update.
+TEST(GradCheckMeta, OneTestPerOpOfTheTable) {
+  std::vector<std::string> registered;
+  const ::testing::UnitTest& ut = *::testing::UnitTest::GetInstance();
+  for (int i = 0; i < ut.total_test_suite_count(); ++i) {
+    const ::testing::TestSuite& s = *ut.GetTestSuite(i);
+    if (std::string(s.name()) != "GradCheck") continue;
+    for (int j = 0; j < s.total_test_count(); ++j) registered.push_back(s.GetTestInfo(j)->name());
+  }
+  EXPECT_EQ(registered, op_names());
+  EXPECT_GE(registered.size(), 24u);  // the 24 ops the table held when registration replaced the lists
+}
+
 // A deliberately wrong backward (silu's gradient scaled by 1.001) must fail the check.
 TEST(GradCheckMeta, WrongBackwardIsCaught) {
   OpCase c = cases_for("Silu").at(0);
