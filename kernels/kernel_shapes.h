@@ -40,7 +40,7 @@ constexpr Conv2dShape conv2d_shape(int64_t N, int64_t C, int64_t H, int64_t W, i
 }
 
 // Elementwise op codes.
-enum class Unary : int { Neg, Exp, Sin, Cos, Silu, Sqrt, Square, Abs };
+enum class Unary : int { Neg, Exp, Sin, Cos, Silu, Sqrt, Square, Abs, Sigmoid };
 enum class Binary : int { Add, Sub, Mul, Div };
 
 // Broadcast strided iteration: at most this many dims (callers coalesce/merge).

@@ -285,7 +285,7 @@ void expect_lane_independent(const char* what, K kernel, int64_t k8 = 3) {
 template <typename T>
 void elementwise_lane_independent(int64_t k8) {
   for (Unary op : {Unary::Neg, Unary::Exp, Unary::Sin, Unary::Cos, Unary::Silu, Unary::Sqrt, Unary::Square,
-                   Unary::Abs}) {
+                   Unary::Abs, Unary::Sigmoid}) {
     SCOPED_TRACE(::testing::Message() << "unary " << int(op));
     expect_lane_independent<T>(
         "unary", [op](int64_t n, const T* x, const T*, T* y) { kc::unary<T>(op, n, x, y); }, k8);

@@ -229,6 +229,13 @@ const std::map<std::string, Ref>& refs() {
         // silu(x) = x / (1 + exp(-x)) as PyTorch evaluates it: silu(-inf) = -inf / inf = NaN.
         {"Silu/plain",
          [](auto& t, auto&) { return map1(t[0], [](double x) { return x / (1.0 + std::exp(-x)); }); }},
+        // sigmoid(x) = 1 / (1 + exp(-x)) as PyTorch defines it: sigmoid(-inf) = 0, sigmoid(inf) = 1.
+        {"Sigmoid/plain",
+         [](auto& t, auto&) { return map1(t[0], [](double x) { return 1.0 / (1.0 + std::exp(-x)); }); }},
+        {"Sigmoid/saturating",
+         [](auto& t, auto&) {
+           return map1(t[0], [](double x) { return 1.0 / (1.0 + std::exp(-40.0 * x)); });
+         }},
         {"Exp/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return std::exp(x); }); }},
         {"Sin/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return std::sin(x); }); }},
         {"Cos/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return std::cos(x); }); }},
@@ -337,7 +344,7 @@ const std::map<std::string, Ref>& refs() {
       };
     for (const bench::Act& a : bench::kActs)
       table["GroupNorm/unet_32groups_" + std::to_string(a.C) + "ch_" + std::to_string(a.H) + "x" +
-        std::to_string(a.H)] = [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 32, true); };
+            std::to_string(a.H)] = [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 32, true); };
     return table;
   }();
   return m;

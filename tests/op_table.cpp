@@ -92,6 +92,9 @@ std::vector<OpCase> build_cases() {
       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); }, false);
   // ---- elementwise
   def("Silu", "plain", {F({3, 7})}, [](auto& t) { return silu(t[0]); });
+  // 19 elements: two 8-lane SIMD blocks and a scalar tail; large |x| saturates to 0 and 1.
+  def("Sigmoid", "plain", {F({19})}, [](auto& t) { return sigmoid(t[0]); });
+  def("Sigmoid", "saturating", {F({2, 5})}, [](auto& t) { return sigmoid(mul(t[0], 40.0)); });
   def("Exp", "plain", {F({4, 3})}, [](auto& t) { return exp(t[0]); });
   def("Sin", "plain", {F({4, 3})}, [](auto& t) { return sin(t[0]); });
   def("Cos", "plain", {F({4, 3})}, [](auto& t) { return cos(t[0]); });

@@ -186,6 +186,16 @@ Tensor square(const Tensor& x) {
   return y;
 }
 
+Tensor sigmoid(const Tensor& x) {
+  Tensor y = unary_raw(kern::Unary::Sigmoid, x, "sigmoid");
+  if (any_requires_grad({&x})) {
+    Tensor sy = y.detach();
+    record("sigmoid", y, {x},
+           [sy](const Tensor& g) { return std::vector<Tensor>{mul(g, mul(sy, add(neg(sy), 1.0)))}; });
+  }
+  return y;
+}
+
 Tensor silu(const Tensor& x) {
   Tensor y = unary_raw(kern::Unary::Silu, x, "silu");
   if (any_requires_grad({&x})) {

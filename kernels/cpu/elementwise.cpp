@@ -161,6 +161,13 @@ void unary(Unary op, int64_t n, const T* x, T* y) {
 #pragma omp parallel for simd schedule(static) if (n > kParThreshold)
       for (int64_t i = 0; i < n; ++i) y[i] = std::abs(x[i]);
       break;
+    case Unary::Sigmoid:  // 1 / (1 + e^-x), written so that e^... never overflows; NaN stays NaN
+#pragma omp parallel for schedule(static) if (n > kParThreshold)
+      for (int64_t i = 0; i < n; ++i) {
+        const T e = std::exp(-std::abs(x[i]));
+        y[i] = x[i] >= T(0) ? T(1) / (T(1) + e) : (x[i] < T(0) ? e / (T(1) + e) : x[i]);
+      }
+      break;
   }
 }
 

@@ -29,6 +29,7 @@ __device__ __forceinline__ float apply_unary(float x) {
   if constexpr (OP == Unary::Sqrt) return sqrtf(x);
   if constexpr (OP == Unary::Square) return x * x;
   if constexpr (OP == Unary::Abs) return fabsf(x);
+  if constexpr (OP == Unary::Sigmoid) return sigmoidf(x);
   return x;
 }
 
@@ -173,6 +174,8 @@ void unary(Unary op, int64_t n, const float* x, float* y) {
       return launch_unary<Unary::Square>(n, x, y);
     case Unary::Abs:
       return launch_unary<Unary::Abs>(n, x, y);
+    case Unary::Sigmoid:
+      return launch_unary<Unary::Sigmoid>(n, x, y);
   }
   throw std::invalid_argument("kern::cuda::unary: unknown op " + std::to_string(static_cast<int>(op)));
 }
