@@ -13,6 +13,8 @@
 
 #include "kernels/kernel_shapes.h"
 
+// (clang-format would write "T * x" in these macros, reading it as a multiplication.)
+// clang-format off
 // ---- GEMM (row-major), C = alpha * op(A) @ op(B) + beta * C, op = transpose if trans.
 // op(A) is (M, K), op(B) is (K, N), C is (M, N). lda/ldb/ldc are row strides. With beta == 0, C is not
 // read (BLAS semantics: NaN in C does not propagate).
@@ -67,7 +69,7 @@
 // input is read for the output's index (0 for broadcast dims). out.stride is ignored.
 #define KERN_SIG_binary(T) \
   (Binary op, const Strided& out, const T* a, const Strided& as, const T* b, const Strided& bs, T* y)
-#define KERN_SIG_fill(T) (int64_t n, T * y, double value)
+#define KERN_SIG_fill(T) (int64_t n, T* y, double value)
 
 // ---- nearest upsample x2: x (NC, H, W) -> y (NC, 2H, 2W); backward sums the 2x2 block.
 #define KERN_SIG_upsample_nearest2x_forward(T) (int64_t NC, int64_t H, int64_t W, const T* x, T* y)
@@ -97,8 +99,10 @@
 // ---- counter-based RNG (Philox4x32-10). Element i of the stream (seed, offset) is a pure
 // function of (seed, offset + i), identical on CPU and CUDA.
 // uniform in [0, 1) (float: 24-bit mantissa); normal via Box-Muller.
-#define KERN_SIG_philox_uniform(T) (int64_t n, uint64_t seed, uint64_t offset, T * y)
-#define KERN_SIG_philox_normal(T) (int64_t n, uint64_t seed, uint64_t offset, T * y)
+#define KERN_SIG_philox_uniform(T) (int64_t n, uint64_t seed, uint64_t offset, T* y)
+#define KERN_SIG_philox_normal(T) (int64_t n, uint64_t seed, uint64_t offset, T* y)
+
+// clang-format on
 
 // Every kernel above. A new kernel: its KERN_SIG_ line above, its name here, its two definitions.
 #define KERN_BACKEND_KERNELS(X)  \
