@@ -443,15 +443,7 @@ int main(int argc, char** argv) {
   g_printer = &printer;
   printer.header();
   bench_gemm();
-  for (const ConvCase& c : kConvs)
-    if (selected(std::string(c.name) + " conv")) bench_conv(c);
-  if (selected("attention"))
-    for (int64_t L : {196, 49}) bench_attention(L);
-  if (selected("group_norm"))
-    for (const Act& a : kActs) bench_group_norm(a);
-  if (selected("silu"))
-    for (const Act& a : {kActs[0], kActs[1], kActs[6], kActs[7]}) bench_silu(a);
-  if (selected("adamw")) bench_adamw();
+  bench::run_unet_rows(selected, {bench_conv, bench_attention, bench_group_norm, bench_silu, bench_adamw});
   bench::bench_op_table(engine::Device::cpu(), g_opt.filter, printer,
                         [](const std::function<void()>& fn) { return median_ms(fn); });
   std::printf(

@@ -584,18 +584,10 @@ int main(int argc, char** argv) {
     bench::Printer printer(g_peak, 4, 0, g_opt.check ? kCheckTol : NAN);
     g_printer = &printer;
     printer.header();
-    for (const ConvCase& c : kConvs)
-      if (selected(std::string(c.name) + " conv")) bench_conv(c);
-    if (selected("attention"))
-      for (int64_t L : {196, 49}) bench_attention(L);
-    if (selected("group_norm"))
-      for (const Act& a : kActs) bench_group_norm(a);
-    if (selected("silu"))
-      for (const Act& a : {kActs[0], kActs[1], kActs[6], kActs[7]}) bench_silu(a);
-    if (selected("adamw")) {
-      bench_adamw(false);
-      bench_adamw(true);
-    }
+    bench::run_unet_rows(selected, {bench_conv, bench_attention, bench_group_norm, bench_silu, [] {
+                                      bench_adamw(false);
+                                      bench_adamw(true);
+                                    }});
     bench::bench_op_table(engine::Device::cuda(0), g_opt.filter, printer,
                           [](const std::function<void()>& fn) { return g_timer->median_ms(fn); });
     std::printf(

@@ -2,6 +2,7 @@
 // benchmark so that the CPU, CUDA and conv tables measure the same rows.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "kernels/kernel_shapes.h"
@@ -56,5 +57,25 @@ struct Act {
 };
 constexpr Act kActs[] = {{32, 28}, {64, 28},  {96, 28}, {32, 14}, {64, 14},
                          {96, 14}, {128, 14}, {64, 7},  {128, 7}};
+
+// The kernel rows both benchmarks (cpu_kernels_bench, cuda_kernels_bench) run at these shapes, in this
+// order; each benchmark supplies how it measures one row. `selected(name)` applies --filter.
+struct UnetRowBenches {
+  std::function<void(const ConvCase&)> conv;         // every kConvs shape, fwd / bwd-data / bwd-filter
+  std::function<void(int64_t tokens)> attention;     // 8 heads of dim 8 at 196 and 49 tokens
+  std::function<void(const Act&)> group_norm, silu;  // every kActs shape; silu at four of them
+  std::function<void()> adamw;                       // AdamW over the seed model's parameters
+};
+inline void run_unet_rows(const std::function<bool(const std::string&)>& selected, const UnetRowBenches& b) {
+  for (const ConvCase& c : kConvs)
+    if (selected(std::string(c.name) + " conv")) b.conv(c);
+  if (selected("attention"))
+    for (int64_t L : {196, 49}) b.attention(L);
+  if (selected("group_norm"))
+    for (const Act& a : kActs) b.group_norm(a);
+  if (selected("silu"))
+    for (const Act& a : {kActs[0], kActs[1], kActs[6], kActs[7]}) b.silu(a);
+  if (selected("adamw")) b.adamw();
+}
 
 }  // namespace bench
