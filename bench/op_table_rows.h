@@ -24,10 +24,13 @@ inline void bench_op_table(engine::Device device, const std::string& filter, Pri
                both = selected(bwd_name + " " + c.variant, filter);
     if (!fwd && !both) continue;
     const test::OpCost cost = test::op_cost(c);
+    // Below 2 FLOP per byte the row is bandwidth-bound: show GB/s (bench::Row reads flops > 0 as
+    // compute-bound).
+    const double flops = cost.flops > 2 * cost.bytes ? cost.flops : 0;
     std::vector<Tensor> in = test::make_inputs(c, DType::F32, device, 3);
     if (fwd) {
       Row r{fwd_name, c.variant};
-      r.flops = cost.flops, r.bytes = cost.bytes;
+      r.flops = flops, r.bytes = cost.bytes;
       r.note = "op layer, tests/op_table.cpp";
       r.ours_ms = median_ms([&] {
         NoGradGuard no_grad;
@@ -38,7 +41,7 @@ inline void bench_op_table(engine::Device device, const std::string& filter, Pri
     if (both) {
       Row r{bwd_name, c.variant};
       // Backward reads the forward's inputs and output gradient and computes about twice its FLOPs.
-      r.flops = 3 * cost.flops, r.bytes = 3 * cost.bytes;
+      r.flops = 3 * flops, r.bytes = 3 * cost.bytes;
       r.note = "op layer, tests/op_table.cpp";
       r.ours_ms = median_ms([&] {
         for (Tensor& t : in) t.zero_grad();
