@@ -218,9 +218,7 @@ void nk_to_kn(int64_t N, int64_t K, int64_t PQ, const float* a, float* b) {
 
 void bench_conv(const ConvCase& c) {
   const kern::Conv2dShape s = conv_shape(c);
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld->%lldx%lld", (long long)s.N, (long long)s.C,
-                (long long)s.H, (long long)s.W, (long long)s.P, (long long)s.Q);
+  const std::string shape = bench::conv_shape_str(s);
   const int64_t nx = s.N * s.C * s.H * s.W, nw = s.K * s.C * s.R * s.S, ny = s.N * s.K * s.P * s.Q;
   const int64_t CRS = s.C * s.R * s.S, NPQ = s.N * s.P * s.Q, PQ = s.P * s.Q;
   Vec x = randn(nx), w = randn(nw, 0.1f), b = randn(s.K), dy = randn(ny);
@@ -352,9 +350,7 @@ using bench::kActs;
 
 void bench_group_norm(const Act& a) {
   const int64_t N = g_opt.batch, C = a.C, HW = a.H * a.H, n = N * C * HW, G = 32;
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld G=%lld", (long long)N, (long long)C, (long long)a.H,
-                (long long)a.H, (long long)G);
+  const std::string shape = bench::act_shape_str(N, a, G);
   Vec x = randn(n), gamma = randn(C), beta = randn(C), dy = randn(n);
   Vec y(n), mean(N * G), rstd(N * G), dx(n), dgamma(C), dbeta(C);
   Row f{"group_norm fwd", shape}, b{"group_norm bwd", shape};
@@ -374,9 +370,7 @@ void bench_group_norm(const Act& a) {
 
 void bench_silu(const Act& a) {
   const int64_t n = g_opt.batch * a.C * a.H * a.H;
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld", (long long)g_opt.batch, (long long)a.C,
-                (long long)a.H, (long long)a.H);
+  const std::string shape = bench::act_shape_str(g_opt.batch, a);
   Vec x = randn(n), dy = randn(n), y(n), dx(n);
   Row f{"silu fwd", shape}, b{"silu bwd", shape};
   f.bytes = 4.0 * 2 * n, b.bytes = 4.0 * 3 * n;

@@ -242,9 +242,7 @@ kern::Conv2dShape conv_shape(const ConvCase& c) { return bench::conv_shape(c, kB
 
 void bench_conv(const ConvCase& c) {
   const kern::Conv2dShape s = conv_shape(c);
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld->%lldx%lld", (long long)s.N, (long long)s.C,
-                (long long)s.H, (long long)s.W, (long long)s.P, (long long)s.Q);
+  const std::string shape = bench::conv_shape_str(s);
   const int64_t nx = s.N * s.C * s.H * s.W, nw = s.K * s.C * s.R * s.S, ny = s.N * s.K * s.P * s.Q;
   DevBuf x = randn_buf(nx), w = randn_buf(nw, 0.1f), b = randn_buf(s.K), dy = randn_buf(ny);
   DevBuf y(ny), dx(nx), dw(nw), db(s.K), ry(ny), rdx(nx), rdw(nw), rdb(s.K);
@@ -430,9 +428,7 @@ using bench::kActs;
 void bench_group_norm(const Act& a) {
   const int64_t N = kBatch, C = a.C, HW = a.H * a.H, n = N * C * HW, G = kGroups;
   const double eps = 1e-5;
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld G=%lld", (long long)N, (long long)C, (long long)a.H,
-                (long long)a.H, (long long)G);
+  const std::string shape = bench::act_shape_str(N, a, G);
   DevBuf x = randn_buf(n), gamma = randn_buf(C), beta = randn_buf(C), dy = randn_buf(n);
   DevBuf y(n), mean(N * G), rstd(N * G), dx(n), dgamma(C), dbeta(C);
   Row f{"group_norm fwd", shape}, b{"group_norm bwd", shape};
@@ -460,9 +456,7 @@ void bench_group_norm(const Act& a) {
 
 void bench_silu(const Act& a) {
   const int64_t n = kBatch * a.C * a.H * a.H;
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld", (long long)kBatch, (long long)a.C, (long long)a.H,
-                (long long)a.H);
+  const std::string shape = bench::act_shape_str(kBatch, a);
   DevBuf x = randn_buf(n), dy = randn_buf(n), y(n), dx(n);
   Row f{"silu fwd", shape}, b{"silu bwd", shape};
   f.bytes = 4.0 * 2 * n, b.bytes = 4.0 * 3 * n;

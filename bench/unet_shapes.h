@@ -37,6 +37,12 @@ inline kern::Conv2dShape conv_shape(const ConvCase& c, int64_t batch) {
   return kern::conv2d_shape(batch, c.C, c.H, c.H, c.K, c.R, c.R, c.stride, c.stride, c.pad, c.pad);
 }
 
+// "16x32x28x28->28x28": the batch, input and output sides of a conv row.
+inline std::string conv_shape_str(const kern::Conv2dShape& s) {
+  return std::to_string(s.N) + "x" + std::to_string(s.C) + "x" + std::to_string(s.H) + "x" +
+         std::to_string(s.W) + "->" + std::to_string(s.P) + "x" + std::to_string(s.Q);
+}
+
 // "conv3x3 32->32" at 28 -> "conv3x3_32to32_28x28" (benchmark-filter friendly).
 inline std::string conv_id(const ConvCase& c) {
   std::string out;
@@ -57,6 +63,13 @@ struct Act {
 };
 constexpr Act kActs[] = {{32, 28}, {64, 28},  {96, 28}, {32, 14}, {64, 14},
                          {96, 14}, {128, 14}, {64, 7},  {128, 7}};
+
+// "16x32x28x28 G=32" (groups > 0) or "16x32x28x28": an activation row at batch N.
+inline std::string act_shape_str(int64_t N, const Act& a, int64_t groups = 0) {
+  std::string s =
+      std::to_string(N) + "x" + std::to_string(a.C) + "x" + std::to_string(a.H) + "x" + std::to_string(a.H);
+  return groups > 0 ? s + " G=" + std::to_string(groups) : s;
+}
 
 // The kernel rows both benchmarks (cpu_kernels_bench, cuda_kernels_bench) run at these shapes, in this
 // order; each benchmark supplies how it measures one row. `selected(name)` applies --filter.
