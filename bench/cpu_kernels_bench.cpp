@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "bench/bench_table.h"
+#include "bench/op_table_rows.h"
 #include "bench/unet_shapes.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "models/conditional_unet.h"
@@ -36,13 +37,7 @@ namespace {
 using Vec = std::vector<float>;
 using Clock = std::chrono::steady_clock;
 
-struct Options {
-  int64_t batch = 16;
-  int runs = 5, threads = 0;
-  bool quick = false;
-  std::string filter;
-};
-Options g_opt;
+bench::Options g_opt;  // defaults: batch 16, 5 runs
 
 Vec randn(int64_t n, float scale = 1.f, unsigned seed = 1) {
   static unsigned counter = 0;
@@ -53,8 +48,7 @@ Vec randn(int64_t n, float scale = 1.f, unsigned seed = 1) {
   return v;
 }
 
-using bench::max_rel_err;
-double rel_err(const Vec& a, const Vec& b) { return max_rel_err(a, b); }
+double rel_err(const Vec& a, const Vec& b) { return bench::max_rel_err(a, b); }
 
 // ---------------------------------------------------------------- timing
 
@@ -109,24 +103,8 @@ Peaks measure_peaks() {
 
 using bench::Row;
 
-void print_header() {
-  std::printf("%-26s %-28s %9s %9s %7s %13s %9s %7s %9s  %s\n", "kernel", "shape", "ours ms", "base ms",
-              "ours/b", "achieved", "floor ms", "%floor", "rel err", "baseline");
-}
-
-void print_row(const Row& r) {
-  const double floor_ms = bench::floor_ms(r, g_peak);
-  char base[32] = "-", ratio[32] = "-", err[32] = "-";
-  if (!std::isnan(r.base_ms)) {
-    std::snprintf(base, sizeof base, "%.3f", r.base_ms);
-    std::snprintf(ratio, sizeof ratio, "%.2f", r.ours_ms / r.base_ms);
-  }
-  if (!std::isnan(r.err)) std::snprintf(err, sizeof err, "%.1e", r.err);
-  std::printf("%-26s %-28s %9.3f %9s %7s %13s %9.3f %6.0f%% %9s  %s\n", r.kernel.c_str(), r.shape.c_str(),
-              r.ours_ms, base, ratio, bench::achieved(r, 1).c_str(), floor_ms, 100.0 * floor_ms / r.ours_ms,
-              err, r.note.c_str());
-  std::fflush(stdout);
-}
+bench::Printer* g_printer = nullptr;
+void print_row(const Row& r) { g_printer->row(r); }
 
 bool selected(const std::string& name) { return bench::selected(name, g_opt.filter); }
 
@@ -240,9 +218,7 @@ void nk_to_kn(int64_t N, int64_t K, int64_t PQ, const float* a, float* b) {
 
 void bench_conv(const ConvCase& c) {
   const kern::Conv2dShape s = conv_shape(c);
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld->%lldx%lld", (long long)s.N, (long long)s.C,
-                (long long)s.H, (long long)s.W, (long long)s.P, (long long)s.Q);
+  const std::string shape = bench::conv_shape_str(s);
   const int64_t nx = s.N * s.C * s.H * s.W, nw = s.K * s.C * s.R * s.S, ny = s.N * s.K * s.P * s.Q;
   const int64_t CRS = s.C * s.R * s.S, NPQ = s.N * s.P * s.Q, PQ = s.P * s.Q;
   Vec x = randn(nx), w = randn(nw, 0.1f), b = randn(s.K), dy = randn(ny);
@@ -374,9 +350,7 @@ using bench::kActs;
 
 void bench_group_norm(const Act& a) {
   const int64_t N = g_opt.batch, C = a.C, HW = a.H * a.H, n = N * C * HW, G = 32;
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld G=%lld", (long long)N, (long long)C, (long long)a.H,
-                (long long)a.H, (long long)G);
+  const std::string shape = bench::act_shape_str(N, a, G);
   Vec x = randn(n), gamma = randn(C), beta = randn(C), dy = randn(n);
   Vec y(n), mean(N * G), rstd(N * G), dx(n), dgamma(C), dbeta(C);
   Row f{"group_norm fwd", shape}, b{"group_norm bwd", shape};
@@ -396,9 +370,7 @@ void bench_group_norm(const Act& a) {
 
 void bench_silu(const Act& a) {
   const int64_t n = g_opt.batch * a.C * a.H * a.H;
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld", (long long)g_opt.batch, (long long)a.C,
-                (long long)a.H, (long long)a.H);
+  const std::string shape = bench::act_shape_str(g_opt.batch, a);
   Vec x = randn(n), dy = randn(n), y(n), dx(n);
   Row f{"silu fwd", shape}, b{"silu bwd", shape};
   f.bytes = 4.0 * 2 * n, b.bytes = 4.0 * 3 * n;
@@ -444,30 +416,13 @@ void bench_adamw() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (a == "--batch")
-      g_opt.batch = std::stoll(next());
-    else if (a == "--runs")
-      g_opt.runs = std::stoi(next());
-    else if (a == "--threads")
-      g_opt.threads = std::stoi(next());
-    else if (a == "--filter")
-      g_opt.filter = next();
-    else if (a == "--quick" || a.rfind("--benchmark_min_time", 0) == 0)
-      g_opt.quick = true;  // gpu_check.sh
-    else if (a.rfind("--benchmark_", 0) == 0)
-      continue;
-    else {
-      std::printf(
-          "usage: %s [--threads N] [--batch 16] [--runs 5] [--filter SUBSTR] [--quick]\n"
-          "  --filter  gemm, conv, attention, group_norm, silu or adamw (substring of the kernel name)\n"
-          "  --quick   3 runs (also implied by --benchmark_min_time=..., for gpu_check.sh)\n",
-          argv[0]);
-      return a == "--help" || a == "-h" ? 0 : 2;
-    }
-  }
+  const int rc = bench::parse_options(
+      argc, argv, bench::kOptBatch | bench::kOptThreads,
+      "usage: %s [--threads N] [--batch 16] [--runs 5] [--filter SUBSTR] [--quick]\n"
+      "  --filter  gemm, conv, attention, group_norm, silu, adamw or op (substring of the kernel name)\n"
+      "  --quick   3 runs (also implied by --benchmark_min_time=..., for gpu_check.sh)\n",
+      g_opt);
+  if (rc >= 0) return rc;
   if (g_opt.quick) g_opt.runs = std::min(g_opt.runs, 3);
   if (g_opt.threads > 0) {
     omp_set_num_threads(g_opt.threads);
@@ -478,17 +433,13 @@ int main(int argc, char** argv) {
       "between runs\n",
       (long long)g_opt.batch, omp_get_max_threads(), g_opt.runs);
   g_peak = measure_peaks();
-  print_header();
+  bench::Printer printer(g_peak, 3, 1);
+  g_printer = &printer;
+  printer.header();
   bench_gemm();
-  for (const ConvCase& c : kConvs)
-    if (selected(std::string(c.name) + " conv")) bench_conv(c);
-  if (selected("attention"))
-    for (int64_t L : {196, 49}) bench_attention(L);
-  if (selected("group_norm"))
-    for (const Act& a : kActs) bench_group_norm(a);
-  if (selected("silu"))
-    for (const Act& a : {kActs[0], kActs[1], kActs[6], kActs[7]}) bench_silu(a);
-  if (selected("adamw")) bench_adamw();
+  bench::run_unet_rows(selected, {bench_conv, bench_attention, bench_group_norm, bench_silu, bench_adamw});
+  bench::bench_op_table(engine::Device::cpu(), g_opt.filter, printer,
+                        [](const std::function<void()>& fn) { return median_ms(fn); });
   std::printf(
       "\nfloor = max(FLOPs / measured sgemm peak, minimal bytes / measured bandwidth); %%floor = floor / "
       "ours. ours/b < 1: ours faster than the baseline. rel err = max |ours - baseline| / max |baseline|.\n");

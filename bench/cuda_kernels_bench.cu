@@ -29,6 +29,7 @@
 #endif
 
 #include "bench/bench_table.h"
+#include "bench/op_table_rows.h"
 #include "bench/unet_shapes.h"
 #include "runtime/cuda_device.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -45,14 +46,7 @@ constexpr int64_t kGroups = 32;
 constexpr double kCheckTol =
     1e-3;  // max-normalised error allowed for FP32 results (different summation order)
 
-struct Options {
-  bool check = false, quick = false, cudnn_tf32 = false;
-  int runs = 50, warmup = 5;
-  std::string filter;
-};
-Options g_opt;
-bool g_check_failed = false;
-int64_t g_checked = 0;  // rows whose output was compared (a --check that compared nothing fails)
+bench::Options g_opt;  // defaults set in main: 50 runs after 5 warm-up
 
 // ---------------------------------------------------------------- device buffers and helpers
 
@@ -180,33 +174,9 @@ Peaks measure_peaks() {
 
 using bench::Row;
 
-void print_header() {
-  std::printf("%-26s %-30s %9s %9s %7s %12s %9s %7s%s  %s\n", "kernel", "shape", "ours ms", "base ms",
-              "ours/b", "achieved", "floor ms", "%floor", g_opt.check ? "   max rel err" : "", "baseline");
-}
-
-void print_row(const Row& r) {
-  const double floor_ms = bench::floor_ms(r, g_peak);
-  char base[32] = "-", ratio[32] = "-", err[40] = "";
-  if (!std::isnan(r.base_ms)) {
-    std::snprintf(base, sizeof base, "%.4f", r.base_ms);
-    std::snprintf(ratio, sizeof ratio, "%.2f", r.ours_ms / r.base_ms);
-  }
-  if (g_opt.check) {
-    if (std::isnan(r.err))
-      std::snprintf(err, sizeof err, "   %11s", "-");
-    else {
-      const bool ok = r.err <= kCheckTol;
-      ++g_checked;
-      if (!ok) g_check_failed = true;
-      std::snprintf(err, sizeof err, "   %8.1e %s", r.err, ok ? "ok" : "FAIL");
-    }
-  }
-  std::printf("%-26s %-30s %9.4f %9s %7s %12s %9.4f %6.0f%%%s  %s\n", r.kernel.c_str(), r.shape.c_str(),
-              r.ours_ms, base, ratio, bench::achieved(r, 0).c_str(), floor_ms, 100.0 * floor_ms / r.ours_ms,
-              err, r.note.c_str());
-  std::fflush(stdout);
-}
+// With --check, judges each row's error against kCheckTol and counts the compared outputs.
+bench::Printer* g_printer = nullptr;
+void print_row(const Row& r) { g_printer->row(r); }
 
 bool selected(const std::string& name) { return bench::selected(name, g_opt.filter); }
 
@@ -272,9 +242,7 @@ kern::Conv2dShape conv_shape(const ConvCase& c) { return bench::conv_shape(c, kB
 
 void bench_conv(const ConvCase& c) {
   const kern::Conv2dShape s = conv_shape(c);
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld->%lldx%lld", (long long)s.N, (long long)s.C,
-                (long long)s.H, (long long)s.W, (long long)s.P, (long long)s.Q);
+  const std::string shape = bench::conv_shape_str(s);
   const int64_t nx = s.N * s.C * s.H * s.W, nw = s.K * s.C * s.R * s.S, ny = s.N * s.K * s.P * s.Q;
   DevBuf x = randn_buf(nx), w = randn_buf(nw, 0.1f), b = randn_buf(s.K), dy = randn_buf(ny);
   DevBuf y(ny), dx(nx), dw(nw), db(s.K), ry(ny), rdx(nx), rdw(nw), rdb(s.K);
@@ -460,9 +428,7 @@ using bench::kActs;
 void bench_group_norm(const Act& a) {
   const int64_t N = kBatch, C = a.C, HW = a.H * a.H, n = N * C * HW, G = kGroups;
   const double eps = 1e-5;
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld G=%lld", (long long)N, (long long)C, (long long)a.H,
-                (long long)a.H, (long long)G);
+  const std::string shape = bench::act_shape_str(N, a, G);
   DevBuf x = randn_buf(n), gamma = randn_buf(C), beta = randn_buf(C), dy = randn_buf(n);
   DevBuf y(n), mean(N * G), rstd(N * G), dx(n), dgamma(C), dbeta(C);
   Row f{"group_norm fwd", shape}, b{"group_norm bwd", shape};
@@ -490,9 +456,7 @@ void bench_group_norm(const Act& a) {
 
 void bench_silu(const Act& a) {
   const int64_t n = kBatch * a.C * a.H * a.H;
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld", (long long)kBatch, (long long)a.C, (long long)a.H,
-                (long long)a.H);
+  const std::string shape = bench::act_shape_str(kBatch, a);
   DevBuf x = randn_buf(n), dy = randn_buf(n), y(n), dx(n);
   Row f{"silu fwd", shape}, b{"silu bwd", shape};
   f.bytes = 4.0 * 2 * n, b.bytes = 4.0 * 3 * n;
@@ -566,39 +530,18 @@ void bench_adamw(bool flat) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::runtime_error("missing value after " + a);
-      return argv[++i];
-    };
-    if (a == "--check")
-      g_opt.check = true;
-    else if (a == "--quick" || a.rfind("--benchmark_min_time", 0) == 0)
-      g_opt.quick = true;  // gpu_check.sh
-    else if (a == "--cudnn-tf32")
-      g_opt.cudnn_tf32 = true;
-    else if (a == "--runs")
-      g_opt.runs = std::stoi(next());
-    else if (a == "--warmup")
-      g_opt.warmup = std::stoi(next());
-    else if (a == "--filter")
-      g_opt.filter = next();
-    else if (a.rfind("--benchmark_", 0) == 0)
-      continue;
-    else {
-      std::printf(
-          "usage: %s [--check] [--quick] [--runs N (50)] [--warmup N (5)] [--filter SUBSTR] [--cudnn-tf32]\n"
-          "  --check       compare outputs with cuDNN / cuBLAS / the CPU kernels (exit 1 on failure)\n"
-          "  --quick       10 runs, 2 warm-up (also implied by --benchmark_min_time=..., for gpu_check.sh)\n"
-          "  --filter      only rows whose kernel name contains SUBSTR (conv, attention, group_norm, silu, "
-          "adamw)\n"
-          "  --cudnn-tf32  let cuDNN use TF32 tensor cores (CUDNN_DEFAULT_MATH); default strict FP32 "
-          "(FMA_MATH)\n",
-          argv[0]);
-      return a == "--help" || a == "-h" ? 0 : 2;
-    }
-  }
+  g_opt.runs = 50, g_opt.warmup = 5;
+  const int rc = bench::parse_options(
+      argc, argv, bench::kOptWarmup | bench::kOptCheck | bench::kOptCudnnTf32,
+      "usage: %s [--check] [--quick] [--runs N (50)] [--warmup N (5)] [--filter SUBSTR] [--cudnn-tf32]\n"
+      "  --check       compare outputs with cuDNN / cuBLAS / the CPU kernels (exit 1 on failure)\n"
+      "  --quick       10 runs, 2 warm-up (also implied by --benchmark_min_time=..., for gpu_check.sh)\n"
+      "  --filter      only rows whose kernel name contains SUBSTR (conv, attention, group_norm, silu, "
+      "adamw, op)\n"
+      "  --cudnn-tf32  let cuDNN use TF32 tensor cores (CUDNN_DEFAULT_MATH); default strict FP32 "
+      "(FMA_MATH)\n",
+      g_opt);
+  if (rc >= 0) return rc;
   if (g_opt.quick) g_opt.runs = std::min(g_opt.runs, 10), g_opt.warmup = std::min(g_opt.warmup, 2);
   try {
     if (engine::cuda::device_count() == 0) {
@@ -632,34 +575,31 @@ int main(int argc, char** argv) {
     std::printf("batch %lld, median of %d runs after %d warm-up, L2 flushed before each run\n",
                 (long long)kBatch, g_opt.runs, g_opt.warmup);
     g_peak = measure_peaks();
-    print_header();
-    for (const ConvCase& c : kConvs)
-      if (selected(std::string(c.name) + " conv")) bench_conv(c);
-    if (selected("attention"))
-      for (int64_t L : {196, 49}) bench_attention(L);
-    if (selected("group_norm"))
-      for (const Act& a : kActs) bench_group_norm(a);
-    if (selected("silu"))
-      for (const Act& a : {kActs[0], kActs[1], kActs[6], kActs[7]}) bench_silu(a);
-    if (selected("adamw")) {
-      bench_adamw(false);
-      bench_adamw(true);
-    }
+    bench::Printer printer(g_peak, 4, 0, g_opt.check ? kCheckTol : NAN);
+    g_printer = &printer;
+    printer.header();
+    bench::run_unet_rows(selected, {bench_conv, bench_attention, bench_group_norm, bench_silu, [] {
+                                      bench_adamw(false);
+                                      bench_adamw(true);
+                                    }});
+    bench::bench_op_table(engine::Device::cuda(0), g_opt.filter, printer,
+                          [](const std::function<void()>& fn) { return g_timer->median_ms(fn); });
     std::printf(
         "\nfloor = max(FLOPs / measured peak FP32, minimal bytes / measured bandwidth); %%floor = floor / "
         "ours. ours/b < 1: ours faster than the baseline.\n");
-    if (g_opt.check && g_checked == 0) {
+    if (g_opt.check && printer.checked() == 0) {
       std::fprintf(stderr,
                    "cuda_kernels_bench: --check compared nothing (filter '%s'): nothing was checked\n",
                    g_opt.filter.c_str());
       return 1;
     }
     if (g_opt.check)
-      std::printf("check: %s (%lld outputs, tolerance %.0e)\n", g_check_failed ? "FAILED" : "all ok",
-                  static_cast<long long>(g_checked), kCheckTol);
+      std::printf("check: %s (%lld outputs, tolerance %.0e)\n", printer.failed() ? "FAILED" : "all ok",
+                  static_cast<long long>(printer.checked()), kCheckTol);
+    if (printer.failed()) return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_kernels_bench: %s\n", e.what());
     return 1;
   }
-  return g_check_failed ? 1 : 0;
+  return 0;
 }

@@ -2,6 +2,7 @@
 // benchmark so that the CPU, CUDA and conv tables measure the same rows.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "kernels/kernel_shapes.h"
@@ -33,12 +34,13 @@ constexpr ConvCase kConvs[] = {
 };
 
 inline kern::Conv2dShape conv_shape(const ConvCase& c, int64_t batch) {
-  kern::Conv2dShape s{};
-  s.N = batch, s.C = c.C, s.H = c.H, s.W = c.H, s.K = c.K, s.R = c.R, s.S = c.R;
-  s.stride_h = s.stride_w = c.stride, s.pad_h = s.pad_w = c.pad;
-  s.P = (s.H + 2 * s.pad_h - s.R) / s.stride_h + 1;
-  s.Q = (s.W + 2 * s.pad_w - s.S) / s.stride_w + 1;
-  return s;
+  return kern::conv2d_shape(batch, c.C, c.H, c.H, c.K, c.R, c.R, c.stride, c.stride, c.pad, c.pad);
+}
+
+// "16x32x28x28->28x28": the batch, input and output sides of a conv row.
+inline std::string conv_shape_str(const kern::Conv2dShape& s) {
+  return std::to_string(s.N) + "x" + std::to_string(s.C) + "x" + std::to_string(s.H) + "x" +
+         std::to_string(s.W) + "->" + std::to_string(s.P) + "x" + std::to_string(s.Q);
 }
 
 // "conv3x3 32->32" at 28 -> "conv3x3_32to32_28x28" (benchmark-filter friendly).
@@ -61,5 +63,32 @@ struct Act {
 };
 constexpr Act kActs[] = {{32, 28}, {64, 28},  {96, 28}, {32, 14}, {64, 14},
                          {96, 14}, {128, 14}, {64, 7},  {128, 7}};
+
+// "16x32x28x28 G=32" (groups > 0) or "16x32x28x28": an activation row at batch N.
+inline std::string act_shape_str(int64_t N, const Act& a, int64_t groups = 0) {
+  std::string s =
+      std::to_string(N) + "x" + std::to_string(a.C) + "x" + std::to_string(a.H) + "x" + std::to_string(a.H);
+  return groups > 0 ? s + " G=" + std::to_string(groups) : s;
+}
+
+// The kernel rows both benchmarks (cpu_kernels_bench, cuda_kernels_bench) run at these shapes, in this
+// order; each benchmark supplies how it measures one row. `selected(name)` applies --filter.
+struct UnetRowBenches {
+  std::function<void(const ConvCase&)> conv;         // every kConvs shape, fwd / bwd-data / bwd-filter
+  std::function<void(int64_t tokens)> attention;     // 8 heads of dim 8 at 196 and 49 tokens
+  std::function<void(const Act&)> group_norm, silu;  // every kActs shape; silu at four of them
+  std::function<void()> adamw;                       // AdamW over the seed model's parameters
+};
+inline void run_unet_rows(const std::function<bool(const std::string&)>& selected, const UnetRowBenches& b) {
+  for (const ConvCase& c : kConvs)
+    if (selected(std::string(c.name) + " conv")) b.conv(c);
+  if (selected("attention"))
+    for (int64_t L : {196, 49}) b.attention(L);
+  if (selected("group_norm"))
+    for (const Act& a : kActs) b.group_norm(a);
+  if (selected("silu"))
+    for (const Act& a : {kActs[0], kActs[1], kActs[6], kActs[7]}) b.silu(a);
+  if (selected("adamw")) b.adamw();
+}
 
 }  // namespace bench

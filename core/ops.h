@@ -26,6 +26,9 @@ Tensor cos(const Tensor& x);
 Tensor sqrt(const Tensor& x);
 Tensor square(const Tensor& x);
 Tensor silu(const Tensor& x);
+// torch.sigmoid: 1 / (1 + exp(-x)), elementwise; float32/float64 (CPU), float32 (CUDA).
+// sigmoid(+inf) = 1, sigmoid(-inf) = 0, NaN stays NaN. Backward: g * y * (1 - y).
+Tensor sigmoid(const Tensor& x);
 
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -240,53 +241,39 @@ class HeaderHandler : public nlohmann::json_sax<json> {
 
 }  // namespace
 
-size_t dtype_size(StDtype dt) {
-  switch (dt) {
-    case StDtype::F32:
-      return 4;
-    case StDtype::F64:
-      return 8;
-    case StDtype::I64:
-      return 8;
-    case StDtype::U8:
-      return 1;
-    case StDtype::F16:
-      return 2;
-    case StDtype::BF16:
-      return 2;
-    case StDtype::I32:
-      return 4;
-  }
-  throw Error("safetensors: invalid StDtype value " + std::to_string(static_cast<int>(dt)));
+namespace {
+// The safetensors dtype table: one row per StDtype, in enumerator order.
+struct StDtypeRow {
+  StDtype dtype;
+  const char* name;
+  size_t size;
+};
+constexpr StDtypeRow kStDtypes[] = {
+    {StDtype::F32, "F32", 4}, {StDtype::F64, "F64", 8},   {StDtype::I64, "I64", 8}, {StDtype::U8, "U8", 1},
+    {StDtype::F16, "F16", 2}, {StDtype::BF16, "BF16", 2}, {StDtype::I32, "I32", 4}};
+constexpr bool st_table_in_enum_order() {
+  for (size_t i = 0; i < std::size(kStDtypes); ++i)
+    if (static_cast<size_t>(kStDtypes[i].dtype) != i) return false;
+  return true;
 }
+static_assert(st_table_in_enum_order(), "kStDtypes rows must follow the StDtype enumerators");
 
-const char* dtype_name(StDtype dt) {
-  switch (dt) {
-    case StDtype::F32:
-      return "F32";
-    case StDtype::F64:
-      return "F64";
-    case StDtype::I64:
-      return "I64";
-    case StDtype::U8:
-      return "U8";
-    case StDtype::F16:
-      return "F16";
-    case StDtype::BF16:
-      return "BF16";
-    case StDtype::I32:
-      return "I32";
-  }
-  throw Error("safetensors: invalid StDtype value " + std::to_string(static_cast<int>(dt)));
+const StDtypeRow& st_row(StDtype dt) {
+  const auto i = static_cast<size_t>(dt);
+  if (i >= std::size(kStDtypes))
+    throw Error("safetensors: invalid StDtype value " + std::to_string(static_cast<int>(dt)));
+  return kStDtypes[i];
 }
+}  // namespace
+
+size_t dtype_size(StDtype dt) { return st_row(dt).size; }
+
+const char* dtype_name(StDtype dt) { return st_row(dt).name; }
 
 bool parse_dtype(const std::string& name, StDtype* out) {
-  static const std::pair<const char*, StDtype> kNames[] = {
-      {"F32", StDtype::F32}, {"F64", StDtype::F64},   {"I64", StDtype::I64}, {"U8", StDtype::U8},
-      {"F16", StDtype::F16}, {"BF16", StDtype::BF16}, {"I32", StDtype::I32}};
-  for (const auto& [n, d] : kNames) {
-    if (name == n) {
-      *out = d;
+  for (const StDtypeRow& r : kStDtypes) {
+    if (name == r.name) {
+      *out = r.dtype;
       return true;
     }
   }

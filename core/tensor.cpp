@@ -178,17 +178,7 @@ template std::vector<uint8_t> Tensor::to_vector<uint8_t>() const;
 
 double Tensor::item() const {
   ENGINE_CHECK(numel() == 1, "item", "expected one element, got shape ", shape_str(shape()));
-  switch (dtype()) {
-    case DType::F32:
-      return to_vector<float>()[0];
-    case DType::F64:
-      return to_vector<double>()[0];
-    case DType::I64:
-      return static_cast<double>(to_vector<int64_t>()[0]);
-    case DType::U8:
-      return to_vector<uint8_t>()[0];
-  }
-  return 0;
+  return visit_dtype(dtype(), [&]<typename T>() { return static_cast<double>(to_vector<T>()[0]); });
 }
 
 std::string Tensor::str() const {
@@ -221,20 +211,7 @@ Tensor& Tensor::fill_(double value) {
     return *this;
   }
   if (device().is_cpu()) {
-    switch (dtype()) {
-      case DType::F32:
-        kern::cpu::fill<float>(n, data<float>(), value);
-        break;
-      case DType::F64:
-        kern::cpu::fill<double>(n, data<double>(), value);
-        break;
-      case DType::I64:
-        kern::cpu::fill<int64_t>(n, data<int64_t>(), value);
-        break;
-      case DType::U8:
-        kern::cpu::fill<uint8_t>(n, data<uint8_t>(), value);
-        break;
-    }
+    visit_dtype(dtype(), [&]<typename T>() { kern::cpu::fill<T>(n, data<T>(), value); });
   } else if (dtype() == DType::F32) {
     cuda::DeviceScope on_device(device().index);
     kern::cuda::fill(n, data<float>(), value);
@@ -320,50 +297,20 @@ Tensor Tensor::to(DType dt) const {
   }
   Tensor out = Tensor::empty(shape(), dt, Device::cpu());
   const int64_t n = numel();
-  auto cast_any = [&](auto* dst) {
-    using D = std::remove_pointer_t<decltype(dst)>;
-    switch (dtype()) {
-      case DType::F32: {
-        const float* s = src.data<float>();
-        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]);
-        break;
-      }
-      case DType::F64: {
-        const double* s = src.data<double>();
-        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]);
-        break;
-      }
-      case DType::I64: {
-        const int64_t* s = src.data<int64_t>();
-        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]);
-        break;
-      }
-      case DType::U8: {
-        const uint8_t* s = src.data<uint8_t>();
-        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]);
-        break;
-      }
-    }
+  // dst[i] = static_cast<D>(src[i]) for every pair of dtypes.
+  auto cast_any = [&]<typename D>() {
+    D* dst = out.data<D>();
+    visit_dtype(dtype(), [&]<typename S>() {
+      const S* s = src.data<S>();
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(s[i]);
+    });
   };
   if (dtype() == DType::F32 && dt == DType::F64)
     kern::cpu::cast_f32_to_f64(n, src.data<float>(), out.data<double>());
   else if (dtype() == DType::F64 && dt == DType::F32)
     kern::cpu::cast_f64_to_f32(n, src.data<double>(), out.data<float>());
   else {
-    switch (dt) {
-      case DType::F32:
-        cast_any(out.data<float>());
-        break;
-      case DType::F64:
-        cast_any(out.data<double>());
-        break;
-      case DType::I64:
-        cast_any(out.data<int64_t>());
-        break;
-      case DType::U8:
-        cast_any(out.data<uint8_t>());
-        break;
-    }
+    visit_dtype(dt, cast_any);
   }
   if (is_floating(dt) && is_floating(dtype()) && any_requires_grad({this})) {
     DType from = dtype();

@@ -17,8 +17,32 @@ struct Conv2dShape {
   double flops() const { return 2.0 * N * K * P * Q * C * R * S; }
 };
 
+// Output side of a convolution along one axis (dilation 1, PyTorch's formula):
+// floor((in + 2 * pad - k) / stride) + 1. The one place this formula is written.
+constexpr int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad) {
+  return (in + 2 * pad - k) / stride + 1;
+}
+// A Conv2dShape with its output size P, Q computed by conv_out_size.
+constexpr Conv2dShape conv2d_shape(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R,
+                                   int64_t S, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                   int64_t pad_w) {
+  return {N,
+          C,
+          H,
+          W,
+          K,
+          R,
+          S,
+          stride_h,
+          stride_w,
+          pad_h,
+          pad_w,
+          conv_out_size(H, R, stride_h, pad_h),
+          conv_out_size(W, S, stride_w, pad_w)};
+}
+
 // Elementwise op codes.
-enum class Unary : int { Neg, Exp, Sin, Cos, Silu, Sqrt, Square };
+enum class Unary : int { Neg, Exp, Sin, Cos, Silu, Sqrt, Square, Sigmoid };
 enum class Binary : int { Add, Sub, Mul, Div };
 
 // Broadcast strided iteration: at most this many dims. The op layer rejects more (core/ops/dispatch.h

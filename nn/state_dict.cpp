@@ -12,40 +12,16 @@
 namespace engine::nn {
 
 namespace {
-bool to_st_dtype(DType d, st::StDtype* out) {
-  switch (d) {
-    case DType::F32:
-      *out = st::StDtype::F32;
+// Through the dtype-traits table (core/dtype.h): the engine dtype's safetensors name, and back.
+bool to_st_dtype(DType d, st::StDtype* out) { return st::parse_dtype(dtype_traits(d).st_name, out); }
+bool from_st_dtype(st::StDtype d, DType* out) {
+  for (const DTypeTraits& t : kDTypeTraits) {
+    if (std::strcmp(t.st_name, st::dtype_name(d)) == 0) {
+      *out = t.dtype;
       return true;
-    case DType::F64:
-      *out = st::StDtype::F64;
-      return true;
-    case DType::I64:
-      *out = st::StDtype::I64;
-      return true;
-    case DType::U8:
-      *out = st::StDtype::U8;
-      return true;
+    }
   }
   return false;
-}
-bool from_st_dtype(st::StDtype d, DType* out) {
-  switch (d) {
-    case st::StDtype::F32:
-      *out = DType::F32;
-      return true;
-    case st::StDtype::F64:
-      *out = DType::F64;
-      return true;
-    case st::StDtype::I64:
-      *out = DType::I64;
-      return true;
-    case st::StDtype::U8:
-      *out = DType::U8;
-      return true;
-    default:
-      return false;
-  }
 }
 bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
 }  // namespace

@@ -121,10 +121,7 @@ TEST(CpuKernel, GemmBatched) {
 
 Conv2dShape conv_shape(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
                        int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  Conv2dShape s{N, C, H, W, K, R, S, sh, sw, ph, pw, 0, 0};
-  s.P = (H + 2 * ph - R) / sh + 1;
-  s.Q = (W + 2 * pw - S) / sw + 1;
-  return s;
+  return kern::conv2d_shape(N, C, H, W, K, R, S, sh, sw, ph, pw);
 }
 
 template <typename T>

@@ -12,6 +12,7 @@
 #include <random>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/numeric_compare.h"
 #include "runtime/cuda_device.h"
 #include "tests/cuda_test_util.h"
 
@@ -65,15 +66,7 @@ std::vector<float> randv(int64_t n, unsigned seed, float lo = -1.f, float hi = 1
   return v;
 }
 
-double rel(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return std::numeric_limits<double>::quiet_NaN();
-    num += double(a[i] - b[i]) * (a[i] - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
+double rel(const std::vector<float>& a, const std::vector<float>& b) { return kern::rel_err_l2(a, b); }
 
 #define EXPECT_CLOSE(gpu_buf, cpu_vec, tol)                                     \
   do {                                                                          \
@@ -84,10 +77,7 @@ double rel(const std::vector<float>& a, const std::vector<float>& b) {
 
 kern::Conv2dShape conv_shape(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
                              int64_t st, int64_t pad) {
-  kern::Conv2dShape s{N, C, H, W, K, R, S, st, st, pad, pad, 0, 0};
-  s.P = (H + 2 * pad - R) / st + 1;
-  s.Q = (W + 2 * pad - S) / st + 1;
-  return s;
+  return kern::conv2d_shape(N, C, H, W, K, R, S, st, st, pad, pad);
 }
 
 void check_conv(const kern::Conv2dShape& s, bool bias) {

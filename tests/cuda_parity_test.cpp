@@ -48,32 +48,8 @@ void check_op(const std::string& op) {
   }
 }
 
-#define CUDA_PARITY(Op) \
-  TEST(CudaParity, Op) { check_op(#Op); }
-CUDA_PARITY(Conv2d)
-CUDA_PARITY(GroupNorm)
-CUDA_PARITY(Linear)
-CUDA_PARITY(Matmul)
-CUDA_PARITY(Attention)
-CUDA_PARITY(Silu)
-CUDA_PARITY(Exp)
-CUDA_PARITY(Sin)
-CUDA_PARITY(Cos)
-CUDA_PARITY(Sqrt)
-CUDA_PARITY(Square)
-CUDA_PARITY(Neg)
-CUDA_PARITY(Affine)
-CUDA_PARITY(Add)
-CUDA_PARITY(Sub)
-CUDA_PARITY(Mul)
-CUDA_PARITY(Div)
-CUDA_PARITY(Embedding)
-CUDA_PARITY(Concat)
-CUDA_PARITY(Upsample)
-CUDA_PARITY(Sum)
-CUDA_PARITY(Mean)
-CUDA_PARITY(MseLoss)
-CUDA_PARITY(Views)
+// CudaParity.<Op> for every op of the table (registered from the table).
+const bool kRegistered = register_op_tests("CudaParity", "", __FILE__, __LINE__, check_op);
 
 // CudaParity.NonFinite<Op>: NaN, +inf and -inf injected at several positions of every float input
 // of every case (tests/nonfinite_check.cpp) on CUDA, against the naive float64 references.
@@ -86,32 +62,8 @@ void check_nonfinite(const std::string& op) {
   }
 }
 
-#define CUDA_NONFINITE(Op) \
-  TEST(CudaParity, NonFinite##Op) { check_nonfinite(#Op); }
-CUDA_NONFINITE(Conv2d)
-CUDA_NONFINITE(GroupNorm)
-CUDA_NONFINITE(Linear)
-CUDA_NONFINITE(Matmul)
-CUDA_NONFINITE(Attention)
-CUDA_NONFINITE(Silu)
-CUDA_NONFINITE(Exp)
-CUDA_NONFINITE(Sin)
-CUDA_NONFINITE(Cos)
-CUDA_NONFINITE(Sqrt)
-CUDA_NONFINITE(Square)
-CUDA_NONFINITE(Neg)
-CUDA_NONFINITE(Affine)
-CUDA_NONFINITE(Add)
-CUDA_NONFINITE(Sub)
-CUDA_NONFINITE(Mul)
-CUDA_NONFINITE(Div)
-CUDA_NONFINITE(Embedding)
-CUDA_NONFINITE(Concat)
-CUDA_NONFINITE(Upsample)
-CUDA_NONFINITE(Sum)
-CUDA_NONFINITE(Mean)
-CUDA_NONFINITE(MseLoss)
-CUDA_NONFINITE(Views)
+const bool kRegisteredNonFinite =
+    register_op_tests("CudaParity", "NonFinite", __FILE__, __LINE__, check_nonfinite);
 
 // GroupNorm with the same formulation on both backends: a constant group (1e7, 1x1x4x4) gives beta
 // exactly on CUDA too, one element per group gives beta and dx = 0, and large offsets (1e4..1e7)

@@ -22,10 +22,7 @@ std::vector<float> randv(size_t n, uint32_t seed) {
 }
 
 kern::Conv2dShape conv(int64_t N, int64_t C, int64_t H, int64_t K, int64_t R, int64_t stride, int64_t pad) {
-  kern::Conv2dShape s{N, C, H, H, K, R, R, stride, stride, pad, pad, 0, 0};
-  s.P = (H + 2 * pad - R) / stride + 1;
-  s.Q = s.P;
-  return s;
+  return kern::conv2d_shape(N, C, H, H, K, R, R, stride, stride, pad, pad);
 }
 
 struct ConvOut {

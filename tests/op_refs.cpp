@@ -6,6 +6,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "bench/unet_shapes.h"
+#include "kernels/kernel_shapes.h"
 #include "tests/op_table.h"
 
 namespace engine::test {
@@ -73,7 +75,7 @@ Vec bmm(const Vec& A, int64_t bA, const Vec& B, int64_t bB, int64_t M, int64_t K
 Vec conv2d(const Ins& t, const Shape& xs, const Shape& ws, bool bias, int64_t sh, int64_t sw, int64_t ph,
            int64_t pw) {
   const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], O = ws[0], R = ws[2], S = ws[3];
-  const int64_t P = (H + 2 * ph - R) / sh + 1, Q = (W + 2 * pw - S) / sw + 1;
+  const int64_t P = kern::conv_out_size(H, R, sh, ph), Q = kern::conv_out_size(W, S, sw, pw);
   Vec y(N * O * P * Q);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t o = 0; o < O; ++o)
@@ -186,153 +188,165 @@ using Ref = std::function<Vec(const Ins&, const OpCase&)>;
 
 const std::map<std::string, Ref>& refs() {
   auto sh = [](const OpCase& c, int i) { return c.inputs[i].shape; };
-  static const std::map<std::string, Ref> m = {
-      {"Conv2d/3x3_s1_p1_bias",
-       [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), true, 1, 1, 1, 1); }},
-      {"Conv2d/3x3_s2_p1_bias",
-       [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), true, 2, 2, 1, 1); }},
-      {"Conv2d/1x1_bias", [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), true, 1, 1, 0, 0); }},
-      {"Conv2d/5x3_s21_p20_nobias",
-       [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), false, 2, 1, 2, 0); }},
-      {"Conv2d/bias_only_grad",
-       [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), true, 1, 1, 1, 1); }},
-      {"Conv2d/unet_32to32_28x28",
-       [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), true, 1, 1, 1, 1); }},
-      {"Conv2d/unet_down_s2_64_14x14",
-       [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), true, 2, 2, 1, 1); }},
-      {"Conv2d/unet_shortcut_128to64_7x7",
-       [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), true, 1, 1, 0, 0); }},
-      {"GroupNorm/g2_affine", [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 2, true); }},
-      {"GroupNorm/g1_affine", [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 1, true); }},
-      {"GroupNorm/per_channel_no_affine",
-       [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 4, false); }},
-      {"GroupNorm/g4_m300", [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 4, true); }},
-      {"GroupNorm/unet_32groups_96ch_28x28",
-       [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 32, true); }},
-      {"Linear/bias",
-       [=](auto& t, auto&) {
-         Vec y = bmm(t[0], 1, t[1], 1, 5, 4, 3, false, true);
-         return broadcast(y, {5, 3}, t[2], {3}, [](double a, double b) { return a + b; });
-       }},
-      {"Linear/nobias_3d", [=](auto& t, auto&) { return bmm(t[0], 1, t[1], 1, 6, 4, 6, false, true); }},
-      {"Matmul/2d", [=](auto& t, auto&) { return bmm(t[0], 1, t[1], 1, 3, 4, 5); }},
-      {"Matmul/batched", [=](auto& t, auto&) { return bmm(t[0], 6, t[1], 6, 3, 4, 2); }},
-      {"Matmul/transposed_views", [=](auto& t, auto&) { return bmm(t[0], 2, t[1], 2, 3, 4, 5, true, true); }},
-      {"Matmul/shared_rhs", [=](auto& t, auto&) { return bmm(t[0], 2, t[1], 1, 3, 4, 2); }},
-      {"Attention/1head", [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.5); }},
-      {"Attention/3heads_lq_ne_lk",
-       [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 1.0 / std::sqrt(3.0)); }},
-      {"Attention/custom_scale", [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.7); }},
-      {"Attention/lk19_simd_tail", [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.5); }},
-      {"Attention/lk70_two_key_tiles",
-       [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.5); }},
-      {"Attention/unet_8heads_196",
-       [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 1.0 / std::sqrt(8.0)); }},
-      {"Attention/long_784_d64", [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.125); }},
-      // silu(x) = x / (1 + exp(-x)) as PyTorch evaluates it: silu(-inf) = -inf / inf = NaN.
-      {"Silu/plain",
-       [](auto& t, auto&) { return map1(t[0], [](double x) { return x / (1.0 + std::exp(-x)); }); }},
-      {"Exp/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return std::exp(x); }); }},
-      {"Sin/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return std::sin(x); }); }},
-      {"Cos/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return std::cos(x); }); }},
-      {"Sqrt/positive", [](auto& t, auto&) { return map1(t[0], [](double x) { return std::sqrt(x); }); }},
-      {"Square/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return x * x; }); }},
-      {"Neg/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return -x; }); }},
-      {"Affine/scalar_ops",
-       [](auto& t, auto&) { return map1(t[0], [](double x) { return (x * 1.5 + 2.0) / 3.0 - 0.25; }); }},
-      {"Add/broadcast",
-       [=](auto& t, auto& c) {
-         return broadcast(t[0], sh(c, 0), t[1], sh(c, 1), [](double a, double b) { return a + b; });
-       }},
-      {"Sub/broadcast_lhs",
-       [=](auto& t, auto& c) {
-         return broadcast(t[0], sh(c, 0), t[1], sh(c, 1), [](double a, double b) { return a - b; });
-       }},
-      {"Mul/broadcast_both",
-       [=](auto& t, auto& c) {
-         return broadcast(t[0], sh(c, 0), t[1], sh(c, 1), [](double a, double b) { return a * b; });
-       }},
-      {"Mul/same_tensor", [](auto& t, auto&) { return map1(t[0], [](double x) { return x * x; }); }},
-      {"Div/broadcast",
-       [=](auto& t, auto& c) {
-         return broadcast(t[0], sh(c, 0), t[1], sh(c, 1), [](double a, double b) { return a / b; });
-       }},
-      {"Embedding/repeated_indices",
-       [](auto& t, auto&) {
-         Vec y;
-         for (double i : t[0])
-           y.insert(y.end(), t[1].begin() + int64_t(i) * 3, t[1].begin() + int64_t(i) * 3 + 3);
-         return y;
-       }},
-      {"Embedding/2d_indices",
-       [](auto& t, auto&) {
-         Vec y;
-         for (double i : t[0])
-           y.insert(y.end(), t[1].begin() + int64_t(i) * 2, t[1].begin() + int64_t(i) * 2 + 2);
-         return y;
-       }},
-      {"Concat/dim1",
-       [=](auto& t, auto& c) {
-         return concat(t, {sh(c, 0), sh(c, 1)}, 1);
-       }},
-      {"Concat/dim0_three",
-       [=](auto& t, auto& c) {
-         return concat(t, {sh(c, 0), sh(c, 1), sh(c, 2)}, 0);
-       }},
-      {"Concat/last_dim_of_view",
-       [=](auto& t, auto&) {
-         Ins u = {t[0], transpose2(t[1], 2, 3)};
-         return concat(u, {{3, 2}, {3, 2}}, 1);
-       }},
-      {"Upsample/nearest2x",
-       [=](auto& t, auto& c) {
-         const Shape s = sh(c, 0);
-         const int64_t NC = s[0] * s[1], H = s[2], W = s[3];
-         Vec y(NC * 4 * H * W);
-         for (int64_t r = 0; r < NC; ++r)
-           for (int64_t h = 0; h < 2 * H; ++h)
-             for (int64_t w = 0; w < 2 * W; ++w)
-               y[(r * 2 * H + h) * 2 * W + w] = t[0][(r * H + h / 2) * W + w / 2];
-         return y;
-       }},
-      {"Sum/all",
-       [=](auto& t, auto& c) {
-         return reduce_sum(t[0], sh(c, 0), {0, 1});
-       }},
-      {"Sum/dims_keepdim",
-       [=](auto& t, auto& c) {
-         return reduce_sum(t[0], sh(c, 0), {0, 2});
-       }},
-      {"Sum/middle_dim", [=](auto& t, auto& c) { return reduce_sum(t[0], sh(c, 0), {1}); }},
-      {"Mean/all",
-       [=](auto& t, auto& c) {
-         return reduce_sum(t[0], sh(c, 0), {0, 1}, true);
-       }},
-      {"Mean/dims", [=](auto& t, auto& c) { return reduce_sum(t[0], sh(c, 0), {-1}, true); }},
-      {"MseLoss/both_grads",
-       [](auto& t, auto&) {
-         double s = 0;
-         for (size_t i = 0; i < t[0].size(); ++i) s += (t[0][i] - t[1][i]) * (t[0][i] - t[1][i]);
-         return Vec{s / double(t[0].size())};
-       }},
-      {"Views/reshape_permute_narrow",
-       [](auto& t, auto&) {  // x (2,3,4) -> permute (4,2,3) -> narrow rows 1..2 -> (2, 6)
-         Vec y(12);
-         for (int a = 0; a < 2; ++a)
-           for (int b = 0; b < 2; ++b)
-             for (int c = 0; c < 3; ++c) y[a * 6 + b * 3 + c] = t[0][(b * 3 + c) * 4 + a + 1];
-         return y;
-       }},
-      {"Views/expand_transpose",
-       [](auto& t, auto&) {  // x (3,1) -> expand (2,3,4) -> transpose(0,2) -> (4,3,2): y[i][j][k] = x[j]
-         Vec y(24);
-         for (int i = 0; i < 4; ++i)
-           for (int j = 0; j < 3; ++j)
-             for (int k = 0; k < 2; ++k) y[(i * 3 + j) * 2 + k] = t[0][j];
-         return y;
-       }},
-      {"Views/unsqueeze_flatten", [](auto& t, auto&) { return t[0]; }},
-  };
+  static const std::map<std::string, Ref> m = [&] {
+    std::map<std::string, Ref> table = {
+        {"Conv2d/3x3_s1_p1_bias",
+         [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), true, 1, 1, 1, 1); }},
+        {"Conv2d/3x3_s2_p1_bias",
+         [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), true, 2, 2, 1, 1); }},
+        {"Conv2d/1x1_bias",
+         [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), true, 1, 1, 0, 0); }},
+        {"Conv2d/5x3_s21_p20_nobias",
+         [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), false, 2, 1, 2, 0); }},
+        {"Conv2d/bias_only_grad",
+         [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), true, 1, 1, 1, 1); }},
+        {"GroupNorm/g2_affine", [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 2, true); }},
+        {"GroupNorm/g1_affine", [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 1, true); }},
+        {"GroupNorm/per_channel_no_affine",
+         [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 4, false); }},
+        {"GroupNorm/g4_m300", [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 4, true); }},
+        {"Linear/bias",
+         [=](auto& t, auto&) {
+           Vec y = bmm(t[0], 1, t[1], 1, 5, 4, 3, false, true);
+           return broadcast(y, {5, 3}, t[2], {3}, [](double a, double b) { return a + b; });
+         }},
+        {"Linear/nobias_3d", [=](auto& t, auto&) { return bmm(t[0], 1, t[1], 1, 6, 4, 6, false, true); }},
+        {"Matmul/2d", [=](auto& t, auto&) { return bmm(t[0], 1, t[1], 1, 3, 4, 5); }},
+        {"Matmul/batched", [=](auto& t, auto&) { return bmm(t[0], 6, t[1], 6, 3, 4, 2); }},
+        {"Matmul/transposed_views",
+         [=](auto& t, auto&) { return bmm(t[0], 2, t[1], 2, 3, 4, 5, true, true); }},
+        {"Matmul/shared_rhs", [=](auto& t, auto&) { return bmm(t[0], 2, t[1], 1, 3, 4, 2); }},
+        {"Attention/1head", [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.5); }},
+        {"Attention/3heads_lq_ne_lk",
+         [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 1.0 / std::sqrt(3.0)); }},
+        {"Attention/custom_scale", [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.7); }},
+        {"Attention/lk19_simd_tail", [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.5); }},
+        {"Attention/lk70_two_key_tiles",
+         [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.5); }},
+        {"Attention/unet_8heads_196",
+         [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 1.0 / std::sqrt(8.0)); }},
+        {"Attention/long_784_d64", [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.125); }},
+        // silu(x) = x / (1 + exp(-x)) as PyTorch evaluates it: silu(-inf) = -inf / inf = NaN.
+        {"Silu/plain",
+         [](auto& t, auto&) { return map1(t[0], [](double x) { return x / (1.0 + std::exp(-x)); }); }},
+        // sigmoid(x) = 1 / (1 + exp(-x)) as PyTorch defines it: sigmoid(-inf) = 0, sigmoid(inf) = 1.
+        {"Sigmoid/plain",
+         [](auto& t, auto&) { return map1(t[0], [](double x) { return 1.0 / (1.0 + std::exp(-x)); }); }},
+        {"Sigmoid/saturating",
+         [](auto& t, auto&) {
+           return map1(t[0], [](double x) { return 1.0 / (1.0 + std::exp(-40.0 * x)); });
+         }},
+        {"Exp/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return std::exp(x); }); }},
+        {"Sin/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return std::sin(x); }); }},
+        {"Cos/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return std::cos(x); }); }},
+        {"Sqrt/positive", [](auto& t, auto&) { return map1(t[0], [](double x) { return std::sqrt(x); }); }},
+        {"Square/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return x * x; }); }},
+        {"Neg/plain", [](auto& t, auto&) { return map1(t[0], [](double x) { return -x; }); }},
+        {"Affine/scalar_ops",
+         [](auto& t, auto&) { return map1(t[0], [](double x) { return (x * 1.5 + 2.0) / 3.0 - 0.25; }); }},
+        {"Add/broadcast",
+         [=](auto& t, auto& c) {
+           return broadcast(t[0], sh(c, 0), t[1], sh(c, 1), [](double a, double b) { return a + b; });
+         }},
+        {"Sub/broadcast_lhs",
+         [=](auto& t, auto& c) {
+           return broadcast(t[0], sh(c, 0), t[1], sh(c, 1), [](double a, double b) { return a - b; });
+         }},
+        {"Mul/broadcast_both",
+         [=](auto& t, auto& c) {
+           return broadcast(t[0], sh(c, 0), t[1], sh(c, 1), [](double a, double b) { return a * b; });
+         }},
+        {"Mul/same_tensor", [](auto& t, auto&) { return map1(t[0], [](double x) { return x * x; }); }},
+        {"Div/broadcast",
+         [=](auto& t, auto& c) {
+           return broadcast(t[0], sh(c, 0), t[1], sh(c, 1), [](double a, double b) { return a / b; });
+         }},
+        {"Embedding/repeated_indices",
+         [](auto& t, auto&) {
+           Vec y;
+           for (double i : t[0])
+             y.insert(y.end(), t[1].begin() + int64_t(i) * 3, t[1].begin() + int64_t(i) * 3 + 3);
+           return y;
+         }},
+        {"Embedding/2d_indices",
+         [](auto& t, auto&) {
+           Vec y;
+           for (double i : t[0])
+             y.insert(y.end(), t[1].begin() + int64_t(i) * 2, t[1].begin() + int64_t(i) * 2 + 2);
+           return y;
+         }},
+        {"Concat/dim1",
+         [=](auto& t, auto& c) {
+           return concat(t, {sh(c, 0), sh(c, 1)}, 1);
+         }},
+        {"Concat/dim0_three",
+         [=](auto& t, auto& c) {
+           return concat(t, {sh(c, 0), sh(c, 1), sh(c, 2)}, 0);
+         }},
+        {"Concat/last_dim_of_view",
+         [=](auto& t, auto&) {
+           Ins u = {t[0], transpose2(t[1], 2, 3)};
+           return concat(u, {{3, 2}, {3, 2}}, 1);
+         }},
+        {"Upsample/nearest2x",
+         [=](auto& t, auto& c) {
+           const Shape s = sh(c, 0);
+           const int64_t NC = s[0] * s[1], H = s[2], W = s[3];
+           Vec y(NC * 4 * H * W);
+           for (int64_t r = 0; r < NC; ++r)
+             for (int64_t h = 0; h < 2 * H; ++h)
+               for (int64_t w = 0; w < 2 * W; ++w)
+                 y[(r * 2 * H + h) * 2 * W + w] = t[0][(r * H + h / 2) * W + w / 2];
+           return y;
+         }},
+        {"Sum/all",
+         [=](auto& t, auto& c) {
+           return reduce_sum(t[0], sh(c, 0), {0, 1});
+         }},
+        {"Sum/dims_keepdim",
+         [=](auto& t, auto& c) {
+           return reduce_sum(t[0], sh(c, 0), {0, 2});
+         }},
+        {"Sum/middle_dim", [=](auto& t, auto& c) { return reduce_sum(t[0], sh(c, 0), {1}); }},
+        {"Mean/all",
+         [=](auto& t, auto& c) {
+           return reduce_sum(t[0], sh(c, 0), {0, 1}, true);
+         }},
+        {"Mean/dims", [=](auto& t, auto& c) { return reduce_sum(t[0], sh(c, 0), {-1}, true); }},
+        {"MseLoss/both_grads",
+         [](auto& t, auto&) {
+           double s = 0;
+           for (size_t i = 0; i < t[0].size(); ++i) s += (t[0][i] - t[1][i]) * (t[0][i] - t[1][i]);
+           return Vec{s / double(t[0].size())};
+         }},
+        {"Views/reshape_permute_narrow",
+         [](auto& t, auto&) {  // x (2,3,4) -> permute (4,2,3) -> narrow rows 1..2 -> (2, 6)
+           Vec y(12);
+           for (int a = 0; a < 2; ++a)
+             for (int b = 0; b < 2; ++b)
+               for (int c = 0; c < 3; ++c) y[a * 6 + b * 3 + c] = t[0][(b * 3 + c) * 4 + a + 1];
+           return y;
+         }},
+        {"Views/expand_transpose",
+         [](auto& t, auto&) {  // x (3,1) -> expand (2,3,4) -> transpose(0,2) -> (4,3,2): y[i][j][k] = x[j]
+           Vec y(24);
+           for (int i = 0; i < 4; ++i)
+             for (int j = 0; j < 3; ++j)
+               for (int k = 0; k < 2; ++k) y[(i * 3 + j) * 2 + k] = t[0][j];
+           return y;
+         }},
+        {"Views/unsqueeze_flatten", [](auto& t, auto&) { return t[0]; }},
+    };
+    // The seed UNet's shapes (bench/unet_shapes.h), as tests/op_table.cpp generates them.
+    for (const bench::ConvCase& k : bench::kConvs)
+      table["Conv2d/unet_" + bench::conv_id(k)] = [=](auto& t, auto& c) {
+        return conv2d(t, sh(c, 0), sh(c, 1), true, k.stride, k.stride, k.pad, k.pad);
+      };
+    for (const bench::Act& a : bench::kActs)
+      table["GroupNorm/unet_32groups_" + std::to_string(a.C) + "ch_" + std::to_string(a.H) + "x" +
+            std::to_string(a.H)] = [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 32, true); };
+    return table;
+  }();
   return m;
 }
 

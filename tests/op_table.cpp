@@ -6,7 +6,9 @@
 #include <limits>
 #include <random>
 
+#include "bench/unet_shapes.h"
 #include "core/autograd.h"
+#include "kernels/numeric_compare.h"
 
 namespace engine::test {
 
@@ -36,15 +38,14 @@ std::vector<OpCase> build_cases() {
       [](auto& t) { return conv2d(t[0], t[1], Tensor(), conv_opt(2, 1, 2, 0)); });
   def("Conv2d", "bias_only_grad", {Fc({2, 3, 5, 5}), Fc({4, 3, 3, 3}), F({4})},
       [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 1, 1)); });
-  def(
-      "Conv2d", "unet_32to32_28x28", {F({4, 32, 28, 28}), F({32, 32, 3, 3}), F({32})},
-      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 1, 1)); }, false);
-  def(
-      "Conv2d", "unet_down_s2_64_14x14", {F({4, 64, 14, 14}), F({64, 64, 3, 3}), F({64})},
-      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(2, 2, 1, 1)); }, false);
-  def(
-      "Conv2d", "unet_shortcut_128to64_7x7", {F({4, 128, 7, 7}), F({64, 128, 1, 1}), F({64})},
-      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 0, 0)); }, false);
+  // The seed UNet's conv shapes (bench/unet_shapes.h, batch 4): parity and benchmarks, not finite
+  // differences.
+  for (const bench::ConvCase& k : bench::kConvs) {
+    const Conv2dOptions o = conv_opt(k.stride, k.stride, k.pad, k.pad);
+    def(
+        "Conv2d", "unet_" + bench::conv_id(k), {F({4, k.C, k.H, k.H}), F({k.K, k.C, k.R, k.R}), F({k.K})},
+        [o](auto& t) { return conv2d(t[0], t[1], t[2], o); }, false);
+  }
   // ---- group_norm
   def("GroupNorm", "g2_affine", {F({2, 4, 3, 3}), F({4}), F({4})},
       [](auto& t) { return group_norm(t[0], 2, t[1], t[2], 1e-5); });
@@ -55,9 +56,13 @@ std::vector<OpCase> build_cases() {
   // 300 elements per group: more than one pass of a 256-thread CUDA block, SIMD blocks and a tail.
   def("GroupNorm", "g4_m300", {F({2, 8, 10, 15}), F({8}), F({8})},
       [](auto& t) { return group_norm(t[0], 4, t[1], t[2], 1e-5); });
-  def(
-      "GroupNorm", "unet_32groups_96ch_28x28", {F({4, 96, 28, 28}), F({96}), F({96})},
-      [](auto& t) { return group_norm(t[0], 32, t[1], t[2], 1e-5); }, false);
+  // The seed UNet's activation shapes (bench/unet_shapes.h, batch 4), 32 groups.
+  for (const bench::Act& a : bench::kActs)
+    def(
+        "GroupNorm",
+        "unet_32groups_" + std::to_string(a.C) + "ch_" + std::to_string(a.H) + "x" + std::to_string(a.H),
+        {F({4, a.C, a.H, a.H}), F({a.C}), F({a.C})},
+        [](auto& t) { return group_norm(t[0], 32, t[1], t[2], 1e-5); }, false);
   // ---- linear / matmul
   def("Linear", "bias", {F({5, 4}), F({3, 4}), F({3})}, [](auto& t) { return linear(t[0], t[1], t[2]); });
   def("Linear", "nobias_3d", {F({2, 3, 4}), F({6, 4})}, [](auto& t) { return linear(t[0], t[1]); });
@@ -87,6 +92,9 @@ std::vector<OpCase> build_cases() {
       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); }, false);
   // ---- elementwise
   def("Silu", "plain", {F({3, 7})}, [](auto& t) { return silu(t[0]); });
+  // 19 elements: two 8-lane SIMD blocks and a scalar tail; large |x| saturates to 0 and 1.
+  def("Sigmoid", "plain", {F({19})}, [](auto& t) { return sigmoid(t[0]); });
+  def("Sigmoid", "saturating", {F({2, 5})}, [](auto& t) { return sigmoid(mul(t[0], 40.0)); });
   def("Exp", "plain", {F({4, 3})}, [](auto& t) { return exp(t[0]); });
   def("Sin", "plain", {F({4, 3})}, [](auto& t) { return sin(t[0]); });
   def("Cos", "plain", {F({4, 3})}, [](auto& t) { return cos(t[0]); });
@@ -142,6 +150,41 @@ std::vector<OpCase> cases_for(const std::string& op) {
   return out;
 }
 
+OpCost op_cost(const OpCase& c) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> in = make_inputs(c, DType::F32, Device::cpu(), 1);
+  const double out = static_cast<double>(c.fn(in).numel());
+  double in_elems = 0;
+  for (const Tensor& t : in) in_elems += static_cast<double>(t.numel());
+  OpCost k;
+  k.bytes = 4.0 * (in_elems + out);  // float32 (index inputs are counted as 4 bytes too)
+  auto sz = [&](size_t i, int64_t d) {
+    return static_cast<double>(in[i].shape().at(d < 0 ? in[i].dim() + d : d));
+  };
+  if (c.op == "Conv2d")  // 2 * (output elements) * C * R * S
+    k.flops = 2.0 * out * sz(1, 1) * sz(1, 2) * sz(1, 3);
+  else if (c.op == "Linear" || c.op == "Matmul")  // 2 * (output elements) * K
+    k.flops = 2.0 * out * sz(0, -1);
+  else if (c.op == "Attention")  // QK^T and PV: 4 * BH * Lq * Lk * D
+    k.flops = 4.0 * out * sz(1, -2);
+  else if (c.op == "GroupNorm")  // two statistics passes and the affine normalisation
+    k.flops = 8.0 * out;
+  else if (c.op == "Views" || c.op == "Concat" || c.op == "Embedding" || c.op == "Upsample")
+    k.flops = 0;
+  else if (c.op == "Sum" || c.op == "Mean" || c.op == "MseLoss")
+    k.flops = in_elems;
+  else  // elementwise
+    k.flops = out;
+  return k;
+}
+
+std::vector<std::string> op_names() {
+  std::vector<std::string> names;
+  for (const auto& c : op_cases())
+    if (std::find(names.begin(), names.end(), c.op) == names.end()) names.push_back(c.op);
+  return names;
+}
+
 std::vector<Tensor> make_inputs(const OpCase& c, DType dtype, Device device, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::vector<Tensor> out;
@@ -176,14 +219,7 @@ std::vector<int64_t> nonfinite_positions(int64_t n) {
 double rel_err(const Tensor& a, const Tensor& b) {
   auto va = a.detach().to(DType::F64).to_vector<double>();
   auto vb = b.detach().to(DType::F64).to_vector<double>();
-  if (va.size() != vb.size()) return std::numeric_limits<double>::infinity();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    if (!std::isfinite(va[i]) || !std::isfinite(vb[i])) return std::numeric_limits<double>::quiet_NaN();
-    num += (va[i] - vb[i]) * (va[i] - vb[i]);
-    den += vb[i] * vb[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+  return kern::rel_err_l2(va, vb);
 }
 
 GradCheckResult gradcheck_fn(const OpCase& c, const std::function<Tensor(const std::vector<Tensor>&)>& fn,

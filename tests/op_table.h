@@ -26,8 +26,24 @@ struct OpCase {
   bool gradcheck = true;  // false for cases too large for finite differences (model shapes)
 };
 
+// Cost of one float32 forward of a case: FLOPs (0 for data-movement ops) and bytes read + written.
+struct OpCost {
+  double flops = 0, bytes = 0;
+};
+// The op's cost model (tests/op_table.cpp) applied to the case's input shapes and its output shape
+// (found by running the forward once on the CPU, so call it outside static initialisation).
+OpCost op_cost(const OpCase& c);
+
 const std::vector<OpCase>& op_cases();
 std::vector<OpCase> cases_for(const std::string& op);
+// The distinct op names of the table, in table order.
+std::vector<std::string> op_names();
+
+// Registers one GoogleTest <suite>.<prefix><Op> per op of the table (GoogleTest's RegisterTest), whose
+// body is check(op). Called from a namespace-scope initialiser, so a new op in the table gets its
+// GradCheck/NonFinite/CudaParity tests without any hand-kept list. Returns true (for the initialiser).
+bool register_op_tests(const char* suite, const std::string& prefix, const char* file, int line,
+                       std::function<void(const std::string& op)> check);
 
 // Deterministic inputs for a case in the given dtype/device.
 std::vector<Tensor> make_inputs(const OpCase& c, DType dtype, Device device, uint64_t seed);

@@ -21,8 +21,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   s.N = x.size(0), s.C = x.size(1), s.H = x.size(2), s.W = x.size(3);
   s.K = weight.size(0), s.R = weight.size(2), s.S = weight.size(3);
   s.stride_h = opt.stride_h, s.stride_w = opt.stride_w, s.pad_h = opt.pad_h, s.pad_w = opt.pad_w;
-  s.P = (s.H + 2 * s.pad_h - s.R) / s.stride_h + 1;
-  s.Q = (s.W + 2 * s.pad_w - s.S) / s.stride_w + 1;
+  s.P = kern::conv_out_size(s.H, s.R, s.stride_h, s.pad_h);
+  s.Q = kern::conv_out_size(s.W, s.S, s.stride_w, s.pad_w);
   ENGINE_CHECK(s.H + 2 * s.pad_h >= s.R && s.W + 2 * s.pad_w >= s.S, "conv2d", "kernel ",
                shape_str(weight.shape()), " larger than padded input ", shape_str(x.shape()));
 

@@ -20,20 +20,8 @@ void copy_into(const Tensor& src, const Tensor& dst) {
                              dst.raw_data());
     return;
   }
-  switch (src.dtype()) {
-    case DType::F32:
-      kern::cpu::copy_strided<float>(sl, src.data<float>(), dl, dst.data<float>());
-      break;
-    case DType::F64:
-      kern::cpu::copy_strided<double>(sl, src.data<double>(), dl, dst.data<double>());
-      break;
-    case DType::I64:
-      kern::cpu::copy_strided<int64_t>(sl, src.data<int64_t>(), dl, dst.data<int64_t>());
-      break;
-    case DType::U8:
-      kern::cpu::copy_strided<uint8_t>(sl, src.data<uint8_t>(), dl, dst.data<uint8_t>());
-      break;
-  }
+  visit_dtype(src.dtype(),
+              [&]<typename T>() { kern::cpu::copy_strided<T>(sl, src.data<T>(), dl, dst.data<T>()); });
 }
 }  // namespace detail
 
@@ -194,6 +182,16 @@ Tensor square(const Tensor& x) {
   if (any_requires_grad({&x})) {
     Tensor sx = x.detach();
     record("square", y, {x}, [sx](const Tensor& g) { return std::vector<Tensor>{mul(mul(g, sx), 2.0)}; });
+  }
+  return y;
+}
+
+Tensor sigmoid(const Tensor& x) {
+  Tensor y = unary_raw(kern::Unary::Sigmoid, x, "sigmoid");
+  if (any_requires_grad({&x})) {
+    Tensor sy = y.detach();
+    record("sigmoid", y, {x},
+           [sy](const Tensor& g) { return std::vector<Tensor>{mul(g, mul(sy, add(neg(sy), 1.0)))}; });
   }
   return y;
 }

@@ -38,9 +38,6 @@ void adamw_step(int ntensors, T* const* p, const T* const* g, T* const* m, T* co
   }
 }
 
-template void adamw_step<float>(int, float* const*, const float* const*, float* const*, float* const*,
-                                const int64_t*, const AdamWParams&);
-template void adamw_step<double>(int, double* const*, const double* const*, double* const*, double* const*,
-                                 const int64_t*, const AdamWParams&);
+KERN_INSTANTIATE_CPU(adamw_step)
 
 }  // namespace kern::cpu

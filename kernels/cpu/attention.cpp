@@ -131,13 +131,7 @@ void attention_backward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double sc
   }
 }
 
-#define KERN_INSTANTIATE(T)                                                                           \
-  template void attention_forward<T>(int64_t, int64_t, int64_t, int64_t, double, const T*, const T*,  \
-                                     const T*, T*, T*);                                               \
-  template void attention_backward<T>(int64_t, int64_t, int64_t, int64_t, double, const T*, const T*, \
-                                      const T*, const T*, const T*, const T*, T*, T*, T*);
-KERN_INSTANTIATE(float)
-KERN_INSTANTIATE(double)
-#undef KERN_INSTANTIATE
+KERN_INSTANTIATE_CPU(attention_forward)
+KERN_INSTANTIATE_CPU(attention_backward)
 
 }  // namespace kern::cpu

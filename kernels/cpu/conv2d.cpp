@@ -175,12 +175,8 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw
   }
 }
 
-#define KERN_INSTANTIATE(T)                                                              \
-  template void conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
-  template void conv2d_backward_input<T>(const Conv2dShape&, const T*, const T*, T*);    \
-  template void conv2d_backward_weight<T>(const Conv2dShape&, const T*, const T*, T*, T*);
-KERN_INSTANTIATE(float)
-KERN_INSTANTIATE(double)
-#undef KERN_INSTANTIATE
+KERN_INSTANTIATE_CPU(conv2d_forward)
+KERN_INSTANTIATE_CPU(conv2d_backward_input)
+KERN_INSTANTIATE_CPU(conv2d_backward_weight)
 
 }  // namespace kern::cpu

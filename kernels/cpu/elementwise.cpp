@@ -157,6 +157,13 @@ void unary(Unary op, int64_t n, const T* x, T* y) {
 #pragma omp parallel for simd schedule(static) if (n > kParThreshold)
       for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i];
       break;
+    case Unary::Sigmoid:  // 1 / (1 + e^-x), written so that e^... never overflows; NaN stays NaN
+#pragma omp parallel for schedule(static) if (n > kParThreshold)
+      for (int64_t i = 0; i < n; ++i) {
+        const T e = std::exp(-std::abs(x[i]));
+        y[i] = x[i] >= T(0) ? T(1) / (T(1) + e) : (x[i] < T(0) ? e / (T(1) + e) : x[i]);
+      }
+      break;
   }
 }
 
@@ -254,14 +261,10 @@ void cast_f64_to_f32(int64_t n, const double* x, float* y) {
   for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(x[i]);
 }
 
-#define KERN_INSTANTIATE(T)                                        \
-  template void unary<T>(Unary, int64_t, const T*, T*);            \
-  template void silu_backward<T>(int64_t, const T*, const T*, T*); \
-  template void affine<T>(int64_t, const T*, double, double, T*);  \
-  template void binary<T>(Binary, const Strided&, const T*, const Strided&, const T*, const Strided&, T*);
-KERN_INSTANTIATE(float)
-KERN_INSTANTIATE(double)
-#undef KERN_INSTANTIATE
+KERN_INSTANTIATE_CPU(unary)
+KERN_INSTANTIATE_CPU(silu_backward)
+KERN_INSTANTIATE_CPU(affine)
+KERN_INSTANTIATE_CPU(binary)
 
 #define KERN_INSTANTIATE_COPY(T)                                               \
   template void copy_strided<T>(const Strided&, const T*, const Strided&, T*); \

@@ -36,9 +36,7 @@ void embedding_backward(int64_t n, int64_t num_rows, int64_t dim, const int64_t*
   }
 }
 
-template void embedding_forward<float>(int64_t, int64_t, const int64_t*, const float*, float*);
-template void embedding_forward<double>(int64_t, int64_t, const int64_t*, const double*, double*);
-template void embedding_backward<float>(int64_t, int64_t, int64_t, const int64_t*, const float*, float*);
-template void embedding_backward<double>(int64_t, int64_t, int64_t, const int64_t*, const double*, double*);
+KERN_INSTANTIATE_CPU(embedding_forward)
+KERN_INSTANTIATE_CPU(embedding_backward)
 
 }  // namespace kern::cpu

@@ -286,15 +286,11 @@ void gemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N,
             ldc);
 }
 
-#define KERN_INSTANTIATE(T)                                                                                \
-  template void gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, int64_t, T, \
-                        T*, int64_t);                                                                      \
-  template void gemm_reference<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*,   \
-                                  int64_t, T, T*, int64_t);                                                \
-  template void gemm_batched<T>(int64_t, bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,      \
-                                int64_t, const T*, int64_t, int64_t, T, T*, int64_t, int64_t);
-KERN_INSTANTIATE(float)
-KERN_INSTANTIATE(double)
-#undef KERN_INSTANTIATE
+KERN_INSTANTIATE_CPU(gemm)
+KERN_INSTANTIATE_CPU(gemm_batched)
+template void gemm_reference<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                                    const float*, int64_t, float, float*, int64_t);
+template void gemm_reference<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                                     const double*, int64_t, double, double*, int64_t);
 
 }  // namespace kern::cpu

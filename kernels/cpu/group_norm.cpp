@@ -235,13 +235,7 @@ void group_norm_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* d
   }
 }
 
-#define KERN_INSTANTIATE(T)                                                                              \
-  template void group_norm_forward<T>(int64_t, int64_t, int64_t, int64_t, double, const T*, const T*,    \
-                                      const T*, T*, T*, T*);                                             \
-  template void group_norm_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*, const T*, \
-                                       const T*, const T*, T*, T*, T*);
-KERN_INSTANTIATE(float)
-KERN_INSTANTIATE(double)
-#undef KERN_INSTANTIATE
+KERN_INSTANTIATE_CPU(group_norm_forward)
+KERN_INSTANTIATE_CPU(group_norm_backward)
 
 }  // namespace kern::cpu

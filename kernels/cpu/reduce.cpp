@@ -53,12 +53,8 @@ void mse_loss_forward(int64_t n, const T* a, const T* b, T* out) {
   out[0] = static_cast<T>(n > 0 ? s / double(n) : 0.0);
 }
 
-#define KERN_INSTANTIATE(T)                                  \
-  template void sum_rows<T>(int64_t, int64_t, const T*, T*); \
-  template void sum_cols<T>(int64_t, int64_t, const T*, T*); \
-  template void mse_loss_forward<T>(int64_t, const T*, const T*, T*);
-KERN_INSTANTIATE(float)
-KERN_INSTANTIATE(double)
-#undef KERN_INSTANTIATE
+KERN_INSTANTIATE_CPU(sum_rows)
+KERN_INSTANTIATE_CPU(sum_cols)
+KERN_INSTANTIATE_CPU(mse_loss_forward)
 
 }  // namespace kern::cpu

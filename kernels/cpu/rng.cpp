@@ -23,9 +23,7 @@ void philox_normal(int64_t n, uint64_t seed, uint64_t offset, T* y) {
   }
 }
 
-template void philox_uniform<float>(int64_t, uint64_t, uint64_t, float*);
-template void philox_uniform<double>(int64_t, uint64_t, uint64_t, double*);
-template void philox_normal<float>(int64_t, uint64_t, uint64_t, float*);
-template void philox_normal<double>(int64_t, uint64_t, uint64_t, double*);
+KERN_INSTANTIATE_CPU(philox_uniform)
+KERN_INSTANTIATE_CPU(philox_normal)
 
 }  // namespace kern::cpu

@@ -28,9 +28,7 @@ void upsample_nearest2x_backward(int64_t NC, int64_t H, int64_t W, const T* dy, 
   }
 }
 
-template void upsample_nearest2x_forward<float>(int64_t, int64_t, int64_t, const float*, float*);
-template void upsample_nearest2x_forward<double>(int64_t, int64_t, int64_t, const double*, double*);
-template void upsample_nearest2x_backward<float>(int64_t, int64_t, int64_t, const float*, float*);
-template void upsample_nearest2x_backward<double>(int64_t, int64_t, int64_t, const double*, double*);
+KERN_INSTANTIATE_CPU(upsample_nearest2x_forward)
+KERN_INSTANTIATE_CPU(upsample_nearest2x_backward)
 
 }  // namespace kern::cpu

@@ -28,6 +28,7 @@ __device__ __forceinline__ float apply_unary(float x) {
   if constexpr (OP == Unary::Silu) return x * sigmoidf(x);
   if constexpr (OP == Unary::Sqrt) return sqrtf(x);
   if constexpr (OP == Unary::Square) return x * x;
+  if constexpr (OP == Unary::Sigmoid) return sigmoidf(x);
   return x;
 }
 
@@ -170,6 +171,8 @@ void unary(Unary op, int64_t n, const float* x, float* y) {
       return launch_unary<Unary::Sqrt>(n, x, y);
     case Unary::Square:
       return launch_unary<Unary::Square>(n, x, y);
+    case Unary::Sigmoid:
+      return launch_unary<Unary::Sigmoid>(n, x, y);
   }
   throw ::engine::Error("kern::cuda::unary: unknown op " + std::to_string(static_cast<int>(op)));
 }
