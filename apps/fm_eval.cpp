@@ -114,7 +114,8 @@ int main(int argc, char** argv) {
   app.add_option("--sweep-cfg", sweep, "comma-separated guidance scales, one evaluation each (e.g. 1,2,3,5)")
       ->check(app_ns::finite(-1000, 1000))
       ->delimiter(',');
-  app.add_flag("--ema,!--no-ema", use_ema, "use the EMA weights [default: when the checkpoint has them]");
+  app_ns::EmaFlags ema_flags;
+  app_ns::add_ema_flags(app, ema_flags);
   app_ns::add_compute_flags(app, cf);
   app.add_option("--k", k, "neighbourhood size for precision/recall")
       ->check(app_ns::int_in(1, 100))
@@ -127,6 +128,7 @@ int main(int argc, char** argv) {
     engine::Device device;
     std::string data_dir;
     try {
+      app_ns::check_ema_flags(ema_flags);
       if (!samples_path.empty() && !sweep.empty())
         throw app_ns::UsageError("--sweep-cfg needs --checkpoint (samples files are already drawn)");
       app_ns::apply_sampling_flags(sf, opt);
@@ -166,7 +168,7 @@ int main(int argc, char** argv) {
       if (config.image_channels() != 1 || H != 28 || config.num_classes < 10)
         throw app_ns::CheckpointError(
             "fm_eval needs a 28x28, 1-channel model with at least 10 classes (MNIST)");
-      if (app.count("--ema") + app.count("--no-ema") == 0) use_ema = ckpt.has_ema();
+      use_ema = app_ns::use_ema_weights(ema_flags, ckpt.has_ema());
       model = std::make_unique<engine::models::ConditionalUNet>(config, 0, device);
       app_ns::load_weights(*model, ckpt, use_ema);
       model->eval();

@@ -47,10 +47,8 @@ int main(int argc, char** argv) {
   app.add_option("--classes", classes, "comma-separated classes, one grid row each [default: all]")
       ->check(app_ns::int_in(0, 1e9))
       ->delimiter(',');
-  // Two flags rather than CLI11's "--ema,!--no-ema", whose help entry reads "--ema,--no-ema{false}".
-  bool ema_flag = false, no_ema_flag = false;
-  app.add_flag("--ema", ema_flag, "use the EMA weights (the default when the checkpoint has them)");
-  app.add_flag("--no-ema", no_ema_flag, "use the raw (non-EMA) weights");
+  app_ns::EmaFlags ema_flags;
+  app_ns::add_ema_flags(app, ema_flags);
   app_ns::add_compute_flags(app, cf);
   app.add_option("--out", out, "grid PNG path (must end in .png)")->capture_default_str();
   app.add_option("--save-tensor", save_tensor,
@@ -69,7 +67,7 @@ int main(int argc, char** argv) {
     engine::Device device;
     try {
       // Output paths first: a bad --out must not cost a sampling run.
-      if (ema_flag && no_ema_flag) throw app_ns::UsageError("--ema and --no-ema exclude each other");
+      app_ns::check_ema_flags(ema_flags);
       app_ns::check_output_file("--out", out, ".png");
       if (!save_tensor.empty()) app_ns::check_output_file("--save-tensor", save_tensor, ".safetensors");
       app_ns::apply_sampling_flags(sf, opt);
@@ -93,7 +91,7 @@ int main(int argc, char** argv) {
       if (c < 0 || c >= config.num_classes)
         throw app_ns::UsageError("--classes: class " + std::to_string(c) + " out of range [0, " +
                                  std::to_string(config.num_classes) + ")");
-    use_ema = ema_flag ? true : no_ema_flag ? false : ckpt.has_ema();
+    use_ema = app_ns::use_ema_weights(ema_flags, ckpt.has_ema());
 
     engine::models::ConditionalUNet model(config, 0, device);
     try {

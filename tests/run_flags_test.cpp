@@ -99,3 +99,21 @@ TEST(RunFlags, ParseCommandLineExitStatus) {
 }
 
 }  // namespace
+
+TEST(RunFlags, EmaFlagsHaveTheirOwnHelpLinesAndExcludeEachOther) {
+  CLI::App app{"test"};
+  EmaFlags f;
+  add_ema_flags(app, f);
+  const std::string help = app.help();
+  EXPECT_EQ(help.find("{false}"), std::string::npos) << help;
+  EXPECT_NE(help.find("use the raw (non-EMA) weights"), std::string::npos) << help;
+  EXPECT_TRUE(use_ema_weights(f, true));
+  EXPECT_FALSE(use_ema_weights(f, false));
+  f.no_ema = true;
+  EXPECT_FALSE(use_ema_weights(f, true));
+  EXPECT_NO_THROW(check_ema_flags(f));
+  f.ema = true;
+  EXPECT_THROW(check_ema_flags(f), UsageError);
+  f.no_ema = false;
+  EXPECT_TRUE(use_ema_weights(f, false));
+}

@@ -71,4 +71,17 @@ void apply_sampling_flags(const SamplingFlags& f, SampleOptions& opt) {
   }
 }
 
+void add_ema_flags(CLI::App& app, EmaFlags& f) {
+  app.add_flag("--ema", f.ema, "use the EMA weights (the default when the checkpoint has them)");
+  app.add_flag("--no-ema", f.no_ema, "use the raw (non-EMA) weights");
+}
+
+void check_ema_flags(const EmaFlags& f) {
+  if (f.ema && f.no_ema) throw UsageError("--ema and --no-ema exclude each other");
+}
+
+bool use_ema_weights(const EmaFlags& f, bool checkpoint_has_ema) {
+  return f.ema ? true : f.no_ema ? false : checkpoint_has_ema;
+}
+
 }  // namespace engine::app

@@ -38,4 +38,15 @@ void add_sampling_flags(CLI::App& app, SamplingFlags& f, const std::string& seed
 // Fills opt's steps, cfg_scale, solver and max_batch. Throws UsageError for an unknown solver.
 void apply_sampling_flags(const SamplingFlags& f, SampleOptions& opt);
 
+// --ema / --no-ema as two plain flags, each with its own help line (CLI11's "--ema,!--no-ema" renders
+// as "--ema,--no-ema{false}").
+struct EmaFlags {
+  bool ema = false, no_ema = false;
+};
+void add_ema_flags(CLI::App& app, EmaFlags& f);
+// Throws UsageError when both flags are given (checked before any work).
+void check_ema_flags(const EmaFlags& f);
+// Whether to use the EMA weights: as asked, else `checkpoint_has_ema`.
+bool use_ema_weights(const EmaFlags& f, bool checkpoint_has_ema);
+
 }  // namespace engine::app
