@@ -197,6 +197,28 @@ T* scratch(int slot, int64_t n) {
   return buf[slot].data();
 }
 
+// Narrow N (<= kNarrowN): A read in place, B in place when untransposed (else copied into a K x N
+// buffer, small since N is), row blocks over the threads. Same chains, so the same bits as macro_tile.
+template <typename T>
+void narrow_gemm(NarrowFn<T> fn, const View<T>& A, const View<T>& B, int64_t M, int64_t N, int64_t K, T alpha,
+                 T beta, T* C, int64_t ldc, bool parallel) {
+  const T* Bp = B.p;
+  int64_t ldb = B.ld;
+  if (B.trans) {
+    T* buf = scratch<T>(1, K * N);
+    for (int64_t j = 0; j < N; ++j)
+      for (int64_t k = 0; k < K; ++k) buf[k * N + j] = B.p[j * B.ld + k];
+    Bp = buf;
+    ldb = N;
+  }
+  constexpr int64_t kRows = 96;  // rows per task: a multiple of the kernel's 6-row block
+  const int64_t tasks = (M + kRows - 1) / kRows;
+#pragma omp parallel for schedule(static) if (parallel && tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t)
+    fn(NarrowArgs<T>{t * kRows, std::min(M, (t + 1) * kRows), N, K, alpha, A.p, A.ld, A.trans, Bp, ldb, beta,
+                     C, ldc});
+}
+
 }  // namespace
 
 const char* cpu_isa_name(CpuIsa isa) {
@@ -237,9 +259,13 @@ void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, co
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
     return;
   }
-  // Macro tiles: MC rows x NC columns; narrow NC so that both threads get work on mid-sized problems.
   const int nthreads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const bool parallel = nthreads > 1 && static_cast<double>(M) * N * K >= double(1 << 18);
+  if (uk.narrow && N <= kNarrowN) {
+    narrow_gemm(uk.narrow, a, b, M, N, K, alpha, beta, C, ldc, parallel);
+    return;
+  }
+  // Macro tiles: MC rows x NC columns; narrow NC so that both threads get work on mid-sized problems.
   int64_t nc = kNC;
   const int64_t mtiles = (M + kMC - 1) / kMC;
   if (parallel && mtiles * ((N + nc - 1) / nc) < 2 * nthreads)
