@@ -377,3 +377,34 @@ TEST(CpuNumerics, SumRowsRowIndependent) {
 }
 
 }  // namespace
+
+// The softmax runs 16 lanes at a time on AVX-512 CPUs (softmax_avx512.cpp) and 8 on AVX2: forcing each
+// ISA gives bitwise the same attention forward (o, lse) and backward (dq, dk, dv), for every row length
+// (full 16- and 8-lane blocks, masked tails) and with NaN, +inf and -inf scores in the rows.
+TEST(CpuNumerics, AttentionIsBitwiseTheSameOnEveryIsa) {
+  if (kc::cpu_isa_supported() != kc::CpuIsa::Avx512) GTEST_SKIP() << "this CPU has no AVX-512: one path only";
+  const int64_t BH = 3, Lq = 5, D = 4;
+  auto run = [&](kc::CpuIsa isa, int64_t Lk) {
+    kc::set_cpu_isa(isa);
+    auto q = normal<float>(BH * Lq * D, 61, 0.0, 1.5), k = normal<float>(BH * Lk * D, 62, 0.0, 1.5),
+         v = normal<float>(BH * Lk * D, 63, 0.0, 1.0), dout = normal<float>(BH * Lq * D, 64, 0.0, 1.0);
+    if (Lk > 3) {
+      k[1 * Lk * D + 2 * D] = float(kNaN);   // head 1: one NaN key
+      k[2 * Lk * D + 1 * D] = float(-kInf);  // head 2: one -inf key (probability 0 for q > 0 rows)
+      k[2 * Lk * D + 3 * D + 1] = 200.f;     // and one huge score (exp underflow for the others)
+    }
+    std::vector<float> o(BH * Lq * D), l(BH * Lq), dq(o.size()), dk(k.size()), dv(v.size());
+    kc::attention_forward<float>(BH, Lq, Lk, D, 0.5, q.data(), k.data(), v.data(), o.data(), l.data());
+    kc::attention_backward<float>(BH, Lq, Lk, D, 0.5, q.data(), k.data(), v.data(), o.data(), l.data(),
+                                  dout.data(), dq.data(), dk.data(), dv.data());
+    for (auto* x : {&l, &dq, &dk, &dv}) o.insert(o.end(), x->begin(), x->end());
+    return o;
+  };
+  for (int64_t Lk : {1, 7, 8, 15, 16, 17, 24, 31, 32, 40, 49}) {
+    const auto a = run(kc::CpuIsa::Avx512, Lk), b = run(kc::CpuIsa::Avx2, Lk);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      ASSERT_TRUE(same_bits(a[i], b[i])) << "Lk " << Lk << " value " << i << ": " << a[i] << " vs " << b[i];
+  }
+  kc::set_cpu_isa(kc::CpuIsa::Auto);
+}
