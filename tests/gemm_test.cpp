@@ -92,6 +92,11 @@ const std::vector<Case>& cases() {
       {50, 9, 784, false, true, 1, 1},
       {97, 13, 40, false, false, -1, 0.5},
       {5, 1, 33, true, true, 1, 0},
+      // a ragged right edge (N % tile width <= 16) computed by the narrow kernel, the rest by tiles
+      {70, 100, 300, true, true, 1, 0.5},
+      {9, 41, 20, false, false, 2, 0},
+      {33, 196, 64, false, false, 1, 1},
+      {31, 52, 17, true, false, 1, 0},
   };
   return v;
 }

@@ -309,6 +309,15 @@ void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, co
     narrow_gemm(uk.narrow, a, b, M, N, K, alpha, beta, C, ldc, parallel);
     return;
   }
+  // A ragged right edge of at most kNarrowN columns (conv outputs of 14 x 14 = 6 x 32 + 4 columns) goes
+  // to the narrow kernel instead of edge tiles that are mostly padding. Each element's chain is the
+  // same whichever kernel computes it.
+  if (uk.narrow && N % uk.NR != 0 && N % uk.NR <= kNarrowN) {
+    const int64_t n0 = N - N % uk.NR;
+    const View<T> b_right{b.trans ? B + n0 * ldb : B + n0, ldb, transB};
+    narrow_gemm(uk.narrow, a, b_right, M, N - n0, K, alpha, beta, C + n0, ldc, parallel);
+    N = n0;
+  }
   // Macro tiles: MC rows x NC columns; narrow NC so that both threads get work on mid-sized problems.
   int64_t nc = kNC;
   const int64_t mtiles = (M + kMC - 1) / kMC;
