@@ -2,6 +2,9 @@
 // caller checks cpu_isa() at run time, so the binary still runs on AVX2-only CPUs.
 #include "kernels/cpu/softmax_avx512.h"
 
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused merge source, which
+// -Wmaybe-uninitialized reports at every inlined call: a known false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include "kernels/cpu/simd_math.h"
