@@ -689,6 +689,58 @@ TEST(CpuKernel, CopyStrided) {
   EXPECT_EQ(c1, c2);
 }
 
+// dst[i] = src[i] for every index i of shape, through the layouts' strides, written as a plain loop.
+template <typename T>
+void naive_copy(const std::vector<int64_t>& shape, const std::vector<int64_t>& ss, const T* src,
+                const std::vector<int64_t>& ds, T* dst) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t rem = i, so = 0, dof = 0;
+    for (int d = int(shape.size()) - 1; d >= 0; --d) {
+      so += rem % shape[d] * ss[d];
+      dof += rem % shape[d] * ds[d];
+      rem /= shape[d];
+    }
+    dst[dof] = src[so];
+  }
+}
+
+// Layouts whose dims merge (rows of 8 that are contiguous together, size-1 dims, a broadcast dim) and
+// short rows on 1-3 threads (the row counter steps across dims and thread ranges): same as a plain loop.
+TEST(CpuKernel, CopyStridedMergedDimsAndShortRows) {
+  struct Case {
+    std::vector<int64_t> shape, ss, ds;
+  };
+  const int64_t B = 6, L = 700, D = 8, H = 3;
+  const std::vector<Case> cases = {
+      {{B, L, D}, {L * D, D, 1}, {2 * L * D, D, 1}},                       // into half of a concat
+      {{B, 1, L, D}, {L * D, 5, D, 1}, {L * D, 7, D, 1}},                  // size-1 dim, odd strides
+      {{B, H, L, D}, {H * L * D, D, H * D, 1}, {H * L * D, L * D, D, 1}},  // (B, L, H, D) -> (B, H, L, D)
+      {{B, L, D}, {0, D, 1}, {L * D, D, 1}},                               // broadcast over B
+      {{L, D, B}, {D, 1, L * D}, {D * B, B, 1}},                           // stride-1 source, strided dest
+  };
+  const int prev = omp_get_max_threads();
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    for (const auto& c : cases) {
+      int64_t n = 1, src_n = 1, dst_n = 1;
+      for (size_t d = 0; d < c.shape.size(); ++d) {
+        n *= c.shape[d];
+        src_n += (c.shape[d] - 1) * c.ss[d];
+        dst_n += (c.shape[d] - 1) * c.ds[d];
+      }
+      auto src = randv<float>(src_n, 131);
+      std::vector<float> got(dst_n, -7.f), want(dst_n, -7.f);
+      auto layout = [&](const std::vector<int64_t>& st) { return make_strided(c.shape, st); };
+      kc::copy_strided<float>(layout(c.ss), src.data(), layout(c.ds), got.data());
+      naive_copy(c.shape, c.ss, src.data(), c.ds, want.data());
+      EXPECT_EQ(got, want) << "threads " << threads << " ndim " << c.shape.size() << " n " << n;
+    }
+  }
+  omp_set_num_threads(prev);
+}
+
 TEST(CpuKernel, FillAndCast) {
   std::vector<float> f(100000);
   kc::fill<float>(f.size(), f.data(), 2.5);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/group_norm_avx512.h"
 #include "kernels/numeric_compare.h"
 
 namespace {
@@ -371,3 +372,108 @@ TEST(CpuNumerics, SumRowsRowIndependent) {
 }
 
 }  // namespace
+
+// The softmax runs 16 lanes at a time on AVX-512 CPUs (softmax_avx512.cpp) and 8 on AVX2: forcing each
+// ISA gives bitwise the same attention forward (o, lse) and backward (dq, dk, dv), for every row length
+// (full 16- and 8-lane blocks, masked tails) and with NaN, +inf and -inf scores in the rows.
+TEST(CpuNumerics, AttentionIsBitwiseTheSameOnEveryIsa) {
+  if (kc::cpu_isa_supported() != kc::CpuIsa::Avx512) GTEST_SKIP() << "this CPU has no AVX-512: one path only";
+  const int64_t BH = 3, Lq = 5, D = 4;
+  auto run = [&](kc::CpuIsa isa, int64_t Lk) {
+    kc::set_cpu_isa(isa);
+    auto q = normal<float>(BH * Lq * D, 61, 0.0, 1.5), k = normal<float>(BH * Lk * D, 62, 0.0, 1.5),
+         v = normal<float>(BH * Lk * D, 63, 0.0, 1.0), dout = normal<float>(BH * Lq * D, 64, 0.0, 1.0);
+    if (Lk > 3) {
+      k[1 * Lk * D + 2 * D] = float(kNaN);   // head 1: one NaN key
+      k[2 * Lk * D + 1 * D] = float(-kInf);  // head 2: one -inf key (probability 0 for q > 0 rows)
+      k[2 * Lk * D + 3 * D + 1] = 200.f;     // and one huge score (exp underflow for the others)
+    }
+    std::vector<float> o(BH * Lq * D), l(BH * Lq), dq(o.size()), dk(k.size()), dv(v.size());
+    kc::attention_forward<float>(BH, Lq, Lk, D, 0.5, q.data(), k.data(), v.data(), o.data(), l.data());
+    kc::attention_backward<float>(BH, Lq, Lk, D, 0.5, q.data(), k.data(), v.data(), o.data(), l.data(),
+                                  dout.data(), dq.data(), dk.data(), dv.data());
+    for (auto* x : {&l, &dq, &dk, &dv}) o.insert(o.end(), x->begin(), x->end());
+    return o;
+  };
+  for (int64_t Lk : {1, 7, 8, 15, 16, 17, 24, 31, 32, 40, 49}) {
+    const auto a = run(kc::CpuIsa::Avx512, Lk), b = run(kc::CpuIsa::Avx2, Lk);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      ASSERT_TRUE(same_bits(a[i], b[i])) << "Lk " << Lk << " value " << i << ": " << a[i] << " vs " << b[i];
+  }
+  kc::set_cpu_isa(kc::CpuIsa::Auto);
+}
+
+// Group norm's float loops run on AVX-512 when the CPU has it (group_norm_avx512.cpp): forcing avx512
+// and avx2 gives bitwise the same y, mean, rstd, dx, dgamma and dbeta, for group sizes with and without
+// a ragged tail of 8, and for a large offset (mean >> spread), where the double statistics matter.
+TEST(CpuNumerics, GroupNormIsBitwiseTheSameOnEveryIsa) {
+  if (kc::cpu_isa_supported() != kc::CpuIsa::Avx512) GTEST_SKIP() << "this CPU has no AVX-512: one path only";
+  const int64_t N = 3, C = 6, G = 3;
+  auto run = [&](kc::CpuIsa isa, int64_t HW, double offset) {
+    kc::set_cpu_isa(isa);
+    auto x = normal<float>(N * C * HW, 71, offset, 1.0), dy = normal<float>(N * C * HW, 72, 0.0, 1.0);
+    auto gamma = normal<float>(C, 73, 1.0, 0.5), beta = normal<float>(C, 74, 0.0, 0.5);
+    std::vector<float> y(x.size()), mean(N * G), rstd(N * G), dx(x.size()), dg(C), db(C);
+    kc::group_norm_forward<float>(N, C, HW, G, 1e-5, x.data(), gamma.data(), beta.data(), y.data(),
+                                  mean.data(), rstd.data());
+    kc::group_norm_backward<float>(N, C, HW, G, dy.data(), x.data(), mean.data(), rstd.data(), gamma.data(),
+                                   dx.data(), dg.data(), db.data());
+    for (auto* v : {&mean, &rstd, &dx, &dg, &db}) y.insert(y.end(), v->begin(), v->end());
+    return y;
+  };
+  for (int64_t HW : {1, 5, 8, 13, 49, 64})
+    for (double offset : {0.0, 3000.0}) {
+      const auto a = run(kc::CpuIsa::Avx512, HW, offset), b = run(kc::CpuIsa::Avx2, HW, offset);
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i)
+        ASSERT_TRUE(same_bits(a[i], b[i]))
+            << "HW " << HW << " offset " << offset << " value " << i << ": " << a[i] << " vs " << b[i];
+    }
+  kc::set_cpu_isa(kc::CpuIsa::Auto);
+}
+
+// The AVX-512 group-norm loops against the documented order (group_norm.cpp): element i in partial sum
+// i % 8, partial sums combined as ((0+1)+(2+3))+((4+5)+(6+7)); elementwise loops as scalar double code.
+// Compared in double, bit for bit (shifts that are not floats, so that the sums round and their order
+// shows): the float outputs above can hide a last-bit difference of the sums.
+#if defined(__x86_64__)  // group_norm_avx512.cpp is built on x86-64 only
+TEST(CpuNumerics, GroupNormAvx512LoopsFollowTheDefinedOrder) {
+  if (kc::cpu_isa_supported() != kc::CpuIsa::Avx512) GTEST_SKIP() << "this CPU has no AVX-512";
+  namespace kd = kern::cpu::detail;
+  auto combine = [](const double(&a)[8]) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+  };
+  for (int64_t n = 1; n <= 40; ++n) {
+    const auto x = normal<float>(n, 80 + unsigned(n), 1000.0, 3.0),
+               dy = normal<float>(n, 90 + unsigned(n), 0.0, 1.0);
+    const double K = 999.93, mu = 1000.07, a = 0.7, b = -0.2, rs = 0.33, gm = 1.1, m1 = 0.01, m2 = -0.02;
+    double s[8] = {}, q[8] = {}, g0[8] = {}, g1[8] = {}, g2[8] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      const double d = double(x[i]) - K, e = double(x[i]) - mu;
+      s[i % 8] += d;
+      q[i % 8] = std::fma(e, e, q[i % 8]);
+      g0[i % 8] += double(dy[i]);
+      g1[i % 8] = std::fma(double(dy[i]), d, g1[i % 8]);
+      g2[i % 8] += d;
+    }
+    EXPECT_TRUE(same_bits(kd::gn_sum_shifted_avx512(x.data(), n, K), combine(s))) << n;
+    EXPECT_TRUE(same_bits(kd::gn_sum_sq_dev_avx512(x.data(), n, mu), combine(q))) << n;
+    const auto bs = kd::gn_backward_sums_avx512(x.data(), dy.data(), n, K);
+    EXPECT_TRUE(same_bits(bs[0], combine(g0)) && same_bits(bs[1], combine(g1)) &&
+                same_bits(bs[2], combine(g2)))
+        << n;
+    std::vector<float> y(n + 1, 77.f), dx(n + 1, 77.f);  // one guard element: must stay untouched
+    kd::gn_affine_avx512(x.data(), n, mu, a, b, y.data());
+    kd::gn_dx_avx512(x.data(), dy.data(), n, mu, rs, gm, m1, m2, dx.data());
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_TRUE(same_bits(y[i], float(std::fma(double(x[i]) - mu, a, b)))) << n << " " << i;
+      const double xhat = (double(x[i]) - mu) * rs;
+      ASSERT_TRUE(same_bits(dx[i], float(rs * std::fma(-xhat, m2, std::fma(gm, double(dy[i]), -m1)))))
+          << n << " " << i;
+    }
+    EXPECT_EQ(y[n], 77.f);
+    EXPECT_EQ(dx[n], 77.f);
+  }
+}
+#endif

@@ -73,12 +73,30 @@ void check_case(const Case& c, const char* what) {
 
 const std::vector<Case>& cases() {
   static const std::vector<Case> v = {
-      {1, 1, 1, false, false, 1, 0},       {7, 5, 9, true, false, 1, 1},
-      {13, 37, 3, false, true, 0.5, 0},    {33, 17, 40, true, true, 2, 0.25},
-      {64, 784, 288, false, false, 1, 1},  {32, 196, 576, false, false, 1, 0},  // conv shapes, K > KC
-      {577, 49, 64, true, false, 1, 0},    {64, 577, 300, false, true, 1, 0},   // bwd-data / bwd-weight
-      {128, 256, 64, false, true, 1, 1},   {3, 1000, 513, false, false, -1, 0.5},
-      {100, 3, 257, true, true, 0.125, 0}, {12, 32, 1, false, false, 1, 0},
+      {1, 1, 1, false, false, 1, 0},
+      {7, 5, 9, true, false, 1, 1},
+      {13, 37, 3, false, true, 0.5, 0},
+      {33, 17, 40, true, true, 2, 0.25},
+      {64, 784, 288, false, false, 1, 1},
+      {32, 196, 576, false, false, 1, 0},  // conv shapes, K > KC
+      {577, 49, 64, true, false, 1, 0},
+      {64, 577, 300, false, true, 1, 0},  // bwd-data / bwd-weight
+      {128, 256, 64, false, true, 1, 1},
+      {3, 1000, 513, false, false, -1, 0.5},
+      {100, 3, 257, true, true, 0.125, 0},
+      {12, 32, 1, false, false, 1, 0},
+      // narrow N (<= 16: the in-place narrow kernel): attention P V (head dim 8), dV = P^T dO, conv_in's
+      // weight gradient (N = 9, transposed B), masked tails and beta scaling
+      {200, 8, 300, false, false, 1, 0},
+      {131, 16, 77, true, false, 0.5, 2},
+      {50, 9, 784, false, true, 1, 1},
+      {97, 13, 40, false, false, -1, 0.5},
+      {5, 1, 33, true, true, 1, 0},
+      // a ragged right edge (N % tile width <= 16) computed by the narrow kernel, the rest by tiles
+      {70, 100, 300, true, true, 1, 0.5},
+      {9, 41, 20, false, false, 2, 0},
+      {33, 196, 64, false, false, 1, 1},
+      {31, 52, 17, true, false, 1, 0},
   };
   return v;
 }

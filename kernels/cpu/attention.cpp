@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/simd_math.h"
+#include "kernels/cpu/softmax_avx512.h"
 
 namespace kern::cpu {
 namespace {
@@ -20,8 +21,15 @@ bool head_parallel(int64_t BH) { return !omp_in_parallel() && omp_get_max_thread
 // row[j] = exp(row[j] - sub) for j < n; returns sum_j row[j]. Float rows use AVX2 when available,
 // the tail included (masked lanes), so every element goes through the same code and the sum's
 // order depends only on n. NaN propagates (exp_nonpos(NaN) = NaN).
+// With avx512 the AVX-512 version (softmax_avx512.h) runs instead: the same bits, 16 lanes at a time.
 template <typename T>
-double exp_sub_row(T* row, int64_t n, T sub) {
+double exp_sub_row(T* row, int64_t n, T sub, bool avx512) {
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (avx512) return detail::exp_sub_row_f32_avx512(row, n, sub);
+  }
+#endif
+  (void)avx512;
 #ifdef KERN_CPU_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256 vs = _mm256_set1_ps(sub);
@@ -54,9 +62,32 @@ double exp_sub_row(T* row, int64_t n, T sub) {
   return sum;
 }
 
-// Row maximum that propagates NaN (a NaN anywhere gives NaN, like torch.max).
+// Row maximum that propagates NaN (a NaN anywhere gives NaN, like torch.max). Float rows: one AVX2 pass
+// of max plus an unordered-compare flag (no branch per element); the tail through masked lanes.
 template <typename T>
 T row_max(const T* row, int64_t n) {
+#ifdef KERN_CPU_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity()), bad = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      const __m256 x = _mm256_loadu_ps(row + j);
+      m = _mm256_max_ps(m, x);
+      bad = _mm256_or_ps(bad, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    }
+    if (j < n) {
+      const __m256 x = simd::load_tail(row + j, n - j, -std::numeric_limits<float>::infinity());
+      m = _mm256_max_ps(m, x);
+      bad = _mm256_or_ps(bad, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    }
+    if (_mm256_movemask_ps(bad)) return std::numeric_limits<float>::quiet_NaN();
+    alignas(32) float l[8];
+    _mm256_store_ps(l, m);
+    float r = l[0];
+    for (int i = 1; i < 8; ++i) r = l[i] > r ? l[i] : r;
+    return r;
+  }
+#endif
   T m = row[0];
   bool nan = false;
 #pragma omp simd reduction(max : m) reduction(|| : nan)
@@ -71,6 +102,7 @@ T row_max(const T* row, int64_t n) {
 template <typename T>
 void attention_forward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const T* q, const T* k,
                        const T* v, T* o, T* lse) {
+  const bool avx512 = cpu_isa() == CpuIsa::Avx512;
 #pragma omp parallel if (head_parallel(BH))
   {
     std::vector<T> P(Lq * Lk);  // (Lq, Lk) scores, then unnormalised probabilities exp(s - max)
@@ -85,7 +117,7 @@ void attention_forward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double sca
       for (int64_t i = 0; i < Lq; ++i) {
         T* row = P.data() + i * Lk;
         const T m = row_max(row, Lk);
-        const double sum = exp_sub_row(row, Lk, m);
+        const double sum = exp_sub_row(row, Lk, m, avx512);
         inv[i] = T(1.0 / sum);
         lse[h * Lq + i] = T(double(m) + std::log(sum));
       }
@@ -99,6 +131,7 @@ void attention_forward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double sca
 template <typename T>
 void attention_backward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const T* q, const T* k,
                         const T* v, const T* o, const T* lse, const T* dout, T* dq, T* dk, T* dv) {
+  const bool avx512 = cpu_isa() == CpuIsa::Avx512;
 #pragma omp parallel if (head_parallel(BH))
   {
     std::vector<T> P(Lq * Lk), dS(Lq * Lk);  // (Lq, Lk) each
@@ -113,7 +146,7 @@ void attention_backward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double sc
       for (int64_t i = 0; i < Lq; ++i) {
         T* row = P.data() + i * Lk;
         const T l = lse[h * Lq + i];
-        exp_sub_row(row, Lk, l);
+        exp_sub_row(row, Lk, l, avx512);
       }
       gemm<T>(true, false, Lk, D, Lq, T(1), P.data(), Lk, doh, D, T(0), dv + h * Lk * D, D);  // dV = P^T dO
       gemm<T>(false, true, Lq, Lk, D, T(1), doh, D, vh, D, T(0), dS.data(), Lk);              // dP = dO V^T

@@ -26,43 +26,39 @@ void q_range(const Conv2dShape& s, int64_t sc, int64_t& q0, int64_t& q1) {
   if (q1 < q0) q1 = q0;
 }
 
+// Rows [r0, r0 + nr) of the im2col of x (C, H, W), row (c, r, sc) = (c * R + r) * S + sc
+//   -> cols (nr, P*Q).
+template <typename T>
+void im2col_rows(const Conv2dShape& s, const T* x, int64_t r0, int64_t nr, T* cols) {
+  const int64_t P = s.P, Q = s.Q;
+  for (int64_t rr = 0; rr < nr; ++rr) {
+    const int64_t row_idx = r0 + rr, c = row_idx / (s.R * s.S), r = row_idx / s.S % s.R, sc = row_idx % s.S;
+    T* row = cols + rr * P * Q;
+    int64_t q0, q1;
+    q_range(s, sc, q0, q1);
+    for (int64_t p = 0; p < P; ++p) {
+      T* dst = row + p * Q;
+      const int64_t h = p * s.stride_h - s.pad_h + r;
+      if (h < 0 || h >= s.H) {
+        std::fill(dst, dst + Q, T(0));
+        continue;
+      }
+      std::fill(dst, dst + q0, T(0));
+      std::fill(dst + q1, dst + Q, T(0));
+      const T* src = x + (c * s.H + h) * s.W - s.pad_w + sc;
+      if (s.stride_w == 1) {
+        std::memcpy(dst + q0, src + q0, sizeof(T) * (q1 - q0));
+      } else {
+        for (int64_t q = q0; q < q1; ++q) dst[q] = src[q * s.stride_w];
+      }
+    }
+  }
+}
+
 // x (C, H, W) -> cols (C*R*S, P*Q).
 template <typename T>
 void im2col(const Conv2dShape& s, const T* x, T* cols) {
-  const int64_t P = s.P, Q = s.Q;
-  for (int64_t c = 0; c < s.C; ++c)
-    for (int64_t r = 0; r < s.R; ++r)
-      for (int64_t sc = 0; sc < s.S; ++sc) {
-        T* row = cols + ((c * s.R + r) * s.S + sc) * P * Q;
-        int64_t q0, q1;
-        q_range(s, sc, q0, q1);
-        for (int64_t p = 0; p < P; ++p) {
-          T* dst = row + p * Q;
-          const int64_t h = p * s.stride_h - s.pad_h + r;
-          if (h < 0 || h >= s.H) {
-            std::fill(dst, dst + Q, T(0));
-            continue;
-          }
-          std::fill(dst, dst + q0, T(0));
-          std::fill(dst + q1, dst + Q, T(0));
-          const T* src = x + (c * s.H + h) * s.W - s.pad_w + sc;
-          if (s.stride_w == 1) {
-            std::memcpy(dst + q0, src + q0, sizeof(T) * (q1 - q0));
-          } else {
-            for (int64_t q = q0; q < q1; ++q) dst[q] = src[q * s.stride_w];
-          }
-        }
-      }
-}
-
-// im2col with the input channels spread over the OpenMP threads (a copy: any split gives the same bits).
-template <typename T>
-void im2col_parallel(const Conv2dShape& s, const T* x, T* cols) {
-  const int64_t rows_per_c = s.R * s.S * s.P * s.Q;
-  Conv2dShape one = s;
-  one.C = 1;
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && s.C > 1 && s.C * rows_per_c > 16384)
-  for (int64_t c = 0; c < s.C; ++c) im2col(one, x + c * s.H * s.W, cols + c * rows_per_c);
+  im2col_rows(s, x, 0, s.C * s.R * s.S, cols);
 }
 
 // cols (C*R*S, P*Q) -> dx (C, H, W), overwriting dx.
@@ -150,16 +146,28 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw
   const bool pw = is_pointwise(s);
   // dw (K, C*R*S) = sum over images n of dy_n (K, P*Q) @ cols_n^T, accumulated image after image with
   // beta = 1. gemm continues each element's FMA chain exactly (it reloads C between calls), so dw is one
-  // chain over (n, p, q) in order: the same bits whatever the thread count (the threads split gemm's
-  // tiles and im2col's channels, never the sum).
-  std::vector<T> cols(pw ? 0 : CRS * PQ);  // (C*R*S, P*Q)
-  for (int64_t n = 0; n < s.N; ++n) {
-    const T* src = x + n * CHW;
-    if (!pw) {
-      im2col_parallel(s, src, cols.data());
-      src = cols.data();
+  // chain over (n, p, q) in order. The threads split dw's columns (rows of cols): each thread builds
+  // only its own rows of cols and runs the whole image loop for its columns, with no barrier. A column
+  // block changes which thread computes an element, never its chain: the same bits for any thread
+  // count (and, by gemm's invariant, any block boundaries).
+  const int64_t work = s.K * CRS * PQ;
+  const int nthreads = omp_in_parallel() || work < (int64_t(1) << 16) ? 1 : omp_get_max_threads();
+  // Column blocks: a multiple of 32 (the widest register tile) so that no thread gets a ragged tile.
+  const int64_t chunk = std::max<int64_t>(32, (CRS + nthreads - 1) / nthreads + 31) / 32 * 32;
+  const int64_t nblocks = (CRS + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static, 1) num_threads(nthreads) if (nblocks > 1)
+  for (int64_t blk = 0; blk < nblocks; ++blk) {
+    const int64_t r0 = blk * chunk, nr = std::min(chunk, CRS - r0);
+    std::vector<T> cols(pw ? 0 : nr * PQ);  // rows [r0, r0 + nr) of this image's (C*R*S, P*Q) im2col
+    for (int64_t n = 0; n < s.N; ++n) {
+      const T* src = x + n * CHW + r0 * PQ;  // pointwise: cols_n is x_n itself
+      if (!pw) {
+        im2col_rows(s, x + n * CHW, r0, nr, cols.data());
+        src = cols.data();
+      }
+      gemm<T>(false, true, s.K, nr, PQ, T(1), dy + n * s.K * PQ, PQ, src, PQ, n == 0 ? T(0) : T(1), dw + r0,
+              CRS);
     }
-    gemm<T>(false, true, s.K, CRS, PQ, T(1), dy + n * s.K * PQ, PQ, src, PQ, n == 0 ? T(0) : T(1), dw, CRS);
   }
   if (s.N == 0) std::fill(dw, dw + s.K * CRS, T(0));
   if (db) {

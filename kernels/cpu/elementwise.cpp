@@ -1,5 +1,7 @@
 // CPU elementwise kernels: unary ops, SiLU backward, affine, broadcast binary ops, N-d strided copy,
 // fill and float/double casts. Contiguous fast paths; generic paths walk the N-d index row by row.
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -69,7 +71,9 @@ bool is_contiguous(const Strided& shape_of, const Strided& s) {
 }
 
 // Calls body(row, off[0..NOP-1]) for every row (all dims but the innermost) of shape, where off[j] is
-// operand j's element offset of the row start (strides[j]); rows are processed in parallel.
+// operand j's element offset of the row start (strides[j]); rows are processed in parallel, each thread
+// a contiguous range of rows whose offsets it steps with a multi-index counter (one division per range,
+// not per row: rows can be as short as a head dimension of 8).
 template <int NOP, typename F>
 void for_each_row(const Strided& shape, const int64_t* const (&strides)[NOP], F&& body) {
   const int nd = shape.ndim;
@@ -77,17 +81,59 @@ void for_each_row(const Strided& shape, const int64_t* const (&strides)[NOP], F&
   int64_t rows = 1;
   for (int d = 0; d + 1 < nd; ++d) rows *= shape.shape[d];
   if (rows <= 0 || inner <= 0) return;
-#pragma omp parallel for schedule(static) if (rows * inner > kParThreshold && rows > 1)
-  for (int64_t r = 0; r < rows; ++r) {
-    int64_t off[NOP] = {};
-    int64_t rem = r;
+#pragma omp parallel if (rows * inner > kParThreshold && rows > 1)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+    int64_t idx[kern::kMaxDims] = {}, off[NOP] = {};
+    int64_t rem = r0;
     for (int d = nd - 2; d >= 0; --d) {
-      const int64_t i = rem % shape.shape[d];
+      idx[d] = rem % shape.shape[d];
       rem /= shape.shape[d];
-      for (int j = 0; j < NOP; ++j) off[j] += i * strides[j][d];
+      for (int j = 0; j < NOP; ++j) off[j] += idx[d] * strides[j][d];
     }
-    body(r, off);
+    for (int64_t r = r0; r < r1; ++r) {
+      body(r, off);
+      for (int d = nd - 2; d >= 0; --d) {  // next row: increment the index, carrying leftwards
+        for (int j = 0; j < NOP; ++j) off[j] += strides[j][d];
+        if (++idx[d] < shape.shape[d]) break;
+        for (int j = 0; j < NOP; ++j) off[j] -= idx[d] * strides[j][d];
+        idx[d] = 0;
+      }
+    }
   }
+}
+
+// Merges adjacent dims d, d + 1 of `shape` wherever both layouts have stride[d] == stride[d + 1] *
+// shape[d + 1] (and drops size-1 dims), so that a copy of (B, L, 8)-shaped rows that are contiguous
+// together runs as long rows. The element set and each element's offsets are unchanged.
+void coalesce(Strided& shape, Strided& a, Strided& b) {
+  Strided s{}, x{}, y{};
+  for (int d = 0; d < shape.ndim; ++d) {
+    if (shape.shape[d] == 1) continue;
+    const int k = s.ndim;
+    if (k > 0 && x.stride[k - 1] == a.stride[d] * shape.shape[d] &&
+        y.stride[k - 1] == b.stride[d] * shape.shape[d]) {
+      s.shape[k - 1] *= shape.shape[d];
+      x.stride[k - 1] = a.stride[d];
+      y.stride[k - 1] = b.stride[d];
+      continue;
+    }
+    s.shape[k] = shape.shape[d];
+    x.stride[k] = a.stride[d];
+    y.stride[k] = b.stride[d];
+    ++s.ndim;
+  }
+  if (s.ndim == 0) {  // a single element
+    s.ndim = 1;
+    s.shape[0] = 1;
+    x.stride[0] = y.stride[0] = 1;
+  }
+  for (int d = 0; d < s.ndim; ++d) x.shape[d] = y.shape[d] = s.shape[d];
+  x.ndim = y.ndim = s.ndim;
+  shape = s;
+  a = x;
+  b = y;
 }
 
 template <typename T, typename Op>
@@ -229,11 +275,13 @@ void copy_strided(const Strided& src_layout, const T* src, const Strided& dst_la
     std::memcpy(dst, src, sizeof(T) * n);
     return;
   }
-  const int nd = src_layout.ndim;
-  const int64_t ss = src_layout.stride[nd - 1], ds = dst_layout.stride[nd - 1];
-  const int64_t inner = src_layout.shape[nd - 1];
-  const int64_t* const strides[2] = {src_layout.stride, dst_layout.stride};
-  for_each_row<2>(src_layout, strides, [&](int64_t, const int64_t* off) {
+  Strided shape = src_layout, sl = src_layout, dl = dst_layout;
+  coalesce(shape, sl, dl);
+  const int nd = shape.ndim;
+  const int64_t ss = sl.stride[nd - 1], ds = dl.stride[nd - 1];
+  const int64_t inner = shape.shape[nd - 1];
+  const int64_t* const strides[2] = {sl.stride, dl.stride};
+  for_each_row<2>(shape, strides, [&](int64_t, const int64_t* off) {
     const T* ps = src + off[0];
     T* pd = dst + off[1];
     if (ss == 1 && ds == 1) {

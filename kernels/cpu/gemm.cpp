@@ -10,12 +10,16 @@
 // every CPU with a correctly rounded FMA. cpu_gemm_reference below is that definition, written as a
 // plain loop, and the tests compare every path against it bit for bit.
 #include <omp.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -99,14 +103,54 @@ struct View {
   T at(int64_t r, int64_t c) const { return trans ? p[c * ld + r] : p[r * ld + c]; }
 };
 
-// dst[k * P + r] = scale * src[r * ld + k] for r < rows, k < kc: a panel read across `rows` rows, in
-// blocks of 8 k so that each row is read in cache-line-sized runs while dst is written contiguously.
+#ifdef __AVX2__
+// In-register transpose of an 8 x 8 float block: r[i] holds row i on entry, column i on exit.
+inline void transpose8x8(__m256 (&r)[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {
+    u[h + 0] = _mm256_shuffle_ps(t[h + 0], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[h + 1] = _mm256_shuffle_ps(t[h + 0], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+#endif
+
+// dst[k * P + r] = scale * src[r * ld + k] for r < rows, k < kc: a panel read across `rows` rows. Float
+// (AVX2 baseline): 8 x 8 blocks transposed in registers; the rest in blocks of 8 k, so that each row is
+// read in cache-line-sized runs while dst is written contiguously. The values are the same either way
+// (one multiplication each).
 template <typename T>
 void transpose_pack(const T* src, int64_t ld, int rows, int64_t kc, T scale, int P, T* dst) {
+  int r0 = 0;
+#ifdef __AVX2__
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (; r0 + 8 <= rows; r0 += 8) {
+      int64_t k0 = 0;
+      for (; k0 + 8 <= kc; k0 += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_mul_ps(vs, _mm256_loadu_ps(src + (r0 + i) * ld + k0));
+        transpose8x8(r);
+        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (k0 + j) * P + r0, r[j]);
+      }
+      for (; k0 < kc; ++k0)
+        for (int i = 0; i < 8; ++i) dst[k0 * P + r0 + i] = scale * src[(r0 + i) * ld + k0];
+    }
+  }
+#endif
   constexpr int64_t kB = 8;
   for (int64_t k0 = 0; k0 < kc; k0 += kB) {
     const int64_t k1 = std::min(kc, k0 + kB);
-    for (int r = 0; r < rows; ++r) {
+    for (int r = r0; r < rows; ++r) {
       const T* s = src + r * ld;
       for (int64_t k = k0; k < k1; ++k) dst[k * P + r] = scale * s[k];
     }
@@ -197,6 +241,28 @@ T* scratch(int slot, int64_t n) {
   return buf[slot].data();
 }
 
+// Narrow N (<= kNarrowN): A read in place, B in place when untransposed (else copied into a K x N
+// buffer, small since N is), row blocks over the threads. Same chains, so the same bits as macro_tile.
+template <typename T>
+void narrow_gemm(NarrowFn<T> fn, const View<T>& A, const View<T>& B, int64_t M, int64_t N, int64_t K, T alpha,
+                 T beta, T* C, int64_t ldc, bool parallel) {
+  const T* Bp = B.p;
+  int64_t ldb = B.ld;
+  if (B.trans) {
+    T* buf = scratch<T>(1, K * N);
+    for (int64_t j = 0; j < N; ++j)
+      for (int64_t k = 0; k < K; ++k) buf[k * N + j] = B.p[j * B.ld + k];
+    Bp = buf;
+    ldb = N;
+  }
+  constexpr int64_t kRows = 96;  // rows per task: a multiple of the kernel's 6-row block
+  const int64_t tasks = (M + kRows - 1) / kRows;
+#pragma omp parallel for schedule(static) if (parallel && tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t)
+    fn(NarrowArgs<T>{t * kRows, std::min(M, (t + 1) * kRows), N, K, alpha, A.p, A.ld, A.trans, Bp, ldb, beta,
+                     C, ldc});
+}
+
 }  // namespace
 
 const char* cpu_isa_name(CpuIsa isa) {
@@ -237,9 +303,22 @@ void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, co
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
     return;
   }
-  // Macro tiles: MC rows x NC columns; narrow NC so that both threads get work on mid-sized problems.
   const int nthreads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const bool parallel = nthreads > 1 && static_cast<double>(M) * N * K >= double(1 << 18);
+  if (uk.narrow && N <= kNarrowN) {
+    narrow_gemm(uk.narrow, a, b, M, N, K, alpha, beta, C, ldc, parallel);
+    return;
+  }
+  // A ragged right edge of at most kNarrowN columns (conv outputs of 14 x 14 = 6 x 32 + 4 columns) goes
+  // to the narrow kernel instead of edge tiles that are mostly padding. Each element's chain is the
+  // same whichever kernel computes it.
+  if (uk.narrow && N % uk.NR != 0 && N % uk.NR <= kNarrowN) {
+    const int64_t n0 = N - N % uk.NR;
+    const View<T> b_right{b.trans ? B + n0 * ldb : B + n0, ldb, transB};
+    narrow_gemm(uk.narrow, a, b_right, M, N - n0, K, alpha, beta, C + n0, ldc, parallel);
+    N = n0;
+  }
+  // Macro tiles: MC rows x NC columns; narrow NC so that both threads get work on mid-sized problems.
   int64_t nc = kNC;
   const int64_t mtiles = (M + kMC - 1) / kMC;
   if (parallel && mtiles * ((N + nc - 1) / nc) < 2 * nthreads)

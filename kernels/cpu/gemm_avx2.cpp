@@ -36,7 +36,7 @@ void f64(const MicroArgs<double>& a) { microkernel<F64x4, 6, 2>(a); }
 
 }  // namespace
 
-Microkernel<float> microkernel_f32_avx2() { return {6, 16, f32, "avx2"}; }
+Microkernel<float> microkernel_f32_avx2() { return {6, 16, f32, "avx2", false, narrow_f32_avx2()}; }
 Microkernel<double> microkernel_f64_avx2() { return {6, 8, f64, "avx2"}; }
 
 }  // namespace kern::cpu::gemm_detail

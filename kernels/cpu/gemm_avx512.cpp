@@ -36,7 +36,7 @@ void f64(const MicroArgs<double>& a) { microkernel<F64x8, 12, 2>(a); }
 
 }  // namespace
 
-Microkernel<float> microkernel_f32_avx512() { return {8, 32, f32, "avx512", true}; }
+Microkernel<float> microkernel_f32_avx512() { return {8, 32, f32, "avx512", true, narrow_f32_avx2()}; }
 Microkernel<double> microkernel_f64_avx512() { return {12, 16, f64, "avx512"}; }
 
 }  // namespace kern::cpu::gemm_detail

@@ -32,6 +32,27 @@ struct MicroArgs {
 template <typename T>
 using MicroFn = void (*)(const MicroArgs<T>&);
 
+// Narrow-N GEMM (N <= kNarrowN): rows [i0, i1) of C (M x N) = alpha * op(A) @ B + beta * C, with A read
+// in place (A[i][k] = transA ? A[k * lda + i] : A[i * lda + k]) and B untransposed (K x N, row stride
+// ldb). The whole K in one chain per element, in k order, with the same init rule as Init (beta == 0:
+// C not read): bitwise the result of the packed path.
+constexpr int64_t kNarrowN = 16;
+template <typename T>
+struct NarrowArgs {
+  int64_t i0, i1, N, K;
+  T alpha;
+  const T* A;
+  int64_t lda;
+  bool transA;
+  const T* B;
+  int64_t ldb;
+  T beta;
+  T* C;
+  int64_t ldc;
+};
+template <typename T>
+using NarrowFn = void (*)(const NarrowArgs<T>&);
+
 // A register tile shape and the function that computes it.
 template <typename T>
 struct Microkernel {
@@ -41,6 +62,8 @@ struct Microkernel {
   // Read an untransposed B in place for full-width panels instead of packing it. Chosen per kernel by
   // measurement (bench/RESULTS.md): it pays for the 32-wide AVX-512 tile, and costs the 16-wide AVX2 one.
   bool direct_b = false;
+  // The narrow-N kernel (nullptr: narrow problems take the packed path).
+  NarrowFn<T> narrow = nullptr;
 };
 
 // Per-ISA microkernels (defined in the file of that ISA; the AVX ones may only be called on CPUs that
@@ -51,5 +74,6 @@ Microkernel<float> microkernel_f32_avx2();
 Microkernel<double> microkernel_f64_avx2();
 Microkernel<float> microkernel_f32_scalar();
 Microkernel<double> microkernel_f64_scalar();
+NarrowFn<float> narrow_f32_avx2();  // AVX2 + FMA (also used on AVX-512 CPUs)
 
 }  // namespace kern::cpu::gemm_detail

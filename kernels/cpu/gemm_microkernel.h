@@ -24,7 +24,7 @@ inline void microkernel_full(int64_t kc, const typename V::T* __restrict Ap,
                              int64_t ldc, Init init, typename V::T beta) {
   using T = typename V::T;
   using R = typename V::R;
-  constexpr int W = V::W, NR = NV * W;
+  constexpr int W = V::W;
   R acc[MR][NV];
   if (init == Init::Zero) {
 #pragma GCC unroll 16

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/group_norm_avx512.h"
 #include "kernels/cpu/simd_math.h"
 
 namespace kern::cpu {
@@ -51,6 +52,9 @@ inline double hsum(D8 a) {
 }
 #endif
 
+// AVX-512 loops (group_norm_avx512.h, bitwise the same results) when the active ISA path is avx512.
+bool use_avx512() { return cpu_isa() == CpuIsa::Avx512; }
+
 inline double combine8(const double (&a)[8]) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
@@ -58,6 +62,10 @@ inline double combine8(const double (&a)[8]) {
 // sum_i (x_i - K)
 template <typename T>
 double sum_shifted(const T* x, int64_t n, double K) {
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>)
+    if (use_avx512()) return detail::gn_sum_shifted_avx512(x, n, K);
+#endif
 #ifdef KERN_CPU_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256d k = _mm256_set1_pd(K);
@@ -79,6 +87,10 @@ double sum_shifted(const T* x, int64_t n, double K) {
 // sum_i (x_i - mu)^2, each term as fma(d, d, acc)
 template <typename T>
 double sum_sq_dev(const T* x, int64_t n, double mu) {
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>)
+    if (use_avx512()) return detail::gn_sum_sq_dev_avx512(x, n, mu);
+#endif
 #ifdef KERN_CPU_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256d m = _mm256_set1_pd(mu);
@@ -103,6 +115,10 @@ double sum_sq_dev(const T* x, int64_t n, double mu) {
 // {sum dy_i, sum dy_i * (x_i - K) (as fma), sum (x_i - K)}
 template <typename T>
 std::array<double, 3> backward_sums(const T* x, const T* dy, int64_t n, double K) {
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>)
+    if (use_avx512()) return detail::gn_backward_sums_avx512(x, dy, n, K);
+#endif
 #ifdef KERN_CPU_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256d k = _mm256_set1_pd(K);
@@ -143,6 +159,8 @@ void group_norm_forward(int64_t N, int64_t C, int64_t HW, int64_t G, double eps,
                         const T* beta, T* y, T* mean, T* rstd) {
   const int64_t Cg = C / G, M = Cg * HW;  // channels per group, elements per group
   if (M == 0) return;
+  const bool avx512 = use_avx512();
+  (void)avx512;
 #pragma omp parallel for schedule(static)
   for (int64_t ng = 0; ng < N * G; ++ng) {
     const T* xg = x + ng * M;  // (Cg, HW)
@@ -158,6 +176,13 @@ void group_norm_forward(int64_t N, int64_t C, int64_t HW, int64_t G, double eps,
       const double b = beta ? double(beta[c0 + cc]) : 0.0;
       const T* xc = xg + cc * HW;
       T* yc = yg + cc * HW;
+#if defined(__x86_64__)
+      if constexpr (std::is_same_v<T, float>)
+        if (avx512) {
+          detail::gn_affine_avx512(xc, HW, mu, a, b, yc);
+          continue;
+        }
+#endif
 #pragma omp simd
       for (int64_t i = 0; i < HW; ++i) yc[i] = static_cast<T>(std::fma(double(xc[i]) - mu, a, b));
     }
@@ -175,6 +200,8 @@ void group_norm_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* d
     }
     return;
   }
+  const bool avx512 = use_avx512();
+  (void)avx512;
   // Per-(n, c) sums of dy and dy * (x - mean), reused for dgamma/dbeta.
   std::vector<double> sum_dy(N * C), sum_dy_xc(N * C);
 #pragma omp parallel for schedule(static)
@@ -213,6 +240,13 @@ void group_norm_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* d
       const T* dyc = dyg + cc * HW;
       const T* xc = xg + cc * HW;
       T* dxc = dxg + cc * HW;
+#if defined(__x86_64__)
+      if constexpr (std::is_same_v<T, float>)
+        if (avx512) {
+          detail::gn_dx_avx512(xc, dyc, HW, mu, rs, gm, m1, m2, dxc);
+          continue;
+        }
+#endif
 #pragma omp simd
       for (int64_t i = 0; i < HW; ++i) {
         const double xhat = (double(xc[i]) - mu) * rs;

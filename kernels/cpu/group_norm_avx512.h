@@ -1,0 +1,24 @@
+// Internal: AVX-512 versions of group_norm.cpp's float loops (group_norm_avx512.cpp, compiled with
+// -mavx512f; call them only when cpu_isa() is Avx512). Each is bitwise its AVX2/scalar counterpart in
+// group_norm.cpp: the sums keep element i in partial sum i % 8 (one zmm of 8 doubles is exactly the
+// AVX2 code's two ymm halves), zero the dead tail lanes, and combine the 8 partial sums in the same
+// pairwise order; the elementwise loops do the same double operations lane by lane. Not kernel API.
+#pragma once
+#include <array>
+#include <cstdint>
+
+namespace kern::cpu::detail {
+
+// sum_i (x_i - K)
+double gn_sum_shifted_avx512(const float* x, int64_t n, double K);
+// sum_i (x_i - mu)^2 as fma(d, d, acc)
+double gn_sum_sq_dev_avx512(const float* x, int64_t n, double mu);
+// {sum dy_i, sum fma(dy_i, x_i - K), sum (x_i - K)}
+std::array<double, 3> gn_backward_sums_avx512(const float* x, const float* dy, int64_t n, double K);
+// y_i = float(fma(double(x_i) - mu, a, b))
+void gn_affine_avx512(const float* x, int64_t n, double mu, double a, double b, float* y);
+// dx_i = float(rs * fma(-xhat, m2, fma(gm, double(dy_i), -m1))), xhat = (double(x_i) - mu) * rs
+void gn_dx_avx512(const float* x, const float* dy, int64_t n, double mu, double rs, double gm, double m1,
+                  double m2, float* dx);
+
+}  // namespace kern::cpu::detail
