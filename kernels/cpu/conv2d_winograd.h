@@ -1,0 +1,38 @@
+// Winograd F(m x m, 3 x 3) forward convolution on the CPU (float32 only) for 3x3, stride-1, pad-1 convs,
+// and the run-time choice between it and im2col + GEMM (ENGINE_CPU_CONV=auto|winograd|im2col).
+// Deterministic: the tile transforms are one compiled code path (no FMA contraction, no reassociation) and
+// the transform-domain products go through kern::cpu::gemm, so every output is bitwise independent of
+// the thread count, the batch size and the GEMM's ISA path.
+#pragma once
+#include <cstdint>
+
+#include "kernels/kernel_shapes.h"
+
+namespace kern::cpu {
+
+// Which algorithm conv2d_forward<float> uses for 3x3 stride-1 pad-1 convolutions.
+enum class CpuConvAlgo : int { Auto = -1, Im2col = 0, Winograd = 1 };
+// "auto", "im2col" or "winograd".
+const char* cpu_conv_algo_name(CpuConvAlgo a);
+// The setting in use: ENGINE_CPU_CONV=auto|winograd|im2col if set (read once; an unknown value throws
+// engine::Error), else auto. Auto = Winograd wherever it applies (measured faster on every UNet 3x3
+// shape, bench/RESULTS.md).
+CpuConvAlgo cpu_conv_algo();
+// Forces a setting (tests, benchmarks); Auto restores the environment's. Not thread-safe.
+void set_cpu_conv_algo(CpuConvAlgo a);
+
+// True when the Winograd kernel can compute s: 3x3 kernel, stride 1, padding 1 (so P == H, Q == W).
+bool winograd_applies(const Conv2dShape& s);
+// True when conv2d_forward<float> will use Winograd for s (winograd_applies and the setting allows it).
+bool winograd_selected(const Conv2dShape& s);
+
+// The output tile side m of F(m x m, 3 x 3) used by default (4: F(4x4, 3x3), 6x6 transform tiles).
+constexpr int kWinogradTile = 4;
+
+// y (N, K, H, W) = conv(x (N, C, H, W), w (K, C, 3, 3)) + b (K; may be nullptr), stride 1, pad 1, with
+// F(m x m, 3 x 3), m = tile (2 or 4). Throws engine::Error if !winograd_applies(s) or tile is not 2 or 4.
+// The weight transform is computed in float64 and rounded once; error bound: see docs/apps.md.
+void conv2d_forward_winograd(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y,
+                             int tile = kWinogradTile);
+
+}  // namespace kern::cpu
