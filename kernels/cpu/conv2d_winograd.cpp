@@ -27,6 +27,7 @@ namespace kern::cpu {
 namespace {
 
 constexpr int kL = 16;  // tiles per transform block: the lanes the transform loops vectorise over
+constexpr int kW = 8;   // output channels per weight-transform block (float64 lanes)
 
 // F(2x2, 3x3): a = 4.
 struct F23 {
@@ -41,12 +42,15 @@ struct F23 {
       o[3 * os + l] = d1 - d3;
     }
   }
-  // u = G g (float64).
-  static void weight(const double* g, double* u) {
-    u[0] = g[0];
-    u[1] = (g[0] + g[1] + g[2]) * 0.5;
-    u[2] = (g[0] - g[1] + g[2]) * 0.5;
-    u[3] = g[2];
+  // u = G g (float64), per lane l < kW: g[r * gs + l], u[i * us + l].
+  static void weight(const double* g, int64_t gs, double* u, int64_t us) {
+    for (int l = 0; l < kW; ++l) {
+      const double g0 = g[l], g1 = g[gs + l], g2 = g[2 * gs + l];
+      u[l] = g0;
+      u[us + l] = (g0 + g1 + g2) * 0.5;
+      u[2 * us + l] = (g0 - g1 + g2) * 0.5;
+      u[3 * us + l] = g2;
+    }
   }
   // y = A^T v.
   static void output(const float* v, int64_t vs, float* y, int64_t ys) {
@@ -73,14 +77,17 @@ struct F43 {
       o[5 * os + l] = (4.0f * d1 - 5.0f * d3) + d5;
     }
   }
-  static void weight(const double* g, double* u) {
+  static void weight(const double* g, int64_t gs, double* u, int64_t us) {
     constexpr double r6 = 1.0 / 6, r12 = 1.0 / 12, r24 = 1.0 / 24;
-    u[0] = g[0] * 0.25;
-    u[1] = -(g[0] + g[1] + g[2]) * r6;
-    u[2] = -(g[0] - g[1] + g[2]) * r6;
-    u[3] = (g[0] * r24 + g[1] * r12) + g[2] * r6;
-    u[4] = (g[0] * r24 - g[1] * r12) + g[2] * r6;
-    u[5] = g[2];
+    for (int l = 0; l < kW; ++l) {
+      const double g0 = g[l], g1 = g[gs + l], g2 = g[2 * gs + l];
+      u[l] = g0 * 0.25;
+      u[us + l] = -(g0 + g1 + g2) * r6;
+      u[2 * us + l] = -(g0 - g1 + g2) * r6;
+      u[3 * us + l] = (g0 * r24 + g1 * r12) + g2 * r6;
+      u[4 * us + l] = (g0 * r24 - g1 * r12) + g2 * r6;
+      u[5 * us + l] = g2;
+    }
   }
   static void output(const float* v, int64_t vs, float* y, int64_t ys) {
     for (int l = 0; l < kL; ++l) {
@@ -96,27 +103,25 @@ struct F43 {
 };
 
 // U[xi][c][k] (a*a, C, K), i.e. U_xi transposed, from w (K, C, 3, 3): G g G^T in float64, rounded once.
+// Vectorised over kW output channels at a time.
 template <class F>
 void transform_weights(const Conv2dShape& s, const float* w, float* U) {
   constexpr int a = F::a;
-  const int64_t KC = s.K * s.C;
+  const int64_t K = s.K, C = s.C, KC = K * C;
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && KC >= 1024)
-  for (int64_t kc = 0; kc < KC; ++kc) {
-    const float* g = w + kc * 9;
-    double t[a][3];  // G g: t[i][col]
-    for (int col = 0; col < 3; ++col) {
-      const double gc[3] = {g[col], g[3 + col], g[6 + col]};
-      double u[a];
-      F::weight(gc, u);
-      for (int i = 0; i < a; ++i) t[i][col] = u[i];
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k0 = 0; k0 < K; k0 += kW) {
+      const int nk = static_cast<int>(std::min<int64_t>(kW, K - k0));
+      double g[3][3][kW], t[a][3][kW], u[a][a][kW];
+      for (int l = 0; l < kW; ++l)
+        for (int r = 0; r < 9; ++r) g[r / 3][r % 3][l] = l < nk ? w[((k0 + l) * C + c) * 9 + r] : 0.0;
+      for (int col = 0; col < 3; ++col) F::weight(&g[0][col][0], 3 * kW, &t[0][col][0], 3 * kW);  // G g
+      for (int i = 0; i < a; ++i) F::weight(&t[i][0][0], kW, &u[i][0][0], kW);                    // (.) G^T
+      for (int xi = 0; xi < a * a; ++xi) {
+        float* dst = U + xi * KC + c * K + k0;
+        for (int l = 0; l < nk; ++l) dst[l] = static_cast<float>(u[xi / a][xi % a][l]);
+      }
     }
-    for (int i = 0; i < a; ++i) {
-      double u[a];
-      F::weight(t[i], u);
-      for (int j = 0; j < a; ++j)
-        U[(i * a + j) * KC + (kc % s.C) * s.K + kc / s.C] = static_cast<float>(u[j]);
-    }
-  }
 }
 
 // Where the tiles of one block of kL lanes lie: image n, top-left output pixel (p0, q0). Lanes past
@@ -218,12 +223,17 @@ void winograd(const Conv2dShape& s, const float* x, const float* w, const float*
   if (T == 0 || s.K == 0) return;
   std::vector<float> U(static_cast<size_t>(A2 * s.K * s.C));
   transform_weights<F>(s, w, U.data());
-  const int64_t TB = chunk_tiles(a, s.C, s.K);
-  const int64_t chunks = (T + TB - 1) / TB;
+  // Chunks: at most chunk_tiles() tiles each, their number a multiple of the thread count so that the
+  // threads get equal work (the chunking never changes the results).
+  const int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
+  int64_t chunks = (T + chunk_tiles(a, s.C, s.K) - 1) / chunk_tiles(a, s.C, s.K);
+  if (nth > 1) chunks = (std::max<int64_t>(chunks, nth) + nth - 1) / nth * nth;
+  const int64_t TB = ((T + chunks - 1) / chunks + kL - 1) / kL * kL;
+  chunks = (T + TB - 1) / TB;
   // Row stride of V and M: TB plus 16 floats, so that the GEMM's in-place B rows do not all fall into the
   // same cache sets (a power-of-two stride made TB = 512 2.5x slower).
   const int64_t ld = TB + 16;
-  const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && chunks > 1;
+  const bool par = nth > 1 && chunks > 1;
 #pragma omp parallel if (par)
   {
     std::vector<float> V(static_cast<size_t>(A2 * s.C * ld)), M(static_cast<size_t>(A2 * s.K * ld));
@@ -281,7 +291,11 @@ bool winograd_applies(const Conv2dShape& s) {
 }
 
 bool winograd_selected(const Conv2dShape& s) {
-  return winograd_applies(s) && cpu_conv_algo() != CpuConvAlgo::Im2col;
+  if (!winograd_applies(s)) return false;
+  const CpuConvAlgo a = cpu_conv_algo();
+  // Auto: a rule on the channel counts only (never on the batch size or thread count, which must not
+  // change the bits). Below 2048 = C * K (the UNet's 32 -> 32 convs) Winograd measured no faster.
+  return a == CpuConvAlgo::Winograd || (a == CpuConvAlgo::Auto && s.C * s.K >= kWinogradAutoMinCK);
 }
 
 void conv2d_forward_winograd(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y,
