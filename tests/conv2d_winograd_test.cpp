@@ -194,6 +194,18 @@ TEST_F(WinogradConv, UNetShapesWithinTheRoundingBoundOfTheDefinition) {
   // The UNet's 3x3 stride-1 shapes (bench/unet_shapes.h), batch 2.
   const int64_t shapes[][3] = {{32, 32, 28}, {64, 32, 28}, {96, 32, 28}, {64, 64, 28}, {128, 64, 14},
                                {96, 64, 14}, {64, 64, 14}, {32, 64, 14}, {128, 64, 7}, {64, 64, 7}};
+  // For comparison: the im2col path's max |err| on the same shapes and data.
+  double im2col_err = 0;
+  kc::set_cpu_conv_algo(CpuConvAlgo::Im2col);
+  for (const auto& sh : shapes) {
+    const auto s = shape3x3(2, sh[0], sh[2], sh[2], sh[1]);
+    auto x = randv(s.N * s.C * s.H * s.W, 7), w = randv(s.K * s.C * 9, 8), b = randv(s.K, 9);
+    std::vector<float> y(s.N * s.K * s.H * s.W);
+    kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data());
+    const auto ref = conv_f64(s, x.data(), w.data(), b.data());
+    for (size_t i = 0; i < y.size(); ++i) im2col_err = std::max(im2col_err, std::fabs(double(y[i]) - ref[i]));
+  }
+  std::printf("im2col on the UNet shapes: max |err| %.3g\n", im2col_err);
   for (int m : {2, 4}) {
     Err worst;
     for (const auto& sh : shapes) {
