@@ -216,13 +216,22 @@ int64_t chunk_tiles(int a, int64_t C, int64_t K) {
   return tb;
 }
 
+// Per-thread buffer `slot` of at least n floats, kept between calls (it only grows): no page faults on the
+// hot path. Stale contents are never read into results (M columns past a chunk's tiles feed only the
+// discarded lanes of the output transform).
+float* scratch(int slot, int64_t n) {
+  thread_local std::vector<float> buf[3];
+  if (static_cast<int64_t>(buf[slot].size()) < n) buf[slot].resize(static_cast<size_t>(n));
+  return buf[slot].data();
+}
+
 template <class F>
 void winograd(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y) {
   constexpr int a = F::a, m = F::m, A2 = a * a;
   const int64_t TY = (s.H + m - 1) / m, TX = (s.W + m - 1) / m, T = s.N * TY * TX;
   if (T == 0 || s.K == 0) return;
-  std::vector<float> U(static_cast<size_t>(A2 * s.K * s.C));
-  transform_weights<F>(s, w, U.data());
+  float* U = scratch(0, A2 * s.K * s.C);
+  transform_weights<F>(s, w, U);
   // Chunks: at most chunk_tiles() tiles each, their number a multiple of the thread count so that the
   // threads get equal work (the chunking never changes the results).
   const int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -236,17 +245,18 @@ void winograd(const Conv2dShape& s, const float* x, const float* w, const float*
   const bool par = nth > 1 && chunks > 1;
 #pragma omp parallel if (par)
   {
-    std::vector<float> V(static_cast<size_t>(A2 * s.C * ld)), M(static_cast<size_t>(A2 * s.K * ld));
+    float* V = scratch(1, A2 * s.C * ld);
+    float* M = scratch(2, A2 * s.K * ld);
 #pragma omp for schedule(static)
     for (int64_t ch = 0; ch < chunks; ++ch) {
       const int64_t t_begin = ch * TB, nt = std::min(TB, T - t_begin);
       for (int64_t col = 0; col < nt; col += kL)
-        transform_input_block<F>(s, x, locate(t_begin + col, T, TY, TX, m), V.data(), ld, col);
+        transform_input_block<F>(s, x, locate(t_begin + col, T, TY, TX, m), V, ld, col);
       for (int xi = 0; xi < A2; ++xi)
-        gemm<float>(true, false, s.K, nt, s.C, 1.0f, U.data() + xi * s.K * s.C, s.K, V.data() + xi * s.C * ld,
-                    ld, 0.0f, M.data() + xi * s.K * ld, ld);
+        gemm<float>(true, false, s.K, nt, s.C, 1.0f, U + xi * s.K * s.C, s.K, V + xi * s.C * ld, ld, 0.0f,
+                    M + xi * s.K * ld, ld);
       for (int64_t col = 0; col < nt; col += kL)
-        transform_output_block<F>(s, M.data(), ld, col, locate(t_begin + col, T, TY, TX, m), b, y);
+        transform_output_block<F>(s, M, ld, col, locate(t_begin + col, T, TY, TX, m), b, y);
     }
   }
 }
