@@ -322,6 +322,18 @@ void bench_winograd(const ConvCase& c) {
     r.note = std::string("our im2col + gemm; gemm ") + kern::cpu::cpu_isa_name(kern::cpu::cpu_isa());
     print_row(r);
   }
+  // Backward-data by Winograd (not yet wired into conv2d_backward_input) vs our im2col backward-data.
+  Vec dy = randn(ny), dx(nx), rdx(nx);
+  Row bd{std::string(c.name) + " wino bwd-data F(2,3)", shape};
+  bd.flops = s.flops();
+  bd.bytes = 4.0 * (nx + nw + ny);
+  bd.base_ms =
+      median_ms([&] { kern::cpu::conv2d_backward_input<float>(s, dy.data(), w.data(), rdx.data()); });
+  bd.ours_ms =
+      median_ms([&] { kern::cpu::conv2d_backward_input_winograd(s, dy.data(), w.data(), dx.data(), 2); });
+  bd.err = rel_err(dx, rdx);
+  bd.note = "our im2col bwd-data (gemm + col2im)";
+  print_row(bd);
 }
 
 // ---------------------------------------------------------------- attention: per-head sgemm path

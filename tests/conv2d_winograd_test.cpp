@@ -273,6 +273,66 @@ TEST_F(WinogradConv, BitwiseInvariantToThreadsBatchAndIsa) {
   }
 }
 
+// dx[n,c,h,w] = sum_{k,r,q} dy[n,k,h+1-r,w+1-q] w[k,c,r,q] (stride 1, pad 1), in float64.
+std::vector<double> bwd_input_f64(const Conv2dShape& s, const float* dy, const float* w) {
+  std::vector<double> dx(s.N * s.C * s.H * s.W, 0.0);
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t c = 0; c < s.C; ++c)
+      for (int64_t h = 0; h < s.H; ++h)
+        for (int64_t ww = 0; ww < s.W; ++ww) {
+          double acc = 0;
+          for (int64_t k = 0; k < s.K; ++k)
+            for (int r = 0; r < 3; ++r)
+              for (int q = 0; q < 3; ++q) {
+                const int64_t p = h + 1 - r, o = ww + 1 - q;
+                if (p < 0 || p >= s.H || o < 0 || o >= s.W) continue;
+                acc += double(dy[((n * s.K + k) * s.H + p) * s.W + o]) *
+                       double(w[(k * s.C + c) * 9 + r * 3 + q]);
+              }
+          dx[((n * s.C + c) * s.H + h) * s.W + ww] = acc;
+        }
+  return dx;
+}
+
+TEST_F(WinogradConv, BackwardInputWithinTheRoundingBoundAndInvariant) {
+  const int64_t shapes[][5] = {{2, 32, 28, 28, 64}, {2, 64, 14, 14, 64}, {3, 128, 7, 7, 64},
+                               {1, 5, 9, 7, 3},     {3, 3, 1, 1, 11},    {2, 13, 5, 6, 9}};
+  for (int m : {2, 4})
+    for (const auto& sh : shapes) {
+      const auto s = shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]);
+      SCOPED_TRACE(::testing::Message() << "tile " << m << " N" << s.N << " C" << s.C << " H" << s.H << " W"
+                                        << s.W << " K" << s.K);
+      auto dy = randv(s.N * s.K * s.H * s.W, 51), w = randv(s.K * s.C * 9, 52);
+      std::vector<float> dx(s.N * s.C * s.H * s.W, 99.0f);
+      kc::conv2d_backward_input_winograd(s, dy.data(), w.data(), dx.data(), m);
+      const auto ref = bwd_input_f64(s, dy.data(), w.data());
+      // The bound of the equivalent forward problem: K -> C channels, weights flipped and transposed.
+      Conv2dShape t = s;
+      t.C = s.K, t.K = s.C;
+      std::vector<float> wt(w.size());
+      for (int64_t k = 0; k < s.K; ++k)
+        for (int64_t c = 0; c < s.C; ++c)
+          for (int r = 0; r < 3; ++r)
+            for (int q = 0; q < 3; ++q)
+              wt[((c * s.K + k) * 3 + 2 - r) * 3 + 2 - q] = w[((k * s.C + c) * 3 + r) * 3 + q];
+      const auto mag = winograd_abs(t, dy.data(), wt.data(), nullptr, m);
+      const double u = std::ldexp(1.0, -24), n = double(s.K) + 16, gamma = n * u / (1 - n * u);
+      for (size_t i = 0; i < dx.size(); ++i)
+        ASSERT_LE(std::fabs(double(dx[i]) - ref[i]), gamma * mag[i] + 1e-12 * (1 + mag[i])) << i;
+      // Threads and ISA do not change the bits.
+      for (CpuIsa isa : supported_isas())
+        for (int threads : {1, 3}) {
+          kc::set_cpu_isa(isa);
+          omp_set_num_threads(threads);
+          std::vector<float> dx2(dx.size());
+          kc::conv2d_backward_input_winograd(s, dy.data(), w.data(), dx2.data(), m);
+          EXPECT_EQ(0, std::memcmp(dx.data(), dx2.data(), sizeof(float) * dx.size()));
+        }
+      kc::set_cpu_isa(CpuIsa::Auto);
+      omp_set_num_threads(threads_);
+    }
+}
+
 TEST_F(WinogradConv, DispatchFollowsTheSettingAndFloat64StaysExact) {
   const auto s = shape3x3(2, 8, 9, 9, 6);
   auto x = randv(s.N * s.C * s.H * s.W, 41), w = randv(s.K * s.C * 9, 42), b = randv(s.K, 43);

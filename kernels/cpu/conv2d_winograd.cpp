@@ -320,4 +320,19 @@ void conv2d_forward_winograd(const Conv2dShape& s, const float* x, const float* 
     throw engine::Error("conv2d_forward_winograd: tile must be 2 or 4, got " + std::to_string(tile));
 }
 
+void conv2d_backward_input_winograd(const Conv2dShape& s, const float* dy, const float* w, float* dx,
+                                    int tile) {
+  if (!winograd_applies(s))
+    throw engine::Error("conv2d_backward_input_winograd: needs a 3x3 kernel, stride 1, padding 1");
+  // dx = conv(dy, w') with w'[c][k][r][q] = w[k][c][2-r][2-q]: a 3x3 stride-1 pad-1 conv from K to C
+  // channels.
+  Conv2dShape t = s;
+  t.C = s.K, t.K = s.C;
+  std::vector<float> wt(static_cast<size_t>(s.K * s.C * 9));
+  for (int64_t k = 0; k < s.K; ++k)
+    for (int64_t c = 0; c < s.C; ++c)
+      for (int r = 0; r < 9; ++r) wt[(c * s.K + k) * 9 + (8 - r)] = w[(k * s.C + c) * 9 + r];
+  conv2d_forward_winograd(t, dy, wt.data(), nullptr, dx, tile);
+}
+
 }  // namespace kern::cpu
