@@ -27,6 +27,7 @@
 #include "apps/common/flow_matching.h"
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "models/conditional_unet.h"
 #include "nn/adamw.h"
@@ -242,6 +243,7 @@ int main(int argc, char** argv) {
                              {"device_name", device_label(dev, threads)},
                              {"threads", threads},
                              {"cpu_isa", kern::cpu::cpu_isa_name(kern::cpu::cpu_isa())},
+                             {"cpu_conv", kern::cpu::cpu_conv_algo_name(kern::cpu::cpu_conv_algo())},
                              {"batch", batch},
                              {"iters", iters},
                              {"warmup", warmup},

@@ -1,6 +1,7 @@
 // cpu_kernels_bench: the engine's CPU kernels at the seed UNet's real shapes, beside a simple OpenBLAS
 // baseline and the machine's floor -- the CPU twin of cuda_kernels_bench (same rows, same columns).
 //   gemm at the per-image conv, linear and attention shapes  vs cblas_sgemm (ENGINE_CPU_ISA picks our path)
+//   conv wino F(2,3), F(4,3)  3x3 s1 forward by Winograd vs our im2col + GEMM
 //   conv (fwd, bwd-data, bwd-filter)  vs im2col over the whole batch + ONE cblas_sgemm (+ col2im /
 //   transposes) attention, 8 heads of dim 8 at 196 / 49 tokens  vs the BLAS path: per head cblas_sgemm S =
 //   QK^T, softmax,
@@ -29,6 +30,7 @@
 #include "bench/bench_table.h"
 #include "bench/op_table_rows.h"
 #include "bench/unet_shapes.h"
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "models/conditional_unet.h"
 
@@ -270,6 +272,46 @@ void bench_conv(const ConvCase& c) {
   print_row(bw);
 }
 
+// ---------------------------------------------------------------- conv 3x3 s1 forward: Winograd vs im2col
+// Rows "<conv> wino F(m,3)": our Winograd with tile m against our own im2col + GEMM (baseline column), and
+// its max error relative to that im2col result.
+void bench_winograd(const ConvCase& c) {
+  const kern::Conv2dShape s = conv_shape(c);
+  if (!kern::cpu::winograd_applies(s)) return;
+  char shape[64];
+  std::snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld->%lldx%lld", (long long)s.N, (long long)s.C,
+                (long long)s.H, (long long)s.W, (long long)s.P, (long long)s.Q);
+  const int64_t nx = s.N * s.C * s.H * s.W, nw = s.K * s.C * 9, ny = s.N * s.K * s.P * s.Q;
+  Vec x = randn(nx), w = randn(nw, 0.1f), b = randn(s.K), y(ny), ry(ny);
+  kern::cpu::set_cpu_conv_algo(kern::cpu::CpuConvAlgo::Im2col);
+  const double im2col_ms =
+      median_ms([&] { kern::cpu::conv2d_forward<float>(s, x.data(), w.data(), b.data(), ry.data()); });
+  kern::cpu::set_cpu_conv_algo(kern::cpu::CpuConvAlgo::Auto);
+  for (int m : {2, 4}) {
+    Row r{std::string(c.name) + " wino F(" + std::to_string(m) + ",3)", shape};
+    r.flops = s.flops();  // the direct convolution's FLOPs (Winograd does fewer multiplications)
+    r.bytes = 4.0 * (nx + nw + ny);
+    r.ours_ms =
+        median_ms([&] { kern::cpu::conv2d_forward_winograd(s, x.data(), w.data(), b.data(), y.data(), m); });
+    r.base_ms = im2col_ms;
+    r.err = rel_err(y, ry);
+    r.note = std::string("our im2col + gemm; gemm ") + kern::cpu::cpu_isa_name(kern::cpu::cpu_isa());
+    print_row(r);
+  }
+  // Backward-data by Winograd (not yet wired into conv2d_backward_input) vs our im2col backward-data.
+  Vec dy = randn(ny), dx(nx), rdx(nx);
+  Row bd{std::string(c.name) + " wino bwd-data F(2,3)", shape};
+  bd.flops = s.flops();
+  bd.bytes = 4.0 * (nx + nw + ny);
+  bd.base_ms =
+      median_ms([&] { kern::cpu::conv2d_backward_input<float>(s, dy.data(), w.data(), rdx.data()); });
+  bd.ours_ms =
+      median_ms([&] { kern::cpu::conv2d_backward_input_winograd(s, dy.data(), w.data(), dx.data(), 2); });
+  bd.err = rel_err(dx, rdx);
+  bd.note = "our im2col bwd-data (gemm + col2im)";
+  print_row(bd);
+}
+
 // ---------------------------------------------------------------- attention: per-head sgemm path
 
 void softmax_row(int64_t L, float* r) {
@@ -438,6 +480,8 @@ int main(int argc, char** argv) {
   printer.header();
   bench_gemm();
   bench::run_unet_rows(selected, {bench_conv, bench_attention, bench_group_norm, bench_silu, bench_adamw});
+  for (const ConvCase& c : kConvs)
+    if (selected(std::string(c.name) + " wino")) bench_winograd(c);
   bench::bench_op_table(engine::Device::cpu(), g_opt.filter, printer,
                         [](const std::function<void()>& fn) { return median_ms(fn); });
   std::printf(

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/safetensors.h"
+#include "kernels/cpu/conv2d_winograd.h"
 #include "models/conditional_unet.h"
 #include "models/name_conversion.h"
 #include "nn/state_dict.h"
@@ -162,8 +163,28 @@ TEST(Model, ForwardShapeAndDropMask) {
   for (size_t i = 64; i < 128; ++i) EXPECT_EQ(a[i], b[i]);   // sample 1 = zero embedding
 }
 
+// Runs `check` once with each float32 3x3 conv algorithm forced (im2col, Winograd), so that the fixtures
+// test both whatever ENGINE_CPU_CONV's auto rule picks for their channel counts.
+template <typename F>
+void for_each_conv_algo(F check) {
+  using kern::cpu::CpuConvAlgo;
+  for (CpuConvAlgo a : {CpuConvAlgo::Im2col, CpuConvAlgo::Winograd}) {
+    SCOPED_TRACE(std::string("ENGINE_CPU_CONV=") + kern::cpu::cpu_conv_algo_name(a));
+    kern::cpu::set_cpu_conv_algo(a);
+    check();
+  }
+  kern::cpu::set_cpu_conv_algo(CpuConvAlgo::Auto);
+}
+
+void check_fixture(const fs::path& p);
+void check_f64_fixture(const fs::path& p);
+
 void run_fixture(const fs::path& p) {
   if (!fs::exists(p)) GTEST_SKIP() << p << " not found";
+  for_each_conv_algo([&] { check_fixture(p); });
+}
+
+void check_fixture(const fs::path& p) {
   const models::FixtureResult r = models::run_reference_fixture(p.string());
   EXPECT_LE(r.pred_rel_err, 1e-4);
   EXPECT_LE(r.loss_rel_err, 1e-4);
@@ -182,6 +203,10 @@ TEST(Model, ReferenceFixtureTinyVariant) {
 // (tests/support/reference_fixture.h).
 void run_f64_fixture(const fs::path& p) {
   if (!fs::exists(p)) GTEST_SKIP() << p << " not found";
+  for_each_conv_algo([&] { check_f64_fixture(p); });
+}
+
+void check_f64_fixture(const fs::path& p) {
   const models::FixtureResult r = models::run_reference_fixture(p.string());
   ASSERT_TRUE(r.f64_reference);
   EXPECT_LE(r.exact_max_err, 1e-9) << r.exact_worst;

@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_kernels.h"
 
 namespace kern::cpu {
@@ -96,6 +98,10 @@ bool batch_parallel(int64_t N) {
 template <typename T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* b, T* y) {
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
+  // float32 3x3 stride-1 pad-1: Winograd unless ENGINE_CPU_CONV=im2col (float64 stays exact: im2col).
+  if constexpr (std::is_same_v<T, float>) {
+    if (winograd_selected(s)) return conv2d_forward_winograd(s, x, w, b, y);
+  }
   const bool pw = is_pointwise(s);
 #pragma omp parallel if (batch_parallel(s.N))
   {

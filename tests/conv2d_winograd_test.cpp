@@ -1,0 +1,376 @@
+// Tests of the Winograd 3x3 convolution (kernels/cpu/conv2d_winograd.cpp) against the float64 definition
+// of the convolution, with a rounding-error bound derived here; its bitwise invariance (thread count,
+// batch size, GEMM ISA path, chunking); and the ENGINE_CPU_CONV dispatch in conv2d_forward.
+//
+// The bound: Winograd is a straight-line program of additions and multiplications, so its float32
+// result is the exact one with each product path perturbed by at most n roundings (Higham, ch. 3):
+//   |y - y_exact| <= gamma_n * Y_abs,  gamma_n = n u / (1 - n u), u = 2^-24,
+// where Y_abs is the same algorithm run on absolute values (|A^T| (sum_c |G||g||G^T| (.) |B^T||d||B|) |A|,
+// plus |b|). n counts the roundings along a path: weight transform (float64, rounded once) 1, input
+// transform <= 3 per axis (6), transform-domain dot product over C channels (one fma chain) C, output
+// transform <= 4 per axis (8), bias 1: n = C + 16. The matrices below are Lavin & Gray's (2016),
+// written out here independently of the kernel's hand-factored code.
+#include "kernels/cpu/conv2d_winograd.h"
+
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace {
+
+using kern::Conv2dShape;
+namespace kc = kern::cpu;
+using kc::CpuConvAlgo;
+using kc::CpuIsa;
+
+Conv2dShape shape3x3(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K) {
+  return Conv2dShape{N, C, H, W, K, 3, 3, 1, 1, 1, 1, H, W};
+}
+
+std::vector<float> randv(size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> d(-1.0, 1.0);
+  std::vector<float> v(n);
+  for (auto& x : v) x = static_cast<float>(d(gen));
+  return v;
+}
+
+// The definition, in float64.
+std::vector<double> conv_f64(const Conv2dShape& s, const float* x, const float* w, const float* b) {
+  std::vector<double> y(s.N * s.K * s.H * s.W);
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t k = 0; k < s.K; ++k)
+      for (int64_t p = 0; p < s.H; ++p)
+        for (int64_t q = 0; q < s.W; ++q) {
+          double acc = b ? b[k] : 0.0;
+          for (int64_t c = 0; c < s.C; ++c)
+            for (int r = 0; r < 3; ++r)
+              for (int t = 0; t < 3; ++t) {
+                const int64_t h = p - 1 + r, ww = q - 1 + t;
+                if (h < 0 || h >= s.H || ww < 0 || ww >= s.W) continue;
+                acc += double(x[((n * s.C + c) * s.H + h) * s.W + ww]) *
+                       double(w[(k * s.C + c) * 9 + r * 3 + t]);
+              }
+          y[((n * s.K + k) * s.H + p) * s.W + q] = acc;
+        }
+  return y;
+}
+
+// Lavin & Gray's F(2,3) and F(4,3) matrices (B^T: a x a, G: a x 3, A^T: m x a).
+struct Mats {
+  int m, a;
+  std::vector<double> BT, G, AT;
+};
+Mats mats(int m) {
+  if (m == 2)
+    return {2,
+            4,
+            {1, 0, -1, 0, 0, 1, 1, 0, 0, -1, 1, 0, 0, 1, 0, -1},
+            {1, 0, 0, .5, .5, .5, .5, -.5, .5, 0, 0, 1},
+            {1, 1, 1, 0, 0, 1, -1, -1}};
+  return {4,
+          6,
+          {4, 0,  -5, 0, 1, 0, 0, -4, -4, 1,  1, 0, 0, 4, -4, -1, 1, 0,
+           0, -2, -1, 2, 1, 0, 0, 2,  -1, -2, 1, 0, 0, 4, 0,  -5, 0, 1},
+          {1. / 4, 0, 0, -1. / 6, -1. / 6, -1. / 6, -1. / 6, 1. / 6, -1. / 6, 1. / 24, 1. / 12, 1. / 6,
+           1. / 24, -1. / 12, 1. / 6, 0, 0, 1},
+          {1, 1, 1, 1, 1, 0, 0, 1, -1, 2, -2, 0, 0, 1, 1, 4, 4, 0, 0, 1, -1, 8, -8, 1}};
+}
+
+// out (r x c2) = L (r x k) * X (k x c) * R^T (c2 x c), all |.| when absolute.
+std::vector<double> sandwich(const std::vector<double>& L, int r, int k, const std::vector<double>& X, int c,
+                             const std::vector<double>& R, int c2) {
+  std::vector<double> t(r * c, 0.0), out(r * c2, 0.0);
+  for (int i = 0; i < r; ++i)
+    for (int j = 0; j < c; ++j)
+      for (int l = 0; l < k; ++l) t[i * c + j] += std::fabs(L[i * k + l]) * X[l * c + j];
+  for (int i = 0; i < r; ++i)
+    for (int j = 0; j < c2; ++j)
+      for (int l = 0; l < c; ++l) out[i * c2 + j] += t[i * c + l] * std::fabs(R[j * c + l]);
+  return out;
+}
+
+// Y_abs: Winograd on absolute values, in float64 (see the file comment).
+std::vector<double> winograd_abs(const Conv2dShape& s, const float* x, const float* w, const float* b,
+                                 int m) {
+  const Mats M = mats(m);
+  const int a = M.a;
+  const int64_t TY = (s.H + m - 1) / m, TX = (s.W + m - 1) / m;
+  std::vector<double> U(s.K * s.C * a * a);
+  for (int64_t kc = 0; kc < s.K * s.C; ++kc) {
+    std::vector<double> g(9);
+    for (int i = 0; i < 9; ++i) g[i] = std::fabs(w[kc * 9 + i]);
+    auto u = sandwich(M.G, a, 3, g, 3, M.G, a);
+    std::copy(u.begin(), u.end(), U.begin() + kc * a * a);
+  }
+  std::vector<double> y(s.N * s.K * s.H * s.W);
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t ty = 0; ty < TY; ++ty)
+      for (int64_t tx = 0; tx < TX; ++tx) {
+        std::vector<std::vector<double>> V(s.C);
+        for (int64_t c = 0; c < s.C; ++c) {
+          std::vector<double> d(a * a, 0.0);
+          for (int i = 0; i < a; ++i)
+            for (int j = 0; j < a; ++j) {
+              const int64_t h = ty * m - 1 + i, ww = tx * m - 1 + j;
+              if (h >= 0 && h < s.H && ww >= 0 && ww < s.W)
+                d[i * a + j] = std::fabs(x[((n * s.C + c) * s.H + h) * s.W + ww]);
+            }
+          V[c] = sandwich(M.BT, a, a, d, a, M.BT, a);
+        }
+        for (int64_t k = 0; k < s.K; ++k) {
+          std::vector<double> mm(a * a, 0.0);
+          for (int64_t c = 0; c < s.C; ++c)
+            for (int i = 0; i < a * a; ++i) mm[i] += U[(k * s.C + c) * a * a + i] * V[c][i];
+          auto yt = sandwich(M.AT, m, a, mm, a, M.AT, m);
+          for (int i = 0; i < m; ++i)
+            for (int j = 0; j < m; ++j) {
+              const int64_t p = ty * m + i, q = tx * m + j;
+              if (p < s.H && q < s.W)
+                y[((n * s.K + k) * s.H + p) * s.W + q] = yt[i * m + j] + (b ? std::fabs(b[k]) : 0);
+            }
+        }
+      }
+  return y;
+}
+
+std::vector<CpuIsa> supported_isas() {
+  std::vector<CpuIsa> v;
+  for (CpuIsa i : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
+    if (static_cast<int>(i) <= static_cast<int>(kc::cpu_isa_supported())) v.push_back(i);
+  return v;
+}
+
+// Restores the ISA, the conv setting and the thread count after each test.
+class WinogradConv : public ::testing::Test {
+ protected:
+  void SetUp() override { threads_ = omp_get_max_threads(); }
+  void TearDown() override {
+    kc::set_cpu_isa(CpuIsa::Auto);
+    kc::set_cpu_conv_algo(CpuConvAlgo::Auto);
+    omp_set_num_threads(threads_);
+  }
+  int threads_ = 1;
+};
+
+struct Err {
+  double max_abs = 0, max_rel = 0, worst_vs_bound = 0;  // rel: |err| / Y_abs (the bound's scale)
+};
+
+// Runs Winograd (tile m) on s and checks every output against the definition within gamma_n * Y_abs.
+Err check_against_definition(const Conv2dShape& s, int m, bool bias, unsigned seed) {
+  auto x = randv(s.N * s.C * s.H * s.W, seed), w = randv(s.K * s.C * 9, seed + 1), b = randv(s.K, seed + 2);
+  const float* bp = bias ? b.data() : nullptr;
+  std::vector<float> y(s.N * s.K * s.H * s.W, 99.0f);
+  kc::conv2d_forward_winograd(s, x.data(), w.data(), bp, y.data(), m);
+  const auto ref = conv_f64(s, x.data(), w.data(), bp);
+  const auto mag = winograd_abs(s, x.data(), w.data(), bp, m);
+  const double u = std::ldexp(1.0, -24), n = double(s.C) + 16, gamma = n * u / (1 - n * u);
+  Err e;
+  for (size_t i = 0; i < y.size(); ++i) {
+    const double err = std::fabs(double(y[i]) - ref[i]);
+    const double bound = gamma * mag[i] + 1e-12 * (1 + mag[i]);  // + the float64 reference's own error
+    if (!(err <= bound)) {
+      ADD_FAILURE() << "tile " << m << " N" << s.N << " C" << s.C << " H" << s.H << " W" << s.W << " K" << s.K
+                    << " output " << i << ": got " << y[i] << ", definition " << ref[i] << ", |err| " << err
+                    << " > bound " << bound;
+      return e;
+    }
+    e.max_abs = std::max(e.max_abs, err);
+    e.max_rel = std::max(e.max_rel, err / std::max(mag[i], 1e-30));
+    e.worst_vs_bound = std::max(e.worst_vs_bound, err / bound);
+  }
+  return e;
+}
+
+TEST_F(WinogradConv, UNetShapesWithinTheRoundingBoundOfTheDefinition) {
+  // The UNet's 3x3 stride-1 shapes (bench/unet_shapes.h), batch 2.
+  const int64_t shapes[][3] = {{32, 32, 28}, {64, 32, 28}, {96, 32, 28}, {64, 64, 28}, {128, 64, 14},
+                               {96, 64, 14}, {64, 64, 14}, {32, 64, 14}, {128, 64, 7}, {64, 64, 7}};
+  // For comparison: the im2col path's max |err| on the same shapes and data.
+  double im2col_err = 0;
+  kc::set_cpu_conv_algo(CpuConvAlgo::Im2col);
+  for (const auto& sh : shapes) {
+    const auto s = shape3x3(2, sh[0], sh[2], sh[2], sh[1]);
+    auto x = randv(s.N * s.C * s.H * s.W, 7), w = randv(s.K * s.C * 9, 8), b = randv(s.K, 9);
+    std::vector<float> y(s.N * s.K * s.H * s.W);
+    kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data());
+    const auto ref = conv_f64(s, x.data(), w.data(), b.data());
+    for (size_t i = 0; i < y.size(); ++i) im2col_err = std::max(im2col_err, std::fabs(double(y[i]) - ref[i]));
+  }
+  std::printf("im2col on the UNet shapes: max |err| %.3g\n", im2col_err);
+  for (int m : {2, 4}) {
+    Err worst;
+    for (const auto& sh : shapes) {
+      const auto s = shape3x3(2, sh[0], sh[2], sh[2], sh[1]);
+      const Err e = check_against_definition(s, m, true, 7);
+      worst.max_abs = std::max(worst.max_abs, e.max_abs);
+      worst.max_rel = std::max(worst.max_rel, e.max_rel);
+      worst.worst_vs_bound = std::max(worst.worst_vs_bound, e.worst_vs_bound);
+    }
+    std::printf(
+        "F(%dx%d,3x3) on the UNet shapes (inputs, weights U(-1,1)): max |err| %.3g, max |err|/Y_abs %.3g, "
+        "max |err|/bound %.3g\n",
+        m, m, worst.max_abs, worst.max_rel, worst.worst_vs_bound);
+  }
+}
+
+TEST_F(WinogradConv, OddShapesBatchesAndIsas) {
+  // Sizes not a multiple of the tile, 1x1 and 2x3 images, C and K not multiples of 8, batch 1..3.
+  const int64_t shapes[][4] = {{3, 7, 7, 5},  {5, 1, 1, 3},   {13, 5, 9, 11}, {1, 2, 3, 1},
+                               {9, 6, 10, 7}, {17, 11, 4, 2}, {8, 13, 13, 8}};
+  for (CpuIsa isa : supported_isas()) {
+    kc::set_cpu_isa(isa);
+    for (int m : {2, 4})
+      for (int64_t N = 1; N <= 3; ++N)
+        for (const auto& sh : shapes) {
+          SCOPED_TRACE(::testing::Message() << kc::cpu_isa_name(isa) << " tile " << m << " N" << N);
+          check_against_definition(shape3x3(N, sh[0], sh[1], sh[2], sh[3]), m, N != 2, 100 + N);
+        }
+  }
+}
+
+// The same bits whatever the thread count, the batch around an image, the chunking and the GEMM ISA.
+TEST_F(WinogradConv, BitwiseInvariantToThreadsBatchAndIsa) {
+  // 5 images of 28x28: several chunks, with chunk boundaries inside images.
+  for (int m : {2, 4}) {
+    const auto s = shape3x3(5, 32, 28, 28, 32);
+    auto x = randv(s.N * s.C * s.H * s.W, 31), w = randv(s.K * s.C * 9, 32), b = randv(s.K, 33);
+    const size_t img = s.K * s.H * s.W;
+    kc::set_cpu_isa(CpuIsa::Scalar);
+    omp_set_num_threads(1);
+    std::vector<float> ref(s.N * img);
+    kc::conv2d_forward_winograd(s, x.data(), w.data(), b.data(), ref.data(), m);
+    for (CpuIsa isa : supported_isas())
+      for (int threads : {1, 2, 3}) {
+        kc::set_cpu_isa(isa);
+        omp_set_num_threads(threads);
+        std::vector<float> y(ref.size());
+        kc::conv2d_forward_winograd(s, x.data(), w.data(), b.data(), y.data(), m);
+        EXPECT_EQ(0, std::memcmp(y.data(), ref.data(), sizeof(float) * y.size()))
+            << "tile " << m << " " << kc::cpu_isa_name(isa) << " threads " << threads;
+        // Each image alone (batch 1) and images 1..3 as a batch of 3.
+        for (int64_t n = 0; n < s.N; ++n) {
+          Conv2dShape one = s;
+          one.N = 1;
+          std::vector<float> y1(img);
+          kc::conv2d_forward_winograd(one, x.data() + n * s.C * s.H * s.W, w.data(), b.data(), y1.data(), m);
+          EXPECT_EQ(0, std::memcmp(y1.data(), ref.data() + n * img, sizeof(float) * img)) << "image " << n;
+        }
+        Conv2dShape three = s;
+        three.N = 3;
+        std::vector<float> y3(3 * img);
+        kc::conv2d_forward_winograd(three, x.data() + s.C * s.H * s.W, w.data(), b.data(), y3.data(), m);
+        EXPECT_EQ(0, std::memcmp(y3.data(), ref.data() + img, sizeof(float) * y3.size()));
+      }
+  }
+}
+
+// dx[n,c,h,w] = sum_{k,r,q} dy[n,k,h+1-r,w+1-q] w[k,c,r,q] (stride 1, pad 1), in float64.
+std::vector<double> bwd_input_f64(const Conv2dShape& s, const float* dy, const float* w) {
+  std::vector<double> dx(s.N * s.C * s.H * s.W, 0.0);
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t c = 0; c < s.C; ++c)
+      for (int64_t h = 0; h < s.H; ++h)
+        for (int64_t ww = 0; ww < s.W; ++ww) {
+          double acc = 0;
+          for (int64_t k = 0; k < s.K; ++k)
+            for (int r = 0; r < 3; ++r)
+              for (int q = 0; q < 3; ++q) {
+                const int64_t p = h + 1 - r, o = ww + 1 - q;
+                if (p < 0 || p >= s.H || o < 0 || o >= s.W) continue;
+                acc += double(dy[((n * s.K + k) * s.H + p) * s.W + o]) *
+                       double(w[(k * s.C + c) * 9 + r * 3 + q]);
+              }
+          dx[((n * s.C + c) * s.H + h) * s.W + ww] = acc;
+        }
+  return dx;
+}
+
+TEST_F(WinogradConv, BackwardInputWithinTheRoundingBoundAndInvariant) {
+  const int64_t shapes[][5] = {{2, 32, 28, 28, 64}, {2, 64, 14, 14, 64}, {3, 128, 7, 7, 64},
+                               {1, 5, 9, 7, 3},     {3, 3, 1, 1, 11},    {2, 13, 5, 6, 9}};
+  for (int m : {2, 4})
+    for (const auto& sh : shapes) {
+      const auto s = shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]);
+      SCOPED_TRACE(::testing::Message() << "tile " << m << " N" << s.N << " C" << s.C << " H" << s.H << " W"
+                                        << s.W << " K" << s.K);
+      auto dy = randv(s.N * s.K * s.H * s.W, 51), w = randv(s.K * s.C * 9, 52);
+      std::vector<float> dx(s.N * s.C * s.H * s.W, 99.0f);
+      kc::conv2d_backward_input_winograd(s, dy.data(), w.data(), dx.data(), m);
+      const auto ref = bwd_input_f64(s, dy.data(), w.data());
+      // The bound of the equivalent forward problem: K -> C channels, weights flipped and transposed.
+      Conv2dShape t = s;
+      t.C = s.K, t.K = s.C;
+      std::vector<float> wt(w.size());
+      for (int64_t k = 0; k < s.K; ++k)
+        for (int64_t c = 0; c < s.C; ++c)
+          for (int r = 0; r < 3; ++r)
+            for (int q = 0; q < 3; ++q)
+              wt[((c * s.K + k) * 3 + 2 - r) * 3 + 2 - q] = w[((k * s.C + c) * 3 + r) * 3 + q];
+      const auto mag = winograd_abs(t, dy.data(), wt.data(), nullptr, m);
+      const double u = std::ldexp(1.0, -24), n = double(s.K) + 16, gamma = n * u / (1 - n * u);
+      for (size_t i = 0; i < dx.size(); ++i)
+        ASSERT_LE(std::fabs(double(dx[i]) - ref[i]), gamma * mag[i] + 1e-12 * (1 + mag[i])) << i;
+      // Threads and ISA do not change the bits.
+      for (CpuIsa isa : supported_isas())
+        for (int threads : {1, 3}) {
+          kc::set_cpu_isa(isa);
+          omp_set_num_threads(threads);
+          std::vector<float> dx2(dx.size());
+          kc::conv2d_backward_input_winograd(s, dy.data(), w.data(), dx2.data(), m);
+          EXPECT_EQ(0, std::memcmp(dx.data(), dx2.data(), sizeof(float) * dx.size()));
+        }
+      kc::set_cpu_isa(CpuIsa::Auto);
+      omp_set_num_threads(threads_);
+    }
+}
+
+TEST_F(WinogradConv, DispatchFollowsTheSettingAndFloat64StaysExact) {
+  const auto s = shape3x3(2, 8, 9, 9, 6);
+  auto x = randv(s.N * s.C * s.H * s.W, 41), w = randv(s.K * s.C * 9, 42), b = randv(s.K, 43);
+  std::vector<float> wino(s.N * s.K * s.H * s.W), viaconv(wino.size()), im2col(wino.size());
+  kc::conv2d_forward_winograd(s, x.data(), w.data(), b.data(), wino.data());
+  kc::set_cpu_conv_algo(CpuConvAlgo::Winograd);
+  EXPECT_TRUE(kc::winograd_selected(s));
+  kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), viaconv.data());
+  EXPECT_EQ(0, std::memcmp(wino.data(), viaconv.data(), sizeof(float) * wino.size()));
+  kc::set_cpu_conv_algo(CpuConvAlgo::Im2col);
+  EXPECT_FALSE(kc::winograd_selected(s));
+  kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), im2col.data());
+  EXPECT_NE(0, std::memcmp(wino.data(), im2col.data(), sizeof(float) * wino.size()))
+      << "im2col and Winograd round differently: equal bits mean the setting was ignored";
+  // Not applicable: stride 2, 1x1, pad 0.
+  Conv2dShape s2 = s;
+  s2.stride_h = s2.stride_w = 2, s2.P = s2.Q = 5;
+  Conv2dShape pw{2, 8, 9, 9, 6, 1, 1, 1, 1, 0, 0, 9, 9};
+  Conv2dShape p0{2, 8, 9, 9, 6, 3, 3, 1, 1, 0, 0, 7, 7};
+  kc::set_cpu_conv_algo(CpuConvAlgo::Winograd);
+  for (const auto& t : {s2, pw, p0}) {
+    EXPECT_FALSE(kc::winograd_applies(t));
+    EXPECT_THROW(kc::conv2d_forward_winograd(t, x.data(), w.data(), b.data(), wino.data()), std::exception);
+  }
+  EXPECT_THROW(kc::conv2d_forward_winograd(s, x.data(), w.data(), b.data(), wino.data(), 3), std::exception);
+  // float64 never takes Winograd: it matches the definition to float64 rounding.
+  std::vector<double> xd(x.begin(), x.end()), wd(w.begin(), w.end()), bd(b.begin(), b.end()), yd(wino.size());
+  kc::conv2d_forward<double>(s, xd.data(), wd.data(), bd.data(), yd.data());
+  const auto ref = conv_f64(s, x.data(), w.data(), b.data());
+  for (size_t i = 0; i < yd.size(); ++i) EXPECT_NEAR(yd[i], ref[i], 1e-13) << i;
+  EXPECT_STREQ(kc::cpu_conv_algo_name(CpuConvAlgo::Winograd), "winograd");
+  // Auto: by channel counts alone (the UNet's 32 -> 32 stays on im2col, 32 -> 64 and up take Winograd).
+  kc::set_cpu_conv_algo(CpuConvAlgo::Auto);
+  if (kc::cpu_conv_algo() == CpuConvAlgo::Auto) {  // ENGINE_CPU_CONV unset or auto
+    EXPECT_FALSE(kc::winograd_selected(shape3x3(1, 32, 28, 28, 32)));
+    EXPECT_TRUE(kc::winograd_selected(shape3x3(1, 32, 14, 14, 64)));
+    EXPECT_TRUE(kc::winograd_selected(shape3x3(200, 64, 7, 7, 64)));
+  }
+}
+
+}  // namespace
