@@ -27,7 +27,8 @@ JSON
 export OMP_NUM_THREADS=1
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none)
 TRAIN=("$BIN/fm_train" --quiet --no-samples --threads 1 --data "$MNIST" --model-config "$T/tiny.json"
-       --batch-size 10 --limit 95 --max-steps 20 --checkpoint-every 5 --seed 7)
+       --batch-size 10 --limit 95 --checkpoint-every 5 --seed 7)
+S20=(--max-steps 20)
 fails=0
 pass() { echo "PASS: $*"; }
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
@@ -54,16 +55,20 @@ close_losses() {  # close_losses A B RELTOL WHAT
 }
 
 start=$(date +%s)
-run c1 "${TRAIN[@]}" --grad-chunk 4 --out "$T/c1"
-run p1 "${TRAIN[@]}" --out "$T/p1"
-run c2 "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --grad-chunk 4 --out "$T/c2" && {
+run c1 "${TRAIN[@]}" "${S20[@]}" --grad-chunk 4 --out "$T/c1"
+run p1 "${TRAIN[@]}" "${S20[@]}" --out "$T/p1"
+run c2 "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" "${S20[@]}" --grad-chunk 4 --out "$T/c2" && {
   same_metrics "$T/c1" "$T/c2" "deterministic, 2 ranks vs 1"; same_ckpt "$T/c1" "$T/c2" 0 "deterministic, 2 ranks vs 1"; }
-run c3 "${MPIRUN[@]}" -np 3 "${TRAIN[@]}" --grad-chunk 4 --out "$T/c3" && {
+run c3 "${MPIRUN[@]}" -np 3 "${TRAIN[@]}" "${S20[@]}" --grad-chunk 4 --out "$T/c3" && {
   same_metrics "$T/c1" "$T/c3" "deterministic, 3 ranks vs 1"; same_ckpt "$T/c1" "$T/c3" 0 "deterministic, 3 ranks vs 1"; }
-run p2 "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --out "$T/p2" && {
-  close_losses "$T/p1" "$T/p2" 1e-4 "allreduce, 2 ranks vs 1"; same_ckpt "$T/p1" "$T/p2" 1e-4 "allreduce, 2 ranks vs 1"; }
-run p3 "${MPIRUN[@]}" -np 3 "${TRAIN[@]}" --out "$T/p3" && {
-  close_losses "$T/p1" "$T/p3" 1e-4 "allreduce, 3 uneven ranks vs 1"; same_ckpt "$T/p1" "$T/p3" 1e-4 "allreduce, 3 uneven ranks vs 1"; }
+run p2 "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" "${S20[@]}" --out "$T/p2" && {
+# Default mode: the MPI summation order differs from one process, so the weights are equal to float tolerance
+# only. AdamW normalises each element's update, so an element whose true gradient is ~0 (the attention key
+# biases: softmax ignores them) moves by up to lr = 1e-3 per step on rounding noise alone; 1e-3 after 20 steps
+# is 5% of that bound. The losses (which a wrong shard or weight would change at the 1e-2 level) agree to 1e-4.
+  close_losses "$T/p1" "$T/p2" 1e-4 "allreduce, 2 ranks vs 1"; same_ckpt "$T/p1" "$T/p2" 1e-3 "allreduce, 2 ranks vs 1"; }
+run p3 "${MPIRUN[@]}" -np 3 "${TRAIN[@]}" "${S20[@]}" --out "$T/p3" && {
+  close_losses "$T/p1" "$T/p3" 1e-4 "allreduce, 3 uneven ranks vs 1"; same_ckpt "$T/p1" "$T/p3" 1e-3 "allreduce, 3 uneven ranks vs 1"; }
 # Rank 0 alone writes: one metrics row per step, no stray files from other ranks.
 rows=$(($(wc -l <"$T/c3/metrics.csv") - 1))
 [ "$rows" -eq 20 ] && pass "3 ranks: metrics.csv has 20 rows" || fail "3 ranks: metrics.csv has $rows rows, not 20"
@@ -74,7 +79,7 @@ run r2 "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --grad-chunk 4 --max-steps 10 --out "$
 # Faults: rank 1 killed (SIGKILL) before step 8, or hung before step 8; timeout 5 s.
 for fault in kill hang; do
   t0=$(date +%s)
-  timeout 60 "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --grad-chunk 4 --out "$T/$fault" --dist-timeout 5 \
+  timeout 60 "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" "${S20[@]}" --grad-chunk 4 --out "$T/$fault" --dist-timeout 5 \
     --debug-fault "$fault" --debug-fault-rank 1 --debug-fault-step 8 >"$T/$fault.log" 2>&1
   rc=$? dt=$(($(date +%s) - t0))
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$dt" -le 40 ]; then pass "$fault rank 1: job exited $rc after ${dt}s";
