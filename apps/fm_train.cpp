@@ -181,6 +181,7 @@ int main(int argc, char** argv) {
   // Data parallelism: MPI when asked for or launched by an MPI launcher; errors of a multi-rank run end
   // the whole job (MPI_Abort), so that no rank waits for one that has gone.
   std::unique_ptr<engine::app::dist::Communicator> comm;
+  std::unique_ptr<engine::app::dist::DeviceAllreduce> nccl;  // destroyed before comm (MPI_Finalize)
   auto finish = [&](int code) {
     if (comm && comm->size() > 1 && code != 0) comm->abort(code);
     return code;
@@ -327,6 +328,13 @@ int main(int argc, char** argv) {
                                                            {"precision", r.precision},
                                                            {"recall", r.recall}};
       };
+    }
+    // CUDA ranks sum the default-mode gradients with NCCL in device memory when the build has it
+    // (UNVERIFIED on GPUs); deterministic mode and builds without NCCL go through the host and MPI.
+    if (comm && comm->size() > 1 && cfg.device.is_cuda() && cfg.grad_chunk == 0 &&
+        engine::app::dist::built_with_nccl()) {
+      nccl = engine::app::dist::make_nccl(*comm, cfg.device.index, dist_timeout);
+      cfg.device_reduce = nccl.get();
     }
     cfg.stop_requested = [] { return g_signal != 0; };
     install_handlers();

@@ -25,7 +25,7 @@ std::vector<GradChunk> plan_chunks(int64_t B, int world, int64_t grad_chunk) {
 
 DataParallelStep data_parallel_gradients(const models::ConditionalUNet& model, dist::Communicator& comm,
                                          const Batch& b, const StepDraws& d, int64_t H, int64_t W,
-                                         int64_t grad_chunk) {
+                                         int64_t grad_chunk, dist::DeviceAllreduce* device_reduce) {
   const int64_t B = b.size();
   const Device device = d.noise.device();
   std::vector<Tensor> params = model.parameters();
@@ -40,6 +40,11 @@ DataParallelStep data_parallel_gradients(const models::ConditionalUNet& model, d
   const int64_t row = P + nparam + 1;
   std::vector<float> mine;
   std::vector<double> my_per_sample;
+  // Default mode on a GPU with a device all-reduce (NCCL): this rank's (single) row stays on the device.
+  const bool on_device = grad_chunk == 0 && device_reduce && device.is_cuda();
+  Tensor flat;                                                     // (row,) F32 on the device when on_device
+  std::vector<float> tail(static_cast<size_t>(nparam + 1), 0.0f);  // its flags and loss, on the host
+  if (on_device) flat = Tensor::zeros({row}, DType::F32, device);
   for (const GradChunk& c : plan_chunks(B, comm.size(), grad_chunk)) {
     const int64_t n = c.end - c.begin;
     if (c.owner != comm.rank() || n == 0) continue;
@@ -54,6 +59,20 @@ DataParallelStep data_parallel_gradients(const models::ConditionalUNet& model, d
     if (n != B) loss = affine(loss, static_cast<double>(n) / static_cast<double>(B), 0.0);
     for (Tensor& p : params) p.zero_grad();
     loss.backward();
+    my_per_sample.insert(my_per_sample.end(), ps.begin(), ps.end());
+    if (on_device) {
+      int64_t off = 0;
+      for (int64_t i = 0; i < nparam; ++i) {
+        const Tensor g = params[i].grad();
+        if (g.defined()) {
+          flat.narrow(0, off, params[i].numel()).copy_(g.reshape({params[i].numel()}));
+          tail[static_cast<size_t>(i)] = 1.0f;
+        }
+        off += params[i].numel();
+      }
+      tail[static_cast<size_t>(nparam)] = static_cast<float>(loss.item());
+      continue;
+    }
     const size_t at = mine.size();
     mine.resize(at + static_cast<size_t>(row), 0.0f);
     float* r = mine.data() + at;
@@ -68,11 +87,28 @@ DataParallelStep data_parallel_gradients(const models::ConditionalUNet& model, d
       off += params[i].numel();
     }
     r[row - 1] = static_cast<float>(loss.item());
-    my_per_sample.insert(my_per_sample.end(), ps.begin(), ps.end());
+  }
+
+  DataParallelStep out;
+  if (on_device) {
+    flat.narrow(0, P, nparam + 1).copy_(Tensor::from_vector<float>(tail, {nparam + 1}, device));
+    device_reduce->allreduce_sum(flat.data<float>(), row);
+    tail = flat.narrow(0, P, nparam + 1).to_vector<float>();
+    out.loss = tail[static_cast<size_t>(nparam)];
+    int64_t off = 0;
+    for (int64_t i = 0; i < nparam; ++i) {
+      Tensor& p = params[i];
+      if (tail[static_cast<size_t>(i)] > 0)
+        p.set_grad(flat.narrow(0, off, p.numel()).reshape(p.shape()));
+      else
+        p.zero_grad();
+      off += p.numel();
+    }
+    out.per_sample = comm.gather_to_root(my_per_sample);
+    return out;
   }
 
   std::vector<float> acc(static_cast<size_t>(row), 0.0f);
-  DataParallelStep out;
   if (grad_chunk > 0) {
     // Every chunk's row in chunk order (ranks own consecutive chunks in rank order), summed left to right.
     const std::vector<float> all = comm.allgather(mine);

@@ -38,9 +38,11 @@ struct DataParallelStep {
 // bitwise the same for any number of ranks (and equal to one process with the same grad_chunk).
 // grad_chunk == 0: the shard gradients are summed with comm.allreduce_sum (float summation order of MPI).
 // `b` and `d` are the whole global batch (the same on every rank): b.x (B * H * W), d on the model device.
+// With `device_reduce` (NCCL), grad_chunk == 0 and a CUDA model, the shard gradients are summed in device
+// memory by device_reduce instead of through the host and comm (UNVERIFIED on GPUs).
 // Parameters must be F32; parameters that get no gradient in any chunk are left without .grad.
 DataParallelStep data_parallel_gradients(const models::ConditionalUNet& model, dist::Communicator& comm,
                                          const Batch& b, const StepDraws& d, int64_t H, int64_t W,
-                                         int64_t grad_chunk);
+                                         int64_t grad_chunk, dist::DeviceAllreduce* device_reduce = nullptr);
 
 }  // namespace engine::app

@@ -53,4 +53,11 @@ bool built_with_mpi() { return false; }
 std::unique_ptr<Communicator> make_mpi(double) { throw std::runtime_error("built without MPI"); }
 #endif
 
+#ifndef ENGINE_HAS_NCCL
+bool built_with_nccl() { return false; }
+std::unique_ptr<DeviceAllreduce> make_nccl(Communicator&, int, double) {
+  throw std::runtime_error("built without NCCL");
+}
+#endif
+
 }  // namespace engine::app::dist

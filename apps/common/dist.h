@@ -49,4 +49,22 @@ int launcher_world_size();
 // MPI_Finalize runs when the communicator is destroyed. Throws std::runtime_error when built without MPI.
 std::unique_ptr<Communicator> make_mpi(double timeout_s);
 
+// Device-memory all-reduce for ranks that train on a GPU (NCCL). Built only with CUDA + MPI + NCCL
+// (ENGINE_HAS_NCCL); UNVERIFIED: it compiles, but has not run on a machine with several GPUs.
+class DeviceAllreduce {
+ public:
+  virtual ~DeviceAllreduce() = default;
+  // In-place elementwise sum of n floats at `dev` (memory of this rank's GPU) over all ranks. Waits for the
+  // engine stream first and returns when the result is in place; a collective that has not completed after
+  // the timeout, or an NCCL error, prints one line and aborts the job.
+  virtual void allreduce_sum(float* dev, int64_t n) = 0;
+};
+
+// True when this build has the NCCL backend.
+bool built_with_nccl();
+
+// Creates an NCCL communicator over all ranks of `comm` (ncclUniqueId from rank 0, broadcast over `comm`),
+// rank r on CUDA device `device`. Throws std::runtime_error when built without NCCL or on NCCL errors.
+std::unique_ptr<DeviceAllreduce> make_nccl(Communicator& comm, int device, double timeout_s);
+
 }  // namespace engine::app::dist

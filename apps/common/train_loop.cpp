@@ -321,8 +321,8 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     Tensor loss;
     double lv = 0;
     if (data_parallel) {
-      DataParallelStep st =
-          data_parallel_gradients(model, comm ? *comm : *local_comm, b, d, H, W, cfg.grad_chunk);
+      DataParallelStep st = data_parallel_gradients(model, comm ? *comm : *local_comm, b, d, H, W,
+                                                    cfg.grad_chunk, cfg.device_reduce);
       lv = st.loss;
       per_sample = std::move(st.per_sample);
     } else {

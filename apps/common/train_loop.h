@@ -48,6 +48,7 @@ struct TrainConfig {
   // quiet). grad_chunk > 0: gradients are computed per chunk of grad_chunk images and summed in chunk
   // order, bitwise independent of the number of ranks (also with one process).
   dist::Communicator* comm = nullptr;
+  dist::DeviceAllreduce* device_reduce = nullptr;  // NCCL for CUDA ranks (not owned; nullptr = via comm)
   int64_t grad_chunk = 0;
   std::function<void(int64_t)> before_step;  // testing: called with the 1-based number of the next step
 };
