@@ -7,6 +7,7 @@
 # Usage: bench/mpi_scaling.sh BIN_DIR MNIST_DIR [THREADS=2] [RANKS="2"] [BATCH=32] [STEPS=6]
 # Timings on a shared machine are indicative only.
 set -euo pipefail
+export OMP_WAIT_POLICY=passive  # waiting OpenMP threads sleep: spinning ones distort a loaded machine
 BIN=${1:?usage: mpi_scaling.sh BIN_DIR MNIST_DIR [THREADS] [RANKS] [BATCH] [STEPS]}
 MNIST=${2:?}
 THREADS=${3:-2} RANKS=${4:-2} BATCH=${5:-32} STEPS=${6:-6}
