@@ -76,6 +76,12 @@ rows=$(($(wc -l <"$T/c3/metrics.csv") - 1))
 run r2 "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --grad-chunk 4 --max-steps 10 --out "$T/r" &&
   run r1 "$BIN/fm_train" --quiet --threads 1 --resume "$T/r/checkpoint.safetensors" --max-steps 20 && {
     same_metrics "$T/c1" "$T/r" "resume 2 ranks -> 1"; same_ckpt "$T/c1" "$T/r" 0 "resume 2 ranks -> 1"; }
+# Ranks that do not start from the same point (here: another --lr on rank 1, an MPMD launch) are refused.
+if "${MPIRUN[@]}" -np 1 "${TRAIN[@]}" "${S20[@]}" --out "$T/mm" : -np 1 "${TRAIN[@]}" "${S20[@]}" --out "$T/mm" \
+     --lr 0.002 >"$T/mm.log" 2>&1; then fail "ranks with different --lr were accepted";
+elif grep -q "rank 1: fm_train: this rank's starting point .* differs from rank 0's" "$T/mm.log"; then
+  pass "ranks with different --lr: refused with a message";
+else fail "ranks with different --lr: no clear message"; tail -5 "$T/mm.log"; fi
 # Faults: rank 1 killed (SIGKILL) before step 8, or hung before step 8; timeout 5 s.
 for fault in kill hang; do
   t0=$(date +%s)

@@ -209,6 +209,40 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
   const int64_t bpe = loader.batches_per_epoch();
   const RunLength run = run_length(cfg.epochs, bpe, cfg.max_steps);
   const int64_t total = run.total_steps;
+  if (comm && comm->size() > 1) {
+    // Every rank must start from the same weights, optimizer state, position and settings, or the ranks
+    // would silently diverge (or deadlock when their step counts differ): compare a fingerprint with rank
+    // 0's.
+    uint64_t h = 1469598103934665603ull;  // FNV-1a
+    auto mix = [&h](const void* p, size_t n) {
+      for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(p)[i]) * 1099511628211ull;
+    };
+    const std::string settings = std::to_string(cfg.batch_size) + " " + std::to_string(cfg.seed) + " " +
+                                 std::to_string(cfg.limit) + " " + std::to_string(cfg.grad_chunk) + " " +
+                                 std::to_string(total) + " " + std::to_string(state.step) + " " +
+                                 std::to_string(gen.offset()) + " " + CsvWriter::to_field(cfg.lr) + " " +
+                                 CsvWriter::to_field(cfg.cfg_drop) + " " +
+                                 CsvWriter::to_field(cfg.ema_decay) + " " + cfg.model.to_json().dump();
+    mix(settings.data(), settings.size());
+    for (const models::ConditionalUNet* m : {&model, ema ? &ema->model() : nullptr})
+      for (const Tensor& p : m ? m->parameters() : std::vector<Tensor>{}) {
+        const std::vector<float> v = p.to_vector<float>();
+        mix(v.data(), v.size() * sizeof(float));
+      }
+    mix(opt.param_steps().data(), opt.param_steps().size() * sizeof(int64_t));
+    for (const auto* moments : {&opt.exp_avg(), &opt.exp_avg_sq()})
+      for (const Tensor& t : *moments) {
+        if (!t.defined()) continue;
+        const std::vector<float> v = t.to_vector<float>();
+        mix(v.data(), v.size() * sizeof(float));
+      }
+    uint64_t h0 = h;
+    comm->broadcast(&h0, sizeof h0, 0);
+    ENGINE_CHECK(h0 == h, "fm_train",
+                 "this rank's starting point (weights, optimizer state, step, data position or settings: "
+                 "batch size, seed, limit, grad chunk, run length, lr, cfg drop, EMA decay, model config) "
+                 "differs from rank 0's; every rank needs the same flags and the same --resume checkpoint");
+  }
   res.step = state.step;
   if (resume && state.step >= total) {
     const std::string limit = run.describe();
