@@ -277,6 +277,7 @@ int main(int argc, char** argv) {
       if (cfg.out_dir.empty()) cfg.out_dir = ".";
     }
     if (cfg.batch_size < 1) throw UsageError("--batch-size must be >= 1");
+    if (cfg.grad_chunk < 0) throw UsageError("--grad-chunk must be >= 0");
     if (cfg.epochs < 1) throw UsageError("--epochs must be >= 1");
     if (cfg.max_steps < 0 || cfg.limit < 0 || cfg.checkpoint_every < 0 || cfg.sample_every < 0)
       throw UsageError("--max-steps, --limit, --checkpoint-every and --sample-every must be >= 0");
