@@ -297,7 +297,7 @@ int main(int argc, char** argv) {
     cfg.data_dir = std::filesystem::absolute(engine::app::resolve_data_dir(data, &data_notes))
                        .lexically_normal()
                        .string();
-    if (!cfg.quiet || !comm)
+    if (!comm || comm->rank() == 0)
       for (const std::string& n : data_notes) std::fprintf(stderr, "fm_train: note: %s\n", n.c_str());
     cfg.train_args = {{"epochs", cfg.epochs},
                       {"max_steps", cfg.max_steps},
