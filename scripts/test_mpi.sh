@@ -5,8 +5,8 @@
 #  - deterministic mode (--grad-chunk 4): 2 and 3 ranks give bitwise the same metrics.csv losses and
 #    checkpoint tensors (weights, EMA, AdamW moments) as one process;
 #  - default mode (allreduce): 2 and 3 ranks (uneven shards) match one process to float tolerance;
-#  - a checkpoint written by 2 ranks after 10 steps, resumed by 1 process to step 20, is bitwise the
-#    20-step one-process run;
+#  - a checkpoint written by 2 ranks after 10 steps, resumed by 1 process to step 20 (and one written by 1
+#    process, resumed by 3 ranks), is bitwise the 20-step one-process run;
 #  - a killed rank and a hung rank make the job exit non-zero within the timeout, with a clear message for
 #    the hang; the last checkpoint is kept.
 # Exit 0 pass, 1 fail, 77 skipped (no mpirun or no MNIST; ctest reports it as skipped).
@@ -76,6 +76,11 @@ rows=$(($(wc -l <"$T/c3/metrics.csv") - 1))
 run r2 "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --grad-chunk 4 --max-steps 10 --out "$T/r" &&
   run r1 "$BIN/fm_train" --quiet --threads 1 --resume "$T/r/checkpoint.safetensors" --max-steps 20 && {
     same_metrics "$T/c1" "$T/r" "resume 2 ranks -> 1"; same_ckpt "$T/c1" "$T/r" 0 "resume 2 ranks -> 1"; }
+# ... and the other way: 1 process to step 10, then 3 ranks to step 20.
+run q1 "${TRAIN[@]}" --grad-chunk 4 --max-steps 10 --out "$T/q" &&
+  run q3 "${MPIRUN[@]}" -np 3 "$BIN/fm_train" --quiet --threads 1 --resume "$T/q/checkpoint.safetensors" \
+    --max-steps 20 && {
+    same_metrics "$T/c1" "$T/q" "resume 1 -> 3 ranks"; same_ckpt "$T/c1" "$T/q" 0 "resume 1 -> 3 ranks"; }
 # Ranks that do not start from the same point (here: another --lr on rank 1, an MPMD launch) are refused.
 if "${MPIRUN[@]}" -np 1 "${TRAIN[@]}" "${S20[@]}" --out "$T/mm" : -np 1 "${TRAIN[@]}" "${S20[@]}" --out "$T/mm" \
      --lr 0.002 >"$T/mm.log" 2>&1; then fail "ranks with different --lr were accepted";
