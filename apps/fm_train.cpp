@@ -334,8 +334,17 @@ int main(int argc, char** argv) {
     // (UNVERIFIED on GPUs); deterministic mode and builds without NCCL go through the host and MPI.
     if (comm && comm->size() > 1 && cfg.device.is_cuda() && cfg.grad_chunk == 0 &&
         engine::app::dist::built_with_nccl()) {
-      nccl = engine::app::dist::make_nccl(*comm, cfg.device.index, dist_timeout);
-      cfg.device_reduce = nccl.get();
+      // All ranks or none: a rank that cannot load libnccl sends every rank the host way.
+      std::string why;
+      double loadable = engine::app::dist::nccl_loadable(&why) ? 1 : 0;
+      comm->allreduce_sum(&loadable, 1);
+      if (loadable == comm->size()) {
+        nccl = engine::app::dist::make_nccl(*comm, cfg.device.index, dist_timeout);
+        cfg.device_reduce = nccl.get();
+      } else if (!cfg.quiet || !why.empty()) {
+        std::fprintf(stderr, "%snote: NCCL not loadable on every rank (%s); gradients go through MPI\n",
+                     prefix().c_str(), why.empty() ? "on another rank" : why.c_str());
+      }
     }
     cfg.stop_requested = [] { return g_signal != 0; };
     install_handlers();

@@ -55,6 +55,10 @@ std::unique_ptr<Communicator> make_mpi(double) { throw std::runtime_error("built
 
 #ifndef ENGINE_HAS_NCCL
 bool built_with_nccl() { return false; }
+bool nccl_loadable(std::string* why) {
+  if (why) *why = "built without NCCL";
+  return false;
+}
 std::unique_ptr<DeviceAllreduce> make_nccl(Communicator&, int, double) {
   throw std::runtime_error("built without NCCL");
 }

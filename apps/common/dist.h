@@ -62,6 +62,9 @@ class DeviceAllreduce {
 
 // True when this build has the NCCL backend.
 bool built_with_nccl();
+// True when libnccl.so.2 can be loaded (dlopen; the binaries do not link it); else false with the reason in
+// *why (if given). Always false without the NCCL backend.
+bool nccl_loadable(std::string* why = nullptr);
 
 // Creates an NCCL communicator over all ranks of `comm` (ncclUniqueId from rank 0, broadcast over `comm`),
 // rank r on CUDA device `device`. Throws std::runtime_error when built without NCCL or on NCCL errors.
