@@ -4,6 +4,7 @@
 // 130 stopped by SIGINT/SIGTERM after saving a checkpoint. See docs/apps.md.
 #include <omp.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cmath>
@@ -15,6 +16,7 @@
 
 #include "apps/common/checkpoint.h"
 #include "apps/common/cli_checks.h"
+#include "apps/common/dist.h"
 #include "apps/common/mnist.h"
 #include "apps/common/sample_eval.h"
 #include "apps/common/train_loop.h"
@@ -135,6 +137,36 @@ int main(int argc, char** argv) {
       ->check(app_ns::int_in(0, 4096))
       ->capture_default_str();
   app.add_flag("--quiet", cfg.quiet, "no progress output (errors are still printed)");
+  bool dist_flag = false;
+  double dist_timeout = 300;
+  app.add_flag("--dist", dist_flag,
+               "data parallel over MPI (docs/distributed.md); implied when started by mpirun/srun, which set "
+               "OMPI_COMM_WORLD_SIZE/PMIX_SIZE/PMI_SIZE. --batch-size stays the global batch; rank 0 writes");
+  app.add_option("--grad-chunk", cfg.grad_chunk,
+                 "deterministic mode: compute the gradient per chunk of N images of every batch and sum the "
+                 "chunks in order, so results are bitwise equal for any number of ranks, one process "
+                 "included (0 = off: one shard per rank, summed by MPI_Allreduce)")
+      ->check(app_ns::int_in(0, 1e6))
+      ->capture_default_str();
+  app.add_option("--dist-timeout", dist_timeout,
+                 "seconds a rank waits in a collective before it declares a peer dead or hung and aborts the "
+                 "job (must exceed rank 0's longest checkpoint/sample/eval pause)")
+      ->check(app_ns::finite(0.1, 1e6))
+      ->capture_default_str();
+  std::string debug_fault;
+  int debug_fault_rank = 1;
+  int64_t debug_fault_step = 1;
+  app.add_option("--debug-fault", debug_fault,
+                 "testing only: 'kill' (SIGKILL) or 'hang' (sleep forever) rank --debug-fault-rank before "
+                 "step --debug-fault-step")
+      ->check(CLI::IsMember({"kill", "hang"}))
+      ->group("Testing");
+  app.add_option("--debug-fault-rank", debug_fault_rank, "testing only: the rank --debug-fault hits")
+      ->check(app_ns::int_in(0, 1e6))
+      ->group("Testing");
+  app.add_option("--debug-fault-step", debug_fault_step, "testing only: the step --debug-fault hits")
+      ->check(app_ns::int_in(1))
+      ->group("Testing");
   app.add_option("--debug-nan-at-step", cfg.debug_nan_at_step,
                  "testing only: treat the loss of step N as NaN (exercises the non-finite-loss exit)")
       ->check(app_ns::int_in(0))
@@ -146,10 +178,46 @@ int main(int argc, char** argv) {
   }
   auto given = [&](const char* flag) { return app.count(flag) > 0; };
 
+  // Data parallelism: MPI when asked for or launched by an MPI launcher; errors of a multi-rank run end
+  // the whole job (MPI_Abort), so that no rank waits for one that has gone.
+  std::unique_ptr<engine::app::dist::Communicator> comm;
+  std::unique_ptr<engine::app::dist::DeviceAllreduce> nccl;  // destroyed before comm (MPI_Finalize)
+  auto finish = [&](int code) {
+    if (comm && comm->size() > 1 && code != 0) comm->abort(code);
+    return code;
+  };
+  auto prefix = [&] {
+    return comm && comm->rank() > 0 ? "fm_train: rank " + std::to_string(comm->rank()) + ": "
+                                    : std::string("fm_train: ");
+  };
   try {
+    const int launched = engine::app::dist::launcher_world_size();
+    if (dist_flag || launched > 0) {
+      if (!engine::app::dist::built_with_mpi())
+        throw UsageError(std::string(dist_flag ? "--dist"
+                                               : "started by an MPI launcher with " +
+                                                     std::to_string(launched) + " processes") +
+                         ": this fm_train was built without MPI (install libopenmpi-dev openmpi-bin and "
+                         "reconfigure; see docs/distributed.md)");
+      comm = engine::app::dist::make_mpi(dist_timeout);
+    }
+    if (comm && comm->rank() > 0) cfg.quiet = true;  // the other ranks print nothing but errors
+    cfg.comm = comm.get();
+    if (!debug_fault.empty() && comm && comm->rank() == debug_fault_rank) {
+      const bool kill = debug_fault == "kill";
+      cfg.before_step = [kill, debug_fault_step](int64_t step) {
+        if (step != debug_fault_step) return;
+        if (kill) raise(SIGKILL);
+        for (;;) pause();
+      };
+    }
     try {
       if (threads > 0) omp_set_num_threads(threads);
       cfg.device = engine::Device::parse(device_str);
+      // One GPU per rank of a node: "cuda"/"auto" pick cuda:<local rank> (docs/distributed.md).
+      if (comm && comm->size() > 1 && cfg.device.is_cuda() && device_str.find(':') == std::string::npos &&
+          engine::cuda::device_count() > 0)
+        cfg.device.index = comm->local_rank() % engine::cuda::device_count();
       if (cfg.device.is_cuda() && cfg.device.index >= engine::cuda::device_count())
         throw UsageError("--device " + device_str + ": no such CUDA device" +
                          (engine::cuda::built_with_cuda() ? "" : " (built without CUDA)"));
@@ -194,6 +262,7 @@ int main(int argc, char** argv) {
       inherit("--ema-decay", "ema_decay", cfg.ema_decay);
       inherit("--checkpoint-every", "checkpoint_every", cfg.checkpoint_every);
       inherit("--sample-every", "sample_every", cfg.sample_every);
+      inherit("--grad-chunk", "grad_chunk", cfg.grad_chunk);
       if (!given("--no-samples") && a.contains("no_samples") && a.at("no_samples").is_boolean())
         no_samples = a.at("no_samples").get<bool>();
       // The data directory the run used (stored absolute), unless --data is given.
@@ -208,6 +277,7 @@ int main(int argc, char** argv) {
       if (cfg.out_dir.empty()) cfg.out_dir = ".";
     }
     if (cfg.batch_size < 1) throw UsageError("--batch-size must be >= 1");
+    if (cfg.grad_chunk < 0) throw UsageError("--grad-chunk must be >= 0");
     if (cfg.epochs < 1) throw UsageError("--epochs must be >= 1");
     if (cfg.max_steps < 0 || cfg.limit < 0 || cfg.checkpoint_every < 0 || cfg.sample_every < 0)
       throw UsageError("--max-steps, --limit, --checkpoint-every and --sample-every must be >= 0");
@@ -217,7 +287,7 @@ int main(int argc, char** argv) {
     if (!(cfg.ema_decay >= 0 && cfg.ema_decay < 1)) throw UsageError("--ema-decay must be in [0, 1)");
 
     // Every output path before any heavy work (data loading, model construction).
-    app_ns::check_output_dir("--out", cfg.out_dir);
+    if (!comm || comm->rank() == 0) app_ns::check_output_dir("--out", cfg.out_dir);
 
     if (no_samples) {
       cfg.sample_every = 0;
@@ -227,7 +297,8 @@ int main(int argc, char** argv) {
     cfg.data_dir = std::filesystem::absolute(engine::app::resolve_data_dir(data, &data_notes))
                        .lexically_normal()
                        .string();
-    for (const std::string& n : data_notes) std::fprintf(stderr, "fm_train: note: %s\n", n.c_str());
+    if (!comm || comm->rank() == 0)
+      for (const std::string& n : data_notes) std::fprintf(stderr, "fm_train: note: %s\n", n.c_str());
     cfg.train_args = {{"epochs", cfg.epochs},
                       {"max_steps", cfg.max_steps},
                       {"batch_size", cfg.batch_size},
@@ -241,9 +312,10 @@ int main(int argc, char** argv) {
                       {"data", cfg.data_dir},
                       {"device", cfg.device.str()},
                       {"model_config", model_config},
-                      {"no_samples", no_samples}};
+                      {"no_samples", no_samples},
+                      {"grad_chunk", cfg.grad_chunk}};
     std::shared_ptr<app_ns::TrainingEvaluator> evaluator;
-    if (cfg.eval_every > 0) {
+    if (cfg.eval_every > 0 && (!comm || comm->rank() == 0)) {
       if (eval_classifier.empty()) eval_classifier = app_ns::default_classifier_path();
       if (!std::filesystem::is_regular_file(eval_classifier))
         throw UsageError("--eval-classifier '" + eval_classifier + "': no such file");
@@ -258,6 +330,22 @@ int main(int argc, char** argv) {
                                                            {"recall", r.recall}};
       };
     }
+    // CUDA ranks sum the default-mode gradients with NCCL in device memory when the build has it
+    // (UNVERIFIED on GPUs); deterministic mode and builds without NCCL go through the host and MPI.
+    if (comm && comm->size() > 1 && cfg.device.is_cuda() && cfg.grad_chunk == 0 &&
+        engine::app::dist::built_with_nccl()) {
+      // All ranks or none: a rank that cannot load libnccl sends every rank the host way.
+      std::string why;
+      double loadable = engine::app::dist::nccl_loadable(&why) ? 1 : 0;
+      comm->allreduce_sum(&loadable, 1);
+      if (loadable == comm->size()) {
+        nccl = engine::app::dist::make_nccl(*comm, cfg.device.index, dist_timeout);
+        cfg.device_reduce = nccl.get();
+      } else if (!cfg.quiet || !why.empty()) {
+        std::fprintf(stderr, "%snote: NCCL not loadable on every rank (%s); gradients go through MPI\n",
+                     prefix().c_str(), why.empty() ? "on another rank" : why.c_str());
+      }
+    }
     cfg.stop_requested = [] { return g_signal != 0; };
     install_handlers();
 
@@ -267,9 +355,11 @@ int main(int argc, char** argv) {
       case engine::app::TrainResult::Status::NothingToDo:
         return 0;
       case engine::app::TrainResult::Status::NonFinite:
-        std::fprintf(stderr, "fm_train: %s\n", r.message.c_str());
-        return 1;
+        if (!comm || comm->rank() == 0) std::fprintf(stderr, "fm_train: %s\n", r.message.c_str());
+        return 1;  // every rank saw the same (reduced) loss and returns here
+
       case engine::app::TrainResult::Status::Interrupted:
+        if (comm && comm->rank() > 0) return 130;
         std::fprintf(stderr,
                      "fm_train: stopped by %s after step %lld; checkpoint saved at %s (continue with: %s "
                      "--resume %s)\n",
@@ -279,13 +369,13 @@ int main(int argc, char** argv) {
     }
     return 0;
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "fm_train: %s\nRun with --help for more information.\n", e.what());
-    return 2;
+    std::fprintf(stderr, "%s%s\nRun with --help for more information.\n", prefix().c_str(), e.what());
+    return finish(2);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "fm_train: %s\n", e.what());
-    return 1;
+    std::fprintf(stderr, "%s%s\n", prefix().c_str(), e.what());
+    return finish(1);
   } catch (...) {
-    std::fprintf(stderr, "fm_train: unknown error\n");
-    return 1;
+    std::fprintf(stderr, "%sunknown error\n", prefix().c_str());
+    return finish(1);
   }
 }

@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config libgtest-dev libgmock-dev libbenchmark-dev
       libopenblas-openmp-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libstb-dev libomp-dev
-      libplplot-dev plplot-driver-cairo fonts-dejavu-core)
+      libplplot-dev plplot-driver-cairo fonts-dejavu-core openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

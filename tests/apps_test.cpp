@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "apps/common/checkpoint.h"
+#include "apps/common/dist.h"
 #include "apps/common/flow_matching.h"
 #include "apps/common/plot.h"
 #include "apps/common/train_loop.h"
@@ -957,4 +958,20 @@ TEST_F(AppsEndToEnd, FailedSaveNamesTheKeptCheckpoint) {
     EXPECT_NE(m.find("previous checkpoint " + ckpt() + " (step 4) was kept"), std::string::npos) << m;
   }
   fs::remove_all(a);
+}
+
+// Without MPI, a distributed run says in one line what is missing and exits 2 (with MPI,
+// scripts/test_mpi.sh runs the real thing).
+TEST(DistApp, WithoutMpiADistributedRunSaysWhatIsMissing) {
+  if (!fs::exists(bin("fm_train"))) GTEST_SKIP() << "fm_train not built in " << ENGINE_BIN_DIR;
+  if (dist::built_with_mpi())
+    GTEST_SKIP() << "this build has MPI; scripts/test_mpi.sh (ctest Mpi.*) covers it";
+  const fs::path dir = temp_dir("dist_nompi");
+  for (const std::string& how :
+       {std::string("") + bin("fm_train") + " --dist", "OMPI_COMM_WORLD_SIZE=2 " + bin("fm_train")}) {
+    const RunResult r = run(how + " --max-steps 1 --out " + (dir / "o").string());
+    EXPECT_TRUE(r.exited && r.code == 2) << how << ": " << r.out;
+    EXPECT_NE(r.out.find("built without MPI"), std::string::npos) << r.out;
+    EXPECT_FALSE(fs::exists(dir / "o")) << "nothing is written";
+  }
 }

@@ -211,6 +211,7 @@ TEST(ParserLimits, ConfigIntegersMustBeExactAndInRange) {
   expect_checkpoint_error(checkpoint_bytes(kTiny, R"({"batch_size": 1e300})"), "batch_size");
   expect_checkpoint_error(checkpoint_bytes(kTiny, R"({"seed": -1})"), "seed");
   expect_checkpoint_error(checkpoint_bytes(kTiny, R"({"lr": "fast"})"), "lr");
+  expect_checkpoint_error(checkpoint_bytes(kTiny, R"({"grad_chunk": 2.5})"), "grad_chunk");
   // A float beyond double range is a JSON error (nlohmann reports the overflow), not infinity.
   expect_checkpoint_error(checkpoint_bytes(kTiny, R"({"lr": 1e400})"), "number overflow");
   expect_config_error(tiny_with("norm_eps", "1e400"), "number overflow");

@@ -80,7 +80,8 @@ void check_train_args(const std::string& path, const json& a) {
   auto bad = [&](const std::string& k, const char* want) {
     fail(path, "metadata 'train_args' key '" + k + "' must be " + want + ", got " + json_excerpt(a.at(k)));
   };
-  for (const char* k : {"epochs", "max_steps", "batch_size", "checkpoint_every", "sample_every", "limit"})
+  for (const char* k :
+       {"epochs", "max_steps", "batch_size", "checkpoint_every", "sample_every", "limit", "grad_chunk"})
     if (a.contains(k) && !(a.at(k).is_number_integer() &&
                            (!a.at(k).is_number_unsigned() ||
                             a.at(k).get<uint64_t>() <= uint64_t(std::numeric_limits<int64_t>::max()))))

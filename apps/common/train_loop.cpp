@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "apps/common/csv.h"
+#include "apps/common/data_parallel.h"
 #include "apps/common/flow_matching.h"
 #include "apps/common/image_grid.h"
 #include "apps/common/mnist.h"
@@ -165,7 +166,13 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
                cfg.model.num_classes);
   TrainResult res;
   int64_t ckpt_step = 0;
-  const bool say = !cfg.quiet;
+  dist::Communicator* comm = cfg.comm;
+  const bool writer = !comm || comm->rank() == 0;  // the one process that writes files and prints
+  const bool say = !cfg.quiet && writer;
+  // The plain one-process step unless ranks or chunks are in play (keeps its exact arithmetic).
+  const bool data_parallel = (comm && comm->size() > 1) || cfg.grad_chunk > 0;
+  const std::unique_ptr<dist::Communicator> local_comm = comm ? nullptr : dist::make_local();
+  ENGINE_CHECK(cfg.grad_chunk >= 0, "fm_train", "--grad-chunk must be >= 0, got ", cfg.grad_chunk);
 
   const MnistSet set = load_mnist(cfg.data_dir, /*train=*/true);
   const int64_t H = set.rows, W = set.cols;
@@ -202,20 +209,57 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
   const int64_t bpe = loader.batches_per_epoch();
   const RunLength run = run_length(cfg.epochs, bpe, cfg.max_steps);
   const int64_t total = run.total_steps;
+  if (comm && comm->size() > 1) {
+    // Every rank must start from the same weights, optimizer state, position and settings, or the ranks
+    // would silently diverge (or deadlock when their step counts differ): compare a fingerprint with rank
+    // 0's.
+    uint64_t h = 1469598103934665603ull;  // FNV-1a
+    auto mix = [&h](const void* p, size_t n) {
+      for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(p)[i]) * 1099511628211ull;
+    };
+    const std::string settings = std::to_string(cfg.batch_size) + " " + std::to_string(cfg.seed) + " " +
+                                 std::to_string(cfg.limit) + " " + std::to_string(cfg.grad_chunk) + " " +
+                                 std::to_string(total) + " " + std::to_string(state.step) + " " +
+                                 std::to_string(gen.offset()) + " " + CsvWriter::to_field(cfg.lr) + " " +
+                                 CsvWriter::to_field(cfg.cfg_drop) + " " +
+                                 CsvWriter::to_field(cfg.ema_decay) + " " + cfg.model.to_json().dump();
+    mix(settings.data(), settings.size());
+    for (const models::ConditionalUNet* m : {&model, ema ? &ema->model() : nullptr})
+      for (const Tensor& p : m ? m->parameters() : std::vector<Tensor>{}) {
+        const std::vector<float> v = p.to_vector<float>();
+        mix(v.data(), v.size() * sizeof(float));
+      }
+    mix(opt.param_steps().data(), opt.param_steps().size() * sizeof(int64_t));
+    for (const auto* moments : {&opt.exp_avg(), &opt.exp_avg_sq()})
+      for (const Tensor& t : *moments) {
+        if (!t.defined()) continue;
+        const std::vector<float> v = t.to_vector<float>();
+        mix(v.data(), v.size() * sizeof(float));
+      }
+    uint64_t h0 = h;
+    comm->broadcast(&h0, sizeof h0, 0);
+    ENGINE_CHECK(h0 == h, "fm_train",
+                 "this rank's starting point (weights, optimizer state, step, data position or settings: "
+                 "batch size, seed, limit, grad chunk, run length, lr, cfg drop, EMA decay, model config) "
+                 "differs from rank 0's; every rank needs the same flags and the same --resume checkpoint");
+  }
   res.step = state.step;
   if (resume && state.step >= total) {
     const std::string limit = run.describe();
-    std::printf(
-        "fm_train: nothing to do: %s is at step %lld and this run ends at step %lld (%s); raise --max-steps "
-        "or --epochs to train further\n",
-        resume->path.c_str(), static_cast<long long>(state.step), static_cast<long long>(total),
-        limit.c_str());
+    if (writer)
+      std::printf(
+          "fm_train: nothing to do: %s is at step %lld and this run ends at step %lld (%s); raise "
+          "--max-steps "
+          "or --epochs to train further\n",
+          resume->path.c_str(), static_cast<long long>(state.step), static_cast<long long>(total),
+          limit.c_str());
     std::fflush(stdout);
     res.status = TrainResult::Status::NothingToDo;
     return res;
   }
 
-  const std::vector<std::string> stale = remove_stale_temp_files(cfg.out_dir);
+  const std::vector<std::string> stale =
+      writer ? remove_stale_temp_files(cfg.out_dir) : std::vector<std::string>{};
   if (!stale.empty()) {
     std::string names;
     for (size_t i = 0; i < stale.size() && i < 3; ++i) names += (i ? ", " : "") + stale[i];
@@ -224,7 +268,7 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
                  "fm_train: removed %zu stale temporary file(s) left in %s by an interrupted write: %s\n",
                  stale.size(), cfg.out_dir.c_str(), names.c_str());
   }
-  {
+  if (writer) {
     std::error_code ec;
     fs::create_directories(cfg.out_dir, ec);
     if (ec)
@@ -232,9 +276,19 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
   }
   const std::string metrics_path = (fs::path(cfg.out_dir) / "metrics.csv").string();
   const std::string ckpt_path = (fs::path(cfg.out_dir) / "checkpoint.safetensors").string();
-  if (resume) truncate_metrics(metrics_path, state.step);
-  CsvWriter metrics(metrics_path, metrics_header(), /*append=*/resume != nullptr);
-  EventWriter events(cfg.out_dir);
+  if (resume && writer) truncate_metrics(metrics_path, state.step);
+  std::unique_ptr<CsvWriter> metrics;
+  std::unique_ptr<EventWriter> events;
+  if (writer) {
+    metrics = std::make_unique<CsvWriter>(metrics_path, metrics_header(), /*append=*/resume != nullptr);
+    events = std::make_unique<EventWriter>(cfg.out_dir);
+  }
+  if (say && comm && comm->size() > 1)
+    std::printf("fm_train: data parallel over %d ranks (%s), %s\n", comm->size(), comm->backend().c_str(),
+                cfg.grad_chunk > 0 ? ("gradients in chunks of " + std::to_string(cfg.grad_chunk) +
+                                      " images summed in chunk order (bitwise equal to one process)")
+                                         .c_str()
+                                   : "shard gradients summed by allreduce");
   if (say) {
     std::printf(
         "fm_train: %lld parameters, device %s, %lld training images (%lld batches of %lld per epoch)\n",
@@ -251,6 +305,11 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
   auto last_flush = Clock::now();
   auto save = [&] {
     state.rng_offset = gen.offset();
+    if (!writer) {  // rank 0 writes; the others keep the same bookkeeping
+      res.checkpoint = ckpt_path;
+      ckpt_step = state.step;
+      return;
+    }
     try {
       save_checkpoint(ckpt_path, model, ema ? &ema->model() : nullptr, &opt, state);
     } catch (const CheckpointError& e) {
@@ -262,7 +321,7 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     }
     res.checkpoint = ckpt_path;
     ckpt_step = state.step;
-    events.flush();  // a run killed later keeps the scalars up to its last checkpoint
+    events->flush();  // a run killed later keeps the scalars up to its last checkpoint
     last_flush = Clock::now();
   };
   auto samples_model = [&]() -> const models::ConditionalUNet& { return ema ? ema->model() : model; };
@@ -275,7 +334,7 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     for (const auto& [name, v] : figures) {
       header.push_back(name);
       row.push_back(CsvWriter::to_field(v));
-      events.add_scalar("eval/" + name, static_cast<float>(v), state.step);
+      events->add_scalar("eval/" + name, static_cast<float>(v), state.step);
     }
     if (!eval_csv)
       eval_csv = std::make_unique<CsvWriter>((fs::path(cfg.out_dir) / "eval.csv").string(), header,
@@ -286,15 +345,26 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
   int64_t timed_steps = 0, timed_images = 0;
   bool saved_at_end = false;
   while (state.step < total) {
+    if (cfg.before_step) cfg.before_step(state.step + 1);
     const auto t0 = Clock::now();
     Batch b = loader.next();
     const int64_t B = b.size();
-    Tensor x = Tensor::from_vector<float>(b.x, {B, 1, H, W}, cfg.device);     // (B, 1, H, W)
-    Tensor labels = Tensor::from_vector<int64_t>(b.labels, {B}, cfg.device);  // (B,)
+    // Every rank draws the noise of the whole global batch and uses its slice (data_parallel_gradients).
     StepDraws d = draw_step(gen, B, 1, H, W, cfg.cfg_drop, cfg.device);
     std::vector<double> per_sample;  // diagnostics only: the loss and gradients do not depend on it
-    Tensor loss = flow_matching_loss(model, x, labels, d, &per_sample);
-    double lv = loss.item();
+    Tensor loss;
+    double lv = 0;
+    if (data_parallel) {
+      DataParallelStep st = data_parallel_gradients(model, comm ? *comm : *local_comm, b, d, H, W,
+                                                    cfg.grad_chunk, cfg.device_reduce);
+      lv = st.loss;
+      per_sample = std::move(st.per_sample);
+    } else {
+      Tensor x = Tensor::from_vector<float>(b.x, {B, 1, H, W}, cfg.device);     // (B, 1, H, W)
+      Tensor labels = Tensor::from_vector<int64_t>(b.labels, {B}, cfg.device);  // (B,)
+      loss = flow_matching_loss(model, x, labels, d, &per_sample);
+      lv = loss.item();
+    }
     if (cfg.debug_nan_at_step > 0 && state.step + 1 == cfg.debug_nan_at_step)
       lv = std::numeric_limits<double>::quiet_NaN();
     if (!std::isfinite(lv)) {
@@ -308,8 +378,10 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
                     " (try a lower --lr)";
       return res;
     }
-    opt.zero_grad();
-    loss.backward();
+    if (!data_parallel) {
+      opt.zero_grad();
+      loss.backward();
+    }
     opt.step();
     if (ema) ema->update(model, state.step);
     ++state.step;
@@ -331,49 +403,57 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     res.steps.push_back(state.step);
     res.losses.push_back(lv);
     res.step = state.step;
-    {
+    if (writer) {
       std::vector<std::string> row = {CsvWriter::to_field(state.step), CsvWriter::to_field(b.epoch),
                                       CsvWriter::to_field(lv), CsvWriter::to_field(cfg.lr),
                                       CsvWriter::to_field(ips)};
       const std::vector<double> bins =
           sigma_bin_means(d.sigma.to(Device::cpu()).to_vector<float>(), per_sample, kSigmaBins);
       for (double v : bins) row.push_back(std::isfinite(v) ? CsvWriter::to_field(v) : std::string());
-      metrics.row(row);
-    }
-    events.add_scalar("train_loss", static_cast<float>(lv), state.step);
-    if (Clock::now() - last_flush > std::chrono::seconds(10)) {
-      events.flush();
-      last_flush = Clock::now();
+      metrics->row(row);
+      events->add_scalar("train_loss", static_cast<float>(lv), state.step);
+      if (Clock::now() - last_flush > std::chrono::seconds(10)) {
+        events->flush();
+        last_flush = Clock::now();
+      }
     }
     smoothed = 0.98 * smoothed + 0.02 * lv;
     smooth_w = 0.98 * smooth_w + 0.02;
     if (say) bar.update(state.step, b.epoch, smoothed / smooth_w, ips_smoothed);
 
     const bool last = state.step == total;
-    const bool stop = cfg.stop_requested && cfg.stop_requested();
+    bool stop = cfg.stop_requested && cfg.stop_requested();
+    if (comm && comm->size() > 1) {  // a signal seen by any rank stops all of them after the same step
+      double any = stop ? 1 : 0;
+      comm->allreduce_sum(&any, 1);
+      stop = any > 0;
+    }
     if (last || stop || (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0)) {
       save();
       saved_at_end = last || stop;
     }
-    if (!last && cfg.sample_every > 0 && state.step % cfg.sample_every == 0) {
+    if (writer && !last && cfg.sample_every > 0 && state.step % cfg.sample_every == 0) {
       const std::string p =
           (fs::path(cfg.out_dir) / ("samples_step" + std::to_string(state.step) + ".png")).string();
       write_samples(p, samples_model(), cfg.seed, H, W, weights_name);
     }
-    if (cfg.evaluate && cfg.eval_every > 0 && (last || state.step % cfg.eval_every == 0)) log_eval();
+    if (writer && cfg.evaluate && cfg.eval_every > 0 && (last || state.step % cfg.eval_every == 0))
+      log_eval();
     if (stop) {
       res.status = TrainResult::Status::Interrupted;
       break;
     }
   }
   if (say) bar.finish();
-  events.flush();
+  if (writer) events->flush();
   if (timed_steps > 0) {
     res.ms_per_step = 1e3 * time_sum / timed_steps;
     res.img_per_s = timed_images / time_sum;
   }
   if (!saved_at_end && !res.steps.empty()) save();
-  if (!plots_available()) {
+  if (!writer) {
+    // rank 0 alone writes plots and sample grids
+  } else if (!plots_available()) {
     if (say)
       std::printf(
           "fm_train: note: built without PLplot (or its cairo driver): loss.png and loss_sigma.png "
@@ -386,7 +466,7 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     write_sigma_bin_plot_png((fs::path(cfg.out_dir) / "loss_sigma.png").string(), log.steps, log.sigma_bins,
                              "loss per sigma bin: " + run_name);
   }
-  if (res.status == TrainResult::Status::Done && cfg.final_samples)
+  if (writer && res.status == TrainResult::Status::Done && cfg.final_samples)
     write_samples((fs::path(cfg.out_dir) / "samples_final.png").string(), samples_model(), cfg.seed, H, W,
                   weights_name);
   if (say) {

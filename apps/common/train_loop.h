@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "apps/common/checkpoint.h"
+#include "apps/common/dist.h"
 #include "core/tensor.h"
 #include "models/unet2d_config.h"
 
@@ -41,6 +42,15 @@ struct TrainConfig {
   // <out>/eval.csv (step + names).
   int64_t eval_every = 0;
   std::function<std::vector<std::pair<std::string, double>>(const models::ConditionalUNet&)> evaluate;
+  // Data parallelism (docs/distributed.md): with comm (not owned; nullptr = one process) every rank runs
+  // train() on the same config; each computes the gradients of its share of every global batch of
+  // batch_size and all apply the same AdamW step. Only rank 0 writes files or prints (the others behave as
+  // quiet). grad_chunk > 0: gradients are computed per chunk of grad_chunk images and summed in chunk
+  // order, bitwise independent of the number of ranks (also with one process).
+  dist::Communicator* comm = nullptr;
+  dist::DeviceAllreduce* device_reduce = nullptr;  // NCCL for CUDA ranks (not owned; nullptr = via comm)
+  int64_t grad_chunk = 0;
+  std::function<void(int64_t)> before_step;  // testing: called with the 1-based number of the next step
 };
 
 struct TrainResult {
