@@ -127,6 +127,11 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* b, T*
 
 template <typename T>
 void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
+  // float32 3x3 stride-1 pad-1: a Winograd conv of dy with the flipped, transposed weights, on the same
+  // rule as the forward (ENGINE_CPU_CONV); float64 stays exact (im2col).
+  if constexpr (std::is_same_v<T, float>) {
+    if (winograd_selected(s)) return conv2d_backward_input_winograd(s, dy, w, dx);
+  }
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
   const bool pw = is_pointwise(s);
 #pragma omp parallel if (batch_parallel(s.N))

@@ -42,8 +42,7 @@ void conv2d_forward_winograd(const Conv2dShape& s, const float* x, const float* 
 
 // dx (N, C, H, W) = the input gradient of that convolution for dy (N, K, H, W), w (K, C, 3, 3): a Winograd
 // forward conv of dy with the flipped, transposed weights (overwrites dx). Same errors thrown as above.
-// Not yet called by conv2d_backward_input (that file's backward code is owned elsewhere): see
-// docs/apps.md.
+// conv2d_backward_input<float> calls it whenever winograd_selected(s).
 void conv2d_backward_input_winograd(const Conv2dShape& s, const float* dy, const float* w, float* dx,
                                     int tile = kWinogradTile);
 
