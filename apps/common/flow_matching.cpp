@@ -135,7 +135,9 @@ Tensor sample(const models::ConditionalUNet& model, const Tensor& labels, Genera
     ENGINE_CHECK(l >= 0 && l < model.config().num_classes, "sample", "class ", l, " out of range [0, ",
                  model.config().num_classes, ")");
   Tensor x0 = randn({N, C, height, width}, gen, DType::F32, dev);  // (N, C, H, W)
-  const int64_t mb = opt.max_batch > 0 ? opt.max_batch : std::max<int64_t>(N, 1);
+  const int64_t mb = opt.max_batch > 0 ? opt.max_batch
+                     : dev.is_cpu()    ? kCpuSampleBatch
+                                       : std::max<int64_t>(N, 1);
   std::vector<float> result;
   result.reserve(static_cast<size_t>(N * C * height * width));
   for (int64_t b0 = 0; b0 < N; b0 += mb) {

@@ -70,8 +70,12 @@ struct SampleOptions {
   double cfg_scale = 3.0;
   Solver solver = Solver::Euler;
   double t_start = kSigmaMax;
-  int64_t max_batch = 0;  // images per model call (the call itself is 2x that for CFG); 0 = all
+  // Images per model call (the call itself is 2x that for CFG); 0 = auto: kCpuSampleBatch on the CPU
+  // (larger calls only cost memory traffic: 1,000 images in one call sampled 1.65x slower than calls of
+  // 128 on a 2-core Zen 4), all at once on CUDA. The samples do not depend on it.
+  int64_t max_batch = 0;
 };
+constexpr int64_t kCpuSampleBatch = 128;
 
 // Guided velocity: s * v(x, t | class) + (1 - s) * v(x, t | no class), both halves in one batch of 2B.
 // x (B, C, H, W), labels (B,) I64 on the model device; t in [0, 1].

@@ -55,7 +55,8 @@ void add_sampling_flags(CLI::App& app, SamplingFlags& f, const std::string& seed
       ->check(int_in(0, 18446744073709551615.0))
       ->capture_default_str();
   app.add_option("--batch", f.batch,
-                 "max images per model call (each call evaluates 2x that for CFG; 0 = all)")
+                 "max images per model call (each call evaluates 2x that for CFG); 0 = auto: 128 on the CPU, "
+                 "all at once on CUDA. The samples do not depend on it")
       ->check(int_in(0))
       ->capture_default_str();
 }
