@@ -17,7 +17,7 @@
 #include <type_traits>
 
 #include "apps/common/dist.h"
-#include "core/cuda_device.h"
+#include "runtime/cuda_device.h"
 
 namespace engine::app::dist {
 
