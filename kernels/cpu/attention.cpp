@@ -22,9 +22,12 @@ bool head_parallel(int64_t BH) { return !omp_in_parallel() && omp_get_max_thread
 // the tail included (masked lanes), so every element goes through the same code and the sum's
 // order depends only on n. NaN propagates (exp_nonpos(NaN) = NaN).
 // With avx512 the AVX-512 version (softmax_avx512.h) runs instead: the same bits, 16 lanes at a time.
+// It is used only where this file has the AVX2 version to match (a build with -march=x86-64-v3 or
+// better): in a build without it (e.g. the Debug/sanitizer build) every ISA setting takes the scalar
+// loop, so the results stay independent of the ISA setting there too.
 template <typename T>
 double exp_sub_row(T* row, int64_t n, T sub, bool avx512) {
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(KERN_CPU_AVX2)
   if constexpr (std::is_same_v<T, float>) {
     if (avx512) return detail::exp_sub_row_f32_avx512(row, n, sub);
   }
