@@ -20,6 +20,7 @@
 #include "apps/common/cli_checks.h"
 #include "apps/common/flow_matching.h"
 #include "apps/common/mnist.h"
+#include "apps/common/phase_timer.h"
 #include "apps/common/run_flags.h"
 #include "apps/common/sample_eval.h"
 #include "apps/common/train_loop.h"
@@ -151,6 +152,7 @@ int main(int argc, char** argv) {
     const double cfg_scale = sf.cfg_scale;
     const uint64_t seed = sf.seed;
     // Inputs are read before the (slower) reference statistics, so a bad file fails fast.
+    app_ns::PhaseTimer timer;
     Samples given;
     std::unique_ptr<engine::models::ConditionalUNet> model;
     int64_t n = 0;
@@ -179,14 +181,14 @@ int main(int argc, char** argv) {
     engine::models::MnistClassifier clf(0, device);
     engine::models::load_classifier(clf, classifier);
     clf.eval();
-    const auto t0 = std::chrono::steady_clock::now();
+    timer.mark("load");
     const app_ns::MnistSet train = app_ns::load_mnist(data_dir, true);
     const app_ns::MnistSet test = app_ns::load_mnist(data_dir, false);
-    const app_ns::EvalReference ref = app_ns::make_reference(clf, train, test, n, seed);
+    timer.mark("mnist");
+    const app_ns::EvalReference ref = app_ns::make_reference(clf, train, test, n, seed, &timer);
 
     std::vector<double> scales = sweep.empty() ? std::vector<double>{cfg_scale} : sweep;
     std::vector<app_ns::EvalResult> results;
-    double sample_secs = 0;
     if (model) {
       std::vector<int64_t> classes(10);
       for (int c = 0; c < 10; ++c) classes[c] = c;
@@ -194,16 +196,15 @@ int main(int argc, char** argv) {
       for (double s : scales) {
         opt.cfg_scale = s;
         engine::Generator gen(app_ns::sampling_rng_seed(seed));  // same noise for every scale
-        const auto ts = std::chrono::steady_clock::now();
         engine::Tensor x =
             app_ns::sample(*model, engine::Tensor::from_vector<int64_t>(lab, {n}), gen, opt, 28, 28);
-        sample_secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
-        results.push_back(app_ns::evaluate_images(clf, ref, x.data<float>(), lab, k));
+        timer.mark("sampling");
+        results.push_back(app_ns::evaluate_images(clf, ref, x.data<float>(), lab, k, &timer));
       }
     } else {
-      results.push_back(app_ns::evaluate_images(clf, ref, given.images.data(), given.labels, k));
+      results.push_back(app_ns::evaluate_images(clf, ref, given.images.data(), given.labels, k, &timer));
     }
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs = timer.total_wall(), sample_secs = timer.wall("sampling");
 
     if (json) {
       nlohmann::json j;
@@ -227,6 +228,7 @@ int main(int argc, char** argv) {
       }
       j["seconds"] = secs;
       j["sampling_seconds"] = sample_secs;
+      j["timings"] = timer.to_json();
       std::printf("%s\n", j.dump(2).c_str());
     } else {
       if (model)
@@ -240,7 +242,7 @@ int main(int argc, char** argv) {
           "training images; precision/recall k = %lld\n",
           classifier.c_str(), 100 * ref.test_accuracy, static_cast<long long>(n), static_cast<long long>(k));
       print_table(scales, results, model != nullptr);
-      std::printf("%.1f s (sampling %.1f s)\n", secs, sample_secs);
+      std::printf("%.1f s (sampling %.1f s)\ntime: %s\n", secs, sample_secs, timer.summary().c_str());
     }
     return 0;
   } catch (const app_ns::UsageError& e) {

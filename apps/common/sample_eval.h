@@ -11,6 +11,7 @@
 #include "apps/common/eval_metrics.h"
 #include "apps/common/flow_matching.h"
 #include "apps/common/mnist.h"
+#include "apps/common/phase_timer.h"
 #include "models/mnist_classifier.h"
 
 namespace engine::app {
@@ -42,8 +43,10 @@ struct EvalReference {
 };
 
 // Builds the reference for sample count n (n >= 4) from the MNIST directory. Deterministic in `seed`.
+// `timer` (optional) receives the phases "ref features" (classifier on the 10,000 test and n training
+// images) and "ref stats" (Gaussian fits, FD floor).
 EvalReference make_reference(const models::MnistClassifier& model, const MnistSet& train,
-                             const MnistSet& test, int64_t n, uint64_t seed);
+                             const MnistSet& test, int64_t n, uint64_t seed, PhaseTimer* timer = nullptr);
 
 struct EvalResult {
   int64_t n = 0;
@@ -56,9 +59,11 @@ struct EvalResult {
 };
 
 // Scores n images with requested labels (each in [0, 10)) against `ref` (built for the same n).
-// Throws std::invalid_argument for a label out of range or n != ref.n.
+// Throws std::invalid_argument for a label out of range or n != ref.n. `timer` (optional) receives the
+// phases "features" (classifier), "FD" (Gaussian fit, Frechet distance) and "k-NN" (precision/recall).
 EvalResult evaluate_images(const models::MnistClassifier& model, const EvalReference& ref,
-                           const float* images, const std::vector<int64_t>& labels, int64_t k = 3);
+                           const float* images, const std::vector<int64_t>& labels, int64_t k = 3,
+                           PhaseTimer* timer = nullptr);
 
 // Periodic evaluation during training (fm_train --eval-every): loads MNIST, the classifier and the reference
 // statistics once, then each call samples per_class x 10 images of `model` (`opt`, noise from `seed`, the
