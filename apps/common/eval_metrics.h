@@ -32,11 +32,12 @@ struct Gaussian {
 // Mean and covariance of the rows of `x` (n x d, n >= 2). Throws std::invalid_argument for n < 2.
 Gaussian fit_gaussian(const Matrix& x);
 
-// Eigendecomposition of a symmetric matrix `a` (d x d; only symmetric input is meaningful) by cyclic
-// Jacobi rotations until the off-diagonal mass is below 1e-15 of the Frobenius norm (at most 100 sweeps).
+// Eigendecomposition of a symmetric matrix `a` (d x d; its upper triangle is used) by cyclic Jacobi
+// rotations, skipping a(p, q) once |a(p, q)| <= d eps sqrt(|a(p, p) a(q, q)|) (Demmel & Veselic 1992) and
+// stopping after a sweep without rotations (at most 100 sweeps; `sweeps`, if not null, receives the count).
 // Returns the eigenvalues (ascending); `vecs` (if not null) receives the eigenvectors as columns.
 // Throws std::invalid_argument for a non-square matrix or non-finite entries.
-std::vector<double> symmetric_eigen(const Matrix& a, Matrix* vecs = nullptr);
+std::vector<double> symmetric_eigen(const Matrix& a, Matrix* vecs = nullptr, int* sweeps = nullptr);
 
 // Square root of a symmetric PSD matrix: V diag(sqrt(max(l, 0))) V^T.
 Matrix sqrt_psd(const Matrix& a);
