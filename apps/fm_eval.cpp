@@ -13,11 +13,13 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "apps/common/checkpoint.h"
 #include "apps/common/cli_checks.h"
+#include "apps/common/eval_cache.h"
 #include "apps/common/flow_matching.h"
 #include "apps/common/mnist.h"
 #include "apps/common/phase_timer.h"
@@ -98,7 +100,8 @@ int main(int argc, char** argv) {
   std::vector<double> sweep;
   app_ns::SamplingFlags sf;
   app_ns::ComputeFlags cf;
-  bool use_ema = true, json = false;
+  std::string cache_dir;
+  bool use_ema = true, json = false, no_cache = false;
   auto* src = app.add_option_group("source", "what to evaluate (exactly one)");
   src->add_option("--checkpoint", checkpoint, "fm_train checkpoint (or wrapper state dict) to sample");
   src->add_option("--samples", samples_path,
@@ -122,6 +125,12 @@ int main(int argc, char** argv) {
       ->check(app_ns::int_in(1, 100))
       ->capture_default_str();
   app.add_flag("--json", json, "print one JSON object instead of the table");
+  app.add_option("--cache-dir", cache_dir,
+                 "where the real-data reference statistics are cached, keyed by classifier, MNIST files, "
+                 "n, seed [default: $FM_EVAL_CACHE, else $XDG_CACHE_HOME/engine-fm_eval, else "
+                 "~/.cache/engine-fm_eval]");
+  app.add_flag("--no-cache", no_cache,
+               "compute the reference statistics without reading or writing the cache");
   if (const int rc = app_ns::parse_command_line(app, argc, argv); rc >= 0) return rc;
 
   try {
@@ -182,10 +191,32 @@ int main(int argc, char** argv) {
     engine::models::load_classifier(clf, classifier);
     clf.eval();
     timer.mark("load");
-    const app_ns::MnistSet train = app_ns::load_mnist(data_dir, true);
-    const app_ns::MnistSet test = app_ns::load_mnist(data_dir, false);
-    timer.mark("mnist");
-    const app_ns::EvalReference ref = app_ns::make_reference(clf, train, test, n, seed, &timer);
+    // The reference (11,000 classifier passes) comes from the cache when an entry for exactly these inputs
+    // exists; a hit gives the same bits as computing it (eval_cache.h).
+    if (no_cache)
+      cache_dir.clear();
+    else if (cache_dir.empty())
+      cache_dir = app_ns::default_eval_cache_dir();
+    std::string key;
+    std::optional<app_ns::EvalReference> cached;
+    if (!cache_dir.empty()) {
+      key = app_ns::reference_key(clf, classifier, data_dir, n, seed);
+      cached = app_ns::load_cached_reference(cache_dir, key, n);
+      timer.mark("ref cache");
+    }
+    app_ns::EvalReference ref;
+    if (cached) {
+      ref = std::move(*cached);
+    } else {
+      const app_ns::MnistSet train = app_ns::load_mnist(data_dir, true);
+      const app_ns::MnistSet test = app_ns::load_mnist(data_dir, false);
+      timer.mark("mnist");
+      ref = app_ns::make_reference(clf, train, test, n, seed, &timer);
+      if (!cache_dir.empty() && !app_ns::save_cached_reference(cache_dir, key, ref))
+        std::fprintf(stderr, "fm_eval: note: cannot write the reference cache in '%s' (continuing)\n",
+                     cache_dir.c_str());
+      timer.mark("ref stats");
+    }
 
     std::vector<double> scales = sweep.empty() ? std::vector<double>{cfg_scale} : sweep;
     std::vector<app_ns::EvalResult> results;
@@ -229,6 +260,7 @@ int main(int argc, char** argv) {
       j["seconds"] = secs;
       j["sampling_seconds"] = sample_secs;
       j["timings"] = timer.to_json();
+      j["reference_cached"] = cached.has_value();
       std::printf("%s\n", j.dump(2).c_str());
     } else {
       if (model)
@@ -242,7 +274,8 @@ int main(int argc, char** argv) {
           "training images; precision/recall k = %lld\n",
           classifier.c_str(), 100 * ref.test_accuracy, static_cast<long long>(n), static_cast<long long>(k));
       print_table(scales, results, model != nullptr);
-      std::printf("%.1f s (sampling %.1f s)\ntime: %s\n", secs, sample_secs, timer.summary().c_str());
+      std::printf("%.1f s (sampling %.1f s)\ntime: %s%s\n", secs, sample_secs, timer.summary().c_str(),
+                  cached ? " (reference statistics from the cache)" : "");
     }
     return 0;
   } catch (const app_ns::UsageError& e) {
