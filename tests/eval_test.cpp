@@ -417,17 +417,48 @@ TEST(EvalApp, ScoresASamplesFileOfRealImages) {
       nn::st_from_tensor("samples", Tensor::from_vector<float>(mnist_floats(test, idx), {n, 1, 28, 28})));
   f.tensors.push_back(nn::st_from_tensor("labels", Tensor::from_vector<int64_t>(lab, {n})));
   st::write_file_atomic((d / "s.safetensors").string(), f);
+  const std::string cache = " --cache-dir " + (d / "cache").string();
   RunResult r = run(bin("fm_eval") + " --samples " + (d / "s.safetensors").string() + " --data " +
-                    mnist_dir() + " --json");
+                    mnist_dir() + " --json" + cache);
   ASSERT_EQ(r.code, 0) << r.out;
   const nlohmann::json j = parse_json(r.out);
   EXPECT_EQ(j["n"], n);
   EXPECT_GT(j["results"][0]["accuracy"].get<double>(), 0.95);
   EXPECT_EQ(j["results"][0]["per_class"].size(), 10u);
-  // The table mode prints the same accuracy.
-  r = run(bin("fm_eval") + " --samples " + (d / "s.safetensors").string() + " --data " + mnist_dir());
+  // The first run computed the reference and stored it; its phases are timed.
+  EXPECT_EQ(j["reference_cached"], false);
+  std::vector<std::string> phases;
+  for (const auto& p : j["timings"]) {
+    phases.push_back(p["phase"].get<std::string>());
+    EXPECT_GE(p["seconds"].get<double>(), 0.0);
+  }
+  for (const char* p : {"load", "ref cache", "mnist", "ref features", "ref stats", "features", "FD", "k-NN"})
+    EXPECT_NE(std::find(phases.begin(), phases.end(), p), phases.end()) << p;
+  EXPECT_EQ(std::distance(fs::directory_iterator(d / "cache"), fs::directory_iterator{}), 1);
+  // The second run reads the reference from the cache and gives the same figures, bit for bit (the JSON
+  // doubles round-trip), and the same classifier accuracy.
+  r = run(bin("fm_eval") + " --samples " + (d / "s.safetensors").string() + " --data " + mnist_dir() +
+          " --json" + cache);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const nlohmann::json j2 = parse_json(r.out);
+  EXPECT_EQ(j2["reference_cached"], true);
+  EXPECT_EQ(j2["results"].dump(), j["results"].dump());
+  EXPECT_EQ(j2["classifier_test_accuracy"].dump(), j["classifier_test_accuracy"].dump());
+  // The table mode prints the figures and the timing line (here from the cache).
+  r = run(bin("fm_eval") + " --samples " + (d / "s.safetensors").string() + " --data " + mnist_dir() + cache);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("FD floor"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\ntime: load "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(", k-NN "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(reference statistics from the cache)"), std::string::npos) << r.out;
+  // A damaged entry is a miss: recomputed (same figures) and rewritten, no error.
+  for (const auto& e : fs::directory_iterator(d / "cache")) fs::resize_file(e.path(), 100);
+  r = run(bin("fm_eval") + " --samples " + (d / "s.safetensors").string() + " --data " + mnist_dir() +
+          " --json" + cache);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const nlohmann::json j3 = parse_json(r.out);
+  EXPECT_EQ(j3["reference_cached"], false);
+  EXPECT_EQ(j3["results"].dump(), j["results"].dump());
   // A corrupt file is a runtime error (exit 1) with one line.
   std::FILE* fp = std::fopen((d / "bad.safetensors").c_str(), "wb");
   std::fputs("garbage", fp);
@@ -445,14 +476,19 @@ TEST(EvalApp, SamplesACheckpointWithAGuidanceSweep) {
   models::ConditionalUNet model(cfg, 0);
   TrainingState state;
   save_checkpoint((d / "c.safetensors").string(), model, nullptr, nullptr, state);
-  const RunResult r = run(bin("fm_eval") + " --checkpoint " + (d / "c.safetensors").string() + " --data " +
-                          mnist_dir() + " --per-class 2 --steps 2 --sweep-cfg 1,3 --device cpu --json");
+  const RunResult r =
+      run(bin("fm_eval") + " --checkpoint " + (d / "c.safetensors").string() + " --data " + mnist_dir() +
+          " --per-class 2 --steps 2 --sweep-cfg 1,3 --device cpu --json --no-cache");
   ASSERT_EQ(r.code, 0) << r.out;
   const nlohmann::json j = parse_json(r.out);
   EXPECT_EQ(j["n"], 20);
   ASSERT_EQ(j["results"].size(), 2u);
   EXPECT_EQ(j["results"][0]["cfg_scale"], 1.0);
   EXPECT_EQ(j["results"][1]["cfg_scale"], 3.0);
+  bool timed_sampling = false;
+  for (const auto& p : j["timings"]) timed_sampling |= p["phase"] == "sampling";
+  EXPECT_TRUE(timed_sampling) << j["timings"].dump();
+  EXPECT_EQ(j["reference_cached"], false);  // --no-cache
   for (const auto& res : j["results"]) {
     // An untrained model draws noise-like images: far from the data.
     EXPECT_GT(res["fd"].get<double>(), res["fd_floor"].get<double>());
