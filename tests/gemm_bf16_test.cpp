@@ -13,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_kernels.h"
 
 namespace kc = kern::cpu;
@@ -272,6 +273,95 @@ TEST(GemmBf16, FallbackIsTheFp32DefinitionBitwise) {
   kc::gemm<double>(false, false, M, N, K, 1.0, A.data(), K, B.data(), N, 0.0, C.data(), N);
   kc::gemm_reference<double>(false, false, M, N, K, 1.0, A.data(), K, B.data(), N, 0.0, ref.data(), N);
   EXPECT_EQ(std::memcmp(C.data(), ref.data(), C.size() * sizeof(double)), 0);
+}
+
+// Conv2d, a GEMM caller, inherits the bf16 path: forward, input and weight gradients against float64
+// sums with each output's bound (2^-8 + (n + 2) 2^-24) * sum |x||w| over its n products (each factor
+// rounded to bf16 at most 2^-9 relative, then float32 accumulation); bf16 mode takes im2col for 3x3
+// convs (Auto), bitwise equal to forcing im2col; and the results do not depend on the batch or threads.
+TEST(GemmBf16, Conv2dTakesTheBf16GemmWithIm2colWithinItsBound) {
+  SKIP_WITHOUT_BF16();
+  PrecisionGuard g;
+  struct ConvGuard {
+    ~ConvGuard() { kc::set_cpu_conv_algo(kc::CpuConvAlgo::Auto); }
+  } cg;
+  kc::set_matmul_precision(MatmulPrecision::Bf16);
+  const int64_t N = 3, C = 64, H = 7, K = 64;  // C * K >= kWinogradAutoMinCK: Winograd in fp32 mode
+  const kern::Conv2dShape s{N, C, H, H, K, 3, 3, 1, 1, 1, 1, H, H};
+  ASSERT_TRUE(kc::winograd_selected(s));
+  const int64_t PQ = H * H;
+  const auto x = random_vec(N * C * PQ, 51), w = random_vec(K * C * 9, 52), dy = random_vec(N * K * PQ, 53);
+  const std::vector<float> b(K, 0.25f);
+  std::vector<float> y(N * K * PQ), dx(N * C * PQ), dw(K * C * 9), db(K);
+  kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data());
+  kc::conv2d_backward_input<float>(s, dy.data(), w.data(), dx.data());
+  kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), dw.data(), db.data());
+  auto X = [&](int64_t n, int64_t c, int64_t i, int64_t j) {
+    return i < 0 || j < 0 || i >= H || j >= H ? 0.0 : double(x[((n * C + c) * H + i) * H + j]);
+  };
+  auto DY = [&](int64_t n, int64_t k, int64_t i, int64_t j) {
+    return i < 0 || j < 0 || i >= H || j >= H ? 0.0 : double(dy[((n * K + k) * H + i) * H + j]);
+  };
+  auto W = [&](int64_t k, int64_t c, int r, int q) { return double(w[((k * C + c) * 3 + r) * 3 + q]); };
+  const double u8 = std::ldexp(1.0, -8), u24 = std::ldexp(1.0, -24);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < H; ++j) {
+          double ref = b[k], mag = std::fabs(b[k]);
+          for (int64_t c = 0; c < C; ++c)
+            for (int r = 0; r < 3; ++r)
+              for (int q = 0; q < 3; ++q) {
+                const double p = X(n, c, i + r - 1, j + q - 1) * W(k, c, r, q);
+                ref += p;
+                mag += std::fabs(p);
+              }
+          ASSERT_LE(std::fabs(y[((n * K + k) * H + i) * H + j] - ref), (u8 + (9 * C + 2) * u24) * mag);
+        }
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < H; ++j) {
+          double ref = 0, mag = 0;
+          for (int64_t k = 0; k < K; ++k)
+            for (int r = 0; r < 3; ++r)
+              for (int q = 0; q < 3; ++q) {
+                const double p = DY(n, k, i - r + 1, j - q + 1) * W(k, c, r, q);
+                ref += p;
+                mag += std::fabs(p);
+              }
+          ASSERT_LE(std::fabs(dx[((n * C + c) * H + i) * H + j] - ref), (u8 + (9 * K + 2) * u24) * mag);
+        }
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < C; ++c)
+      for (int r = 0; r < 3; ++r)
+        for (int q = 0; q < 3; ++q) {
+          double ref = 0, mag = 0;
+          for (int64_t n = 0; n < N; ++n)
+            for (int64_t i = 0; i < H; ++i)
+              for (int64_t j = 0; j < H; ++j) {
+                const double p = DY(n, k, i, j) * X(n, c, i + r - 1, j + q - 1);
+                ref += p;
+                mag += std::fabs(p);
+              }
+          ASSERT_LE(std::fabs(dw[((k * C + c) * 3 + r) * 3 + q] - ref), (u8 + (N * PQ + 2) * u24) * mag);
+        }
+  // Auto in bf16 mode = im2col, bitwise; Winograd (forced) differs.
+  std::vector<float> y_im2col(y.size()), y_wino(y.size());
+  kc::set_cpu_conv_algo(kc::CpuConvAlgo::Im2col);
+  kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y_im2col.data());
+  kc::set_cpu_conv_algo(kc::CpuConvAlgo::Winograd);
+  kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y_wino.data());
+  kc::set_cpu_conv_algo(kc::CpuConvAlgo::Auto);
+  EXPECT_TRUE(bitwise_equal(y, y_im2col));
+  EXPECT_FALSE(bitwise_equal(y, y_wino));
+  // Batch and thread independence: image 1 alone, on one thread, gives the same bits.
+  omp_set_num_threads(1);
+  kern::Conv2dShape s1 = s;
+  s1.N = 1;
+  std::vector<float> y1(K * PQ);
+  kc::conv2d_forward<float>(s1, x.data() + C * PQ, w.data(), b.data(), y1.data());
+  EXPECT_EQ(std::memcmp(y1.data(), y.data() + K * PQ, y1.size() * sizeof(float)), 0);
 }
 
 }  // namespace
