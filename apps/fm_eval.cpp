@@ -213,11 +213,9 @@ int main(int argc, char** argv) {
       j["n"] = n;
       j["k"] = k;
       if (model) {
-        j["sampling"] = {{"steps", steps},
-                         {"solver", app_ns::solver_name(opt.solver)},
-                         {"seed", seed},
-                         {"ema", use_ema},
-                         {"device", device.str()}};
+        j["sampling"] = {{"steps", steps},         {"solver", app_ns::solver_name(opt.solver)},
+                         {"seed", seed},           {"ema", use_ema},
+                         {"device", device.str()}, {"precision", app_ns::running_precision(device)}};
       }
       j["results"] = nlohmann::json::array();
       for (size_t i = 0; i < results.size(); ++i) {
@@ -232,7 +230,8 @@ int main(int argc, char** argv) {
       if (model)
         std::printf("fm_eval: %lld samples from %s (%s %lld steps, %s weights, device %s)\n",
                     static_cast<long long>(n), checkpoint.c_str(), app_ns::solver_name(opt.solver),
-                    static_cast<long long>(steps), use_ema ? "EMA" : "raw", device.str().c_str());
+                    static_cast<long long>(steps), use_ema ? "EMA" : "raw",
+                    app_ns::device_description(device).c_str());
       else
         std::printf("fm_eval: %lld samples from %s\n", static_cast<long long>(n), samples_path.c_str());
       std::printf(
