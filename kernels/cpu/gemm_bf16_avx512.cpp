@@ -85,53 +85,68 @@ void pack_cols(const float* src, int64_t ld, int cols, int64_t kc, float scale, 
   }
 }
 
-// C tile (kMR x kNR, row stride ldc, all valid) from kc2 k-pairs of the packed panels.
+// C tile (kMR x 16 NV, row stride ldc, all valid) from kc2 k-pairs of the packed panels (B rows of kNR
+// words, of which the first 16 NV are used). NV = 1 serves ragged right edges of at most 16 columns: each
+// lane sees the same vdpbf16ps sequence as with NV = 2, so the bits do not depend on the choice.
+template <int NV>
 void micro_full(int64_t kc2, const uint32_t* __restrict Ap, const uint32_t* __restrict Bp,
                 float* __restrict C, int64_t ldc, Init init, float beta) {
-  __m512 acc[kMR][2];
+  __m512 acc[kMR][NV];
   if (init == Init::Zero) {
 #pragma GCC unroll 8
-    for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
   } else {
     const __m512 b = _mm512_set1_ps(beta);
 #pragma GCC unroll 8
     for (int i = 0; i < kMR; ++i)
 #pragma GCC unroll 2
-      for (int v = 0; v < 2; ++v) {
+      for (int v = 0; v < NV; ++v) {
         const __m512 c = _mm512_loadu_ps(C + i * ldc + v * 16);
         acc[i][v] = init == Init::Load ? c : _mm512_mul_ps(b, c);
       }
   }
   for (int64_t p = 0; p < kc2; ++p) {
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp + p * kNR);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(Bp + p * kNR + 16);
+    __m512bh b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) b[v] = (__m512bh)_mm512_loadu_si512(Bp + p * kNR + v * 16);
     const uint32_t* a = Ap + p * kMR;
 #pragma GCC unroll 8
     for (int i = 0; i < kMR; ++i) {
       const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i]));
-      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
-      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], ai, b[v]);
     }
   }
 #pragma GCC unroll 8
-  for (int i = 0; i < kMR; ++i) {
-    _mm512_storeu_ps(C + i * ldc, acc[i][0]);
-    _mm512_storeu_ps(C + i * ldc + 16, acc[i][1]);
-  }
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(C + i * ldc + v * 16, acc[i][v]);
 }
 
-// Same for an edge tile with m <= kMR rows and n <= kNR columns valid, through a full local tile so
-// that every valid element sees the same instruction sequence.
-void micro(int64_t kc2, const uint32_t* Ap, const uint32_t* Bp, float* C, int64_t ldc, int m, int n,
-           Init init, float beta) {
-  if (m == kMR && n == kNR) return micro_full(kc2, Ap, Bp, C, ldc, init, beta);
-  alignas(64) float tile[kMR * kNR] = {};
+// An m x n (m <= kMR, n <= kNV * 16) tile: in place when full, else through a local tile, so that every
+// valid element sees the same instruction sequence.
+template <int NV>
+void micro_edge(int64_t kc2, const uint32_t* Ap, const uint32_t* Bp, float* C, int64_t ldc, int m, int n,
+                Init init, float beta) {
+  constexpr int W = 16 * NV;
+  if (m == kMR && n == W) return micro_full<NV>(kc2, Ap, Bp, C, ldc, init, beta);
+  alignas(64) float tile[kMR * W] = {};
   if (init != Init::Zero)
     for (int i = 0; i < m; ++i)
-      for (int j = 0; j < n; ++j) tile[i * kNR + j] = C[i * ldc + j];
-  micro_full(kc2, Ap, Bp, tile, kNR, init, beta);
+      for (int j = 0; j < n; ++j) tile[i * W + j] = C[i * ldc + j];
+  micro_full<NV>(kc2, Ap, Bp, tile, W, init, beta);
   for (int i = 0; i < m; ++i)
-    for (int j = 0; j < n; ++j) C[i * ldc + j] = tile[i * kNR + j];
+    for (int j = 0; j < n; ++j) C[i * ldc + j] = tile[i * W + j];
+}
+
+void micro(int64_t kc2, const uint32_t* Ap, const uint32_t* Bp, float* C, int64_t ldc, int m, int n,
+           Init init, float beta) {
+  if (n <= 16)
+    micro_edge<1>(kc2, Ap, Bp, C, ldc, m, n, init, beta);
+  else
+    micro_edge<2>(kc2, Ap, Bp, C, ldc, m, n, init, beta);
 }
 
 struct Problem {
