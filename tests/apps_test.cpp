@@ -800,15 +800,17 @@ TEST_F(AppsEndToEnd, SamplePrecisionBf16) {
   if (has_bf16) {
     EXPECT_EQ(out.find("note:"), std::string::npos) << out;
     EXPECT_NE(fp32, bf16) << "--precision bf16 gave the fp32 samples: did the bf16 path run?";
-    // Samples live in about [-1, 1]: bf16 inputs carry 2^-9 relative error per factor; through the tiny
-    // model and 2 Euler steps that measured below 1e-2, so 5e-2 is loose yet catches a broken kernel
-    // (wrong layout or a missing pair gives O(1) differences).
+    // Samples live in about [-1, 1]. bf16 inputs carry up to 2^-9 relative error per factor (~4e-3 per
+    // GEMM output); through the tiny model's ~20 conv/linear layers, 2 Euler steps and CFG scale 3 (the
+    // guided prediction 3 cond - 2 uncond amplifies a difference up to 5x) the largest sample difference
+    // measured 0.026 on Zen 4. 0.1 (5% of the range) leaves room for another AVX512_BF16 CPU and still
+    // catches a broken kernel (a wrong pair layout or a dropped k gives O(1) differences).
     double max_diff = 0;
     for (size_t i = 0; i < fp32.size(); ++i) {
       ASSERT_TRUE(std::isfinite(bf16[i])) << i;
       max_diff = std::max(max_diff, double(std::fabs(bf16[i] - fp32[i])));
     }
-    EXPECT_LT(max_diff, 5e-2);
+    EXPECT_LT(max_diff, 0.1);
     EXPECT_EQ(bf16, samples("--threads 1 --precision bf16", "p_bf16_t1.safetensors"))
         << "--threads 1 changed the bf16 samples";
   } else {
