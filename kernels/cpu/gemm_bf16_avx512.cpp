@@ -38,11 +38,11 @@ inline __mmask16 mask_first(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
-// 16 bf16 values = scale * p[0 .. n) (n <= 16; lanes past n are zero), rounded to bf16, in a __m256i.
-// Two such rows are combined by cvtne2 below; this helper is the one-row form.
+// 16 floats scale * p[0 .. n) (n <= 16; lanes past n are zero and not read), for a bf16 conversion.
 inline __m512 load_scaled(const float* p, int64_t n, float scale) {
   const __mmask16 m = mask_first(n);
-  return _mm512_maskz_mul_ps(m, _mm512_maskz_loadu_ps(m, p), _mm512_set1_ps(scale));
+  const __m512 x = _mm512_maskz_loadu_ps(m, p);
+  return scale == 1.0f ? x : _mm512_maskz_mul_ps(m, x, _mm512_set1_ps(scale));  // x * 1 == x: skip it
 }
 
 // dst[p * P + r] = (bf16 of scale * src[r * ld + 2p], of scale * src[r * ld + 2p + 1]) (low, high
