@@ -244,22 +244,20 @@ int main(int argc, char** argv) {
                 res["train_img_per_s"].get<double>(), res["peak_mem_bytes"].get<double>() / (1 << 20),
                 res[small_key + "_img_per_s"].get<double>(), large);
     if (!json_path.empty()) {
-      nlohmann::json meta = {
-          {"device", dev.is_cuda() ? "cuda" : "cpu"},
-          {"device_name", device_label(dev, threads)},
-          {"threads", threads},
-          {"cpu_isa", kern::cpu::cpu_isa_name(kern::cpu::cpu_isa())},
-          {"precision",
-           dev.is_cuda() ? "fp32" : kern::cpu::matmul_precision_name(kern::cpu::matmul_precision_active())},
-          {"cpu_conv", kern::cpu::cpu_conv_algo_name(kern::cpu::cpu_conv_algo())},
-          {"batch", batch},
-          {"iters", iters},
-          {"warmup", warmup},
-          {"sample_iters", sample_iters},
-          {"sample_batch", sample_batch},
-          {"quick", quick},
-          {"sample_small_images", small_n},
-          {"parameters", model.num_parameters()}};
+      nlohmann::json meta = {{"device", dev.is_cuda() ? "cuda" : "cpu"},
+                             {"device_name", device_label(dev, threads)},
+                             {"threads", threads},
+                             {"cpu_isa", kern::cpu::cpu_isa_name(kern::cpu::cpu_isa())},
+                             {"cpu_conv", kern::cpu::cpu_conv_algo_name(kern::cpu::cpu_conv_algo())},
+                             {"batch", batch},
+                             {"iters", iters},
+                             {"warmup", warmup},
+                             {"sample_iters", sample_iters},
+                             {"sample_batch", sample_batch},
+                             {"quick", quick},
+                             {"sample_small_images", small_n},
+                             {"parameters", model.num_parameters()}};
+      meta["precision"] = app::running_precision(dev);  // the float32 matmul precision that ran
       const auto parent = std::filesystem::path(json_path).parent_path();
       std::error_code ec;
       if (!parent.empty()) std::filesystem::create_directories(parent, ec);

@@ -213,9 +213,12 @@ int main(int argc, char** argv) {
       j["n"] = n;
       j["k"] = k;
       if (model) {
-        j["sampling"] = {{"steps", steps},         {"solver", app_ns::solver_name(opt.solver)},
-                         {"seed", seed},           {"ema", use_ema},
-                         {"device", device.str()}, {"precision", app_ns::running_precision(device)}};
+        j["sampling"] = {{"steps", steps},
+                         {"solver", app_ns::solver_name(opt.solver)},
+                         {"seed", seed},
+                         {"ema", use_ema},
+                         {"device", device.str()}};
+        j["sampling"]["precision"] = app_ns::running_precision(device);
       }
       j["results"] = nlohmann::json::array();
       for (size_t i = 0; i < results.size(); ++i) {
