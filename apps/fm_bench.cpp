@@ -25,6 +25,7 @@
 #include "apps/common/checkpoint.h"
 #include "apps/common/cli_checks.h"
 #include "apps/common/flow_matching.h"
+#include "apps/common/run_flags.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "kernels/cpu/conv2d_winograd.h"
@@ -82,8 +83,9 @@ std::string device_label(Device dev, int threads) {
       model = line.substr(line.find(':') + 2);
       break;
     }
-  return model + " (" + std::to_string(threads) + " threads, " +
-         kern::cpu::cpu_isa_name(kern::cpu::cpu_isa()) + " GEMM)";
+  namespace kc = kern::cpu;
+  return model + " (" + std::to_string(threads) + " threads, " + kc::cpu_isa_name(kc::cpu_isa()) + " GEMM, " +
+         kc::matmul_precision_name(kc::matmul_precision_active()) + ")";
 }
 
 }  // namespace
@@ -97,6 +99,7 @@ int main(int argc, char** argv) {
   int warmup = 3, iters = 20, sample_iters = 3, threads = 0;
   uint64_t seed = 0;
   bool quick = false;
+  std::string precision = "fp32";
   std::string bm_min_time;  // accepted for scripts/gpu_check.sh, which runs every *_bench with it
   app.add_option("--device", device_str, "cpu, cuda, cuda:N or auto")->capture_default_str();
   app.add_option("--model-config", model_config, "ConditionalConfig JSON [default: the seed model]");
@@ -115,6 +118,7 @@ int main(int argc, char** argv) {
       ->check(app::int_in(0, 1e6));
   app.add_option("--threads", threads, "CPU threads (omp_set_num_threads; 0 = OpenMP default)")
       ->check(app::int_in(0, 4096));
+  app::add_precision_flag(app, precision);
   app.add_option("--seed", seed, "seed of the weights and all draws")
       ->check(app::int_in(0, 18446744073709551615.0))
       ->capture_default_str();
@@ -150,6 +154,7 @@ int main(int argc, char** argv) {
     } catch (const Error& e) {
       throw app::UsageError(e.what());
     }
+    app::apply_precision_flag(precision, dev);  // first: bf16 on CUDA is its own error
     if (dev.is_cuda() && dev.index >= cuda::device_count())
       throw app::UsageError("--device " + device_str + ": no such CUDA device" +
                             (cuda::built_with_cuda() ? "" : " (built without CUDA)"));
@@ -252,6 +257,7 @@ int main(int argc, char** argv) {
                              {"quick", quick},
                              {"sample_small_images", small_n},
                              {"parameters", model.num_parameters()}};
+      meta["precision"] = app::running_precision(dev);  // the float32 matmul precision that ran
       const auto parent = std::filesystem::path(json_path).parent_path();
       std::error_code ec;
       if (!parent.empty()) std::filesystem::create_directories(parent, ec);

@@ -250,6 +250,7 @@ int main(int argc, char** argv) {
                          {"seed", seed},
                          {"ema", use_ema},
                          {"device", device.str()}};
+        j["sampling"]["precision"] = app_ns::running_precision(device);
       }
       j["results"] = nlohmann::json::array();
       for (size_t i = 0; i < results.size(); ++i) {
@@ -266,7 +267,8 @@ int main(int argc, char** argv) {
       if (model)
         std::printf("fm_eval: %lld samples from %s (%s %lld steps, %s weights, device %s)\n",
                     static_cast<long long>(n), checkpoint.c_str(), app_ns::solver_name(opt.solver),
-                    static_cast<long long>(steps), use_ema ? "EMA" : "raw", device.str().c_str());
+                    static_cast<long long>(steps), use_ema ? "EMA" : "raw",
+                    app_ns::device_description(device).c_str());
       else
         std::printf("fm_eval: %lld samples from %s\n", static_cast<long long>(n), samples_path.c_str());
       std::printf(

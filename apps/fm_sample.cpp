@@ -144,7 +144,8 @@ int main(int argc, char** argv) {
           "%.2f s -> %s%s%s\n",
           static_cast<long long>(N), classes.size(), static_cast<long long>(per_class),
           app_ns::solver_name(opt.solver), static_cast<long long>(steps), cfg_scale, use_ema ? "EMA" : "raw",
-          device.str().c_str(), secs, out.c_str(), save_tensor.empty() ? "" : ", ", save_tensor.c_str());
+          app_ns::device_description(device).c_str(), secs, out.c_str(), save_tensor.empty() ? "" : ", ",
+          save_tensor.c_str());
     return 0;
   } catch (const app_ns::UsageError& e) {
     std::fprintf(stderr, "fm_sample: %s\nRun with --help for more information.\n", e.what());

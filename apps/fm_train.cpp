@@ -18,6 +18,7 @@
 #include "apps/common/cli_checks.h"
 #include "apps/common/dist.h"
 #include "apps/common/mnist.h"
+#include "apps/common/run_flags.h"
 #include "apps/common/sample_eval.h"
 #include "apps/common/train_loop.h"
 #include "runtime/cuda_device.h"
@@ -61,7 +62,7 @@ int main(int argc, char** argv) {
       "Exit status: 0 done, 1 runtime error (bad data/checkpoint, NaN/Inf loss), 2 usage error,\n"
       "130 stopped by Ctrl-C/SIGTERM (the current step finishes and a checkpoint is saved first)."};
   TrainConfig cfg;
-  std::string data, device_str = "auto", model_config, resume;
+  std::string data, device_str = "auto", model_config, resume, precision = "fp32";
   int threads = 0;
   app.add_option("--data", data,
                  "MNIST directory with the four IDX(.gz) files [default: $MNIST_DIR, else data/mnist]");
@@ -136,6 +137,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "OpenMP threads for CPU compute (0 = all cores)")
       ->check(app_ns::int_in(0, 4096))
       ->capture_default_str();
+  app_ns::add_precision_flag(app, precision);
   app.add_flag("--quiet", cfg.quiet, "no progress output (errors are still printed)");
   bool dist_flag = false;
   double dist_timeout = 300;
@@ -218,6 +220,7 @@ int main(int argc, char** argv) {
       if (comm && comm->size() > 1 && cfg.device.is_cuda() && device_str.find(':') == std::string::npos &&
           engine::cuda::device_count() > 0)
         cfg.device.index = comm->local_rank() % engine::cuda::device_count();
+      precision = app_ns::apply_precision_flag(precision, cfg.device);  // the precision that runs
       if (cfg.device.is_cuda() && cfg.device.index >= engine::cuda::device_count())
         throw UsageError("--device " + device_str + ": no such CUDA device" +
                          (engine::cuda::built_with_cuda() ? "" : " (built without CUDA)"));
@@ -311,6 +314,7 @@ int main(int argc, char** argv) {
                       {"limit", cfg.limit},
                       {"data", cfg.data_dir},
                       {"device", cfg.device.str()},
+                      {"precision", precision},
                       {"model_config", model_config},
                       {"no_samples", no_samples},
                       {"grad_chunk", cfg.grad_chunk}};

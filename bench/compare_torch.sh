@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # compare_torch.sh: the engine (build/bin/fm_bench) against PyTorch + diffusers (bench/torch_baseline.py, any of
 # its modes) on the same machine, same device, batch and threads; prints a ratio table.
-# Usage: bench/compare_torch.sh [--device cpu|cuda] [--batch 128] [--threads N] [--quick]
+# Usage: bench/compare_torch.sh [--device cpu|cuda] [--batch 128] [--threads N] [--quick] [--precision fp32|bf16]
 #                               [--iters N] [--warmup N] [--sample-iters N] [--sample-batch N]
 #                               [--modes eager,eager-tf32,compile,compile-tf32,compile-ro | --mode both]
 #                               [--out DIR] [--bin DIR]
 # Writes DIR/fm_bench.json, DIR/torch_baseline.json (default DIR: out/compare_<device>) and prints
 # ours vs eager vs compile: train img/s, ms/step, peak memory, sample img/s, with ratios ours / torch
-# (> 1 = ours faster for throughput; < 1 = ours smaller/faster for ms and memory).
+# (> 1 = ours faster for throughput; < 1 = ours smaller/faster for ms and memory). --precision goes to our
+# side only (fm_bench; PyTorch runs its own modes, e.g. eager-tf32).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEVICE=cpu BATCH=128 THREADS="" QUICK="" MODES=eager,compile OUT="" BIN="$ROOT/build/bin"
-EXTRA=()
+EXTRA=() OURS=()
 while [ $# -gt 0 ]; do
   case $1 in
     --device) DEVICE=$2; shift 2 ;;
@@ -23,8 +24,9 @@ while [ $# -gt 0 ]; do
     --modes) MODES=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
+    --precision) OURS+=(--precision "$2"); shift 2 ;;
     --iters | --warmup | --sample-iters | --sample-batch) EXTRA+=("$1" "$2"); shift 2 ;;
-    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "compare_torch.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -40,8 +42,8 @@ if [ ! -x "$BIN/fm_bench" ]; then
   echo "compare_torch.sh: $BIN/fm_bench not found (build it, or pass --bin DIR)" >&2
   exit 2
 fi
-echo "== engine: $BIN/fm_bench ${COMMON[*]}"
-"$BIN/fm_bench" "${COMMON[@]}" --json "$OUT/fm_bench.json"
+echo "== engine: $BIN/fm_bench ${COMMON[*]} ${OURS[*]}"
+"$BIN/fm_bench" "${COMMON[@]}" "${OURS[@]}" --json "$OUT/fm_bench.json"
 
 # A private inductor cache: a shared /tmp/torchinductor_* written by another process can be half-written
 # ("file too short" on import).

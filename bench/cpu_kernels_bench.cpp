@@ -1,6 +1,7 @@
 // cpu_kernels_bench: the engine's CPU kernels at the seed UNet's real shapes, beside a simple OpenBLAS
 // baseline and the machine's floor -- the CPU twin of cuda_kernels_bench (same rows, same columns).
-//   gemm at the per-image conv, linear and attention shapes  vs cblas_sgemm (ENGINE_CPU_ISA picks our path)
+//   gemm at the per-image conv, linear and attention shapes  vs cblas_sgemm (ENGINE_CPU_ISA picks our path;
+//   ENGINE_CPU_PRECISION=bf16 runs ours in bf16 where the CPU has AVX512_BF16)
 //   conv wino F(2,3), F(4,3)  3x3 s1 forward by Winograd vs our im2col + GEMM
 //   conv (fwd, bwd-data, bwd-filter)  vs im2col over the whole batch + ONE cblas_sgemm (+ col2im /
 //   transposes) attention, 8 heads of dim 8 at 196 / 49 tokens  vs the BLAS path: per head cblas_sgemm S =
@@ -150,7 +151,8 @@ void bench_gemm() {
                   g.K, 1.f, a.data(), lda, b.data(), ldb, 0.f, cb.data(), g.N);
     });
     r.err = rel_err(c, cb);
-    r.note = std::string("cblas_sgemm; ours: ") + kern::cpu::cpu_isa_name(kern::cpu::cpu_isa());
+    r.note = std::string("cblas_sgemm; ours: ") + kern::cpu::cpu_isa_name(kern::cpu::cpu_isa()) + " " +
+             kern::cpu::matmul_precision_name(kern::cpu::matmul_precision_active());
     print_row(r);
   }
 }

@@ -3,7 +3,10 @@
 
 #include <omp.h>
 
+#include <cstdio>
+
 #include "apps/common/cli_checks.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "runtime/cuda_device.h"
 #include "runtime/error.h"
 
@@ -24,6 +27,36 @@ void add_compute_flags(CLI::App& app, ComputeFlags& f) {
   app.add_option("--threads", f.threads, "OpenMP threads for CPU compute (0 = all cores)")
       ->check(int_in(0, 4096))
       ->capture_default_str();
+  add_precision_flag(app, f.precision);
+}
+
+void add_precision_flag(CLI::App& app, std::string& precision) {
+  app.add_option("--precision", precision,
+                 "fp32, or bf16: float32 GEMM/conv inputs rounded to bf16 with float32 accumulation and "
+                 "float32 weights (CPUs with AVX512_BF16; elsewhere fp32 with a notice)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
+}
+
+std::string apply_precision_flag(const std::string& precision, Device device) {
+  namespace kc = kern::cpu;
+  if (precision != "fp32" && precision != "bf16")
+    throw UsageError("--precision '" + precision + "': expected fp32 or bf16");
+  if (precision == "fp32") {
+    kc::set_matmul_precision(kc::MatmulPrecision::Fp32);
+    return "fp32";
+  }
+  if (device.is_cuda()) throw UsageError("--precision bf16 is not implemented for CUDA yet (issue 9)");
+  kc::set_matmul_precision(kc::MatmulPrecision::Bf16);
+  if (kc::matmul_precision_active() == kc::MatmulPrecision::Bf16) return "bf16";
+  if (!kc::cpu_has_bf16())
+    std::fprintf(stderr, "note: --precision bf16 needs AVX512_BF16; this CPU lacks it, running fp32\n");
+  else
+    std::fprintf(stderr,
+                 "note: --precision bf16 needs the avx512 GEMM path (ENGINE_CPU_ISA=%s), running fp32\n",
+                 kc::cpu_isa_name(kc::cpu_isa()));
+  kc::set_matmul_precision(kc::MatmulPrecision::Fp32);
+  return "fp32";
 }
 
 Device apply_compute_flags(const ComputeFlags& f) {
@@ -34,10 +67,20 @@ Device apply_compute_flags(const ComputeFlags& f) {
   } catch (const Error& e) {
     throw UsageError(e.what());
   }
+  apply_precision_flag(f.precision, device);  // first: bf16 on CUDA is its own error
   if (device.is_cuda() && device.index >= cuda::device_count())
     throw UsageError("--device " + f.device + ": no such CUDA device" +
                      (cuda::built_with_cuda() ? "" : " (built without CUDA)"));
   return device;
+}
+
+std::string running_precision(Device device) {
+  namespace kc = kern::cpu;
+  return device.is_cuda() ? "fp32" : kc::matmul_precision_name(kc::matmul_precision_active());
+}
+
+std::string device_description(Device device) {
+  return device.str() + (running_precision(device) == "bf16" ? " (bf16)" : "");
 }
 
 void add_sampling_flags(CLI::App& app, SamplingFlags& f, const std::string& seed_help) {

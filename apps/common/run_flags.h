@@ -16,14 +16,28 @@ namespace engine::app {
 int parse_command_line(CLI::App& app, int argc, char** argv);
 
 struct ComputeFlags {
-  std::string device = "auto";  // cpu, cuda, cuda:N or auto
-  int threads = 0;              // OpenMP threads for CPU compute; 0 = all cores
+  std::string device = "auto";     // cpu, cuda, cuda:N or auto
+  int threads = 0;                 // OpenMP threads for CPU compute; 0 = all cores
+  std::string precision = "fp32";  // float32 GEMM/conv precision: fp32 or bf16
 };
-// Adds --device (help "cpu, cuda, cuda:N or auto ...") and --threads (0..4096).
+// Adds --device (help "cpu, cuda, cuda:N or auto ..."), --threads (0..4096) and --precision.
 void add_compute_flags(CLI::App& app, ComputeFlags& f);
-// Applies --threads and parses --device. Throws UsageError for an unknown device or a CUDA device this
-// machine (or build) does not have.
+// Applies --threads, parses --device and applies --precision (apply_precision_flag). Throws UsageError
+// for an unknown device, a CUDA device this machine (or build) does not have, or bf16 on CUDA.
 Device apply_compute_flags(const ComputeFlags& f);
+
+// Adds --precision fp32|bf16 (default fp32; CLI11 rejects other values with exit 2).
+void add_precision_flag(CLI::App& app, std::string& precision);
+// Applies --precision for `device` and returns the precision that will run ("fp32" or "bf16"). bf16 on
+// the CPU sets kern::cpu::set_matmul_precision(Bf16): float32 GEMM and conv inputs rounded to bf16,
+// float32 accumulation, float32 weights (docs/apps.md "Precision"). Where the CPU path cannot run it
+// (no AVX512_BF16, or ENGINE_CPU_ISA below avx512) it prints one "note: ..." line to stderr and runs fp32.
+// Throws UsageError for bf16 on CUDA ("not implemented for CUDA yet (issue 9)") or an unknown value.
+std::string apply_precision_flag(const std::string& precision, Device device);
+// "fp32" or "bf16": the precision float32 matmuls run at on `device` now (CUDA: always fp32).
+std::string running_precision(Device device);
+// device.str(), with " (bf16)" appended when running_precision(device) is bf16: for run headers.
+std::string device_description(Device device);
 
 struct SamplingFlags {
   int64_t steps = 15;

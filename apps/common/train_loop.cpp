@@ -19,6 +19,7 @@
 #include "apps/common/mnist.h"
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
+#include "apps/common/run_flags.h"
 #include "apps/common/tfevents.h"
 #include "core/autograd.h"
 #include "nn/adamw.h"
@@ -292,7 +293,7 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
   if (say) {
     std::printf(
         "fm_train: %lld parameters, device %s, %lld training images (%lld batches of %lld per epoch)\n",
-        static_cast<long long>(model.num_parameters()), cfg.device.str().c_str(),
+        static_cast<long long>(model.num_parameters()), device_description(cfg.device).c_str(),
         static_cast<long long>(loader.num_images()), static_cast<long long>(bpe),
         static_cast<long long>(cfg.batch_size));
     std::printf("fm_train: steps %lld -> %lld (the run ends at %s), output in %s\n",

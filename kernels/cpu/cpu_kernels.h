@@ -34,6 +34,30 @@ CpuIsa cpu_isa_supported();
 // Not thread-safe: call it outside parallel work.
 void set_cpu_isa(CpuIsa isa);
 
+// ---- float32 matmul precision (the analogue of torch.set_float32_matmul_precision).
+// Fp32: gemm<float> is the FMA-chain definition above (gemm_reference), bitwise on every ISA.
+// Bf16: gemm<float> rounds alpha * op(A) and op(B) to bf16 (8-bit significand, round to nearest even, NaN
+//   stays NaN, denormals flush to zero) and accumulates their exact products in float32 with vdpbf16ps
+//   (kernels/cpu/gemm_bf16_avx512.cpp): |C - C_exact(rounded inputs)| <= ~K * 2^-24 * sum|a'||b'|, and the
+//   input rounding adds up to 2^-8 relative per factor vs the float32 definition. Bitwise independent of
+//   the thread count, M, N and the batch size on a given machine, but NOT equal to the Fp32 result.
+//   Every float32 GEMM caller (conv2d im2col / Winograd, linear, attention) inherits it; float64 never.
+// It runs only where cpu_has_bf16() and cpu_isa() is Avx512 (ENGINE_CPU_ISA=avx2 or scalar turn it
+// off); elsewhere gemm<float> silently runs Fp32 (apps print a notice: see matmul_precision_active()).
+enum class MatmulPrecision : int { Fp32 = 0, Bf16 = 1 };
+// "fp32" or "bf16".
+const char* matmul_precision_name(MatmulPrecision p);
+// The requested precision: the last set_matmul_precision, else ENGINE_CPU_PRECISION=fp32|bf16 (read once;
+// another value throws engine::Error), else Fp32.
+MatmulPrecision matmul_precision();
+// Requests a precision process-wide. Not thread-safe: call it outside parallel work.
+void set_matmul_precision(MatmulPrecision p);
+// Whether this CPU (and OS) supports AVX512F/BW/VL and AVX512_BF16 (cpuid).
+bool cpu_has_bf16();
+// The precision gemm<float> actually runs at now: Bf16 only when requested, cpu_has_bf16() and
+// cpu_isa() == Avx512; otherwise Fp32.
+MatmulPrecision matmul_precision_active();
+
 // General strided copy: dst[i] = src[i] for every index i of shape (src.shape == dst.shape).
 // T = float, double, int64_t or uint8_t (fill is instantiated for the same four).
 template <typename T>

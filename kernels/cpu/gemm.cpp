@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -67,6 +68,28 @@ CpuIsa select_isa() {
 
 CpuIsa g_isa_override = CpuIsa::Auto;
 
+bool detect_bf16() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+MatmulPrecision read_precision_env() {
+  const char* env = std::getenv("ENGINE_CPU_PRECISION");
+  if (!env || !*env) return MatmulPrecision::Fp32;
+  const std::string s(env);
+  if (s == "fp32") return MatmulPrecision::Fp32;
+  if (s == "bf16") return MatmulPrecision::Bf16;
+  throw engine::Error("ENGINE_CPU_PRECISION='" + s + "': expected fp32 or bf16");
+}
+
+bool g_precision_set = false;
+MatmulPrecision g_precision = MatmulPrecision::Fp32;
+
 CpuIsa active_isa() {
   if (g_isa_override != CpuIsa::Auto) return g_isa_override;
   static const CpuIsa isa = select_isa();
@@ -76,6 +99,7 @@ CpuIsa active_isa() {
 template <typename T>
 Microkernel<T> microkernel_for(CpuIsa isa);
 #if !defined(__x86_64__)  // the AVX files are not built: detect_isa() never selects them
+bool gemm_f32_bf16_avx512(const Bf16GemmArgs&) { return false; }
 Microkernel<float> microkernel_f32_avx512() { return microkernel_f32_scalar(); }
 Microkernel<double> microkernel_f64_avx512() { return microkernel_f64_scalar(); }
 Microkernel<float> microkernel_f32_avx2() { return microkernel_f32_scalar(); }
@@ -292,6 +316,30 @@ void set_cpu_isa(CpuIsa isa) {
   g_isa_override = isa;
 }
 
+MatmulPrecision matmul_precision() {
+  if (g_precision_set) return g_precision;
+  static const MatmulPrecision env = read_precision_env();
+  return env;
+}
+
+void set_matmul_precision(MatmulPrecision p) {
+  g_precision = p;
+  g_precision_set = true;
+}
+
+const char* matmul_precision_name(MatmulPrecision p) { return p == MatmulPrecision::Bf16 ? "bf16" : "fp32"; }
+
+bool cpu_has_bf16() {
+  static const bool has = detect_bf16();
+  return has;
+}
+
+MatmulPrecision matmul_precision_active() {
+  return matmul_precision() == MatmulPrecision::Bf16 && cpu_has_bf16() && active_isa() == CpuIsa::Avx512
+             ? MatmulPrecision::Bf16
+             : MatmulPrecision::Fp32;
+}
+
 template <typename T>
 void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
@@ -305,6 +353,14 @@ void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, co
   }
   const int nthreads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const bool parallel = nthreads > 1 && static_cast<double>(M) * N * K >= double(1 << 18);
+  if constexpr (std::is_same_v<T, float>) {
+    if (matmul_precision_active() == MatmulPrecision::Bf16) {
+      if (!gemm_f32_bf16_avx512(
+              Bf16GemmArgs{transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, parallel, nthreads}))
+        throw std::bad_alloc();
+      return;
+    }
+  }
   if (uk.narrow && N <= kNarrowN) {
     narrow_gemm(uk.narrow, a, b, M, N, K, alpha, beta, C, ldc, parallel);
     return;

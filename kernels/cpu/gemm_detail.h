@@ -76,4 +76,24 @@ Microkernel<float> microkernel_f32_scalar();
 Microkernel<double> microkernel_f64_scalar();
 NarrowFn<float> narrow_f32_avx2();  // AVX2 + FMA (also used on AVX-512 CPUs)
 
+// The bf16 path of gemm<float> (gemm_bf16_avx512.cpp; only on CPUs with AVX512_BF16): the same problem
+// as gemm (M, N, K > 0), with the caller's threading decision (parallel over macro tiles when `parallel`,
+// else serial; nthreads = the team size it plans for). Returns false if a packing buffer could not be
+// allocated (C is then incomplete).
+struct Bf16GemmArgs {
+  bool transA, transB;
+  int64_t M, N, K;
+  float alpha;
+  const float* A;
+  int64_t lda;
+  const float* B;
+  int64_t ldb;
+  float beta;
+  float* C;
+  int64_t ldc;
+  bool parallel;
+  int nthreads;
+};
+bool gemm_f32_bf16_avx512(const Bf16GemmArgs& g);
+
 }  // namespace kern::cpu::gemm_detail
