@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu/conv2d_winograd_simd.h"
 #include "kernels/cpu/cpu_kernels.h"
 
 namespace kern::cpu {
@@ -225,6 +226,26 @@ float* scratch(int slot, int64_t n) {
   return buf[slot].data();
 }
 
+// The SIMD transforms of one chunk (tiles t0 .. t0 + nt - 1) for the ISA path; false where there is none
+// (the scalar path, or a build without the AVX files). V and M need ld >= nt + 15 (the vectors' tails).
+bool transform_input_simd(CpuIsa isa, int m, const Conv2dShape& s, const float* x, int64_t t0, int64_t nt,
+                          float* V, int64_t ld) {
+#if defined(__x86_64__)
+  if (isa == CpuIsa::Avx512) return detail::winograd_input_avx512(m, s, x, t0, nt, V, ld), true;
+  if (isa == CpuIsa::Avx2) return detail::winograd_input_avx2(m, s, x, t0, nt, V, ld), true;
+#endif
+  return false;
+}
+
+bool transform_output_simd(CpuIsa isa, int m, const Conv2dShape& s, const float* M, int64_t ld, int64_t t0,
+                           int64_t nt, const float* b, float* y) {
+#if defined(__x86_64__)
+  if (isa == CpuIsa::Avx512) return detail::winograd_output_avx512(m, s, M, ld, t0, nt, b, y), true;
+  if (isa == CpuIsa::Avx2) return detail::winograd_output_avx2(m, s, M, ld, t0, nt, b, y), true;
+#endif
+  return false;
+}
+
 template <class F>
 void winograd(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y) {
   constexpr int a = F::a, m = F::m, A2 = a * a;
@@ -243,6 +264,9 @@ void winograd(const Conv2dShape& s, const float* x, const float* w, const float*
   // same cache sets (a power-of-two stride made TB = 512 2.5x slower).
   const int64_t ld = TB + 16;
   const bool par = nth > 1 && chunks > 1;
+  // The input / output transforms: the AVX-512 or AVX2 version (conv2d_winograd_simd.h: the same bits, on
+  // 8 or 16 tiles of a tile row at once) where the ISA path allows, else the portable blocks below.
+  const CpuIsa isa = cpu_isa();
 #pragma omp parallel if (par)
   {
     float* V = scratch(1, A2 * s.C * ld);
@@ -250,13 +274,15 @@ void winograd(const Conv2dShape& s, const float* x, const float* w, const float*
 #pragma omp for schedule(static)
     for (int64_t ch = 0; ch < chunks; ++ch) {
       const int64_t t_begin = ch * TB, nt = std::min(TB, T - t_begin);
-      for (int64_t col = 0; col < nt; col += kL)
-        transform_input_block<F>(s, x, locate(t_begin + col, T, TY, TX, m), V, ld, col);
+      if (!transform_input_simd(isa, m, s, x, t_begin, nt, V, ld))
+        for (int64_t col = 0; col < nt; col += kL)
+          transform_input_block<F>(s, x, locate(t_begin + col, T, TY, TX, m), V, ld, col);
       for (int xi = 0; xi < A2; ++xi)
         gemm<float>(true, false, s.K, nt, s.C, 1.0f, U + xi * s.K * s.C, s.K, V + xi * s.C * ld, ld, 0.0f,
                     M + xi * s.K * ld, ld);
-      for (int64_t col = 0; col < nt; col += kL)
-        transform_output_block<F>(s, M, ld, col, locate(t_begin + col, T, TY, TX, m), b, y);
+      if (!transform_output_simd(isa, m, s, M, ld, t_begin, nt, b, y))
+        for (int64_t col = 0; col < nt; col += kL)
+          transform_output_block<F>(s, M, ld, col, locate(t_begin + col, T, TY, TX, m), b, y);
     }
   }
 }
