@@ -221,7 +221,7 @@ int64_t chunk_tiles(int a, int64_t C, int64_t K) {
 // hot path. Stale contents are never read into results (M columns past a chunk's tiles feed only the
 // discarded lanes of the output transform).
 float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> buf[3];
+  thread_local std::vector<float> buf[4];  // U, V, M, the backward-data weights
   if (static_cast<int64_t>(buf[slot].size()) < n) buf[slot].resize(static_cast<size_t>(n));
   return buf[slot].data();
 }
@@ -354,11 +354,12 @@ void conv2d_backward_input_winograd(const Conv2dShape& s, const float* dy, const
   // channels.
   Conv2dShape t = s;
   t.C = s.K, t.K = s.C;
-  std::vector<float> wt(static_cast<size_t>(s.K * s.C * 9));
+  // (A per-thread buffer, every element written: no allocation or zeroing per call.)
+  float* wt = scratch(3, s.K * s.C * 9);
   for (int64_t k = 0; k < s.K; ++k)
     for (int64_t c = 0; c < s.C; ++c)
       for (int r = 0; r < 9; ++r) wt[(c * s.K + k) * 9 + (8 - r)] = w[(k * s.C + c) * 9 + r];
-  conv2d_forward_winograd(t, dy, wt.data(), nullptr, dx, tile);
+  conv2d_forward_winograd(t, dy, wt, nullptr, dx, tile);
 }
 
 }  // namespace kern::cpu

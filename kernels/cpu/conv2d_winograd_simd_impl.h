@@ -4,11 +4,17 @@
 //
 // Layout: the lanes of a vector are L consecutive tiles of one tile row of one image (tx0 .. tx0 + L - 1),
 // i.e. consecutive V / M columns. Along a row, tile tx reads image columns m tx - 1 .. m tx + a - 2, so
-// element j of the L tiles is the stride-m sequence pr[m l + j] of the zero-padded row pr: for m = 2 two
-// contiguous loads and one even/odd shuffle, never a gather. The output tiles are interleaved back the
-// same way. The arithmetic is the scalar file's, operation for operation, on GCC vector types
+// element j of the L tiles is the stride-m sequence row[w0 + m l + j]: for m = 2 two contiguous masked
+// loads (the zero padding and the row's end are masked-off lanes) and one even/odd shuffle, never a
+// gather or a staging copy. The output tiles are interleaved back the same way (masked stores at the
+// row's end). The arithmetic is the scalar file's, operation for operation, on GCC vector types
 // (-ffp-contract=off: no FMA), so the bits are those of the portable path.
 #pragma once
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused merge source, which
+// -Wmaybe-uninitialized reports at every inlined call: a known false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -18,7 +24,10 @@
 namespace kern::cpu::detail {
 namespace {
 
-constexpr int64_t kSeg = 64;  // tiles of one row processed per piece (bounds the row buffers)
+constexpr int64_t kSeg = 64;  // tiles of one row processed per piece
+
+// Lanes [lo, hi) of an L-lane vector (both clamped to [0, L]).
+inline int64_t clampL(int64_t v, int L) { return std::clamp<int64_t>(v, 0, L); }
 
 template <int L>
 struct Vec;
@@ -30,6 +39,17 @@ struct Vec<8> {
   static F odd(F a, F b) { return __builtin_shuffle(a, b, I{1, 3, 5, 7, 9, 11, 13, 15}); }
   static F zip_lo(F a, F b) { return __builtin_shuffle(a, b, I{0, 8, 1, 9, 2, 10, 3, 11}); }
   static F zip_hi(F a, F b) { return __builtin_shuffle(a, b, I{4, 12, 5, 13, 6, 14, 7, 15}); }
+  static __m256i mask(int64_t lo, int64_t hi) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(hi)), idx),
+                            _mm256_cmpgt_epi32(idx, _mm256_set1_epi32(static_cast<int>(lo) - 1)));
+  }
+  // Lane l = p[l] for lo <= l < hi, else 0 (the other lanes' addresses are never read).
+  static F load_range(const float* p, int64_t lo, int64_t hi) {
+    return (F)_mm256_maskload_ps(p, mask(clampL(lo, 8), clampL(hi, 8)));
+  }
+  // p[l] = lane l for l < n.
+  static void store_n(float* p, F v, int64_t n) { _mm256_maskstore_ps(p, mask(0, clampL(n, 8)), (__m256)v); }
 };
 #if defined(__AVX512F__)  // 64-byte vectors only where they are registers
 template <>
@@ -48,6 +68,13 @@ struct Vec<16> {
   static F zip_hi(F a, F b) {
     return __builtin_shuffle(a, b, I{8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31});
   }
+  static __mmask16 mask(int64_t lo, int64_t hi) {
+    return static_cast<__mmask16>(((1u << clampL(hi, 16)) - 1) & ~((1u << clampL(lo, 16)) - 1));
+  }
+  static F load_range(const float* p, int64_t lo, int64_t hi) {
+    return (F)_mm512_maskz_loadu_ps(mask(lo, hi), p);
+  }
+  static void store_n(float* p, F v, int64_t n) { _mm512_mask_storeu_ps(p, mask(0, n), (__m512)v); }
 };
 #endif
 
@@ -101,20 +128,30 @@ struct F43v {
   }
 };
 
-// d[j] (lane l) = p[m l + j], j < a.
+// d[j] (lane l) = row[w0 + m l + j] for j < a, 0 where that column is outside [0, W) or row is nullptr
+// (the zero padding).
 template <class F, int L>
-void gather_row(const float* p, typename Vec<L>::F* d) {
+void gather_row(const float* row, int64_t w0, int64_t W, typename Vec<L>::F* d) {
   using VT = typename Vec<L>::F;
+  if (!row) {
+    for (int j = 0; j < F::a; ++j) d[j] = VT{};
+    return;
+  }
   if constexpr (F::m == 2) {
     for (int j = 0; j < F::a; j += 2) {
-      const VT lo = load<VT>(p + j), hi = load<VT>(p + j + L);
+      const int64_t w = w0 + j;  // lanes of lo: columns w .. w + L - 1; of hi: w + L .. w + 2 L - 1
+      const VT lo = Vec<L>::load_range(row + w, -w, W - w);
+      const VT hi = Vec<L>::load_range(row + w + L, -(w + L), W - (w + L));
       d[j] = Vec<L>::even(lo, hi);
       d[j + 1] = Vec<L>::odd(lo, hi);
     }
   } else {
     alignas(64) float t[F::a][L];
     for (int j = 0; j < F::a; ++j)
-      for (int l = 0; l < L; ++l) t[j][l] = p[F::m * l + j];
+      for (int l = 0; l < L; ++l) {
+        const int64_t w = w0 + F::m * l + j;
+        t[j][l] = w >= 0 && w < W ? row[w] : 0.0f;
+      }
     for (int j = 0; j < F::a; ++j) d[j] = load<VT>(t[j]);
   }
 }
@@ -133,36 +170,26 @@ void for_row_pieces(const Conv2dShape& s, int m, int64_t t0, int64_t nt, Fn fn) 
 }
 
 // The input transform of tiles tx0 .. tx0 + cnt - 1 of tile row ty of image n into V columns col ..
-// (full vectors: up to L - 1 columns past the piece are written too, and overwritten by the next piece).
+// (full vectors: up to L - 1 columns past the piece are written too, and overwritten by the next piece;
+// their lanes read only columns inside the image row, the rest is masked).
 template <class F, int L>
 void input_piece(const Conv2dShape& s, const float* x, int64_t n, int64_t ty, int64_t tx0, int64_t cnt,
                  float* V, int64_t ld, int64_t col) {
   using VT = typename Vec<L>::F;
   constexpr int a = F::a, m = F::m;
-  constexpr int64_t kRow = m * (kSeg + L) + 2 * L;
   const int64_t H = s.H, W = s.W, C = s.C, nv = (cnt + L - 1) / L;
-  const int64_t len = m * nv * L + L + a;  // the floats of a row buffer the vectors read
-  const int64_t w_first = m * tx0 - 1;     // the image column of pr[.][0] (pad 1)
-  const int64_t q_lo = std::max<int64_t>(0, -w_first), q_hi = std::clamp<int64_t>(W - w_first, q_lo, len);
-  alignas(64) float pr[a][kRow];
   for (int64_t c = 0; c < C; ++c) {
     const float* plane = x + (n * C + c) * H * W;
+    const float* rows[a];  // nullptr: a padding row
     for (int r = 0; r < a; ++r) {
       const int64_t h = ty * m - 1 + r;
-      float* p = pr[r];
-      if (h < 0 || h >= H) {
-        std::fill(p, p + len, 0.0f);
-        continue;
-      }
-      std::fill(p, p + q_lo, 0.0f);
-      std::memcpy(p + q_lo, plane + h * W + w_first + q_lo, sizeof(float) * (q_hi - q_lo));
-      std::fill(p + q_hi, p + len, 0.0f);
+      rows[r] = h >= 0 && h < H ? plane + h * W : nullptr;
     }
     for (int64_t v = 0; v < nv; ++v) {
       VT T1[a][a];
       for (int r = 0; r < a; ++r) {
         VT d[a];
-        gather_row<F, L>(pr[r] + m * v * L, d);
+        gather_row<F, L>(rows[r], m * (tx0 + v * L) - 1, W, d);
         F::input(d, T1[r]);  // along the row: d B
       }
       for (int j = 0; j < a; ++j) {
@@ -204,21 +231,20 @@ void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col,
       const int64_t ncols = std::min<int64_t>(m * lanes, W - q0);
       for (int i = 0; i < mi; ++i) {
         float* row = plane + (ty * m + i) * W + q0;
-        alignas(64) float t[m * L];
         if constexpr (m == 2) {
           const VT lo = Vec<L>::zip_lo(Y[i][0], Y[i][1]), hi = Vec<L>::zip_hi(Y[i][0], Y[i][1]);
-          if (ncols == 2 * L) {
+          if (ncols >= L) {
             store(row, lo);
-            store(row + L, hi);
-            continue;
+            Vec<L>::store_n(row + L, hi, ncols - L);
+          } else {
+            Vec<L>::store_n(row, lo, ncols);
           }
-          store(t, lo);
-          store(t + L, hi);
         } else {
+          alignas(64) float t[m * L];
           for (int j = 0; j < m; ++j)
             for (int l = 0; l < L; ++l) t[l * m + j] = Y[i][j][l];
+          std::memcpy(row, t, sizeof(float) * ncols);
         }
-        std::memcpy(row, t, sizeof(float) * ncols);
       }
     }
   }
