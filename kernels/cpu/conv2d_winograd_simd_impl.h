@@ -44,10 +44,11 @@ struct Vec<8> {
     return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(hi)), idx),
                             _mm256_cmpgt_epi32(idx, _mm256_set1_epi32(static_cast<int>(lo) - 1)));
   }
-  // Lane l = p[l] for lo <= l < hi, else 0 (the other lanes' addresses are never read).
-  static F load_range(const float* p, int64_t lo, int64_t hi) {
-    return (F)_mm256_maskload_ps(p, mask(clampL(lo, 8), clampL(hi, 8)));
-  }
+  typedef __m256i Mask;
+  // The lanes l with lo <= l < hi.
+  static Mask range(int64_t lo, int64_t hi) { return mask(clampL(lo, 8), clampL(hi, 8)); }
+  // Lane l = p[l] in the lanes of k, else 0 (the other lanes' addresses are never read).
+  static F load_masked(const float* p, Mask k) { return (F)_mm256_maskload_ps(p, k); }
   // p[l] = lane l for l < n.
   static void store_n(float* p, F v, int64_t n) { _mm256_maskstore_ps(p, mask(0, clampL(n, 8)), (__m256)v); }
 };
@@ -71,9 +72,9 @@ struct Vec<16> {
   static __mmask16 mask(int64_t lo, int64_t hi) {
     return static_cast<__mmask16>(((1u << clampL(hi, 16)) - 1) & ~((1u << clampL(lo, 16)) - 1));
   }
-  static F load_range(const float* p, int64_t lo, int64_t hi) {
-    return (F)_mm512_maskz_loadu_ps(mask(lo, hi), p);
-  }
+  typedef __mmask16 Mask;
+  static Mask range(int64_t lo, int64_t hi) { return mask(lo, hi); }
+  static F load_masked(const float* p, Mask k) { return (F)_mm512_maskz_loadu_ps(k, p); }
   static void store_n(float* p, F v, int64_t n) { _mm512_mask_storeu_ps(p, mask(0, n), (__m512)v); }
 };
 #endif
@@ -128,10 +129,24 @@ struct F43v {
   }
 };
 
+// The load masks of gather_row for the vector whose element j = 0 is at image column w0 (m = 2): for
+// j = 0 and 2, the lanes of columns w0 + j .. w0 + j + L - 1 (lo) and the next L (hi) inside [0, W).
+template <int L>
+struct RowMasks {
+  typename Vec<L>::Mask lo[2], hi[2];
+  RowMasks(int64_t w0, int64_t W) {
+    for (int h = 0; h < 2; ++h) {
+      const int64_t w = w0 + 2 * h;
+      lo[h] = Vec<L>::range(-w, W - w);
+      hi[h] = Vec<L>::range(-(w + L), W - (w + L));
+    }
+  }
+};
+
 // d[j] (lane l) = row[w0 + m l + j] for j < a, 0 where that column is outside [0, W) or row is nullptr
 // (the zero padding).
 template <class F, int L>
-void gather_row(const float* row, int64_t w0, int64_t W, typename Vec<L>::F* d) {
+void gather_row(const float* row, int64_t w0, int64_t W, const RowMasks<L>& k, typename Vec<L>::F* d) {
   using VT = typename Vec<L>::F;
   if (!row) {
     for (int j = 0; j < F::a; ++j) d[j] = VT{};
@@ -139,9 +154,8 @@ void gather_row(const float* row, int64_t w0, int64_t W, typename Vec<L>::F* d) 
   }
   if constexpr (F::m == 2) {
     for (int j = 0; j < F::a; j += 2) {
-      const int64_t w = w0 + j;  // lanes of lo: columns w .. w + L - 1; of hi: w + L .. w + 2 L - 1
-      const VT lo = Vec<L>::load_range(row + w, -w, W - w);
-      const VT hi = Vec<L>::load_range(row + w + L, -(w + L), W - (w + L));
+      const VT lo = Vec<L>::load_masked(row + w0 + j, k.lo[j / 2]);
+      const VT hi = Vec<L>::load_masked(row + w0 + j + L, k.hi[j / 2]);
       d[j] = Vec<L>::even(lo, hi);
       d[j + 1] = Vec<L>::odd(lo, hi);
     }
@@ -178,19 +192,17 @@ void input_piece(const Conv2dShape& s, const float* x, int64_t n, int64_t ty, in
   using VT = typename Vec<L>::F;
   constexpr int a = F::a, m = F::m;
   const int64_t H = s.H, W = s.W, C = s.C, nv = (cnt + L - 1) / L;
-  for (int64_t c = 0; c < C; ++c) {
-    const float* plane = x + (n * C + c) * H * W;
-    const float* rows[a];  // nullptr: a padding row
-    for (int r = 0; r < a; ++r) {
-      const int64_t h = ty * m - 1 + r;
-      rows[r] = h >= 0 && h < H ? plane + h * W : nullptr;
-    }
-    for (int64_t v = 0; v < nv; ++v) {
+  for (int64_t v = 0; v < nv; ++v) {
+    const int64_t w0 = m * (tx0 + v * L) - 1;  // the image column of lane 0's element 0 (pad 1)
+    const RowMasks<L> masks(w0, W);            // the same for every row and channel
+    for (int64_t c = 0; c < C; ++c) {
+      const float* plane = x + (n * C + c) * H * W;
       VT T1[a][a];
       for (int r = 0; r < a; ++r) {
+        const int64_t h = ty * m - 1 + r;
         VT d[a];
-        gather_row<F, L>(rows[r], m * (tx0 + v * L) - 1, W, d);
-        F::input(d, T1[r]);  // along the row: d B
+        gather_row<F, L>(h >= 0 && h < H ? plane + h * W : nullptr, w0, W, masks, d);  // nullptr: padding
+        F::input(d, T1[r]);                                                            // along the row: d B
       }
       for (int j = 0; j < a; ++j) {
         VT cj[a], o[a];
