@@ -15,7 +15,6 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -26,8 +25,11 @@ namespace {
 
 constexpr int64_t kSeg = 64;  // tiles of one row processed per piece
 
-// Lanes [lo, hi) of an L-lane vector (both clamped to [0, L]).
-inline int64_t clampL(int64_t v, int L) { return std::clamp<int64_t>(v, 0, L); }
+// Local min / clamp instead of std::min / std::clamp: a std:: template instantiated here would be a weak
+// symbol compiled for this file's ISA that the linker may pick for every other caller (at -O0).
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+// v clamped to the lanes [0, L].
+inline int64_t clampL(int64_t v, int L) { return v < 0 ? 0 : v > L ? L : v; }
 
 template <int L>
 struct Vec;
@@ -177,7 +179,7 @@ void for_row_pieces(const Conv2dShape& s, int m, int64_t t0, int64_t nt, Fn fn) 
   const int64_t TY = (s.H + m - 1) / m, TX = (s.W + m - 1) / m;
   for (int64_t t = t0, end = t0 + nt; t < end;) {
     const int64_t n = t / (TY * TX), r = t % (TY * TX), ty = r / TX, tx = r % TX;
-    const int64_t cnt = std::min({TX - tx, end - t, kSeg});
+    const int64_t cnt = imin(imin(TX - tx, end - t), kSeg);
     fn(n, ty, tx, cnt, t - t0);
     t += cnt;
   }
@@ -221,7 +223,7 @@ void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col,
   using VT = typename Vec<L>::F;
   constexpr int a = F::a, m = F::m;
   const int64_t H = s.H, W = s.W, K = s.K, nv = (cnt + L - 1) / L;
-  const int mi = static_cast<int>(std::min<int64_t>(m, H - ty * m));
+  const int mi = static_cast<int>(imin(m, H - ty * m));
   for (int64_t k = 0; k < K; ++k) {
     float* plane = y + (n * K + k) * H * W;
     const float bias = b ? b[k] : 0.0f;
@@ -239,8 +241,8 @@ void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col,
         for (int i = 0; i < m; ++i)
           for (int j = 0; j < m; ++j) Y[i][j] = Y[i][j] + bias;
       // This vector's tiles: tx0 + v L + l, l < lanes; their columns q0 .. q0 + ncols - 1.
-      const int64_t lanes = std::min<int64_t>(L, cnt - v * L), q0 = m * (tx0 + v * L);
-      const int64_t ncols = std::min<int64_t>(m * lanes, W - q0);
+      const int64_t lanes = imin(L, cnt - v * L), q0 = m * (tx0 + v * L);
+      const int64_t ncols = imin(m * lanes, W - q0);
       for (int i = 0; i < mi; ++i) {
         float* row = plane + (ty * m + i) * W + q0;
         if constexpr (m == 2) {
