@@ -12,7 +12,9 @@
 #pragma once
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused merge source, which
 // -Wmaybe-uninitialized reports at every inlined call: a known false positive.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <cstdint>
@@ -36,11 +38,10 @@ struct Vec;
 template <>
 struct Vec<8> {
   typedef float F __attribute__((vector_size(32)));
-  typedef int I __attribute__((vector_size(32)));
-  static F even(F a, F b) { return __builtin_shuffle(a, b, I{0, 2, 4, 6, 8, 10, 12, 14}); }
-  static F odd(F a, F b) { return __builtin_shuffle(a, b, I{1, 3, 5, 7, 9, 11, 13, 15}); }
-  static F zip_lo(F a, F b) { return __builtin_shuffle(a, b, I{0, 8, 1, 9, 2, 10, 3, 11}); }
-  static F zip_hi(F a, F b) { return __builtin_shuffle(a, b, I{4, 12, 5, 13, 6, 14, 7, 15}); }
+  static F even(F a, F b) { return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14); }
+  static F odd(F a, F b) { return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15); }
+  static F zip_lo(F a, F b) { return __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11); }
+  static F zip_hi(F a, F b) { return __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15); }
   static __m256i mask(int64_t lo, int64_t hi) {
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(hi)), idx),
@@ -58,18 +59,17 @@ struct Vec<8> {
 template <>
 struct Vec<16> {
   typedef float F __attribute__((vector_size(64)));
-  typedef int I __attribute__((vector_size(64)));
   static F even(F a, F b) {
-    return __builtin_shuffle(a, b, I{0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30});
+    return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   }
   static F odd(F a, F b) {
-    return __builtin_shuffle(a, b, I{1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31});
+    return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   }
   static F zip_lo(F a, F b) {
-    return __builtin_shuffle(a, b, I{0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23});
+    return __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   }
   static F zip_hi(F a, F b) {
-    return __builtin_shuffle(a, b, I{8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31});
+    return __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   }
   static __mmask16 mask(int64_t lo, int64_t hi) {
     return static_cast<__mmask16>(((1u << clampL(hi, 16)) - 1) & ~((1u << clampL(lo, 16)) - 1));
