@@ -18,28 +18,23 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/test_util.h"
 
 namespace {
 
 using kern::Conv2dShape;
 namespace kc = kern::cpu;
+using engine::test::bitwise_equal;
+using engine::test::random_vector;
+using engine::test::supported_isas;
 using kc::CpuConvAlgo;
 using kc::CpuIsa;
 
 Conv2dShape shape3x3(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K) {
   return Conv2dShape{N, C, H, W, K, 3, 3, 1, 1, 1, 1, H, W};
-}
-
-std::vector<float> randv(size_t n, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<double> d(-1.0, 1.0);
-  std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(d(gen));
-  return v;
 }
 
 // The definition, in float64.
@@ -141,13 +136,6 @@ std::vector<double> winograd_abs(const Conv2dShape& s, const float* x, const flo
   return y;
 }
 
-std::vector<CpuIsa> supported_isas() {
-  std::vector<CpuIsa> v;
-  for (CpuIsa i : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
-    if (static_cast<int>(i) <= static_cast<int>(kc::cpu_isa_supported())) v.push_back(i);
-  return v;
-}
-
 // Restores the ISA, the conv setting and the thread count after each test.
 class WinogradConv : public ::testing::Test {
  protected:
@@ -166,7 +154,8 @@ struct Err {
 
 // Runs Winograd (tile m) on s and checks every output against the definition within gamma_n * Y_abs.
 Err check_against_definition(const Conv2dShape& s, int m, bool bias, unsigned seed) {
-  auto x = randv(s.N * s.C * s.H * s.W, seed), w = randv(s.K * s.C * 9, seed + 1), b = randv(s.K, seed + 2);
+  auto x = random_vector(s.N * s.C * s.H * s.W, seed), w = random_vector(s.K * s.C * 9, seed + 1),
+       b = random_vector(s.K, seed + 2);
   const float* bp = bias ? b.data() : nullptr;
   std::vector<float> y(s.N * s.K * s.H * s.W, 99.0f);
   kc::conv2d_forward_winograd(s, x.data(), w.data(), bp, y.data(), m);
@@ -199,7 +188,8 @@ TEST_F(WinogradConv, UNetShapesWithinTheRoundingBoundOfTheDefinition) {
   kc::set_cpu_conv_algo(CpuConvAlgo::Im2col);
   for (const auto& sh : shapes) {
     const auto s = shape3x3(2, sh[0], sh[2], sh[2], sh[1]);
-    auto x = randv(s.N * s.C * s.H * s.W, 7), w = randv(s.K * s.C * 9, 8), b = randv(s.K, 9);
+    auto x = random_vector(s.N * s.C * s.H * s.W, 7), w = random_vector(s.K * s.C * 9, 8),
+         b = random_vector(s.K, 9);
     std::vector<float> y(s.N * s.K * s.H * s.W);
     kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data());
     const auto ref = conv_f64(s, x.data(), w.data(), b.data());
@@ -242,7 +232,8 @@ TEST_F(WinogradConv, BitwiseInvariantToThreadsBatchAndIsa) {
   // 5 images of 28x28: several chunks, with chunk boundaries inside images.
   for (int m : {2, 4}) {
     const auto s = shape3x3(5, 32, 28, 28, 32);
-    auto x = randv(s.N * s.C * s.H * s.W, 31), w = randv(s.K * s.C * 9, 32), b = randv(s.K, 33);
+    auto x = random_vector(s.N * s.C * s.H * s.W, 31), w = random_vector(s.K * s.C * 9, 32),
+         b = random_vector(s.K, 33);
     const size_t img = s.K * s.H * s.W;
     kc::set_cpu_isa(CpuIsa::Scalar);
     omp_set_num_threads(1);
@@ -271,6 +262,59 @@ TEST_F(WinogradConv, BitwiseInvariantToThreadsBatchAndIsa) {
         EXPECT_EQ(0, std::memcmp(y3.data(), ref.data() + img, sizeof(float) * y3.size()));
       }
   }
+}
+
+// Forward (with and without bias) and backward-data Winograd with tile m on s, under every ISA path this
+// CPU has and 1..3 threads (so the chunks split tile rows in different places), each bitwise equal to the
+// portable per-tile transforms (the scalar path) on 1 thread: the AVX2 / AVX-512 transforms
+// (conv2d_winograd_simd.h) must be the same float operations.
+void expect_every_isa_bitwise_the_scalar_path(const Conv2dShape& s, int m, unsigned seed) {
+  SCOPED_TRACE(::testing::Message() << "tile " << m << " N" << s.N << " C" << s.C << " H" << s.H << " W"
+                                    << s.W << " K" << s.K);
+  const auto x = random_vector(s.N * s.C * s.H * s.W, seed), w = random_vector(s.K * s.C * 9, seed + 1),
+             b = random_vector(s.K, seed + 2), dy = random_vector(s.N * s.K * s.H * s.W, seed + 3);
+  struct Out {
+    std::vector<float> y, yb, dx;
+  };
+  auto run = [&] {
+    Out o{std::vector<float>(s.N * s.K * s.H * s.W, 99.0f), std::vector<float>(s.N * s.K * s.H * s.W, 99.0f),
+          std::vector<float>(s.N * s.C * s.H * s.W, 99.0f)};
+    kc::conv2d_forward_winograd(s, x.data(), w.data(), nullptr, o.y.data(), m);
+    kc::conv2d_forward_winograd(s, x.data(), w.data(), b.data(), o.yb.data(), m);
+    kc::conv2d_backward_input_winograd(s, dy.data(), w.data(), o.dx.data(), m);
+    return o;
+  };
+  kc::set_cpu_isa(CpuIsa::Scalar);
+  omp_set_num_threads(1);
+  const Out ref = run();
+  for (CpuIsa isa : supported_isas())
+    for (int threads : {1, 2, 3}) {
+      kc::set_cpu_isa(isa);
+      omp_set_num_threads(threads);
+      const Out o = run();
+      EXPECT_TRUE(bitwise_equal(o.y, ref.y)) << kc::cpu_isa_name(isa) << " threads " << threads << ": y";
+      EXPECT_TRUE(bitwise_equal(o.yb, ref.yb)) << kc::cpu_isa_name(isa) << " threads " << threads << ": y+b";
+      EXPECT_TRUE(bitwise_equal(o.dx, ref.dx)) << kc::cpu_isa_name(isa) << " threads " << threads << ": dx";
+    }
+}
+
+TEST_F(WinogradConv, SimdTransformsBitwiseTheScalarPathOnUNetShapes) {
+  const int64_t shapes[][3] = {{32, 32, 28}, {64, 32, 28}, {96, 32, 28}, {64, 64, 28}, {128, 64, 14},
+                               {96, 64, 14}, {64, 64, 14}, {32, 64, 14}, {128, 64, 7}, {64, 64, 7}};
+  for (int m : {2, 4})
+    for (const auto& sh : shapes)
+      expect_every_isa_bitwise_the_scalar_path(shape3x3(2, sh[0], sh[2], sh[2], sh[1]), m, 61);
+}
+
+TEST_F(WinogradConv, SimdTransformsBitwiseTheScalarPathOnOddShapes) {
+  // {N, C, H, W, K}: 1x1 and 1-row images, C = 1, 3, 33, widths giving 1..75 tiles per row (not multiples
+  // of 8 or 16; 75 > the 64-tile row pieces), batch 1..3.
+  const int64_t shapes[][5] = {{1, 1, 1, 1, 1},  {2, 3, 1, 1, 5},   {3, 33, 5, 17, 9}, {1, 3, 3, 33, 4},
+                               {2, 1, 7, 31, 3}, {3, 33, 2, 3, 33}, {1, 5, 4, 150, 2}, {2, 4, 9, 35, 6},
+                               {1, 2, 6, 9, 1},  {3, 3, 1, 16, 7},  {2, 33, 15, 15, 3}};
+  for (int m : {2, 4})
+    for (const auto& sh : shapes)
+      expect_every_isa_bitwise_the_scalar_path(shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]), m, 71);
 }
 
 // dx[n,c,h,w] = sum_{k,r,q} dy[n,k,h+1-r,w+1-q] w[k,c,r,q] (stride 1, pad 1), in float64.
@@ -302,7 +346,7 @@ TEST_F(WinogradConv, BackwardInputWithinTheRoundingBoundAndInvariant) {
       const auto s = shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]);
       SCOPED_TRACE(::testing::Message() << "tile " << m << " N" << s.N << " C" << s.C << " H" << s.H << " W"
                                         << s.W << " K" << s.K);
-      auto dy = randv(s.N * s.K * s.H * s.W, 51), w = randv(s.K * s.C * 9, 52);
+      auto dy = random_vector(s.N * s.K * s.H * s.W, 51), w = random_vector(s.K * s.C * 9, 52);
       std::vector<float> dx(s.N * s.C * s.H * s.W, 99.0f);
       kc::conv2d_backward_input_winograd(s, dy.data(), w.data(), dx.data(), m);
       const auto ref = bwd_input_f64(s, dy.data(), w.data());
@@ -335,7 +379,8 @@ TEST_F(WinogradConv, BackwardInputWithinTheRoundingBoundAndInvariant) {
 
 TEST_F(WinogradConv, DispatchFollowsTheSettingAndFloat64StaysExact) {
   const auto s = shape3x3(2, 8, 9, 9, 6);
-  auto x = randv(s.N * s.C * s.H * s.W, 41), w = randv(s.K * s.C * 9, 42), b = randv(s.K, 43);
+  auto x = random_vector(s.N * s.C * s.H * s.W, 41), w = random_vector(s.K * s.C * 9, 42),
+       b = random_vector(s.K, 43);
   std::vector<float> wino(s.N * s.K * s.H * s.W), viaconv(wino.size()), im2col(wino.size());
   kc::conv2d_forward_winograd(s, x.data(), w.data(), b.data(), wino.data());
   kc::set_cpu_conv_algo(CpuConvAlgo::Winograd);

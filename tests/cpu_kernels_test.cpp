@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/philox.h"
+#include "tests/test_util.h"
 
 namespace {
 
@@ -26,14 +27,7 @@ constexpr double tol() {
   return std::is_same_v<T, float> ? 1e-4 : 1e-10;
 }
 
-template <typename T>
-std::vector<T> randv(size_t n, unsigned seed, double lo = -1.0, double hi = 1.0) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<double> d(lo, hi);
-  std::vector<T> v(n);
-  for (auto& x : v) x = static_cast<T>(d(gen));
-  return v;
-}
+using engine::test::random_vector;
 
 // max |got - ref| <= rtol * max(1, max |ref|)
 template <typename T, typename U>
@@ -70,7 +64,8 @@ Strided make_strided(std::vector<int64_t> shape, std::vector<int64_t> stride = {
 template <typename T>
 void gemm_case(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
   const int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 2, ldc = N + 1;
-  auto A = randv<T>((ta ? K : M) * lda, 1), B = randv<T>((tb ? N : K) * ldb, 2), C = randv<T>(M * ldc, 3);
+  auto A = random_vector<T>((ta ? K : M) * lda, 1), B = random_vector<T>((tb ? N : K) * ldb, 2),
+       C = random_vector<T>(M * ldc, 3);
   std::vector<double> ref(C.begin(), C.end());
   const double alpha = 0.75, beta = -0.5;
   for (int64_t i = 0; i < M; ++i)
@@ -94,7 +89,7 @@ TEST(CpuKernel, Gemm) {
 
 template <typename T>
 void gemm_batched_case(int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
-  auto A = randv<T>(batch * M * K, 4), B = randv<T>(batch * K * N, 5);
+  auto A = random_vector<T>(batch * M * K, 4), B = random_vector<T>(batch * K * N, 5);
   std::vector<T> C(batch * M * N, T(7));
   std::vector<double> ref(C.size());
   for (int64_t b = 0; b < batch; ++b)
@@ -203,9 +198,9 @@ void conv_case(const Conv2dShape& s, bool bias) {
                                     << s.K << " R" << s.R << " S" << s.S << " stride " << s.stride_h << ","
                                     << s.stride_w << " pad " << s.pad_h << "," << s.pad_w << " bias "
                                     << bias);
-  auto x = randv<T>(s.N * s.C * s.H * s.W, 11), w = randv<T>(s.K * s.C * s.R * s.S, 12),
-       b = randv<T>(s.K, 13);
-  auto dy = randv<T>(s.N * s.K * s.P * s.Q, 14);
+  auto x = random_vector<T>(s.N * s.C * s.H * s.W, 11), w = random_vector<T>(s.K * s.C * s.R * s.S, 12),
+       b = random_vector<T>(s.K, 13);
+  auto dy = random_vector<T>(s.N * s.K * s.P * s.Q, 14);
   const double t = tol<T>() * std::sqrt(double(s.C * s.R * s.S + s.N * s.P * s.Q));
   std::vector<T> y(s.N * s.K * s.P * s.Q, T(99));
   kc::conv2d_forward<T>(s, x.data(), w.data(), bias ? b.data() : nullptr, y.data());
@@ -247,7 +242,8 @@ TEST(CpuKernel, Conv2dFloat) {
 
 TEST(CpuKernel, Conv2dBackwardWeightDeterministic) {
   const auto s = conv_shape(9, 8, 12, 12, 8, 3, 3, 1, 1, 1, 1);
-  auto x = randv<float>(s.N * s.C * s.H * s.W, 21), dy = randv<float>(s.N * s.K * s.P * s.Q, 22);
+  auto x = random_vector<float>(s.N * s.C * s.H * s.W, 21),
+       dy = random_vector<float>(s.N * s.K * s.P * s.Q, 22);
   std::vector<float> dw1(s.K * s.C * 9), dw2(dw1.size()), db1(s.K), db2(s.K);
   kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), dw1.data(), db1.data());
   for (int rep = 0; rep < 3; ++rep) {
@@ -260,9 +256,9 @@ TEST(CpuKernel, Conv2dBackwardWeightDeterministic) {
 // Prints GFLOP/s of the 3 conv kernels at the UNet-like size; run with --gtest_also_run_disabled_tests.
 TEST(CpuKernel, DISABLED_Conv2dTiming) {
   const auto s = conv_shape(128, 32, 28, 28, 32, 3, 3, 1, 1, 1, 1);
-  auto x = randv<float>(s.N * s.C * s.H * s.W, 1), w = randv<float>(s.K * s.C * 9, 2),
-       b = randv<float>(s.K, 3);
-  auto dy = randv<float>(s.N * s.K * s.P * s.Q, 4);
+  auto x = random_vector<float>(s.N * s.C * s.H * s.W, 1), w = random_vector<float>(s.K * s.C * 9, 2),
+       b = random_vector<float>(s.K, 3);
+  auto dy = random_vector<float>(s.N * s.K * s.P * s.Q, 4);
   std::vector<float> y(dy.size()), dx(x.size()), dw(w.size()), db(s.K);
   auto bench = [&](const char* name, auto&& fn) {
     fn();
@@ -281,7 +277,8 @@ TEST(CpuKernel, DISABLED_Conv2dTiming) {
   bench("conv2d_backward_weight",
         [&] { kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), dw.data(), db.data()); });
   const int64_t BH = 1024, L = 196, D = 8;
-  auto q = randv<float>(BH * L * D, 5), k = randv<float>(BH * L * D, 6), v = randv<float>(BH * L * D, 7);
+  auto q = random_vector<float>(BH * L * D, 5), k = random_vector<float>(BH * L * D, 6),
+       v = random_vector<float>(BH * L * D, 7);
   std::vector<float> o(q.size()), lse(BH * L), dq(q.size()), dk(q.size()), dv(q.size());
   auto bench2 = [&](const char* name, auto&& fn) {
     fn();
@@ -331,7 +328,8 @@ void naive_group_norm(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, c
 TEST(CpuKernel, GroupNormForward) {
   const int64_t N = 3, C = 6, HW = 10, G = 3;
   const double eps = 1e-5;
-  auto xd = randv<double>(N * C * HW, 31, -2.0, 3.0), gd = randv<double>(C, 32), bd = randv<double>(C, 33);
+  auto xd = random_vector<double>(N * C * HW, 31, -2.0, 3.0), gd = random_vector<double>(C, 32),
+       bd = random_vector<double>(C, 33);
   for (bool affine : {false, true}) {
     std::vector<double> ry, rm, rr;
     naive_group_norm(N, C, HW, G, eps, xd, affine ? gd.data() : nullptr, affine ? bd.data() : nullptr, ry, rm,
@@ -353,9 +351,9 @@ TEST(CpuKernel, GroupNormForward) {
 TEST(CpuKernel, GroupNormBackwardFiniteDifference) {
   const int64_t N = 2, C = 4, HW = 6, G = 2;
   const double eps = 1e-5;
-  auto x = randv<double>(N * C * HW, 41, -1.0, 2.0), gamma = randv<double>(C, 42),
-       beta = randv<double>(C, 43);
-  auto wts = randv<double>(N * C * HW, 44);  // loss = sum(y * wts)
+  auto x = random_vector<double>(N * C * HW, 41, -1.0, 2.0), gamma = random_vector<double>(C, 42),
+       beta = random_vector<double>(C, 43);
+  auto wts = random_vector<double>(N * C * HW, 44);  // loss = sum(y * wts)
   auto loss = [&](const std::vector<double>& xx, const std::vector<double>& gg,
                   const std::vector<double>& bb) {
     std::vector<double> y, m, r;
@@ -439,8 +437,9 @@ TEST(CpuKernel, AttentionForward) {
        {Cfg{3, 5, 7, 4}, Cfg{4, 49, 49, 8}, Cfg{2, 196, 196, 32}, Cfg{1, 17, 9, 64}, Cfg{2, 784, 784, 8}}) {
     SCOPED_TRACE(::testing::Message() << "BH " << c.BH << " Lq " << c.Lq << " Lk " << c.Lk << " D " << c.D);
     const double scale = 1.0 / std::sqrt(double(c.D));
-    auto q = randv<double>(c.BH * c.Lq * c.D, 51, -2, 2), k = randv<double>(c.BH * c.Lk * c.D, 52, -2, 2),
-         v = randv<double>(c.BH * c.Lk * c.D, 53);
+    auto q = random_vector<double>(c.BH * c.Lq * c.D, 51, -2, 2),
+         k = random_vector<double>(c.BH * c.Lk * c.D, 52, -2, 2),
+         v = random_vector<double>(c.BH * c.Lk * c.D, 53);
     std::vector<double> ro, rl;
     naive_attention(c.BH, c.Lq, c.Lk, c.D, scale, q, k, v, ro, rl);
     std::vector<double> o(ro.size()), l(rl.size());
@@ -459,7 +458,8 @@ TEST(CpuKernel, AttentionForward) {
 
 TEST(CpuKernel, AttentionLargeLogitsStable) {
   const int64_t BH = 1, L = 4, D = 2;
-  std::vector<float> q = {100, 0, -100, 0, 0, 100, 50, 50}, k = q, v = randv<float>(L * D, 3), o(L * D), l(L);
+  std::vector<float> q = {100, 0, -100, 0, 0, 100, 50, 50}, k = q, v = random_vector<float>(L * D, 3),
+                     o(L * D), l(L);
   kc::attention_forward<float>(BH, L, L, D, 1.0, q.data(), k.data(), v.data(), o.data(), l.data());
   for (float x : o) EXPECT_TRUE(std::isfinite(x));
   for (float x : l) EXPECT_TRUE(std::isfinite(x));
@@ -468,8 +468,9 @@ TEST(CpuKernel, AttentionLargeLogitsStable) {
 TEST(CpuKernel, AttentionBackwardFiniteDifference) {
   const int64_t BH = 2, Lq = 5, Lk = 7, D = 4;
   const double scale = 0.6;
-  auto q = randv<double>(BH * Lq * D, 61, -1.5, 1.5), k = randv<double>(BH * Lk * D, 62, -1.5, 1.5),
-       v = randv<double>(BH * Lk * D, 63), wts = randv<double>(BH * Lq * D, 64);  // loss = sum(o * wts)
+  auto q = random_vector<double>(BH * Lq * D, 61, -1.5, 1.5),
+       k = random_vector<double>(BH * Lk * D, 62, -1.5, 1.5), v = random_vector<double>(BH * Lk * D, 63),
+       wts = random_vector<double>(BH * Lq * D, 64);  // loss = sum(o * wts)
   auto loss = [&] {
     std::vector<double> o, l;
     naive_attention(BH, Lq, Lk, D, scale, q, k, v, o, l);
@@ -501,8 +502,8 @@ TEST(CpuKernel, AttentionBackwardFiniteDifference) {
 TEST(CpuKernel, AttentionBackwardFloatMatchesDouble) {
   const int64_t BH = 6, Lq = 49, Lk = 49, D = 8;
   const double scale = 1.0 / std::sqrt(8.0);
-  auto q = randv<double>(BH * Lq * D, 71, -2, 2), k = randv<double>(BH * Lk * D, 72, -2, 2),
-       v = randv<double>(BH * Lk * D, 73), dout = randv<double>(BH * Lq * D, 74);
+  auto q = random_vector<double>(BH * Lq * D, 71, -2, 2), k = random_vector<double>(BH * Lk * D, 72, -2, 2),
+       v = random_vector<double>(BH * Lk * D, 73), dout = random_vector<double>(BH * Lq * D, 74);
   std::vector<double> o(q.size()), l(BH * Lq), dq(q.size()), dk(k.size()), dv(v.size());
   kc::attention_forward<double>(BH, Lq, Lk, D, scale, q.data(), k.data(), v.data(), o.data(), l.data());
   kc::attention_backward<double>(BH, Lq, Lk, D, scale, q.data(), k.data(), v.data(), o.data(), l.data(),
@@ -521,7 +522,7 @@ TEST(CpuKernel, AttentionBackwardFloatMatchesDouble) {
 
 template <typename T>
 void unary_case() {
-  auto x = randv<T>(50000, 81, -5, 5);  // large enough for the parallel path
+  auto x = random_vector<T>(50000, 81, -5, 5);  // large enough for the parallel path
   x[0] = T(-100), x[1] = T(100), x[2] = T(0);
   std::vector<T> xp(x.size());
   for (size_t i = 0; i < x.size(); ++i) xp[i] = std::abs(x[i]);
@@ -560,7 +561,7 @@ TEST(CpuKernel, Unary) {
 }
 
 TEST(CpuKernel, SiluBackwardAndAffine) {
-  auto x = randv<double>(1000, 91, -8, 8), dy = randv<double>(1000, 92);
+  auto x = random_vector<double>(1000, 91, -8, 8), dy = random_vector<double>(1000, 92);
   x[0] = -800, x[1] = 800;
   std::vector<double> dx(x.size()), ref(x.size());
   kc::silu_backward<double>(x.size(), x.data(), dy.data(), dx.data());
@@ -589,7 +590,7 @@ void binary_broadcast_case(const std::vector<int64_t>& out_shape, const std::vec
   auto sz = [](const std::vector<int64_t>& s) {
     return std::accumulate(s.begin(), s.end(), int64_t(1), std::multiplies<>());
   };
-  auto a = randv<T>(sz(a_shape), 101), b = randv<T>(sz(b_shape), 102, 0.5, 2.0);
+  auto a = random_vector<T>(sz(a_shape), 101), b = random_vector<T>(sz(b_shape), 102, 0.5, 2.0);
   auto bstrides = [&](const std::vector<int64_t>& s) {
     std::vector<int64_t> st(nd);
     int64_t acc = 1;
@@ -636,7 +637,7 @@ TEST(CpuKernel, BinaryBroadcast) {
 
 TEST(CpuKernel, BinaryTransposedInput) {
   // a is a (4, 3) buffer read as its transpose (3, 4); b contiguous (3, 4).
-  auto a = randv<double>(12, 111), b = randv<double>(12, 112);
+  auto a = random_vector<double>(12, 111), b = random_vector<double>(12, 112);
   const Strided os = make_strided({3, 4}), as = make_strided({3, 4}, {1, 3}), bs = make_strided({3, 4});
   std::vector<double> y(12), ref(12);
   kc::binary<double>(kern::Binary::Sub, os, a.data(), as, b.data(), bs, y.data());
@@ -670,7 +671,7 @@ TEST(CpuKernel, CopyStrided) {
   copy_transpose_case<uint8_t>();
   // Large 4-d permutation (N, C, H, W) -> (N, H, W, C) through the parallel path.
   const int64_t N = 8, C = 16, H = 20, W = 24;
-  auto x = randv<float>(N * C * H * W, 121);
+  auto x = random_vector<float>(N * C * H * W, 121);
   std::vector<float> y(x.size());
   const Strided sl = make_strided({N, C, H, W}), dl = make_strided({N, C, H, W}, {H * W * C, 1, W * C, C});
   kc::copy_strided<float>(sl, x.data(), dl, y.data());
@@ -684,7 +685,7 @@ TEST(CpuKernel, CopyStrided) {
   kc::copy_strided<double>(make_strided({4, 3}, {0, 1}), row.data(), make_strided({4, 3}), out.data());
   for (int i = 0; i < 12; ++i) EXPECT_EQ(out[i], row[i % 3]);
   // Contiguous memcpy path.
-  std::vector<double> c1 = randv<double>(100, 1), c2(100);
+  std::vector<double> c1 = random_vector<double>(100, 1), c2(100);
   kc::copy_strided<double>(make_strided({10, 10}), c1.data(), make_strided({10, 10}), c2.data());
   EXPECT_EQ(c1, c2);
 }
@@ -730,7 +731,7 @@ TEST(CpuKernel, CopyStridedMergedDimsAndShortRows) {
         src_n += (c.shape[d] - 1) * c.ss[d];
         dst_n += (c.shape[d] - 1) * c.ds[d];
       }
-      auto src = randv<float>(src_n, 131);
+      auto src = random_vector<float>(src_n, 131);
       std::vector<float> got(dst_n, -7.f), want(dst_n, -7.f);
       auto layout = [&](const std::vector<int64_t>& st) { return make_strided(c.shape, st); };
       kc::copy_strided<float>(layout(c.ss), src.data(), layout(c.ds), got.data());
@@ -754,7 +755,7 @@ TEST(CpuKernel, FillAndCast) {
   std::vector<uint8_t> u(9);
   kc::fill<uint8_t>(u.size(), u.data(), 1.0);
   for (uint8_t v : u) EXPECT_EQ(v, 1);
-  auto src = randv<double>(50000, 131);
+  auto src = random_vector<double>(50000, 131);
   std::vector<float> sf(src.size());
   std::vector<double> back(src.size());
   kc::cast_f64_to_f32(src.size(), src.data(), sf.data());
@@ -769,14 +770,14 @@ TEST(CpuKernel, FillAndCast) {
 
 TEST(CpuKernel, Upsample) {
   const int64_t NC = 5, H = 3, W = 4;
-  auto x = randv<double>(NC * H * W, 141);
+  auto x = random_vector<double>(NC * H * W, 141);
   std::vector<double> y(NC * 4 * H * W);
   kc::upsample_nearest2x_forward<double>(NC, H, W, x.data(), y.data());
   for (int64_t c = 0; c < NC; ++c)
     for (int64_t i = 0; i < 2 * H; ++i)
       for (int64_t j = 0; j < 2 * W; ++j)
         EXPECT_EQ(y[(c * 2 * H + i) * 2 * W + j], x[(c * H + i / 2) * W + j / 2]);
-  auto dy = randv<float>(NC * 4 * H * W, 142);
+  auto dy = random_vector<float>(NC * 4 * H * W, 142);
   std::vector<float> dx(NC * H * W);
   std::vector<double> ref(dx.size(), 0.0);
   for (int64_t c = 0; c < NC; ++c)
@@ -788,7 +789,7 @@ TEST(CpuKernel, Upsample) {
 
 TEST(CpuKernel, Reductions) {
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{7, 13}, {300, 700}, {1, 1000}, {1000, 1}}) {
-    auto x = randv<float>(rows * cols, 151);
+    auto x = random_vector<float>(rows * cols, 151);
     std::vector<double> rr(rows, 0.0), rc(cols, 0.0);
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < cols; ++c) rr[r] += x[r * cols + c], rc[c] += x[r * cols + c];
@@ -798,7 +799,7 @@ TEST(CpuKernel, Reductions) {
     expect_close(yr, rr, 1e-6, "sum_rows");
     expect_close(yc, rc, 1e-6, "sum_cols");
   }
-  auto a = randv<double>(100003, 152), b = randv<double>(100003, 153);
+  auto a = random_vector<double>(100003, 152), b = random_vector<double>(100003, 153);
   double ref = 0;
   for (size_t i = 0; i < a.size(); ++i) ref += (a[i] - b[i]) * (a[i] - b[i]);
   ref /= double(a.size());
@@ -815,7 +816,7 @@ TEST(CpuKernel, Embedding) {
   const int64_t rows = 10, dim = 6;
   const std::vector<int64_t> idx = {3, 7, 3, 0, 9, 3, 7, 2};
   const int64_t n = idx.size();
-  auto table = randv<double>(rows * dim, 161), dy = randv<double>(n * dim, 162);
+  auto table = random_vector<double>(rows * dim, 161), dy = random_vector<double>(n * dim, 162);
   std::vector<double> y(n * dim);
   kc::embedding_forward<double>(n, dim, idx.data(), table.data(), y.data());
   for (int64_t i = 0; i < n; ++i)
@@ -838,7 +839,7 @@ void adamw_case() {
   std::vector<std::vector<T>> p, m, v, g;
   std::vector<std::vector<double>> rp, rm, rv;
   for (size_t t = 0; t < sizes.size(); ++t) {
-    p.push_back(randv<T>(sizes[t], 171 + t));
+    p.push_back(random_vector<T>(sizes[t], 171 + t));
     m.push_back(std::vector<T>(sizes[t], T(0)));
     v.push_back(std::vector<T>(sizes[t], T(0)));
     rp.emplace_back(p[t].begin(), p[t].end());
@@ -849,7 +850,7 @@ void adamw_case() {
   for (int step = 1; step <= 3; ++step) {
     hp.step = step;
     g.clear();
-    for (size_t t = 0; t < sizes.size(); ++t) g.push_back(randv<T>(sizes[t], 200 + 10 * step + t));
+    for (size_t t = 0; t < sizes.size(); ++t) g.push_back(random_vector<T>(sizes[t], 200 + 10 * step + t));
     std::vector<T*> pp, mp, vp;
     std::vector<const T*> gp;
     for (size_t t = 0; t < sizes.size(); ++t)

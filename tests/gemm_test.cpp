@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/test_util.h"
 
 namespace kc = kern::cpu;
 using kern::cpu::CpuIsa;
@@ -27,26 +28,9 @@ struct IsaGuard {
   }
 };
 
-std::vector<CpuIsa> supported_isas() {
-  std::vector<CpuIsa> v;
-  for (CpuIsa i : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
-    if (static_cast<int>(i) <= static_cast<int>(kc::cpu_isa_supported())) v.push_back(i);
-  return v;
-}
-
-template <typename T>
-std::vector<T> random_vec(size_t n, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<double> d(-1, 1);
-  std::vector<T> v(n);
-  for (auto& x : v) x = static_cast<T>(d(g));
-  return v;
-}
-
-template <typename T>
-bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
+using engine::test::bitwise_equal;
+using engine::test::random_vector;
+using engine::test::supported_isas;
 
 struct Case {
   int64_t M, N, K;
@@ -58,9 +42,9 @@ struct Case {
 template <typename T>
 void check_case(const Case& c, const char* what) {
   const int64_t lda = (c.ta ? c.M : c.K) + 3, ldb = (c.tb ? c.K : c.N) + 1, ldc = c.N + 2;
-  const auto A = random_vec<T>((c.ta ? c.K : c.M) * lda, 1);
-  const auto B = random_vec<T>((c.tb ? c.N : c.K) * ldb, 2);
-  auto C = random_vec<T>(c.M * ldc, 3);
+  const auto A = random_vector<T>((c.ta ? c.K : c.M) * lda, 1);
+  const auto B = random_vector<T>((c.tb ? c.N : c.K) * ldb, 2);
+  auto C = random_vector<T>(c.M * ldc, 3);
   auto ref = C;
   kc::gemm_reference<T>(c.ta, c.tb, c.M, c.N, c.K, T(c.alpha), A.data(), lda, B.data(), ldb, T(c.beta),
                         ref.data(), ldc);
@@ -122,7 +106,7 @@ TEST(Gemm, ARowIsTheSameWhateverTheBatchSize) {
   IsaGuard guard;
   omp_set_num_threads(2);
   const int64_t M = 128, N = 256, K = 320;
-  const auto x = random_vec<float>(M * K, 4), w = random_vec<float>(N * K, 5);
+  const auto x = random_vector<float>(M * K, 4), w = random_vector<float>(N * K, 5);
   std::vector<float> batch(M * N), one(N);
   kc::gemm<float>(false, true, M, N, K, 1.f, x.data(), K, w.data(), K, 0.f, batch.data(), N);
   for (int64_t r : {int64_t(0), int64_t(77), M - 1}) {
@@ -137,7 +121,7 @@ TEST(Gemm, BetaZeroDoesNotReadCAndNonFiniteInputsPropagate) {
   for (CpuIsa isa : supported_isas()) {
     kc::set_cpu_isa(isa);
     const int64_t M = 20, N = 40, K = 9;
-    auto A = random_vec<float>(M * K, 6), B = random_vec<float>(K * N, 7);
+    auto A = random_vector<float>(M * K, 6), B = random_vector<float>(K * N, 7);
     std::vector<float> C(M * N, nan);
     kc::gemm<float>(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N);
     for (float v : C) ASSERT_TRUE(std::isfinite(v)) << kc::cpu_isa_name(isa);

@@ -1,12 +1,17 @@
-// Helpers shared by the test files: running an app binary of this build and capturing its output, and the
-// small wrapper config used by the nn/ and models/ tests.
+// Helpers shared by the test files: running an app binary of this build and capturing its output, the
+// small wrapper config used by the nn/ and models/ tests, seeded random vectors, bitwise comparison, and
+// the CPU ISA paths this machine can run.
 #pragma once
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <random>
 #include <string>
+#include <vector>
 
+#include "kernels/cpu/cpu_kernels.h"
 #include "models/unet2d_config.h"
 
 namespace engine::test {
@@ -44,6 +49,31 @@ inline models::ConditionalConfig tiny_config() {
   c.unet.norm_num_groups = 4;
   c.unet.sample_size = 16;
   return c;
+}
+
+// n values uniform in [lo, hi) from mt19937(seed), drawn as double and rounded to T.
+template <typename T = float>
+std::vector<T> random_vector(size_t n, unsigned seed, double lo = -1.0, double hi = 1.0) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> d(lo, hi);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(d(gen));
+  return v;
+}
+
+// True when a and b have the same size and the same bytes (NaN payloads and signed zeros included).
+template <typename T>
+bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+// Every CPU ISA path this machine supports (for kern::cpu::set_cpu_isa), scalar first.
+inline std::vector<kern::cpu::CpuIsa> supported_isas() {
+  using kern::cpu::CpuIsa;
+  std::vector<CpuIsa> v;
+  for (CpuIsa i : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
+    if (static_cast<int>(i) <= static_cast<int>(kern::cpu::cpu_isa_supported())) v.push_back(i);
+  return v;
 }
 
 }  // namespace engine::test

@@ -10,6 +10,10 @@
 // on one tile (this file is built with -ffp-contract=off and explicit operation order; vectorising it
 // over tiles changes nothing), and each M element is gemm's fixed FMA chain over c, independent of the
 // matrix sizes, the tile's position in the chunk, the thread count and the ISA.
+// The input and output transforms below are the portable path (ENGINE_CPU_ISA=scalar, non-x86 builds):
+// 16 consecutive tiles per block, gathered pixel by pixel. On avx2 / avx512 the SIMD versions of
+// conv2d_winograd_simd.h run instead (8 or 16 tiles of one tile row per vector, shuffles and masked
+// loads instead of gathers; the same bits, WinogradConv.SimdTransformsBitwiseTheScalarPath*).
 #include "kernels/cpu/conv2d_winograd.h"
 
 #include <omp.h>
@@ -21,6 +25,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu/conv2d_winograd_simd.h"
 #include "kernels/cpu/cpu_kernels.h"
 
 namespace kern::cpu {
@@ -220,9 +225,29 @@ int64_t chunk_tiles(int a, int64_t C, int64_t K) {
 // hot path. Stale contents are never read into results (M columns past a chunk's tiles feed only the
 // discarded lanes of the output transform).
 float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> buf[3];
+  thread_local std::vector<float> buf[4];  // U, V, M, the backward-data weights
   if (static_cast<int64_t>(buf[slot].size()) < n) buf[slot].resize(static_cast<size_t>(n));
   return buf[slot].data();
+}
+
+// The SIMD transforms of one chunk (tiles t0 .. t0 + nt - 1) for the ISA path; false where there is none
+// (the scalar path, or a build without the AVX files). V and M need ld >= nt + 15 (the vectors' tails).
+bool transform_input_simd(CpuIsa isa, int m, const Conv2dShape& s, const float* x, int64_t t0, int64_t nt,
+                          float* V, int64_t ld) {
+#if defined(__x86_64__)
+  if (isa == CpuIsa::Avx512) return detail::winograd_input_avx512(m, s, x, t0, nt, V, ld), true;
+  if (isa == CpuIsa::Avx2) return detail::winograd_input_avx2(m, s, x, t0, nt, V, ld), true;
+#endif
+  return false;
+}
+
+bool transform_output_simd(CpuIsa isa, int m, const Conv2dShape& s, const float* M, int64_t ld, int64_t t0,
+                           int64_t nt, const float* b, float* y) {
+#if defined(__x86_64__)
+  if (isa == CpuIsa::Avx512) return detail::winograd_output_avx512(m, s, M, ld, t0, nt, b, y), true;
+  if (isa == CpuIsa::Avx2) return detail::winograd_output_avx2(m, s, M, ld, t0, nt, b, y), true;
+#endif
+  return false;
 }
 
 template <class F>
@@ -243,6 +268,9 @@ void winograd(const Conv2dShape& s, const float* x, const float* w, const float*
   // same cache sets (a power-of-two stride made TB = 512 2.5x slower).
   const int64_t ld = TB + 16;
   const bool par = nth > 1 && chunks > 1;
+  // The input / output transforms: the AVX-512 or AVX2 version (conv2d_winograd_simd.h: the same bits, on
+  // 8 or 16 tiles of a tile row at once) where the ISA path allows, else the portable blocks below.
+  const CpuIsa isa = cpu_isa();
 #pragma omp parallel if (par)
   {
     float* V = scratch(1, A2 * s.C * ld);
@@ -250,13 +278,15 @@ void winograd(const Conv2dShape& s, const float* x, const float* w, const float*
 #pragma omp for schedule(static)
     for (int64_t ch = 0; ch < chunks; ++ch) {
       const int64_t t_begin = ch * TB, nt = std::min(TB, T - t_begin);
-      for (int64_t col = 0; col < nt; col += kL)
-        transform_input_block<F>(s, x, locate(t_begin + col, T, TY, TX, m), V, ld, col);
+      if (!transform_input_simd(isa, m, s, x, t_begin, nt, V, ld))
+        for (int64_t col = 0; col < nt; col += kL)
+          transform_input_block<F>(s, x, locate(t_begin + col, T, TY, TX, m), V, ld, col);
       for (int xi = 0; xi < A2; ++xi)
         gemm<float>(true, false, s.K, nt, s.C, 1.0f, U + xi * s.K * s.C, s.K, V + xi * s.C * ld, ld, 0.0f,
                     M + xi * s.K * ld, ld);
-      for (int64_t col = 0; col < nt; col += kL)
-        transform_output_block<F>(s, M, ld, col, locate(t_begin + col, T, TY, TX, m), b, y);
+      if (!transform_output_simd(isa, m, s, M, ld, t_begin, nt, b, y))
+        for (int64_t col = 0; col < nt; col += kL)
+          transform_output_block<F>(s, M, ld, col, locate(t_begin + col, T, TY, TX, m), b, y);
     }
   }
 }
@@ -328,11 +358,12 @@ void conv2d_backward_input_winograd(const Conv2dShape& s, const float* dy, const
   // channels.
   Conv2dShape t = s;
   t.C = s.K, t.K = s.C;
-  std::vector<float> wt(static_cast<size_t>(s.K * s.C * 9));
+  // (A per-thread buffer, every element written: no allocation or zeroing per call.)
+  float* wt = scratch(3, s.K * s.C * 9);
   for (int64_t k = 0; k < s.K; ++k)
     for (int64_t c = 0; c < s.C; ++c)
       for (int r = 0; r < 9; ++r) wt[(c * s.K + k) * 9 + (8 - r)] = w[(k * s.C + c) * 9 + r];
-  conv2d_forward_winograd(t, dy, wt.data(), nullptr, dx, tile);
+  conv2d_forward_winograd(t, dy, wt, nullptr, dx, tile);
 }
 
 }  // namespace kern::cpu

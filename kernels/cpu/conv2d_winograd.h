@@ -1,8 +1,9 @@
 // Winograd F(m x m, 3 x 3) forward convolution on the CPU (float32 only) for 3x3, stride-1, pad-1 convs,
 // and the run-time choice between it and im2col + GEMM (ENGINE_CPU_CONV=auto|winograd|im2col).
-// Deterministic: the tile transforms are one compiled code path (no FMA contraction, no reassociation) and
-// the transform-domain products go through kern::cpu::gemm, so every output is bitwise independent of
-// the thread count, the batch size and the GEMM's ISA path.
+// Deterministic: the tile transforms are the same float operations on every ISA path (the portable per-tile
+// code, or its AVX2 / AVX-512 versions in conv2d_winograd_simd.h; no FMA contraction, no reassociation)
+// and the transform-domain products go through kern::cpu::gemm, so every output is bitwise independent
+// of the thread count, the batch size and the ISA path (ENGINE_CPU_ISA).
 #pragma once
 #include <cstdint>
 

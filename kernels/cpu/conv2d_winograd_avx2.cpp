@@ -1,0 +1,24 @@
+// The AVX2 (8 lanes) Winograd tile transforms (conv2d_winograd_simd.h). This file alone is compiled with
+// -mavx2 -ffp-contract=off; conv2d_winograd.cpp calls it only when cpu_isa() allows.
+#include "kernels/cpu/conv2d_winograd_simd.h"
+#include "kernels/cpu/conv2d_winograd_simd_impl.h"
+
+namespace kern::cpu::detail {
+
+void winograd_input_avx2(int tile, const Conv2dShape& s, const float* x, int64_t t0, int64_t nt, float* V,
+                         int64_t ld) {
+  if (tile == 4)
+    input_tiles<F43v, 8>(s, x, t0, nt, V, ld);
+  else
+    input_tiles<F23v, 8>(s, x, t0, nt, V, ld);
+}
+
+void winograd_output_avx2(int tile, const Conv2dShape& s, const float* M, int64_t ld, int64_t t0, int64_t nt,
+                          const float* b, float* y) {
+  if (tile == 4)
+    output_tiles<F43v, 8>(s, M, ld, t0, nt, b, y);
+  else
+    output_tiles<F23v, 8>(s, M, ld, t0, nt, b, y);
+}
+
+}  // namespace kern::cpu::detail

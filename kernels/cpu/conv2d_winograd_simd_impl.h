@@ -1,0 +1,290 @@
+// Internal: the one template behind conv2d_winograd_simd.h's AVX2 and AVX-512 transforms, included only
+// by conv2d_winograd_avx2.cpp and conv2d_winograd_avx512.cpp (everything here has internal linkage, so no
+// function compiled for one ISA can be picked by the linker for another caller).
+//
+// Layout: the lanes of a vector are L consecutive tiles of one tile row of one image (tx0 .. tx0 + L - 1),
+// i.e. consecutive V / M columns. Along a row, tile tx reads image columns m tx - 1 .. m tx + a - 2, so
+// element j of the L tiles is the stride-m sequence row[w0 + m l + j]: for m = 2 two contiguous masked
+// loads (the zero padding and the row's end are masked-off lanes) and one even/odd shuffle, never a
+// gather or a staging copy. The output tiles are interleaved back the same way (masked stores at the
+// row's end). The arithmetic is the scalar file's, operation for operation, on GCC vector types
+// (-ffp-contract=off: no FMA), so the bits are those of the portable path.
+#pragma once
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused merge source, which
+// -Wmaybe-uninitialized reports at every inlined call: a known false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/kernel_shapes.h"
+
+namespace kern::cpu::detail {
+namespace {
+
+constexpr int64_t kSeg = 64;  // tiles of one row processed per piece
+
+// Local min / clamp instead of std::min / std::clamp: a std:: template instantiated here would be a weak
+// symbol compiled for this file's ISA that the linker may pick for every other caller (at -O0).
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+// v clamped to the lanes [0, L].
+inline int64_t clampL(int64_t v, int L) { return v < 0 ? 0 : v > L ? L : v; }
+
+template <int L>
+struct Vec;
+template <>
+struct Vec<8> {
+  typedef float F __attribute__((vector_size(32)));
+  static F even(F a, F b) { return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14); }
+  static F odd(F a, F b) { return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15); }
+  static F zip_lo(F a, F b) { return __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11); }
+  static F zip_hi(F a, F b) { return __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15); }
+  static __m256i mask(int64_t lo, int64_t hi) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(hi)), idx),
+                            _mm256_cmpgt_epi32(idx, _mm256_set1_epi32(static_cast<int>(lo) - 1)));
+  }
+  typedef __m256i Mask;
+  // The lanes l with lo <= l < hi.
+  static Mask range(int64_t lo, int64_t hi) { return mask(clampL(lo, 8), clampL(hi, 8)); }
+  // Lane l = p[l] in the lanes of k, else 0 (the other lanes' addresses are never read).
+  static F load_masked(const float* p, Mask k) { return (F)_mm256_maskload_ps(p, k); }
+  // p[l] = lane l for l < n.
+  static void store_n(float* p, F v, int64_t n) { _mm256_maskstore_ps(p, mask(0, clampL(n, 8)), (__m256)v); }
+};
+#if defined(__AVX512F__)  // 64-byte vectors only where they are registers
+template <>
+struct Vec<16> {
+  typedef float F __attribute__((vector_size(64)));
+  static F even(F a, F b) {
+    return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  }
+  static F odd(F a, F b) {
+    return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  }
+  static F zip_lo(F a, F b) {
+    return __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  }
+  static F zip_hi(F a, F b) {
+    return __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  }
+  static __mmask16 mask(int64_t lo, int64_t hi) {
+    return static_cast<__mmask16>(((1u << clampL(hi, 16)) - 1) & ~((1u << clampL(lo, 16)) - 1));
+  }
+  typedef __mmask16 Mask;
+  static Mask range(int64_t lo, int64_t hi) { return mask(lo, hi); }
+  static F load_masked(const float* p, Mask k) { return (F)_mm512_maskz_loadu_ps(k, p); }
+  static void store_n(float* p, F v, int64_t n) { _mm512_mask_storeu_ps(p, mask(0, n), (__m512)v); }
+};
+#endif
+
+template <class V>
+V load(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class V>
+void store(float* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// The 1-D transforms of conv2d_winograd.cpp's F23 / F43, written once for any T (float or a vector):
+// the same expressions, the same order.
+struct F23v {
+  static constexpr int m = 2, a = 4;
+  template <class T>
+  static void input(const T* d, T* o) {
+    o[0] = d[0] - d[2];
+    o[1] = d[1] + d[2];
+    o[2] = d[2] - d[1];
+    o[3] = d[1] - d[3];
+  }
+  template <class T>
+  static void output(const T* v, T* y) {
+    y[0] = (v[0] + v[1]) + v[2];
+    y[1] = (v[1] - v[2]) - v[3];
+  }
+};
+
+struct F43v {
+  static constexpr int m = 4, a = 6;
+  template <class T>
+  static void input(const T* d, T* o) {
+    o[0] = (4.0f * d[0] - 5.0f * d[2]) + d[4];
+    o[1] = (d[3] + d[4]) - 4.0f * (d[1] + d[2]);
+    o[2] = (d[4] - d[3]) + 4.0f * (d[1] - d[2]);
+    o[3] = (d[4] - d[2]) + 2.0f * (d[3] - d[1]);
+    o[4] = (d[4] - d[2]) - 2.0f * (d[3] - d[1]);
+    o[5] = (4.0f * d[1] - 5.0f * d[3]) + d[5];
+  }
+  template <class T>
+  static void output(const T* v, T* y) {
+    const T p12 = v[1] + v[2], m12 = v[1] - v[2], p34 = v[3] + v[4], m34 = v[3] - v[4];
+    y[0] = (v[0] + p12) + p34;
+    y[1] = m12 + 2.0f * m34;
+    y[2] = p12 + 4.0f * p34;
+    y[3] = (m12 + 8.0f * m34) + v[5];
+  }
+};
+
+// The load masks of gather_row for the vector whose element j = 0 is at image column w0 (m = 2): for
+// j = 0 and 2, the lanes of columns w0 + j .. w0 + j + L - 1 (lo) and the next L (hi) inside [0, W).
+template <int L>
+struct RowMasks {
+  typename Vec<L>::Mask lo[2], hi[2];
+  RowMasks(int64_t w0, int64_t W) {
+    for (int h = 0; h < 2; ++h) {
+      const int64_t w = w0 + 2 * h;
+      lo[h] = Vec<L>::range(-w, W - w);
+      hi[h] = Vec<L>::range(-(w + L), W - (w + L));
+    }
+  }
+};
+
+// d[j] (lane l) = row[w0 + m l + j] for j < a, 0 where that column is outside [0, W) or row is nullptr
+// (the zero padding).
+template <class F, int L>
+void gather_row(const float* row, int64_t w0, int64_t W, const RowMasks<L>& k, typename Vec<L>::F* d) {
+  using VT = typename Vec<L>::F;
+  if (!row) {
+    for (int j = 0; j < F::a; ++j) d[j] = VT{};
+    return;
+  }
+  if constexpr (F::m == 2) {
+    for (int j = 0; j < F::a; j += 2) {
+      const VT lo = Vec<L>::load_masked(row + w0 + j, k.lo[j / 2]);
+      const VT hi = Vec<L>::load_masked(row + w0 + j + L, k.hi[j / 2]);
+      d[j] = Vec<L>::even(lo, hi);
+      d[j + 1] = Vec<L>::odd(lo, hi);
+    }
+  } else {
+    alignas(64) float t[F::a][L];
+    for (int j = 0; j < F::a; ++j)
+      for (int l = 0; l < L; ++l) {
+        const int64_t w = w0 + F::m * l + j;
+        t[j][l] = w >= 0 && w < W ? row[w] : 0.0f;
+      }
+    for (int j = 0; j < F::a; ++j) d[j] = load<VT>(t[j]);
+  }
+}
+
+// Calls fn(n, ty, tx0, cnt, col) for each piece of at most kSeg tiles of one tile row among the global
+// tiles t0 .. t0 + nt - 1 (col: the first tile's column relative to t0), in increasing col.
+template <class Fn>
+void for_row_pieces(const Conv2dShape& s, int m, int64_t t0, int64_t nt, Fn fn) {
+  const int64_t TY = (s.H + m - 1) / m, TX = (s.W + m - 1) / m;
+  for (int64_t t = t0, end = t0 + nt; t < end;) {
+    const int64_t n = t / (TY * TX), r = t % (TY * TX), ty = r / TX, tx = r % TX;
+    const int64_t cnt = imin(imin(TX - tx, end - t), kSeg);
+    fn(n, ty, tx, cnt, t - t0);
+    t += cnt;
+  }
+}
+
+// The input transform of tiles tx0 .. tx0 + cnt - 1 of tile row ty of image n into V columns col ..
+// (full vectors: up to L - 1 columns past the piece are written too, and overwritten by the next piece;
+// their lanes read only columns inside the image row, the rest is masked).
+template <class F, int L>
+void input_piece(const Conv2dShape& s, const float* x, int64_t n, int64_t ty, int64_t tx0, int64_t cnt,
+                 float* V, int64_t ld, int64_t col) {
+  using VT = typename Vec<L>::F;
+  constexpr int a = F::a, m = F::m;
+  const int64_t H = s.H, W = s.W, C = s.C, nv = (cnt + L - 1) / L;
+  for (int64_t v = 0; v < nv; ++v) {
+    const int64_t w0 = m * (tx0 + v * L) - 1;  // the image column of lane 0's element 0 (pad 1)
+    const RowMasks<L> masks(w0, W);            // the same for every row and channel
+    for (int64_t c = 0; c < C; ++c) {
+      const float* plane = x + (n * C + c) * H * W;
+      VT T1[a][a];
+      for (int r = 0; r < a; ++r) {
+        const int64_t h = ty * m - 1 + r;
+        VT d[a];
+        gather_row<F, L>(h >= 0 && h < H ? plane + h * W : nullptr, w0, W, masks, d);  // nullptr: padding
+        F::input(d, T1[r]);                                                            // along the row: d B
+      }
+      for (int j = 0; j < a; ++j) {
+        VT cj[a], o[a];
+        for (int i = 0; i < a; ++i) cj[i] = T1[i][j];
+        F::input(cj, o);  // along the column: B^T
+        for (int i = 0; i < a; ++i) store(V + ((i * a + j) * C + c) * ld + col + v * L, o[i]);
+      }
+    }
+  }
+}
+
+// The output pixels of tiles tx0 .. tx0 + cnt - 1 of tile row ty of image n from M columns col ..
+template <class F, int L>
+void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col, int64_t n, int64_t ty,
+                  int64_t tx0, int64_t cnt, const float* b, float* y) {
+  using VT = typename Vec<L>::F;
+  constexpr int a = F::a, m = F::m;
+  const int64_t H = s.H, W = s.W, K = s.K, nv = (cnt + L - 1) / L;
+  const int mi = static_cast<int>(imin(m, H - ty * m));
+  for (int64_t k = 0; k < K; ++k) {
+    float* plane = y + (n * K + k) * H * W;
+    const float bias = b ? b[k] : 0.0f;
+    for (int64_t v = 0; v < nv; ++v) {
+      VT Mt[a][a], T2[m][a], Y[m][m];
+      for (int xi = 0; xi < a * a; ++xi) Mt[xi / a][xi % a] = load<VT>(M + (xi * K + k) * ld + col + v * L);
+      for (int j = 0; j < a; ++j) {
+        VT cj[a], o[m];
+        for (int i = 0; i < a; ++i) cj[i] = Mt[i][j];
+        F::output(cj, o);  // A^T M
+        for (int i = 0; i < m; ++i) T2[i][j] = o[i];
+      }
+      for (int i = 0; i < m; ++i) F::output(T2[i], Y[i]);  // (.) A
+      if (b)
+        for (int i = 0; i < m; ++i)
+          for (int j = 0; j < m; ++j) Y[i][j] = Y[i][j] + bias;
+      // This vector's tiles: tx0 + v L + l, l < lanes; their columns q0 .. q0 + ncols - 1.
+      const int64_t lanes = imin(L, cnt - v * L), q0 = m * (tx0 + v * L);
+      const int64_t ncols = imin(m * lanes, W - q0);
+      for (int i = 0; i < mi; ++i) {
+        float* row = plane + (ty * m + i) * W + q0;
+        if constexpr (m == 2) {
+          const VT lo = Vec<L>::zip_lo(Y[i][0], Y[i][1]), hi = Vec<L>::zip_hi(Y[i][0], Y[i][1]);
+          if (ncols >= L) {
+            store(row, lo);
+            Vec<L>::store_n(row + L, hi, ncols - L);
+          } else {
+            Vec<L>::store_n(row, lo, ncols);
+          }
+        } else {
+          alignas(64) float t[m * L];
+          for (int j = 0; j < m; ++j)
+            for (int l = 0; l < L; ++l) t[l * m + j] = Y[i][j][l];
+          std::memcpy(row, t, sizeof(float) * ncols);
+        }
+      }
+    }
+  }
+}
+
+// L = 16 only where it needs fewer vectors per tile row than L = 8 (the lanes of a vector never span two
+// rows, so a 7-tile row fills 7 of 8 lanes but only 7 of 16).
+inline bool use16(const Conv2dShape& s, int m) {
+  const int64_t TX = (s.W + m - 1) / m;
+  return (TX + 15) / 16 < (TX + 7) / 8;
+}
+
+template <class F, int L>
+void input_tiles(const Conv2dShape& s, const float* x, int64_t t0, int64_t nt, float* V, int64_t ld) {
+  for_row_pieces(s, F::m, t0, nt, [&](int64_t n, int64_t ty, int64_t tx0, int64_t cnt, int64_t col) {
+    input_piece<F, L>(s, x, n, ty, tx0, cnt, V, ld, col);
+  });
+}
+
+template <class F, int L>
+void output_tiles(const Conv2dShape& s, const float* M, int64_t ld, int64_t t0, int64_t nt, const float* b,
+                  float* y) {
+  for_row_pieces(s, F::m, t0, nt, [&](int64_t n, int64_t ty, int64_t tx0, int64_t cnt, int64_t col) {
+    output_piece<F, L>(s, M, ld, col, n, ty, tx0, cnt, b, y);
+  });
+}
+
+}  // namespace
+}  // namespace kern::cpu::detail
