@@ -18,6 +18,7 @@
 #include "apps/common/mnist.h"
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
+#include "apps/common/splitmix.h"
 #include "apps/common/tfevents.h"
 
 #define STB_IMAGE_STATIC
@@ -866,4 +867,13 @@ TEST(AppCommon, WriterErrorsCarryTheReason) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("No such file or directory"), std::string::npos) << e.what();
   }
+}
+
+// The first three outputs of the reference SplitMix64 generator (Vigna's splitmix64.c) seeded with 0: the
+// state advances by the golden-ratio increment before each output, as splitmix64() does to its argument.
+TEST(SplitMix64, MatchesTheReferenceGenerator) {
+  constexpr uint64_t kGamma = 0x9e3779b97f4a7c15ull;
+  EXPECT_EQ(engine::app::splitmix64(0), 0xe220a8397b1dcdafull);
+  EXPECT_EQ(engine::app::splitmix64(kGamma), 0x6e789e6aa1b965f4ull);
+  EXPECT_EQ(engine::app::splitmix64(2 * kGamma), 0x06c45d188009454full);
 }
