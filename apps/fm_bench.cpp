@@ -25,6 +25,7 @@
 #include "apps/common/checkpoint.h"
 #include "apps/common/cli_checks.h"
 #include "apps/common/flow_matching.h"
+#include "apps/common/omp_wait.h"
 #include "apps/common/run_flags.h"
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -91,6 +92,7 @@ std::string device_label(Device dev, int threads) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  engine::app::apply_omp_wait_default(argv);  // first: before any OpenMP region (docs/apps.md "Threads")
   CLI::App app{
       "fm_bench: train-step and sampling throughput of the flow-matching UNet (metrics and JSON keys of "
       "bench/torch_baseline.py)."};

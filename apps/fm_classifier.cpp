@@ -17,6 +17,7 @@
 
 #include "apps/common/cli_checks.h"
 #include "apps/common/mnist.h"
+#include "apps/common/omp_wait.h"
 #include "apps/common/run_flags.h"
 #include "apps/common/sample_eval.h"
 #include "models/mnist_classifier.h"
@@ -44,6 +45,7 @@ void random_shift(std::vector<float>& x, int64_t n, int max_shift, std::mt19937_
 }  // namespace
 
 int main(int argc, char** argv) {
+  engine::app::apply_omp_wait_default(argv);  // first: before any OpenMP region (docs/apps.md "Threads")
   namespace app_ns = engine::app;
   CLI::App app{
       "fm_classifier: train the MNIST classifier used by fm_eval (AdamW, cosine learning rate, random\n"

@@ -15,12 +15,14 @@
 #include "apps/common/cli_checks.h"
 #include "apps/common/flow_matching.h"
 #include "apps/common/image_grid.h"
+#include "apps/common/omp_wait.h"
 #include "apps/common/run_flags.h"
 #include "apps/common/train_loop.h"
 #include "nn/state_dict.h"
 #include "runtime/cuda_device.h"
 
 int main(int argc, char** argv) {
+  engine::app::apply_omp_wait_default(argv);  // first: before any OpenMP region (docs/apps.md "Threads")
   namespace app_ns = engine::app;
   CLI::App app{
       "fm_sample: sample MNIST digits from a flow-matching checkpoint with classifier-free guidance.\n"

@@ -18,6 +18,7 @@
 #include "apps/common/cli_checks.h"
 #include "apps/common/dist.h"
 #include "apps/common/mnist.h"
+#include "apps/common/omp_wait.h"
 #include "apps/common/run_flags.h"
 #include "apps/common/sample_eval.h"
 #include "apps/common/train_loop.h"
@@ -52,6 +53,7 @@ std::string shell_quote(const std::string& w) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  engine::app::apply_omp_wait_default(argv);  // first: before any OpenMP region (docs/apps.md "Threads")
   using engine::app::TrainConfig;
   using engine::app::UsageError;
   namespace app_ns = engine::app;

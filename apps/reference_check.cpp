@@ -6,6 +6,7 @@
 #include <exception>
 #include <string>
 
+#include "apps/common/omp_wait.h"
 #include "runtime/cuda_device.h"
 #include "tests/support/reference_fixture.h"
 
@@ -28,6 +29,7 @@ Exit status: 0 pass, 1 a check failed, 2 bad input or device.)";
 }  // namespace
 
 int main(int argc, char** argv) {
+  engine::app::apply_omp_wait_default(argv);  // first: before any OpenMP region (docs/apps.md "Threads")
   CLI::App app{"Compare the engine's UNet2D wrapper against a diffusers reference fixture"};
   app.footer(kFooter);
   std::string fixture, device_str = "cpu";

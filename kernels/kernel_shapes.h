@@ -54,6 +54,25 @@ struct Strided {
   int64_t stride[kMaxDims];  // in elements; 0 for broadcast dims
 };
 
+// Number of elements of s's shape (1 for ndim 0).
+inline int64_t numel(const Strided& s) {
+  int64_t n = 1;
+  for (int d = 0; d < s.ndim; ++d) n *= s.shape[d];
+  return n;
+}
+
+// True when strides s walk shape_of's shape (same ndim) in row-major order without gaps: then element i
+// sits at offset i. Dims of extent 1 may carry any stride. The CPU and CUDA kernels take their flat
+// (non-strided) path on it.
+inline bool is_contiguous(const Strided& shape_of, const Strided& s) {
+  int64_t expect = 1;
+  for (int d = shape_of.ndim - 1; d >= 0; --d) {
+    if (shape_of.shape[d] != 1 && s.stride[d] != expect) return false;
+    expect *= shape_of.shape[d];
+  }
+  return true;
+}
+
 // Largest attention head dim (the CUDA kernel keeps a query row in registers, padded to 8/16/32/64). The op
 // (core/ops/attention.cpp) enforces it on every device, so a model that runs on one device runs on all.
 constexpr int64_t kMaxAttentionHeadDim = 64;

@@ -11,19 +11,8 @@
 #    the hang; the last checkpoint is kept.
 # Exit 0 pass, 1 fail, 77 skipped (no mpirun or no MNIST; ctest reports it as skipped).
 set -uo pipefail
-BIN=${1:?usage: test_mpi.sh BIN_DIR MNIST_DIR}
-MNIST=${2:?usage: test_mpi.sh BIN_DIR MNIST_DIR}
-command -v mpirun >/dev/null || { echo "SKIP: mpirun not found (apt-get install openmpi-bin)"; exit 77; }
-[ -f "$MNIST/train-images-idx3-ubyte.gz" ] || [ -f "$MNIST/train-images-idx3-ubyte" ] ||
-  { echo "SKIP: MNIST not found in $MNIST"; exit 77; }
-T=$(mktemp -d /tmp/test_mpi.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-cat > "$T/tiny.json" <<'JSON'
-{"sample_size": 28, "in_channels": 2, "out_channels": 1, "block_out_channels": [8, 16],
- "layers_per_block": 1, "norm_num_groups": 4, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
- "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 8, "num_classes": 10,
- "class_emb_size": 1}
-JSON
+source "$(dirname "$0")/lib/dist_test_common.sh"
+dist_test_setup "$@"
 export OMP_NUM_THREADS=1
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none)
 TRAIN=("$BIN/fm_train" --quiet --no-samples --threads 1 --data "$MNIST" --model-config "$T/tiny.json"

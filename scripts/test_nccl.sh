@@ -5,21 +5,10 @@
 # Usage: scripts/test_nccl.sh BIN_DIR MNIST_DIR. Exit 0 pass, 1 fail, 77 skipped (fewer than 2 GPUs, no
 # mpirun or no MNIST; ctest reports it as skipped with this script's reason).
 set -uo pipefail
-BIN=${1:?usage: test_nccl.sh BIN_DIR MNIST_DIR}
-MNIST=${2:?usage: test_nccl.sh BIN_DIR MNIST_DIR}
-command -v mpirun >/dev/null || { echo "SKIP: mpirun not found"; exit 77; }
+source "$(dirname "$0")/lib/dist_test_common.sh"
+dist_test_setup "$@"
 ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
 [ "${ngpu:-0}" -ge 2 ] || { echo "SKIP: the NCCL test needs 2 GPUs, found ${ngpu:-0}"; exit 77; }
-[ -f "$MNIST/train-images-idx3-ubyte.gz" ] || [ -f "$MNIST/train-images-idx3-ubyte" ] ||
-  { echo "SKIP: MNIST not found in $MNIST"; exit 77; }
-T=$(mktemp -d /tmp/test_nccl.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-cat > "$T/tiny.json" <<'JSON'
-{"sample_size": 28, "in_channels": 2, "out_channels": 1, "block_out_channels": [8, 16],
- "layers_per_block": 1, "norm_num_groups": 4, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
- "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 8, "num_classes": 10,
- "class_emb_size": 1}
-JSON
 TRAIN=("$BIN/fm_train" --quiet --no-samples --device cuda --data "$MNIST" --model-config "$T/tiny.json"
        --batch-size 10 --limit 95 --max-steps 20 --seed 7 --dist-timeout 60)
 "${TRAIN[@]}" --out "$T/g1" || { echo "FAIL: one-GPU run"; exit 1; }

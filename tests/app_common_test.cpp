@@ -18,6 +18,7 @@
 #include "apps/common/mnist.h"
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
+#include "apps/common/splitmix.h"
 #include "apps/common/tfevents.h"
 
 #define STB_IMAGE_STATIC
@@ -444,25 +445,24 @@ std::vector<uint8_t> load_rgb(const std::string& path, int& w, int& h) {
   return out;
 }
 
-// Pixels in the rectangle [x0, x1) x [y0, y1) that are neither white nor gray-ish: drawn in colour.
-int64_t coloured(const std::vector<uint8_t>& rgb, int w, int x0, int y0, int x1, int y1) {
+// RGB pixels p (3 bytes) in the rectangle [x0, x1) x [y0, y1) for which is(p) holds.
+template <typename Pred>
+int64_t count_pixels(const std::vector<uint8_t>& rgb, int w, int x0, int y0, int x1, int y1, Pred is) {
   int64_t n = 0;
   for (int y = y0; y < y1; ++y)
-    for (int x = x0; x < x1; ++x) {
-      const uint8_t* p = &rgb[(size_t(y) * w + x) * 3];
-      n += std::max({p[0], p[1], p[2]}) - std::min({p[0], p[1], p[2]}) > 40;
-    }
+    for (int x = x0; x < x1; ++x) n += is(&rgb[(size_t(y) * w + x) * 3]);
   return n;
+}
+// Pixels in the rectangle that are neither white nor gray-ish: drawn in colour.
+int64_t coloured(const std::vector<uint8_t>& rgb, int w, int x0, int y0, int x1, int y1) {
+  return count_pixels(rgb, w, x0, y0, x1, y1, [](const uint8_t* p) {
+    return std::max({p[0], p[1], p[2]}) - std::min({p[0], p[1], p[2]}) > 40;
+  });
 }
 // Dark pixels (text, axes) in the rectangle.
 int64_t dark(const std::vector<uint8_t>& rgb, int w, int x0, int y0, int x1, int y1) {
-  int64_t n = 0;
-  for (int y = y0; y < y1; ++y)
-    for (int x = x0; x < x1; ++x) {
-      const uint8_t* p = &rgb[(size_t(y) * w + x) * 3];
-      n += p[0] < 100 && p[1] < 100 && p[2] < 100;
-    }
-  return n;
+  return count_pixels(rgb, w, x0, y0, x1, y1,
+                      [](const uint8_t* p) { return p[0] < 100 && p[1] < 100 && p[2] < 100; });
 }
 
 }  // namespace
@@ -866,4 +866,13 @@ TEST(AppCommon, WriterErrorsCarryTheReason) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("No such file or directory"), std::string::npos) << e.what();
   }
+}
+
+// The first three outputs of the reference SplitMix64 generator (Vigna's splitmix64.c) seeded with 0: the
+// state advances by the golden-ratio increment before each output, as splitmix64() does to its argument.
+TEST(SplitMix64, MatchesTheReferenceGenerator) {
+  constexpr uint64_t kGamma = 0x9e3779b97f4a7c15ull;
+  EXPECT_EQ(engine::app::splitmix64(0), 0xe220a8397b1dcdafull);
+  EXPECT_EQ(engine::app::splitmix64(kGamma), 0x6e789e6aa1b965f4ull);
+  EXPECT_EQ(engine::app::splitmix64(2 * kGamma), 0x06c45d188009454full);
 }

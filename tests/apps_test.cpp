@@ -481,6 +481,47 @@ TEST(Apps, SampleHelpIsReadable) {
   EXPECT_NE(both.out.find("--ema and --no-ema exclude each other"), std::string::npos) << both.out;
 }
 
+// OpenMP wait policy (docs/apps.md "Threads"): with neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT set, an app
+// re-executes itself with OMP_WAIT_POLICY=passive so that libgomp, which reads its environment once when
+// loaded, takes it; a user's setting of either is kept as it is (no re-exec). Observed through libgomp's
+// own report of the values it parsed (OMP_DISPLAY_ENV=verbose, printed once per process image).
+TEST(Apps, OmpWaitPolicyDefaultAndUserSettings) {
+  REQUIRE_BINS();
+  // test::run exports OMP_WAIT_POLICY=passive for its children: env -u takes it away again here.
+  auto show = [](const std::string& env) {
+    return run("env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT OMP_DISPLAY_ENV=verbose " + env + " " +
+               bin("fm_sample") + " --help");
+  };
+  auto count = [](const std::string& out, const std::string& what) {
+    size_t n = 0;
+    for (size_t at = out.find(what); at != std::string::npos; at = out.find(what, at + 1)) ++n;
+    return n;
+  };
+  const std::string kBlock = "OPENMP DISPLAY ENVIRONMENT BEGIN";
+  const RunResult dflt = show("");
+  if (dflt.out.find("GOMP_SPINCOUNT") == std::string::npos)
+    GTEST_SKIP() << "not libgomp (no GOMP_SPINCOUNT in OMP_DISPLAY_ENV's report): " << dflt.out;
+  ASSERT_TRUE(dflt.exited && dflt.code == 0) << dflt.out;
+  EXPECT_NE(dflt.out.find("Usage:"), std::string::npos) << dflt.out;
+  // Two process images: libgomp's default (300000 spins) first, then the re-executed one, passive (0).
+  EXPECT_EQ(count(dflt.out, kBlock), 2u) << dflt.out;
+  const std::string after = dflt.out.substr(dflt.out.rfind(kBlock));
+  EXPECT_NE(after.find("GOMP_SPINCOUNT = '0'"), std::string::npos) << dflt.out;
+  // The user's choices are kept, and the app runs once (one report).
+  const RunResult active = show("OMP_WAIT_POLICY=active");
+  ASSERT_TRUE(active.exited && active.code == 0) << active.out;
+  EXPECT_EQ(count(active.out, kBlock), 1u) << active.out;
+  EXPECT_NE(active.out.find("OMP_WAIT_POLICY = 'ACTIVE'"), std::string::npos) << active.out;
+  const RunResult spin = show("GOMP_SPINCOUNT=1234");
+  ASSERT_TRUE(spin.exited && spin.code == 0) << spin.out;
+  EXPECT_EQ(count(spin.out, kBlock), 1u) << spin.out;
+  EXPECT_NE(spin.out.find("GOMP_SPINCOUNT = '1234'"), std::string::npos) << spin.out;
+  const RunResult passive = show("OMP_WAIT_POLICY=passive");
+  ASSERT_TRUE(passive.exited && passive.code == 0) << passive.out;
+  EXPECT_EQ(count(passive.out, kBlock), 1u) << passive.out;
+  EXPECT_NE(passive.out.find("GOMP_SPINCOUNT = '0'"), std::string::npos) << passive.out;
+}
+
 // Config and data messages name the real cause.
 TEST(Apps, CliNamesTheRealCause) {
   REQUIRE_BINS();

@@ -1,10 +1,12 @@
 // Data-parallel pieces that run in one process: how a global batch is split into chunks owned by ranks
 // (plan_chunks) and the chunked gradient step over the single-process communicator (its equivalence to
-// the plain step). The multi-process equivalence runs under mpirun in scripts/test_mpi.sh.
+// the plain step), and the deadline loop of the MPI/NCCL back ends (poll_until). The multi-process
+// equivalence runs under mpirun in scripts/test_mpi.sh.
 #include "apps/common/dist.h"
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <vector>
 
@@ -107,4 +109,50 @@ TEST(DataParallel, ChunkedGradientIsTheGlobalMeanGradient) {
   // Reproducible: the same chunking gives the same bits again.
   data_parallel_gradients(model, *comm, b, d, H, W, 4);
   EXPECT_EQ(grads(model), g4);
+}
+
+// poll_until: the deadline loop the MPI and NCCL back ends wait with.
+TEST(PollUntil, ReturnsAtOnceWhenAlreadyDone) {
+  int calls = 0;
+  dist::poll_until([&] { return ++calls >= 1; }, "barrier", 5.0);
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(PollUntil, KeepsPollingUntilDone) {
+  for (int64_t spin : {0, 2, 201}) {
+    int calls = 0;
+    dist::poll_until([&] { return ++calls == 5; }, "allreduce", 5.0, spin);
+    EXPECT_EQ(calls, 5) << "spin_polls " << spin;
+  }
+}
+
+TEST(PollUntil, TimeoutThrowsTheOneLineError) {
+  int calls = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    dist::poll_until(
+        [&] {
+          ++calls;
+          return false;
+        },
+        "ncclAllReduce", 0.05, 3);
+    FAIL() << "no timeout";
+  } catch (const dist::PollTimeout& e) {
+    EXPECT_STREQ(e.what(),
+                 "ncclAllReduce did not complete within 0.05 s (--dist-timeout): another rank died, hangs or "
+                 "is far behind; aborting the job");
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(waited, 0.05);
+  EXPECT_LT(waited, 5.0);
+  // Past the 3 spinning polls, the polls are >= 50 us apart: at most ~1,000 of them in 0.05 s.
+  EXPECT_GT(calls, 3);
+  EXPECT_LE(calls, 3 + 1001);
+}
+
+TEST(PollUntil, ZeroTimeoutStillPollsOnce) {
+  int calls = 0;
+  dist::poll_until([&] { return ++calls == 1; }, "barrier", 0.0);
+  EXPECT_EQ(calls, 1);
+  EXPECT_THROW(dist::poll_until([] { return false; }, "barrier", 0.0), dist::PollTimeout);
 }

@@ -1,5 +1,5 @@
-// KernelGeometry.*: the conv output-size formula and the error measures written once in
-// kernels/kernel_shapes.h and kernels/numeric_compare.h, against values worked out by hand.
+// KernelGeometry.*: the conv output-size formula, the Strided helpers and the error measures written once
+// in kernels/kernel_shapes.h and kernels/numeric_compare.h, against values worked out by hand.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -28,6 +28,18 @@ TEST(KernelGeometry, ConvOutSizeMatchesPyTorch) {
   EXPECT_EQ(s.pad_w, 0);
   EXPECT_EQ(s.P, 5);  // (9 + 4 - 5) / 2 + 1
   EXPECT_EQ(s.Q, 5);  // (7 + 0 - 3) / 1 + 1
+}
+
+TEST(KernelGeometry, StridedNumelAndContiguity) {
+  const kern::Strided shape{3, {2, 1, 4}, {4, 4, 1}};
+  EXPECT_EQ(kern::numel(shape), 8);
+  EXPECT_EQ(kern::numel(kern::Strided{0, {}, {}}), 1);           // a scalar
+  EXPECT_EQ(kern::numel(kern::Strided{2, {3, 0}, {0, 1}}), 0);   // an empty dim
+  EXPECT_TRUE(kern::is_contiguous(shape, shape));                // row-major
+  EXPECT_TRUE(kern::is_contiguous(shape, {3, {}, {4, 77, 1}}));  // extent-1 dim: any stride
+  EXPECT_FALSE(kern::is_contiguous(shape, {3, {}, {0, 4, 1}}));  // broadcast over dim 0
+  EXPECT_FALSE(kern::is_contiguous(shape, {3, {}, {1, 4, 2}}));  // transposed
+  EXPECT_FALSE(kern::is_contiguous(shape, {3, {}, {8, 4, 1}}));  // a gap between rows
 }
 
 TEST(KernelGeometry, RelativeErrors) {

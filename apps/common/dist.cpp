@@ -1,6 +1,9 @@
 // The single-process communicator and the launcher environment probe (the MPI backend is dist_mpi.cpp).
 #include "apps/common/dist.h"
 
+#include <time.h>
+
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -46,6 +49,26 @@ int launcher_world_size() {
     if (n >= 1) return n;
   }
   return 0;
+}
+
+void poll_until(const std::function<bool()>& done, const std::string& what, double timeout_s,
+                int64_t spin_polls) {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t polls = 0;; ++polls) {
+    if (done()) return;
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%g", timeout_s);
+      throw PollTimeout(what + " did not complete within " + buf +
+                        " s (--dist-timeout): another rank died, hangs or is far behind; aborting the job");
+    }
+    if (polls >= spin_polls) {
+      struct timespec ts {
+        0, 50000
+      };
+      nanosleep(&ts, nullptr);
+    }
+  }
 }
 
 #ifndef ENGINE_HAS_MPI

@@ -4,7 +4,9 @@
 // hung rank makes the others print one line and abort the job instead of waiting forever.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -59,6 +61,20 @@ class DeviceAllreduce {
   // the timeout, or an NCCL error, prints one line and aborts the job.
   virtual void allreduce_sum(float* dev, int64_t n) = 0;
 };
+
+// Thrown by poll_until when its deadline passes; what() is the one-line message.
+class PollTimeout : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The deadline loop of the MPI and NCCL back ends: calls done() until it returns true. The first
+// `spin_polls` polls run back to back; each later one follows a 50 us sleep, so a waiting rank leaves the
+// cores to the ranks still computing. When done() is still false after `timeout_s` seconds, throws
+// PollTimeout("<what> did not complete within <timeout_s> s (--dist-timeout): another rank died, hangs or
+// is far behind; aborting the job"). done() is always called at least once, even with timeout_s <= 0.
+void poll_until(const std::function<bool()>& done, const std::string& what, double timeout_s,
+                int64_t spin_polls = 0);
 
 // True when this build has the NCCL backend.
 bool built_with_nccl();

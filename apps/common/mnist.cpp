@@ -12,6 +12,8 @@
 #include <memory>
 #include <random>
 
+#include "apps/common/splitmix.h"
+
 namespace engine::app {
 namespace {
 
@@ -187,17 +189,6 @@ std::vector<int64_t> parse_idx(const uint8_t* data, size_t size, const std::stri
   if (f.read(&extra, 1) != 0) throw fail("trailing garbage after " + std::to_string(want) + " data bytes");
   return dims;
 }
-
-namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 MnistSet load_mnist(const std::string& dir, bool train) {
   const std::string prefix = train ? "train" : "t10k";

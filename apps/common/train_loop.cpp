@@ -20,6 +20,7 @@
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
 #include "apps/common/run_flags.h"
+#include "apps/common/splitmix.h"
 #include "apps/common/tfevents.h"
 #include "core/autograd.h"
 #include "nn/adamw.h"
@@ -29,13 +30,6 @@ namespace engine::app {
 namespace fs = std::filesystem;
 
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 const std::vector<std::string> kBaseHeader = {"step", "epoch", "loss", "lr", "img_per_s"};
 

@@ -35,26 +35,7 @@ double exp_sub_row(T* row, int64_t n, T sub, bool avx512) {
   (void)avx512;
 #ifdef KERN_CPU_AVX2
   if constexpr (std::is_same_v<T, float>) {
-    const __m256 vs = _mm256_set1_ps(sub);
-    __m256 acc = _mm256_setzero_ps();
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-      const __m256 e = simd::exp_nonpos(_mm256_sub_ps(_mm256_loadu_ps(row + j), vs));
-      _mm256_storeu_ps(row + j, e);
-      acc = _mm256_add_ps(acc, e);
-    }
-    if (j < n) {
-      const __m256 live = _mm256_castsi256_ps(simd::tail_mask(n - j));
-      const __m256 e =
-          _mm256_and_ps(live, simd::exp_nonpos(_mm256_sub_ps(simd::load_tail(row + j, n - j), vs)));
-      simd::store_tail(row + j, n - j, e);
-      acc = _mm256_add_ps(acc, e);
-    }
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, acc);
-    double sum = 0;
-    for (float l : lanes) sum += l;
-    return sum;
+    return simd::sum_lanes_f64(simd::exp_sub_tail_avx2(row, 0, n, sub, _mm256_setzero_ps()));
   }
 #endif
   double sum = 0;

@@ -55,21 +55,6 @@ void silu_forward(int64_t n, const T* x, T* y) {
   });
 }
 
-int64_t numel(const Strided& s) {
-  int64_t n = 1;
-  for (int d = 0; d < s.ndim; ++d) n *= s.shape[d];
-  return n;
-}
-
-bool is_contiguous(const Strided& shape_of, const Strided& s) {
-  int64_t expect = 1;
-  for (int d = shape_of.ndim - 1; d >= 0; --d) {
-    if (shape_of.shape[d] != 1 && s.stride[d] != expect) return false;
-    expect *= shape_of.shape[d];
-  }
-  return true;
-}
-
 // Calls body(row, off[0..NOP-1]) for every row (all dims but the innermost) of shape, where off[j] is
 // operand j's element offset of the row start (strides[j]); rows are processed in parallel, each thread
 // a contiguous range of rows whose offsets it steps with a multi-index counter (one division per range,

@@ -7,6 +7,10 @@
 // Lane independence: every function is lane-wise, so a kernel that runs its tail through the same
 // vector code (load_tail/store_tail) gives bitwise the same value for an element whatever its
 // position in the array.
+// Linkage: everything here is in an anonymous namespace (internal linkage). The header is included by
+// AVX2 TUs and by -mavx512f TUs (softmax_avx512.cpp, ...); with external linkage an out-of-line copy of
+// an inline function would be a weak symbol, and the linker could keep the AVX-512 copy for the AVX2
+// callers too, which would then fault on an AVX2-only CPU.
 #pragma once
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -15,6 +19,7 @@
 #define KERN_CPU_AVX2 1
 
 namespace kern::cpu::simd {
+namespace {
 
 // Lane mask with the first n (0..8) lanes set, for _mm256_maskload_ps/_mm256_maskstore_ps.
 inline __m256i tail_mask(int64_t n) {
@@ -61,5 +66,35 @@ inline __m256 sigmoid(__m256 x) {
   return _mm256_blendv_ps(inv, _mm256_mul_ps(e, inv), neg);
 }
 
+// For j <= i < n: row[i] = exp(row[i] - sub) (row[i] <= sub expected, NaN propagates); returns acc plus
+// the values, summed lane-wise: whole blocks of 8 from j, then the rest (< 8) as one masked block whose
+// dead lanes add +0. The softmax rows of attention.cpp (AVX2) and softmax_avx512.cpp (its tail after the
+// 16-lane blocks) share it, so their bits agree by construction.
+inline __m256 exp_sub_tail_avx2(float* row, int64_t j, int64_t n, float sub, __m256 acc) {
+  const __m256 vs = _mm256_set1_ps(sub);
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = exp_nonpos(_mm256_sub_ps(_mm256_loadu_ps(row + j), vs));
+    _mm256_storeu_ps(row + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  if (j < n) {
+    const __m256 live = _mm256_castsi256_ps(tail_mask(n - j));
+    const __m256 e = _mm256_and_ps(live, exp_nonpos(_mm256_sub_ps(load_tail(row + j, n - j), vs)));
+    store_tail(row + j, n - j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  return acc;
+}
+
+// The 8 lanes of v summed in double, lane 0 first.
+inline double sum_lanes_f64(__m256 v) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, v);
+  double sum = 0;
+  for (float l : lanes) sum += l;
+  return sum;
+}
+
+}  // namespace
 }  // namespace kern::cpu::simd
 #endif

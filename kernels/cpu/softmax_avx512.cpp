@@ -46,25 +46,8 @@ double exp_sub_row_f32_avx512(float* row, int64_t n, float sub) {
     acc = _mm256_add_ps(acc, _mm512_castps512_ps256(e));
     acc = _mm256_add_ps(acc, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
   }
-  // The rest (< 16) exactly as the AVX2 loop: a full block of 8, then a masked tail.
-  const __m256 vs8 = _mm256_set1_ps(sub);
-  for (; j + 8 <= n; j += 8) {
-    const __m256 e = simd::exp_nonpos(_mm256_sub_ps(_mm256_loadu_ps(row + j), vs8));
-    _mm256_storeu_ps(row + j, e);
-    acc = _mm256_add_ps(acc, e);
-  }
-  if (j < n) {
-    const __m256 live = _mm256_castsi256_ps(simd::tail_mask(n - j));
-    const __m256 e =
-        _mm256_and_ps(live, simd::exp_nonpos(_mm256_sub_ps(simd::load_tail(row + j, n - j), vs8)));
-    simd::store_tail(row + j, n - j, e);
-    acc = _mm256_add_ps(acc, e);
-  }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc);
-  double sum = 0;
-  for (float l : lanes) sum += l;
-  return sum;
+  // The rest (< 16) exactly as the AVX2 row: a full block of 8, then a masked tail.
+  return simd::sum_lanes_f64(simd::exp_sub_tail_avx2(row, j, n, sub, acc));
 }
 
 }  // namespace kern::cpu::detail

@@ -103,22 +103,6 @@ __global__ void copy_strided_kernel(int64_t n, Strided src_layout, const E* __re
   }
 }
 
-int64_t numel(const Strided& s) {
-  int64_t n = 1;
-  for (int d = 0; d < s.ndim; ++d) n *= s.shape[d];
-  return n;
-}
-
-// Same rule as the CPU kernel: dims of extent 1 may carry any stride.
-bool is_contiguous(const Strided& shape_of, const Strided& s) {
-  int64_t expect = 1;
-  for (int d = shape_of.ndim - 1; d >= 0; --d) {
-    if (shape_of.shape[d] != 1 && s.stride[d] != expect) return false;
-    expect *= shape_of.shape[d];
-  }
-  return true;
-}
-
 void check_ndim(const Strided& s, const char* fn) {
   if (s.ndim < 0 || s.ndim > kMaxDims)
     throw ::engine::Error(std::string("kern::cuda::") + fn + ": ndim " + std::to_string(s.ndim) +

@@ -2,9 +2,7 @@
 // non-blocking (MPI_Iallreduce, ...) and polled with MPI_Test against a deadline: when a peer died or
 // hangs, this rank prints one line and calls MPI_Abort, so no rank waits longer than the timeout.
 #include <mpi.h>
-#include <time.h>
 
-#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -131,26 +129,19 @@ class MpiComm final : public Communicator {
     fail(std::string(what) + " failed: " + std::string(msg, static_cast<size_t>(len)));
   }
 
-  // Polls the request until it completes; past the deadline, fails the job. Spins briefly, then sleeps
-  // 50 us between polls so that waiting ranks leave the cores to the ranks still computing.
+  // Polls the request until it completes; past the deadline, fails the job. Spins for 201 polls, then
+  // sleeps 50 us between polls so that waiting ranks leave the cores to the ranks still computing.
   void wait(MPI_Request& req, const char* what) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t polls = 0;; ++polls) {
-      int done = 0;
-      check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), what);
-      if (done) return;
-      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s_) {
-        char buf[64];
-        std::snprintf(buf, sizeof buf, "%g", timeout_s_);
-        fail(std::string(what) + " did not complete within " + buf +
-             " s (--dist-timeout): another rank died, hangs or is far behind; aborting the job");
-      }
-      if (polls > 200) {
-        struct timespec ts {
-          0, 50000
-        };
-        nanosleep(&ts, nullptr);
-      }
+    try {
+      poll_until(
+          [&] {
+            int done = 0;
+            check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), what);
+            return done != 0;
+          },
+          what, timeout_s_, /*spin_polls=*/201);
+    } catch (const PollTimeout& e) {
+      fail(e.what());
     }
   }
 

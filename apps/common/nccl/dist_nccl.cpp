@@ -7,9 +7,7 @@
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <nccl.h>
-#include <time.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -92,31 +90,28 @@ class NcclAllreduce final : public DeviceAllreduce {
   }
 
  private:
+  // Polls the NCCL communicator (and, with `stream`, the stream) until the operation completed; past the
+  // deadline, fails the job. Sleeps 50 us between polls.
   void wait(const char* what, bool stream) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (;;) {
-      ncclResult_t async = ncclSuccess;
-      nccl_check(api_.comm_get_async_error(nccl_, &async), "ncclCommGetAsyncError");
-      if (async != ncclSuccess && async != ncclInProgress)
-        fail(std::string(what) + ": " + api_.get_error_string(async));
-      bool done = async == ncclSuccess;
-      if (done && stream) {
-        const cudaError_t q = cudaStreamQuery(stream_);
-        if (q != cudaSuccess && q != cudaErrorNotReady)
-          fail(std::string(what) + ": " + cudaGetErrorString(q));
-        done = q == cudaSuccess;
-      }
-      if (done) return;
-      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s_) {
-        char buf[64];
-        std::snprintf(buf, sizeof buf, "%g", timeout_s_);
-        fail(std::string(what) + " did not complete within " + buf +
-             " s (--dist-timeout): another rank died, hangs or is far behind; aborting the job");
-      }
-      struct timespec ts {
-        0, 50000
-      };
-      nanosleep(&ts, nullptr);
+    try {
+      poll_until(
+          [&] {
+            ncclResult_t async = ncclSuccess;
+            nccl_check(api_.comm_get_async_error(nccl_, &async), "ncclCommGetAsyncError");
+            if (async != ncclSuccess && async != ncclInProgress)
+              fail(std::string(what) + ": " + api_.get_error_string(async));
+            bool done = async == ncclSuccess;
+            if (done && stream) {
+              const cudaError_t q = cudaStreamQuery(stream_);
+              if (q != cudaSuccess && q != cudaErrorNotReady)
+                fail(std::string(what) + ": " + cudaGetErrorString(q));
+              done = q == cudaSuccess;
+            }
+            return done;
+          },
+          what, timeout_s_, /*spin_polls=*/0);
+    } catch (const PollTimeout& e) {
+      fail(e.what());
     }
   }
   void nccl_check(ncclResult_t r, const char* what) {
