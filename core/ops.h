@@ -65,6 +65,13 @@ struct Conv2dOptions {
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opt);
 // x (N, C, *), gamma/beta (C) or undefined.
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, double eps);
+// silu(group_norm(x, groups, gamma, beta, eps)) as one op (PyTorch has no single op for it; the UNet's
+// norm + SiLU pairs). Same arguments, shapes, dtypes (float32/float64) and errors as group_norm.
+// CPU: one fused kernel each way, bitwise the same values and gradients as the unfused pair, and it saves
+// only x and per-group double statistics for the backward (no normalised copy, unlike group_norm + silu),
+// so training uses less memory. CUDA: runs the unfused group_norm + silu composition (no fused CUDA
+// kernel; the CUDA path is the existing, verified code).
+Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, double eps);
 
 // ---- attention: q (B, H, Lq, D), k/v (B, H, Lk, D) -> (B, H, Lq, D).
 // softmax(q k^T * scale) v with a numerically stable softmax; scale defaults to D^-0.5.

@@ -11,9 +11,7 @@ MnistClassifier::Block::Block(nn::Init& init, int64_t in, int64_t out, int64_t s
   norm = register_module("norm", std::make_shared<nn::GroupNorm>(init, 8, out, 1e-5));
 }
 
-Tensor MnistClassifier::Block::forward(const Tensor& x) const {
-  return silu(norm->forward(conv->forward(x)));
-}
+Tensor MnistClassifier::Block::forward(const Tensor& x) const { return norm->forward_silu(conv->forward(x)); }
 
 MnistClassifier::MnistClassifier(uint64_t seed, Device device) {
   nn::Init init(seed, DType::F32, device);

@@ -167,8 +167,8 @@ Tensor UNet2D::forward(const Tensor& sample, const Tensor& timesteps) const {
   for (const auto& blk : *down_blocks) h = blk->forward(h, emb, skips);
   if (mid_block) h = mid_block->forward(h, emb);
   for (const auto& blk : *up_blocks) h = blk->forward(h, emb, skips);
-  h = engine::silu(conv_norm_out->forward(h));
-  return conv_out->forward(h);  // (B, out, H, W)
+  h = conv_norm_out->forward_silu(h);  // conv_norm_out + conv_act (SiLU), fused
+  return conv_out->forward(h);         // (B, out, H, W)
 }
 
 }  // namespace engine::models

@@ -44,6 +44,10 @@ GroupNorm::GroupNorm(Init& init, int64_t groups_, int64_t channels, double eps_,
 
 Tensor GroupNorm::forward(const Tensor& x) const { return group_norm(x, groups, weight, bias, eps); }
 
+Tensor GroupNorm::forward_silu(const Tensor& x) const {
+  return group_norm_silu(x, groups, weight, bias, eps);
+}
+
 Embedding::Embedding(Init& init, int64_t num, int64_t dim) {
   ENGINE_CHECK(num > 0 && dim > 0, "Embedding", "invalid sizes num=", num, " dim=", dim);
   weight = register_parameter("weight", init.normal({num, dim}));
@@ -103,9 +107,9 @@ ResnetBlock2D::ResnetBlock2D(Init& init, int64_t in, int64_t out, int64_t temb_c
 
 Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor& temb) const {
   const int64_t B = x.size(0);
-  Tensor h = conv1->forward(engine::silu(norm1->forward(x)));                              // (B, out, H, W)
+  Tensor h = conv1->forward(norm1->forward_silu(x));                                       // (B, out, H, W)
   Tensor t = time_emb_proj->forward(engine::silu(temb)).reshape({B, out_channels, 1, 1});  // (B, out, 1, 1)
-  h = engine::silu(norm2->forward(h + t));
+  h = norm2->forward_silu(h + t);  // dropout (p = 0 in diffusers' default and our recipe) is the identity
   h = conv2->forward(h);
   Tensor sc = conv_shortcut ? conv_shortcut->forward(x) : x;
   Tensor o = sc + h;

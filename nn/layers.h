@@ -30,7 +30,9 @@ class GroupNorm : public Module {
  public:
   GroupNorm(Init& init, int64_t groups, int64_t channels, double eps, bool affine = true);
   Tensor forward(const Tensor& x) const;  // (B, C, *)
-  Tensor weight, bias;                    // (C) each; undefined without affine
+  // silu(forward(x)) as one op (engine::group_norm_silu: fused on the CPU, the unfused pair on CUDA).
+  Tensor forward_silu(const Tensor& x) const;  // (B, C, *)
+  Tensor weight, bias;                         // (C) each; undefined without affine
   int64_t groups;
   double eps;
 };

@@ -116,6 +116,13 @@ Vec group_norm(const Ins& t, const Shape& xs, int64_t G, bool affine) {
   return y;
 }
 
+// silu(group_norm(...)) with silu(x) = x / (1 + exp(-x)) as PyTorch evaluates it (silu(-inf) = NaN).
+Vec group_norm_silu(const Ins& t, const Shape& xs, int64_t G, bool affine) {
+  Vec y = group_norm(t, xs, G, affine);
+  for (double& v : y) v = v / (1.0 + std::exp(-v));
+  return y;
+}
+
 // softmax(scale q k^T) v per head with torch.softmax semantics (max propagates NaN; inf - inf = NaN).
 Vec attention(const Ins& t, const Shape& qs, const Shape& ks, double scale) {
   const int64_t D = qs.back(), Lq = qs[qs.size() - 2], Lk = ks[ks.size() - 2], BH = numel_of(qs) / (Lq * D);
@@ -205,6 +212,10 @@ const std::map<std::string, Ref>& refs() {
         {"GroupNorm/per_channel_no_affine",
          [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 4, false); }},
         {"GroupNorm/g4_m300", [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 4, true); }},
+        {"GroupNormSilu/g2_affine", [=](auto& t, auto& c) { return group_norm_silu(t, sh(c, 0), 2, true); }},
+        {"GroupNormSilu/per_channel_no_affine",
+         [=](auto& t, auto& c) { return group_norm_silu(t, sh(c, 0), 4, false); }},
+        {"GroupNormSilu/g4_m300", [=](auto& t, auto& c) { return group_norm_silu(t, sh(c, 0), 4, true); }},
         {"Linear/bias",
          [=](auto& t, auto&) {
            Vec y = bmm(t[0], 1, t[1], 1, 5, 4, 3, false, true);
@@ -345,6 +356,9 @@ const std::map<std::string, Ref>& refs() {
     for (const bench::Act& a : bench::kActs)
       table["GroupNorm/unet_32groups_" + std::to_string(a.C) + "ch_" + std::to_string(a.H) + "x" +
             std::to_string(a.H)] = [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 32, true); };
+    for (const bench::Act& a : bench::kActs)
+      table["GroupNormSilu/unet_32groups_" + std::to_string(a.C) + "ch_" + std::to_string(a.H) + "x" +
+            std::to_string(a.H)] = [=](auto& t, auto& c) { return group_norm_silu(t, sh(c, 0), 32, true); };
     return table;
   }();
   return m;

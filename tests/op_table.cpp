@@ -63,6 +63,20 @@ std::vector<OpCase> build_cases() {
         "unet_32groups_" + std::to_string(a.C) + "ch_" + std::to_string(a.H) + "x" + std::to_string(a.H),
         {F({4, a.C, a.H, a.H}), F({a.C}), F({a.C})},
         [](auto& t) { return group_norm(t[0], 32, t[1], t[2], 1e-5); }, false);
+  // ---- group_norm_silu (fused on the CPU; the unfused pair on CUDA)
+  def("GroupNormSilu", "g2_affine", {F({2, 4, 3, 3}), F({4}), F({4})},
+      [](auto& t) { return group_norm_silu(t[0], 2, t[1], t[2], 1e-5); });
+  def("GroupNormSilu", "per_channel_no_affine", {F({3, 4, 5})},
+      [](auto& t) { return group_norm_silu(t[0], 4, Tensor(), Tensor(), 1e-5); });
+  // 300 elements per group, 150 per channel: SIMD blocks and a tail in every channel.
+  def("GroupNormSilu", "g4_m300", {F({2, 8, 10, 15}), F({8}), F({8})},
+      [](auto& t) { return group_norm_silu(t[0], 4, t[1], t[2], 1e-5); });
+  for (const bench::Act& a : bench::kActs)
+    def(
+        "GroupNormSilu",
+        "unet_32groups_" + std::to_string(a.C) + "ch_" + std::to_string(a.H) + "x" + std::to_string(a.H),
+        {F({4, a.C, a.H, a.H}), F({a.C}), F({a.C})},
+        [](auto& t) { return group_norm_silu(t[0], 32, t[1], t[2], 1e-5); }, false);
   // ---- linear / matmul
   def("Linear", "bias", {F({5, 4}), F({3, 4}), F({3})}, [](auto& t) { return linear(t[0], t[1], t[2]); });
   def("Linear", "nobias_3d", {F({2, 3, 4}), F({6, 4})}, [](auto& t) { return linear(t[0], t[1]); });
@@ -169,6 +183,8 @@ OpCost op_cost(const OpCase& c) {
     k.flops = 4.0 * out * sz(1, -2);
   else if (c.op == "GroupNorm")  // two statistics passes and the affine normalisation
     k.flops = 8.0 * out;
+  else if (c.op == "GroupNormSilu")  // group_norm's 8 per element + SiLU (counted as 1, as elementwise)
+    k.flops = 9.0 * out;
   else if (c.op == "Views" || c.op == "Concat" || c.op == "Embedding" || c.op == "Upsample")
     k.flops = 0;
   else if (c.op == "Sum" || c.op == "Mean" || c.op == "MseLoss")

@@ -20,6 +20,19 @@ template <typename T>
 void gemm_reference(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                     int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+// ---- group_norm_silu (CPU only): y = silu(group_norm(x)) over x (N, C, HW), G groups, in one kernel.
+// gamma/beta (C) may be nullptr (no affine). stats (N*G*2, double) receives each group's mean and rstd
+// in double, which the backward needs to recompute gn(x) exactly (nothing else is saved besides x).
+// Bitwise the same y as group_norm_forward followed by unary(Silu) (kernels/cpu/group_norm.cpp).
+template <typename T>
+void group_norm_silu_forward(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const T* x,
+                             const T* gamma, const T* beta, T* y, double* stats);
+// dy: gradient w.r.t. y. Overwrites dx, dgamma, dbeta (the last two may be nullptr when gamma is).
+// Bitwise the same as silu_backward followed by group_norm_backward with the T-rounded mean/rstd.
+template <typename T>
+void group_norm_silu_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, const T* x,
+                              const double* stats, const T* gamma, const T* beta, T* dx, T* dgamma, T* dbeta);
+
 // ---- run-time ISA dispatch of the CPU hot kernels (GEMM microkernels).
 // Ordered: a larger value needs more of the CPU. Auto = the best the CPU supports.
 enum class CpuIsa : int { Auto = -1, Scalar = 0, Avx2 = 1, Avx512 = 2 };

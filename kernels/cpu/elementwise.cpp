@@ -8,19 +8,13 @@
 #include <type_traits>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/silu_span.h"
 #include "kernels/cpu/simd_math.h"
 
 namespace kern::cpu {
 namespace {
 
 constexpr int64_t kParThreshold = 32768;  // below this many elements, stay single-threaded
-
-template <typename T>
-inline T sigmoid(T x) {
-  if (x >= T(0)) return T(1) / (T(1) + std::exp(-x));
-  const T e = std::exp(x);
-  return e / (T(1) + e);
-}
 
 // Splits [0, n) into fixed chunks processed in parallel (one chunk when n is small).
 template <typename F>
@@ -31,28 +25,10 @@ void for_each_chunk(int64_t n, F&& body) {
   for (int64_t c = 0; c < chunks; ++c) body(c * kChunk, std::min(n, (c + 1) * kChunk));
 }
 
-// silu(x) = x * sigmoid(x). Float: every element (the tail too, via a masked load) goes through the
-// same AVX2 code, so an element's result does not depend on its position (lane independence).
-// silu(-inf) = -inf * 0 = NaN, as in PyTorch.
+// silu(x) = x * sigmoid(x), per chunk through detail::silu_span (kernels/cpu/silu_span.h).
 template <typename T>
 void silu_forward(int64_t n, const T* x, T* y) {
-  for_each_chunk(n, [&](int64_t lo, int64_t hi) {
-    int64_t i = lo;
-#ifdef KERN_CPU_AVX2
-    if constexpr (std::is_same_v<T, float>) {
-      for (; i + 8 <= hi; i += 8) {
-        const __m256 xv = _mm256_loadu_ps(x + i);
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(xv, simd::sigmoid(xv)));
-      }
-      if (i < hi) {
-        const __m256 xv = simd::load_tail(x + i, hi - i);
-        simd::store_tail(y + i, hi - i, _mm256_mul_ps(xv, simd::sigmoid(xv)));
-      }
-      return;
-    }
-#endif
-    for (; i < hi; ++i) y[i] = x[i] * sigmoid(x[i]);
-  });
+  for_each_chunk(n, [&](int64_t lo, int64_t hi) { detail::silu_span(x + lo, y + lo, hi - lo); });
 }
 
 // Calls body(row, off[0..NOP-1]) for every row (all dims but the innermost) of shape, where off[j] is
@@ -198,32 +174,11 @@ void unary(Unary op, int64_t n, const T* x, T* y) {
   }
 }
 
+// dx = dy * silu'(x), per chunk through detail::silu_grad_span (kernels/cpu/silu_span.h).
 template <typename T>
 void silu_backward(int64_t n, const T* x, const T* dy, T* dx) {
-  // silu'(x) = s * (1 + x * (1 - s)), s = sigmoid(x). Float: tail through the vector code (see
-  // silu_forward).
-  for_each_chunk(n, [&](int64_t lo, int64_t hi) {
-    int64_t i = lo;
-#ifdef KERN_CPU_AVX2
-    if constexpr (std::is_same_v<T, float>) {
-      const __m256 one = _mm256_set1_ps(1.0f);
-      auto grad = [&](__m256 xv, __m256 dyv) {
-        const __m256 s = simd::sigmoid(xv);
-        return _mm256_mul_ps(dyv, _mm256_mul_ps(s, _mm256_fmadd_ps(xv, _mm256_sub_ps(one, s), one)));
-      };
-      for (; i + 8 <= hi; i += 8)
-        _mm256_storeu_ps(dx + i, grad(_mm256_loadu_ps(x + i), _mm256_loadu_ps(dy + i)));
-      if (i < hi)
-        simd::store_tail(dx + i, hi - i,
-                         grad(simd::load_tail(x + i, hi - i), simd::load_tail(dy + i, hi - i)));
-      return;
-    }
-#endif
-    for (; i < hi; ++i) {
-      const T s = sigmoid(x[i]);
-      dx[i] = dy[i] * (s * (T(1) + x[i] * (T(1) - s)));
-    }
-  });
+  for_each_chunk(n,
+                 [&](int64_t lo, int64_t hi) { detail::silu_grad_span(x + lo, dy + lo, dx + lo, hi - lo); });
 }
 
 template <typename T>

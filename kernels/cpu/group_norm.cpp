@@ -1,4 +1,8 @@
-// CPU GroupNorm forward/backward over x (N, C, HW); biased variance.
+// CPU GroupNorm forward/backward over x (N, C, HW); biased variance. Also the fused
+// group_norm_silu (y = silu(gn(x))): the same loops with the SiLU applied per channel while it is in
+// L1 (forward), and SiLU' applied to dy per channel before the group-norm sums (backward, gn(x)
+// recomputed from the saved double statistics), so it is bitwise the unfused pair with one pass less
+// over memory each way and no saved normalised copy.
 // Formulation (shared with kernels/cuda/group_norm.cu):
 //   mean = K + sum(x - K) / M with the shift K = the group's first element, var = sum((x - mean)^2) / M
 //   (two passes, double accumulation), rstd = 1 / sqrt(var + eps),
@@ -19,6 +23,7 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/group_norm_avx512.h"
+#include "kernels/cpu/silu_span.h"
 #include "kernels/cpu/simd_math.h"
 
 namespace kern::cpu {
@@ -59,55 +64,34 @@ inline double combine8(const double (&a)[8]) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-// sum_i (x_i - K)
-template <typename T>
-double sum_shifted(const T* x, int64_t n, double K) {
+// Square = false: sum_i (x_i - c); Square = true: sum_i (x_i - c)^2, each term as fma(d, d, acc).
+template <bool Square, typename T>
+double sum_dev(const T* x, int64_t n, double c) {
 #if defined(__x86_64__)
   if constexpr (std::is_same_v<T, float>)
-    if (use_avx512()) return detail::gn_sum_shifted_avx512(x, n, K);
+    if (use_avx512())
+      return Square ? detail::gn_sum_sq_dev_avx512(x, n, c) : detail::gn_sum_shifted_avx512(x, n, c);
 #endif
 #ifdef KERN_CPU_AVX2
   if constexpr (std::is_same_v<T, float>) {
-    const __m256d k = _mm256_set1_pd(K);
+    const __m256d k = _mm256_set1_pd(c);
     D8 acc{_mm256_setzero_pd(), _mm256_setzero_pd()};
     for (int64_t i = 0; i < n; i += 8) {
       const D8 v = load8(x + i, n - i);
       D8 d{_mm256_sub_pd(v.lo, k), _mm256_sub_pd(v.hi, k)};
       if (n - i < 8) d = keep(d, n - i);
-      acc = {_mm256_add_pd(acc.lo, d.lo), _mm256_add_pd(acc.hi, d.hi)};
-    }
-    return hsum(acc);
-  }
-#endif
-  double acc[8] = {};
-  for (int64_t i = 0; i < n; ++i) acc[i % 8] += double(x[i]) - K;
-  return combine8(acc);
-}
-
-// sum_i (x_i - mu)^2, each term as fma(d, d, acc)
-template <typename T>
-double sum_sq_dev(const T* x, int64_t n, double mu) {
-#if defined(__x86_64__)
-  if constexpr (std::is_same_v<T, float>)
-    if (use_avx512()) return detail::gn_sum_sq_dev_avx512(x, n, mu);
-#endif
-#ifdef KERN_CPU_AVX2
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256d m = _mm256_set1_pd(mu);
-    D8 acc{_mm256_setzero_pd(), _mm256_setzero_pd()};
-    for (int64_t i = 0; i < n; i += 8) {
-      const D8 v = load8(x + i, n - i);
-      D8 d{_mm256_sub_pd(v.lo, m), _mm256_sub_pd(v.hi, m)};
-      if (n - i < 8) d = keep(d, n - i);
-      acc = {_mm256_fmadd_pd(d.lo, d.lo, acc.lo), _mm256_fmadd_pd(d.hi, d.hi, acc.hi)};
+      if constexpr (Square)
+        acc = {_mm256_fmadd_pd(d.lo, d.lo, acc.lo), _mm256_fmadd_pd(d.hi, d.hi, acc.hi)};
+      else
+        acc = {_mm256_add_pd(acc.lo, d.lo), _mm256_add_pd(acc.hi, d.hi)};
     }
     return hsum(acc);
   }
 #endif
   double acc[8] = {};
   for (int64_t i = 0; i < n; ++i) {
-    const double d = double(x[i]) - mu;
-    acc[i % 8] = std::fma(d, d, acc[i % 8]);
+    const double d = double(x[i]) - c;
+    acc[i % 8] = Square ? std::fma(d, d, acc[i % 8]) : acc[i % 8] + d;
   }
   return combine8(acc);
 }
@@ -149,49 +133,66 @@ std::array<double, 3> backward_sums(const T* x, const T* dy, int64_t n, double K
 template <typename T>
 double group_mean(const T* xg, int64_t M) {
   const double K = xg[0];
-  return K + sum_shifted(xg, M, K) / double(M);
+  return K + sum_dev<false>(xg, M, K) / double(M);
 }
 
-}  // namespace
+// y_i = T(fma(double(x_i) - mu, a, b)) over one channel; then, with Silu, y = silu(y) in place while
+// the channel is in L1 (detail::silu_span: the unfused silu's element code).
+template <typename T, bool Silu>
+void affine_channel(const T* xc, int64_t HW, double mu, double a, double b, T* yc, bool avx512) {
+  (void)avx512;
+  bool done = false;
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>)
+    if (avx512) {
+      detail::gn_affine_avx512(xc, HW, mu, a, b, yc);
+      done = true;
+    }
+#endif
+  if (!done) {
+#pragma omp simd
+    for (int64_t i = 0; i < HW; ++i) yc[i] = static_cast<T>(std::fma(double(xc[i]) - mu, a, b));
+  }
+  if constexpr (Silu) detail::silu_span(yc, yc, HW);
+}
 
-template <typename T>
-void group_norm_forward(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const T* x, const T* gamma,
-                        const T* beta, T* y, T* mean, T* rstd) {
+// The forward of group_norm (Silu = false) and group_norm_silu (Silu = true). Writes mean/rstd (T) when
+// given and stats (double pairs mean, rstd) when given.
+template <typename T, bool Silu>
+void forward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const T* x, const T* gamma,
+                  const T* beta, T* y, T* mean, T* rstd, double* stats) {
   const int64_t Cg = C / G, M = Cg * HW;  // channels per group, elements per group
   if (M == 0) return;
   const bool avx512 = use_avx512();
-  (void)avx512;
 #pragma omp parallel for schedule(static)
   for (int64_t ng = 0; ng < N * G; ++ng) {
     const T* xg = x + ng * M;  // (Cg, HW)
     T* yg = y + ng * M;
     const double mu = group_mean(xg, M);
-    const double ss = sum_sq_dev(xg, M, mu);
+    const double ss = sum_dev<true>(xg, M, mu);
     const double rs = 1.0 / std::sqrt(ss / double(M) + eps);
-    mean[ng] = static_cast<T>(mu);
-    rstd[ng] = static_cast<T>(rs);
+    if (mean) mean[ng] = static_cast<T>(mu);
+    if (rstd) rstd[ng] = static_cast<T>(rs);
+    if (stats) stats[2 * ng] = mu, stats[2 * ng + 1] = rs;
     const int64_t c0 = (ng % G) * Cg;
     for (int64_t cc = 0; cc < Cg; ++cc) {
       const double a = rs * (gamma ? double(gamma[c0 + cc]) : 1.0);
       const double b = beta ? double(beta[c0 + cc]) : 0.0;
-      const T* xc = xg + cc * HW;
-      T* yc = yg + cc * HW;
-#if defined(__x86_64__)
-      if constexpr (std::is_same_v<T, float>)
-        if (avx512) {
-          detail::gn_affine_avx512(xc, HW, mu, a, b, yc);
-          continue;
-        }
-#endif
-#pragma omp simd
-      for (int64_t i = 0; i < HW; ++i) yc[i] = static_cast<T>(std::fma(double(xc[i]) - mu, a, b));
+      affine_channel<T, Silu>(xg + cc * HW, HW, mu, a, b, yg + cc * HW, avx512);
     }
   }
 }
 
-template <typename T>
-void group_norm_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, const T* x, const T* mean,
-                         const T* rstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {
+// The backward of group_norm (Silu = false: dy is dL/dy of the normalisation) and of group_norm_silu
+// (Silu = true: dy is dL/d silu(v); v = gn(x) is recomputed per channel from x and the double stats
+// exactly as the forward made it, and dv = dy * silu'(v) is written into dx, where the group-norm
+// part reads it back in place while the group is in cache). mean/rstd are the T-rounded statistics
+// that group_norm saves (the group-norm part uses exactly these, so Silu = true is bitwise
+// group_norm_backward(silu_backward(...))).
+template <typename T, bool Silu>
+void backward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, const T* x, const T* mean,
+                   const T* rstd, const double* stats, const T* gamma, const T* beta, T* dx, T* dgamma,
+                   T* dbeta) {
   const int64_t Cg = C / G, M = Cg * HW;
   if (M == 0) {
     for (int64_t c = 0; c < C; ++c) {
@@ -202,6 +203,8 @@ void group_norm_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* d
   }
   const bool avx512 = use_avx512();
   (void)avx512;
+  (void)stats;
+  (void)beta;
   // Per-(n, c) sums of dy and dy * (x - mean), reused for dgamma/dbeta.
   std::vector<double> sum_dy(N * C), sum_dy_xc(N * C);
 #pragma omp parallel for schedule(static)
@@ -220,6 +223,13 @@ void group_norm_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* d
     for (int64_t cc = 0; cc < Cg; ++cc) {
       const T* dyc = dyg + cc * HW;
       const T* xc = xg + cc * HW;
+      if constexpr (Silu) {  // dx := dv = dy * silu'(v), v recomputed as the forward made it
+        T* dvc = dxg + cc * HW;
+        const double gm = gamma ? double(gamma[c0 + cc]) : 1.0, b = beta ? double(beta[c0 + cc]) : 0.0;
+        affine_channel<T, false>(xc, HW, stats[2 * ng], stats[2 * ng + 1] * gm, b, dvc, avx512);
+        detail::silu_grad_span(dvc, dyc, dvc, HW);
+        dyc = dvc;
+      }
       part[cc] = backward_sums(xc, dyc, HW, K);
       sum_xk += part[cc][2];
     }
@@ -237,7 +247,7 @@ void group_norm_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* d
     const double m2 = sum_gdy_xc * rs / double(M);  // mean(g*dy*xhat)
     for (int64_t cc = 0; cc < Cg; ++cc) {
       const double gm = gamma ? double(gamma[c0 + cc]) : 1.0;
-      const T* dyc = dyg + cc * HW;
+      const T* dyc = Silu ? dxg + cc * HW : dyg + cc * HW;  // Silu: dv, read back in place
       const T* xc = xg + cc * HW;
       T* dxc = dxg + cc * HW;
 #if defined(__x86_64__)
@@ -269,7 +279,47 @@ void group_norm_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* d
   }
 }
 
+}  // namespace
+
+template <typename T>
+void group_norm_forward(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const T* x, const T* gamma,
+                        const T* beta, T* y, T* mean, T* rstd) {
+  forward_impl<T, false>(N, C, HW, G, eps, x, gamma, beta, y, mean, rstd, nullptr);
+}
+
+template <typename T>
+void group_norm_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, const T* x, const T* mean,
+                         const T* rstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {
+  backward_impl<T, false>(N, C, HW, G, dy, x, mean, rstd, nullptr, gamma, nullptr, dx, dgamma, dbeta);
+}
+
+template <typename T>
+void group_norm_silu_forward(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const T* x,
+                             const T* gamma, const T* beta, T* y, double* stats) {
+  forward_impl<T, true>(N, C, HW, G, eps, x, gamma, beta, y, nullptr, nullptr, stats);
+}
+
+template <typename T>
+void group_norm_silu_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, const T* x,
+                              const double* stats, const T* gamma, const T* beta, T* dx, T* dgamma,
+                              T* dbeta) {
+  // The T-rounded statistics group_norm would have saved (the group-norm part of the backward uses them).
+  std::vector<T> mean(N * G), rstd(N * G);
+  for (int64_t ng = 0; ng < N * G; ++ng) mean[ng] = T(stats[2 * ng]), rstd[ng] = T(stats[2 * ng + 1]);
+  backward_impl<T, true>(N, C, HW, G, dy, x, mean.data(), rstd.data(), stats, gamma, beta, dx, dgamma, dbeta);
+}
+
 KERN_INSTANTIATE_CPU(group_norm_forward)
 KERN_INSTANTIATE_CPU(group_norm_backward)
+template void group_norm_silu_forward<float>(int64_t, int64_t, int64_t, int64_t, double, const float*,
+                                             const float*, const float*, float*, double*);
+template void group_norm_silu_forward<double>(int64_t, int64_t, int64_t, int64_t, double, const double*,
+                                              const double*, const double*, double*, double*);
+template void group_norm_silu_backward<float>(int64_t, int64_t, int64_t, int64_t, const float*, const float*,
+                                              const double*, const float*, const float*, float*, float*,
+                                              float*);
+template void group_norm_silu_backward<double>(int64_t, int64_t, int64_t, int64_t, const double*,
+                                               const double*, const double*, const double*, const double*,
+                                               double*, double*, double*);
 
 }  // namespace kern::cpu
