@@ -283,8 +283,8 @@ void start(const Options& opt) {
     return;
   }
   s.owner = std::this_thread::get_id();
+  s.tracing = opt.trace;
   if (opt.trace) {
-    s.tracing = true;
     s.max_events = std::max<int64_t>(opt.max_trace_events, 1);
     if (static_cast<int64_t>(s.trace.capacity()) < s.max_events) s.trace.reserve(s.max_events);
   }
@@ -323,6 +323,7 @@ void clear() {
   s.n_entries = 0;
   s.depth = 0;
   s.trace.clear();  // keeps the reserved buffer
+  s.tracing = false;
   s.dropped = 0;
 }
 

@@ -88,7 +88,8 @@ struct Options {
 };
 
 // Starts (or resumes) recording on the calling thread, which becomes the profiled thread. The table and
-// the trace are kept across stop()/start(); clear() empties them. Throws engine::Error if called while
+// the trace are kept across stop()/start() (events are added only while started with Options::trace);
+// clear() empties them. Throws engine::Error if called while
 // active from another thread.
 void start(const Options& opt = {});
 // Stops recording: resolves pending CUDA events (one device sync when there are any) and adds the time
