@@ -84,7 +84,7 @@ class Scope {
 
 struct Options {
   bool trace = false;                           // keep per-call events for write_trace()
-  int64_t max_trace_events = int64_t{1} << 19;  // the trace buffer (about 64 MB); later calls are dropped
+  int64_t max_trace_events = int64_t{1} << 19;  // the trace buffer (136 B/event); later calls are dropped
 };
 
 // Starts (or resumes) recording on the calling thread, which becomes the profiled thread. The table and
