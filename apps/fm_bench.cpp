@@ -7,6 +7,9 @@
 //   sample80      8 images per class x 10, 15 Euler steps, CFG scale 3, cond + uncond in one batch of 160
 //                 (--quick: sample10, one image per class)
 //   sample_large  the same with --sample-batch images (forward batches of 2x that; 0 = skip)
+// --profile: after the timed runs, --profile-steps more training steps and one small sampling run are
+// profiled per op (runtime/profiler.h, docs/profiling.md) and their tables printed; --profile-trace also
+// writes a Chrome trace of both. The timed metrics and the JSON are not affected.
 // Example: build/bin/fm_bench --device cpu --threads 2 --json out/fm_bench.json
 #include <omp.h>
 #include <sys/resource.h>
@@ -34,6 +37,7 @@
 #include "models/conditional_unet.h"
 #include "nn/adamw.h"
 #include "runtime/cuda_device.h"
+#include "runtime/profiler.h"
 
 namespace {
 
@@ -103,6 +107,9 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::string precision = "fp32";
   std::string bm_min_time;  // accepted for scripts/gpu_check.sh, which runs every *_bench with it
+  bool profile = false;
+  std::string profile_trace;
+  int profile_steps = 0;
   app.add_option("--device", device_str, "cpu, cuda, cuda:N or auto")->capture_default_str();
   app.add_option("--model-config", model_config, "ConditionalConfig JSON [default: the seed model]");
   app.add_option("--batch", batch, "training batch [default: 128; --quick: 8]")->check(app::int_in(1, 1e6));
@@ -129,6 +136,16 @@ int main(int argc, char** argv) {
                "(sample10_img_per_s instead of sample80) and no large one (flags given explicitly still "
                "apply)");
   app.add_option("--json", json_path, "write {meta, engine: {metrics}} here (must end in .json)");
+  app.add_flag(
+      "--profile", profile,
+      "after the timed runs, profile --profile-steps more training steps and one small sampling run "
+      "per op: a table of calls, total ms, % of the wall time, GFLOP/s and GB/s each (docs/profiling.md)");
+  app.add_option("--profile-steps", profile_steps,
+                 "training steps that --profile records [default: min(iters, 5)]")
+      ->check(app::int_in(1, 1e6));
+  app.add_option("--profile-trace", profile_trace,
+                 "also write a Chrome trace JSON (Perfetto) of the profiled runs here (must end in .json; "
+                 "implies --profile)");
   app.add_option("--benchmark_min_time", bm_min_time, "(Google Benchmark flag, ignored; implies --quick)")
       ->group("");
   try {
@@ -147,6 +164,9 @@ int main(int argc, char** argv) {
       if (!given("--sample-iters")) sample_iters = 1;
     }
     if (sample_batch < 0) sample_batch = quick ? 0 : 1024;
+    if (!profile_trace.empty() || given("--profile-steps")) profile = true;
+    if (profile_steps <= 0) profile_steps = std::min(iters, 5);
+    if (!profile_trace.empty()) app::check_output_file("--profile-trace", profile_trace, ".json");
     const int64_t small_n = quick ? 10 : 80;  // the small sampling run: 80 = 8 per class, as torch_baseline
     if (threads > 0) omp_set_num_threads(threads);
     threads = omp_get_max_threads();
@@ -211,9 +231,28 @@ int main(int argc, char** argv) {
     res["train_img_per_s"] = batch / sec;
     res["peak_mem_bytes"] =
         dev.is_cuda() ? static_cast<int64_t>(cuda::allocator_stats(dev.index).peak_bytes) : peak_rss_bytes();
-    opt.zero_grad();
     std::printf("train: %.1f ms/step (median of %d), %.1f img/s\n", sec * 1e3, iters, batch / sec);
     std::fflush(stdout);
+    // The profile of this section only: an ENGINE_PROFILE run's whole-run report is replaced by these.
+    const prof::Options popt{.trace = !profile_trace.empty()};
+    auto profiled = [&](const std::function<void()>& fn, const std::string& title, int runs) {
+      prof::disable_exit_report();
+      prof::stop();
+      prof::clear_table();
+      sync(dev);
+      prof::start(popt);
+      for (int i = 0; i < runs; ++i) fn();
+      sync(dev);
+      prof::stop();
+      const prof::Summary s = prof::summary();
+      char per[96];
+      std::snprintf(per, sizeof per, " (%d run%s, %.1f ms per run)", runs, runs == 1 ? "" : "s",
+                    s.wall_ms / runs);
+      std::printf("\n%s", prof::format_table(s, title + per).c_str());
+      std::fflush(stdout);
+    };
+    if (profile) profiled(train_step, "training step, batch " + std::to_string(batch), profile_steps);
+    opt.zero_grad();
 
     // ---- sampling (no autograd inside app::sample): 15 Euler steps, CFG 3, cond + uncond in one 2N batch
     model.eval();
@@ -229,6 +268,10 @@ int main(int argc, char** argv) {
     res[small_key + "_img_per_s"] = small_n / sec;
     std::printf("%s: %.2f s per run, %.2f img/s\n", small_key.c_str(), sec, small_n / sec);
     std::fflush(stdout);
+    if (profile)
+      profiled(
+          [&] { sample_run(small_n); },
+          "sampling " + std::to_string(small_n) + " images x " + std::to_string(so.steps) + " steps, CFG", 1);
     if (sample_batch > 0) {
       sec = timed([&] { sample_run(sample_batch); }, dev, sw, sample_iters);
       res["sample_large_img_per_s"] = sample_batch / sec;
@@ -267,6 +310,10 @@ int main(int argc, char** argv) {
       const std::string text = nlohmann::json{{"meta", meta}, {"engine", res}}.dump(2) + "\n";
       st::write_bytes_atomic(json_path, reinterpret_cast<const uint8_t*>(text.data()), text.size());
       std::printf("wrote %s\n", json_path.c_str());
+    }
+    if (!profile_trace.empty()) {
+      prof::write_trace(profile_trace);
+      std::printf("wrote %s\n", profile_trace.c_str());
     }
   } catch (const app::UsageError& e) {
     std::fprintf(stderr, "fm_bench: %s\nRun with --help for more information.\n", e.what());

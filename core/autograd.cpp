@@ -1,11 +1,13 @@
 // The backward engine: topological ordering of the recorded graph, gradient accumulation
-// per node, accumulation into leaves, and graph release.
+// per node, accumulation into leaves, and graph release. Each node's backward call is one profiler scope
+// "<op>.backward", each gradient accumulation one "accumulate_grad" (runtime/profiler.h).
 #include "core/autograd.h"
 
 #include <unordered_map>
 #include <unordered_set>
 
 #include "core/ops.h"
+#include "runtime/profiler.h"
 
 namespace engine {
 
@@ -52,7 +54,10 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs,
 }
 
 namespace {
+int cuda_index(const Tensor& t) { return t.is_cuda() ? t.device().index : -1; }
+
 void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
+  prof::Scope scope("accumulate_grad", nullptr, cuda_index(g), prof::kNoWork);
   Tensor gd = g.detach().contiguous();
   if (!leaf.grad) {
     // Own the buffer: a gradient may alias a saved tensor or another leaf's grad.
@@ -118,7 +123,13 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
                    "): its gradient would use stale values; run the forward pass again after the update, "
                    "or update a clone");
     }
-    std::vector<Tensor> in_grads = n->backward(g);
+    std::vector<Tensor> in_grads;
+    {
+      prof::Scope scope(n->name.c_str(), ".backward", cuda_index(g), prof::kNoWork);
+      if (scope.traced())
+        for (const Shape& s : n->input_shapes) scope.add_shape(s.data(), static_cast<int>(s.size()));
+      in_grads = n->backward(g);
+    }
     for (size_t i = 0; i < n->next.size(); ++i) {
       const Edge& e = n->next[i];
       if (!e.defined() || i >= in_grads.size() || !in_grads[i].defined()) continue;
@@ -130,7 +141,10 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
         accumulate_leaf(*e.leaf, gi);
       } else {
         auto [slot, inserted] = grads.try_emplace(e.node.get(), gi);
-        if (!inserted) slot->second = add(slot->second, gi);
+        if (!inserted) {
+          prof::Scope scope("accumulate_grad", nullptr, cuda_index(gi), prof::kNoWork);
+          slot->second = add(slot->second, gi);
+        }
       }
     }
     if (!retain_graph) {

@@ -31,7 +31,12 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
   for (size_t i = 0; i < n; ++i)
     for (const Tensor* t : {&params[i], &exp_avg[i], &exp_avg_sq[i]}) t->storage()->bump_version();
   const kern::AdamWParams kp{hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.step};
-  detail::dispatch_float(params[0], "adamw_step", [&]<typename T, bool Cuda>() {
+  auto cost = [&] {  // bytes only: read p, g, m, v and write p, m, v once (the FLOP count is not modelled)
+    double elems = 0;
+    for (int64_t s : sizes) elems += static_cast<double>(s);
+    return prof::Cost{-1.0, 7.0 * elems * static_cast<double>(dtype_size(params[0].dtype()))};
+  };
+  detail::dispatch_float(params[0], "adamw_step", cost, [&]<typename T, bool Cuda>() {
     std::vector<T*> p(n), m(n), v(n);
     std::vector<const T*> g(n);
     for (size_t i = 0; i < n; ++i) {

@@ -29,7 +29,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   Tensor xc = x.contiguous(), wc = weight.contiguous(), bc = bias.defined() ? bias.contiguous() : Tensor();
   Tensor y = Tensor::empty({s.N, s.K, s.P, s.Q}, x.dtype(), x.device());
   if (y.numel() > 0) {
-    detail::dispatch_float(x, "conv2d", [&]<typename T, bool Cuda>() {
+    auto cost = [&] { return detail::work(s.flops(), {&xc, &wc, &bc, &y}); };
+    detail::dispatch_float(x, "conv2d", cost, [&]<typename T, bool Cuda>() {
       KERN(conv2d_forward, s, xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, y.data<T>());
     });
   }
@@ -45,7 +46,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
       if (gx) dx = Tensor::empty({s.N, s.C, s.H, s.W}, dt, dev);
       if (gw) dw = Tensor::empty({s.K, s.C, s.R, s.S}, dt, dev);
       if (gb) db = Tensor::empty({s.K}, dt, dev);
-      detail::dispatch_float(gc, "conv2d_backward", [&]<typename T, bool Cuda>() {
+      auto cost = [&] {  // each requested gradient: one conv's FLOPs, g + the saved operand + the result
+        prof::Cost c = detail::work((gx + gw) * s.flops(), {&sw, &dx, &sx, &dw, &db});
+        c.bytes += (gx + gw) * static_cast<double>(gc.numel()) * static_cast<double>(dtype_size(gc.dtype()));
+        return c;
+      };
+      detail::dispatch_float(gc, "conv2d_backward", cost, [&]<typename T, bool Cuda>() {
         if (gx) KERN(conv2d_backward_input, s, gc.data<T>(), sw.data<T>(), dx.data<T>());
         if (gw)
           KERN(conv2d_backward_weight, s, gc.data<T>(), sx.data<T>(), dw.data<T>(),

@@ -7,12 +7,19 @@
 // and throws a clear error for anything else (e.g. float64 on CUDA). CUDA kernels run with x's device
 // made current (cuda::DeviceScope), so they launch on the tensors' GPU and its stream; check_same()
 // rejects ops whose tensors live on different devices.
+//
+// Every dispatch is one profiler scope named by `op` (runtime/profiler.h; free when the profiler is off);
+// the overload with a cost function (returning prof::Cost, called only while the profiler is on) gives the
+// call's work for the profile's GFLOP/s and GB/s columns:
+//   dispatch_float(x, "conv2d", [&] { return work(s.flops(), {&x, &w, &y}); }, [&]<typename T, bool Cuda>()
+//   {...});
 #pragma once
 #include "core/error.h"
 #include "core/tensor.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "runtime/cuda_device.h"
+#include "runtime/profiler.h"
 
 namespace engine::detail {
 
@@ -24,8 +31,10 @@ namespace engine::detail {
       ::kern::cpu::fn<T>(__VA_ARGS__); \
   } while (0)
 
-template <typename F>
-void dispatch_float(const Tensor& x, const char* op, F&& f) {
+template <typename CostFn, typename F>
+void dispatch_float(const Tensor& x, const char* op, CostFn&& cost, F&& f) {
+  prof::Scope scope(op, nullptr, x.device().is_cuda() ? x.device().index : -1, std::forward<CostFn>(cost));
+  if (scope.traced()) scope.add_shape(x.shape().data(), static_cast<int>(x.dim()));
   if (x.device().is_cuda()) {
     ENGINE_CHECK(x.dtype() == DType::F32, op, "CUDA kernels support float32 only, got ",
                  dtype_name(x.dtype()));
@@ -43,6 +52,20 @@ void dispatch_float(const Tensor& x, const char* op, F&& f) {
     default:
       throw Error(concat(op, ": expected a floating-point tensor, got ", dtype_name(x.dtype())));
   }
+}
+// The same without a cost (the profile prints "-" for the op's rates).
+template <typename F>
+void dispatch_float(const Tensor& x, const char* op, F&& f) {
+  dispatch_float(
+      x, op, [] { return prof::Cost{}; }, std::forward<F>(f));
+}
+
+// A call's work for the profiler: `flops`, and each defined tensor's bytes read or written once.
+inline prof::Cost work(double flops, std::initializer_list<const Tensor*> ts) {
+  double bytes = 0;
+  for (const Tensor* t : ts)
+    if (t->defined()) bytes += static_cast<double>(t->numel()) * static_cast<double>(dtype_size(t->dtype()));
+  return {flops, bytes};
 }
 
 // All tensors on the same device, same floating dtype.

@@ -13,6 +13,10 @@ void copy_into(const Tensor& src, const Tensor& dst) {
   ENGINE_CHECK(src.dtype() == dst.dtype() && src.device() == dst.device(), "copy",
                "source and destination must share dtype and device");
   if (src.numel() == 0) return;
+  prof::Scope scope("copy", nullptr, src.is_cuda() ? src.device().index : -1, [&] {
+    return work(0, {&src, &dst});
+  });
+  if (scope.traced()) scope.add_shape(src.shape().data(), static_cast<int>(src.dim()));
   kern::Strided sl = layout_of(src, "copy"), dl = layout_of(dst, "copy");
   if (src.is_cuda()) {
     cuda::DeviceScope on_device(src.device().index);
@@ -52,7 +56,8 @@ Tensor binary_raw(kern::Binary op, const Tensor& a, const Tensor& b) {
   kern::Strided ol = layout_of(out_shape, contiguous_strides(out_shape), name);
   kern::Strided al = layout_of(out_shape, broadcast_strides(a, out_shape), name);
   kern::Strided bl = layout_of(out_shape, broadcast_strides(b, out_shape), name);
-  detail::dispatch_float(a, name, [&]<typename T, bool Cuda>() {
+  auto cost = [&] { return detail::work(static_cast<double>(y.numel()), {&a, &b, &y}); };
+  detail::dispatch_float(a, name, cost, [&]<typename T, bool Cuda>() {
     KERN(binary, op, ol, a.data<T>(), al, b.data<T>(), bl, y.data<T>());
   });
   return y;
@@ -62,8 +67,10 @@ Tensor unary_raw(kern::Unary op, const Tensor& x, const char* name) {
   Tensor xc = x.contiguous();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (y.numel() == 0) return y;
-  detail::dispatch_float(
-      x, name, [&]<typename T, bool Cuda>() { KERN(unary, op, xc.numel(), xc.data<T>(), y.data<T>()); });
+  auto cost = [&] { return detail::work(static_cast<double>(y.numel()), {&xc, &y}); };
+  detail::dispatch_float(x, name, cost, [&]<typename T, bool Cuda>() {
+    KERN(unary, op, xc.numel(), xc.data<T>(), y.data<T>());
+  });
   return y;
 }
 }  // namespace
@@ -122,10 +129,12 @@ Tensor div(const Tensor& a, const Tensor& b) {
 Tensor affine(const Tensor& x, double alpha, double beta) {
   Tensor xc = x.contiguous();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  if (y.numel() > 0)
-    detail::dispatch_float(x, "affine", [&]<typename T, bool Cuda>() {
+  if (y.numel() > 0) {
+    auto cost = [&] { return detail::work(static_cast<double>(y.numel()), {&xc, &y}); };
+    detail::dispatch_float(x, "affine", cost, [&]<typename T, bool Cuda>() {
       KERN(affine, xc.numel(), xc.data<T>(), alpha, beta, y.data<T>());
     });
+  }
   if (any_requires_grad({&x})) {
     record("affine", y, {x}, [alpha](const Tensor& g) { return std::vector<Tensor>{affine(g, alpha, 0.0)}; });
   }
@@ -203,7 +212,8 @@ Tensor silu(const Tensor& x) {
     record("silu", y, {x}, [sx](const Tensor& g) {
       Tensor gc = g.contiguous();
       Tensor dx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
-      detail::dispatch_float(sx, "silu_backward", [&]<typename T, bool Cuda>() {
+      auto cost = [&] { return detail::work(static_cast<double>(sx.numel()), {&sx, &gc, &dx}); };
+      detail::dispatch_float(sx, "silu_backward", cost, [&]<typename T, bool Cuda>() {
         KERN(silu_backward, sx.numel(), sx.data<T>(), gc.data<T>(), dx.data<T>());
       });
       return std::vector<Tensor>{dx};

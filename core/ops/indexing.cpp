@@ -80,15 +80,18 @@ Tensor upsample_nearest2x(const Tensor& x) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   Tensor xc = x.contiguous();
   Tensor y = Tensor::empty({N, C, 2 * H, 2 * W}, x.dtype(), x.device());
-  if (y.numel() > 0)
-    detail::dispatch_float(x, "upsample_nearest2x", [&]<typename T, bool Cuda>() {
+  if (y.numel() > 0) {
+    auto cost = [&] { return detail::work(0, {&xc, &y}); };
+    detail::dispatch_float(x, "upsample_nearest2x", cost, [&]<typename T, bool Cuda>() {
       KERN(upsample_nearest2x_forward, N * C, H, W, xc.data<T>(), y.data<T>());
     });
+  }
   if (any_requires_grad({&x})) {
     record("upsample_nearest2x", y, {x}, [=](const Tensor& g) {
       Tensor gc = g.contiguous();
       Tensor dx = Tensor::empty({N, C, H, W}, gc.dtype(), gc.device());
-      detail::dispatch_float(gc, "upsample_nearest2x_backward", [&]<typename T, bool Cuda>() {
+      auto cost = [&] { return detail::work(0, {&gc, &dx}); };
+      detail::dispatch_float(gc, "upsample_nearest2x_backward", cost, [&]<typename T, bool Cuda>() {
         KERN(upsample_nearest2x_backward, N * C, H, W, gc.data<T>(), dx.data<T>());
       });
       return std::vector<Tensor>{dx};

@@ -56,7 +56,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     } else {
       MatBatch A = as_mat_batch(a), B = as_mat_batch(b);
       if (b.dim() == 2) B.batch_stride = 0;
-      detail::dispatch_float(a, "matmul", [&]<typename T, bool Cuda>() {
+      auto cost = [&] { return detail::work(2.0 * static_cast<double>(batch * M) * N * K, {&a, &b, &y}); };
+      detail::dispatch_float(a, "matmul", cost, [&]<typename T, bool Cuda>() {
         if (batch == 1)
           KERN(gemm, A.trans, B.trans, M, N, K, T(1), A.t.template data<T>(), A.ld, B.t.template data<T>(),
                B.ld, T(0), y.data<T>(), N);

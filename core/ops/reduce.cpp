@@ -13,7 +13,8 @@ Tensor sum_2d(const Tensor& xc, int64_t rows, int64_t cols, bool over_cols, cons
   Tensor y = Tensor::empty(out_shape, xc.dtype(), xc.device());
   if (y.numel() == 0) return y;
   if (rows * cols == 0) return y.fill_(0.0);
-  detail::dispatch_float(xc, "sum", [&]<typename T, bool Cuda>() {
+  auto cost = [&] { return detail::work(static_cast<double>(xc.numel()), {&xc, &y}); };
+  detail::dispatch_float(xc, "sum", cost, [&]<typename T, bool Cuda>() {
     if (over_cols)
       KERN(sum_rows, rows, cols, xc.data<T>(), y.data<T>());
     else
@@ -124,7 +125,8 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target) {
   ENGINE_CHECK(pred.numel() > 0, "mse_loss", "empty input");
   Tensor pc = pred.contiguous(), tc = target.contiguous();
   Tensor y = Tensor::empty({}, pred.dtype(), pred.device());
-  detail::dispatch_float(pred, "mse_loss", [&]<typename T, bool Cuda>() {
+  auto cost = [&] { return detail::work(2.0 * static_cast<double>(pc.numel()), {&pc, &tc, &y}); };
+  detail::dispatch_float(pred, "mse_loss", cost, [&]<typename T, bool Cuda>() {
     KERN(mse_loss_forward, pc.numel(), pc.data<T>(), tc.data<T>(), y.data<T>());
   });
   if (any_requires_grad({&pred, &target})) {
