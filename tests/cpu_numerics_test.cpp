@@ -17,24 +17,17 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/group_norm_avx512.h"
 #include "kernels/numeric_compare.h"
+#include "tests/test_util.h"
 
 namespace {
 
 namespace kc = kern::cpu;
+using engine::test::normal_vector;
 using kern::Binary;
 using kern::Strided;
 using kern::Unary;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-template <typename T>
-std::vector<T> normal(size_t n, unsigned seed, double mean, double sd) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> d(mean, sd);
-  std::vector<T> v(n);
-  for (auto& x : v) x = static_cast<T>(d(gen));
-  return v;
-}
 
 template <typename T>
 bool same_bits(T a, T b) {
@@ -124,8 +117,8 @@ TEST(CpuNumerics, GroupNormConstantGroupIsBetaDouble) { constant_group_is_beta<d
 // (inputs of magnitude ~100 gave up to 1.8e-3).
 TEST(CpuNumerics, GroupNormOneElementPerGroup) {
   const int64_t N = 3, C = 8, HW = 1, G = 8;
-  auto x = normal<float>(N * C, 1, 0.0, 100.0), gamma = normal<float>(C, 2, 1.0, 0.5),
-       beta = normal<float>(C, 3, 0.0, 1.0), dy = normal<float>(N * C, 4, 0.0, 1.0);
+  auto x = normal_vector<float>(N * C, 1, 0.0, 100.0), gamma = normal_vector<float>(C, 2, 1.0, 0.5),
+       beta = normal_vector<float>(C, 3, 0.0, 1.0), dy = normal_vector<float>(N * C, 4, 0.0, 1.0);
   std::vector<float> y(N * C), mean(N * G), rstd(N * G), dx(N * C), dg(C), db(C);
   kc::group_norm_forward<float>(N, C, HW, G, 1e-5, x.data(), gamma.data(), beta.data(), y.data(), mean.data(),
                                 rstd.data());
@@ -149,8 +142,9 @@ TEST(CpuNumerics, GroupNormLargeOffsetMatchesDouble) {
     for (double spread : {0.5, 8.0}) {
       if (std::abs(offset) >= 1e7 && spread < 2) continue;  // float ulp(1e7) = 1: the spread is lost in x
       SCOPED_TRACE(::testing::Message() << "offset " << offset << " spread " << spread);
-      auto xf = normal<float>(N * C * HW, 11, offset, spread), gf = normal<float>(C, 12, 1.0, 0.3),
-           bf = normal<float>(C, 13, 0.0, 1.0), dyf = normal<float>(N * C * HW, 14, 0.0, 1.0);
+      auto xf = normal_vector<float>(N * C * HW, 11, offset, spread),
+           gf = normal_vector<float>(C, 12, 1.0, 0.3), bf = normal_vector<float>(C, 13, 0.0, 1.0),
+           dyf = normal_vector<float>(N * C * HW, 14, 0.0, 1.0);
       std::vector<double> xd(xf.begin(), xf.end()), gd(gf.begin(), gf.end()), bd(bf.begin(), bf.end()),
           dyd(dyf.begin(), dyf.end());
       const GnRef ref = naive_gn(N, C, HW, G, 1e-5, xd, gd, bd, dyd);
@@ -171,9 +165,10 @@ TEST(CpuNumerics, GroupNormLargeOffsetMatchesDouble) {
 // count (bitwise).
 TEST(CpuNumerics, GroupNormGroupIndependentOfBatchAndThreads) {
   const int64_t C = 4, HW = 21, G = 2, M = C / G * HW;
-  auto gamma = normal<float>(C, 21, 1.0, 0.3), beta = normal<float>(C, 22, 0.0, 1.0);
+  auto gamma = normal_vector<float>(C, 21, 1.0, 0.3), beta = normal_vector<float>(C, 22, 0.0, 1.0);
   const int64_t N = 5, n0 = 3;
-  auto x = normal<float>(N * C * HW, 23, 3.0, 2.0), dy = normal<float>(N * C * HW, 24, 0.0, 1.0);
+  auto x = normal_vector<float>(N * C * HW, 23, 3.0, 2.0),
+       dy = normal_vector<float>(N * C * HW, 24, 0.0, 1.0);
   auto run = [&](int64_t n, const float* xs, const float* dys, int threads) {
     std::vector<float> y(n * C * HW), m(n * G), r(n * G), dx(n * C * HW), dg(C), db(C);
     with_threads(threads, [&] {
@@ -265,7 +260,8 @@ template <typename T, typename K>
 void expect_lane_independent(const char* what, K kernel, int64_t k8 = 3) {
   for (int64_t r = 0; r<8; r += k8> 100 ? 3 : 1) {  // large vectors: r = 0, 3, 6
     const int64_t n = 8 * k8 + r;
-    auto x = normal<T>(n, 100 + unsigned(r), 0.0, 3.0), x2 = normal<T>(n, 200 + unsigned(r), 0.5, 1.0);
+    auto x = normal_vector<T>(n, 100 + unsigned(r), 0.0, 3.0),
+         x2 = normal_vector<T>(n, 200 + unsigned(r), 0.5, 1.0);
     // Include non-finite values and large magnitudes among the inputs.
     x[n / 3] = T(kNaN);
     x[n / 2] = T(-kInf);
@@ -285,7 +281,8 @@ void expect_lane_independent(const char* what, K kernel, int64_t k8 = 3) {
 
 template <typename T>
 void elementwise_lane_independent(int64_t k8) {
-  for (Unary op : {Unary::Neg, Unary::Exp, Unary::Sin, Unary::Cos, Unary::Silu, Unary::Sqrt, Unary::Square, Unary::Sigmoid}) {
+  for (Unary op : {Unary::Neg, Unary::Exp, Unary::Sin, Unary::Cos, Unary::Silu, Unary::Sqrt, Unary::Square,
+                   Unary::Sigmoid}) {
     SCOPED_TRACE(::testing::Message() << "unary " << int(op));
     expect_lane_independent<T>(
         "unary", [op](int64_t n, const T* x, const T*, T* y) { kc::unary<T>(op, n, x, y); }, k8);
@@ -322,9 +319,9 @@ TEST(CpuNumerics, ElementwiseLaneIndependentLarge) {
 TEST(CpuNumerics, AttentionSoftmaxLaneIndependent) {
   const int64_t D = 2, Lq = 3;
   for (int64_t Lk = 1; Lk <= 20; ++Lk) {
-    const int64_t Lp = (Lk + 7) / 8 * 8 + 8;       // padded length, at least one extra block
-    auto q = normal<float>(Lq * D, 31, 1.0, 0.1);  // positive: score of a -inf key is -inf
-    auto k = normal<float>(Lk * D, 32, 0.0, 2.0), v = normal<float>(Lk * D, 33, 0.0, 1.0);
+    const int64_t Lp = (Lk + 7) / 8 * 8 + 8;              // padded length, at least one extra block
+    auto q = normal_vector<float>(Lq * D, 31, 1.0, 0.1);  // positive: score of a -inf key is -inf
+    auto k = normal_vector<float>(Lk * D, 32, 0.0, 2.0), v = normal_vector<float>(Lk * D, 33, 0.0, 1.0);
     std::vector<float> kp(Lp * D, -INFINITY), vp(Lp * D, 0.0f);
     std::copy(k.begin(), k.end(), kp.begin());
     std::copy(v.begin(), v.end(), vp.begin());
@@ -337,8 +334,8 @@ TEST(CpuNumerics, AttentionSoftmaxLaneIndependent) {
   }
   // Head 3 of 5 vs the same head alone, 1 and 2 threads: bitwise the same o and lse.
   const int64_t BH = 5, L = 19, h0 = 3;
-  auto q = normal<float>(BH * L * D, 41, 0.0, 1.0), k = normal<float>(BH * L * D, 42, 0.0, 1.0),
-       v = normal<float>(BH * L * D, 43, 0.0, 1.0);
+  auto q = normal_vector<float>(BH * L * D, 41, 0.0, 1.0), k = normal_vector<float>(BH * L * D, 42, 0.0, 1.0),
+       v = normal_vector<float>(BH * L * D, 43, 0.0, 1.0);
   auto run = [&](int64_t bh, int64_t h, int threads) {
     std::vector<float> o(bh * L * D), l(bh * L);
     with_threads(threads, [&] {
@@ -360,7 +357,7 @@ TEST(CpuNumerics, AttentionSoftmaxLaneIndependent) {
 // sum_rows: a row's sum does not depend on the number of rows, its position or the thread count.
 TEST(CpuNumerics, SumRowsRowIndependent) {
   const int64_t rows = 40, cols = 1001;
-  auto x = normal<float>(rows * cols, 51, 0.0, 1.0);
+  auto x = normal_vector<float>(rows * cols, 51, 0.0, 1.0);
   std::vector<float> y1(rows), y2(rows), y3(1);
   with_threads(1, [&] { kc::sum_rows<float>(rows, cols, x.data(), y1.data()); });
   with_threads(2, [&] { kc::sum_rows<float>(rows, cols, x.data(), y2.data()); });
@@ -381,8 +378,10 @@ TEST(CpuNumerics, AttentionIsBitwiseTheSameOnEveryIsa) {
   const int64_t BH = 3, Lq = 5, D = 4;
   auto run = [&](kc::CpuIsa isa, int64_t Lk) {
     kc::set_cpu_isa(isa);
-    auto q = normal<float>(BH * Lq * D, 61, 0.0, 1.5), k = normal<float>(BH * Lk * D, 62, 0.0, 1.5),
-         v = normal<float>(BH * Lk * D, 63, 0.0, 1.0), dout = normal<float>(BH * Lq * D, 64, 0.0, 1.0);
+    auto q = normal_vector<float>(BH * Lq * D, 61, 0.0, 1.5),
+         k = normal_vector<float>(BH * Lk * D, 62, 0.0, 1.5),
+         v = normal_vector<float>(BH * Lk * D, 63, 0.0, 1.0),
+         dout = normal_vector<float>(BH * Lq * D, 64, 0.0, 1.0);
     if (Lk > 3) {
       k[1 * Lk * D + 2 * D] = float(kNaN);   // head 1: one NaN key
       k[2 * Lk * D + 1 * D] = float(-kInf);  // head 2: one -inf key (probability 0 for q > 0 rows)
@@ -412,8 +411,9 @@ TEST(CpuNumerics, GroupNormIsBitwiseTheSameOnEveryIsa) {
   const int64_t N = 3, C = 6, G = 3;
   auto run = [&](kc::CpuIsa isa, int64_t HW, double offset) {
     kc::set_cpu_isa(isa);
-    auto x = normal<float>(N * C * HW, 71, offset, 1.0), dy = normal<float>(N * C * HW, 72, 0.0, 1.0);
-    auto gamma = normal<float>(C, 73, 1.0, 0.5), beta = normal<float>(C, 74, 0.0, 0.5);
+    auto x = normal_vector<float>(N * C * HW, 71, offset, 1.0),
+         dy = normal_vector<float>(N * C * HW, 72, 0.0, 1.0);
+    auto gamma = normal_vector<float>(C, 73, 1.0, 0.5), beta = normal_vector<float>(C, 74, 0.0, 0.5);
     std::vector<float> y(x.size()), mean(N * G), rstd(N * G), dx(x.size()), dg(C), db(C);
     kc::group_norm_forward<float>(N, C, HW, G, 1e-5, x.data(), gamma.data(), beta.data(), y.data(),
                                   mean.data(), rstd.data());
@@ -445,8 +445,8 @@ TEST(CpuNumerics, GroupNormAvx512LoopsFollowTheDefinedOrder) {
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
   };
   for (int64_t n = 1; n <= 40; ++n) {
-    const auto x = normal<float>(n, 80 + unsigned(n), 1000.0, 3.0),
-               dy = normal<float>(n, 90 + unsigned(n), 0.0, 1.0);
+    const auto x = normal_vector<float>(n, 80 + unsigned(n), 1000.0, 3.0),
+               dy = normal_vector<float>(n, 90 + unsigned(n), 0.0, 1.0);
     const double K = 999.93, mu = 1000.07, a = 0.7, b = -0.2, rs = 0.33, gm = 1.1, m1 = 0.01, m2 = -0.02;
     double s[8] = {}, q[8] = {}, g0[8] = {}, g1[8] = {}, g2[8] = {};
     for (int64_t i = 0; i < n; ++i) {

@@ -18,21 +18,13 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/test_util.h"
 
 namespace {
 
 using namespace engine;
 namespace kc = kern::cpu;
 using kc::CpuIsa;
-
-template <typename T>
-std::vector<T> normal(size_t n, unsigned seed, double mean, double sd) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> d(mean, sd);
-  std::vector<T> v(n);
-  for (auto& x : v) x = static_cast<T>(d(gen));
-  return v;
-}
 
 template <typename T>
 Tensor leaf(const std::vector<T>& v, const Shape& s) {
@@ -73,10 +65,10 @@ std::vector<std::vector<T>> run(const Case& c, F f, unsigned seed) {
   const int64_t C = c.shape[1];
   int64_t n = 1;
   for (int64_t d : c.shape) n *= d;
-  Tensor x = leaf(normal<T>(n, seed, 3.0, 2.0), c.shape);
-  Tensor g = c.affine ? leaf(normal<T>(C, seed + 1, 1.0, 0.5), {C}) : Tensor();
-  Tensor b = c.affine ? leaf(normal<T>(C, seed + 2, 0.0, 1.0), {C}) : Tensor();
-  Tensor w = Tensor::from_vector(normal<T>(n, seed + 3, 0.0, 1.0), c.shape);
+  Tensor x = leaf(test::normal_vector<T>(n, seed, 3.0, 2.0), c.shape);
+  Tensor g = c.affine ? leaf(test::normal_vector<T>(C, seed + 1, 1.0, 0.5), {C}) : Tensor();
+  Tensor b = c.affine ? leaf(test::normal_vector<T>(C, seed + 2, 0.0, 1.0), {C}) : Tensor();
+  Tensor w = Tensor::from_vector(test::normal_vector<T>(n, seed + 3, 0.0, 1.0), c.shape);
   Tensor y = f(x, g, b);
   sum(mul(y, w)).backward();
   std::vector<std::vector<T>> out{y.to_vector<T>(), x.grad().to_vector<T>()};
@@ -119,8 +111,9 @@ TEST(GroupNormSilu, MatchesUnfusedBitwiseDouble) { matches_unfused_bitwise<doubl
 // dgamma/dbeta (sums over the batch) do not depend on the thread count.
 TEST(GroupNormSilu, BitwiseInvariantToThreadsAndBatch) {
   const int64_t C = 8, HW = 37, G = 4, N = 5, n0 = 3, S = C * HW;
-  auto gamma = normal<float>(C, 1, 1.0, 0.3), beta = normal<float>(C, 2, 0.0, 1.0);
-  auto x = normal<float>(N * S, 3, 3.0, 2.0), dy = normal<float>(N * S, 4, 0.0, 1.0);
+  auto gamma = test::normal_vector<float>(C, 1, 1.0, 0.3), beta = test::normal_vector<float>(C, 2, 0.0, 1.0);
+  auto x = test::normal_vector<float>(N * S, 3, 3.0, 2.0),
+       dy = test::normal_vector<float>(N * S, 4, 0.0, 1.0);
   auto run_k = [&](int64_t n, const float* xs, const float* dys, int threads) {
     std::vector<float> y(n * S), dx(n * S), dg(C), db(C);
     std::vector<double> stats(n * G * 2);

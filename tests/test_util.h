@@ -51,6 +51,16 @@ inline models::ConditionalConfig tiny_config() {
   return c;
 }
 
+// n values normal(mean, sd) from mt19937(seed), drawn as double and rounded to T.
+template <typename T>
+std::vector<T> normal_vector(size_t n, unsigned seed, double mean, double sd) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> d(mean, sd);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(d(gen));
+  return v;
+}
+
 // n values uniform in [lo, hi) from mt19937(seed), drawn as double and rounded to T.
 template <typename T = float>
 std::vector<T> random_vector(size_t n, unsigned seed, double lo = -1.0, double hi = 1.0) {

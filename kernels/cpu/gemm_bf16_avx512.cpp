@@ -149,21 +149,8 @@ void micro(int64_t kc2, const uint32_t* Ap, const uint32_t* Bp, float* C, int64_
     micro_edge<2>(kc2, Ap, Bp, C, ldc, m, n, init, beta);
 }
 
-struct Problem {
-  bool ta, tb;
-  int64_t M, N, K;
-  float alpha;
-  const float* A;
-  int64_t lda;
-  const float* B;
-  int64_t ldb;
-  float beta;
-  float* C;
-  int64_t ldc;
-};
-
 // One macro tile C[i0 : i0+mc, j0 : j0+nc], all K blocks in order.
-void macro_tile(const Problem& q, int64_t i0, int64_t mc, int64_t j0, int64_t nc, uint32_t* Ap,
+void macro_tile(const Bf16GemmArgs& q, int64_t i0, int64_t mc, int64_t j0, int64_t nc, uint32_t* Ap,
                 uint32_t* Bp) {
   for (int64_t k0 = 0; k0 < q.K; k0 += kKC) {
     const int64_t kc = min64(kKC, q.K - k0), kc2 = (kc + 1) / 2;
@@ -174,7 +161,7 @@ void macro_tile(const Problem& q, int64_t i0, int64_t mc, int64_t j0, int64_t nc
     for (int64_t jr = 0; jr < nc; jr += kNR) {
       const int n = static_cast<int>(min64(kNR, nc - jr));
       uint32_t* dst = Bp + jr * kc2;
-      if (!q.tb)
+      if (!q.transB)
         pack_cols(q.B + k0 * q.ldb + j0 + jr, q.ldb, n, kc, 1.0f, kNR, dst);
       else
         pack_rows(q.B + (j0 + jr) * q.ldb + k0, q.ldb, n, kc, 1.0f, kNR, dst);
@@ -182,7 +169,7 @@ void macro_tile(const Problem& q, int64_t i0, int64_t mc, int64_t j0, int64_t nc
     for (int64_t ir = 0; ir < mc; ir += kMR) {
       const int m = static_cast<int>(min64(kMR, mc - ir));
       uint32_t* dst = Ap + ir * kc2;
-      if (!q.ta)
+      if (!q.transA)
         pack_rows(q.A + (i0 + ir) * q.lda + k0, q.lda, m, kc, q.alpha, kMR, dst);
       else
         pack_cols(q.A + k0 * q.lda + i0 + ir, q.lda, m, kc, q.alpha, kMR, dst);
@@ -215,16 +202,15 @@ thread_local Scratch t_scratch[2];
 }  // namespace
 
 bool gemm_f32_bf16_avx512(const Bf16GemmArgs& g) {
-  const Problem q{g.transA, g.transB, g.M, g.N, g.K, g.alpha, g.A, g.lda, g.B, g.ldb, g.beta, g.C, g.ldc};
   const int nthreads = g.nthreads;
   int64_t nc = kNC;
-  const int64_t mtiles = (q.M + kMC - 1) / kMC;
-  if (g.parallel && mtiles * ((q.N + nc - 1) / nc) < 2 * nthreads)
-    nc = max64(kNR, round_up((q.N + 2 * nthreads - 1) / (2 * nthreads), kNR));
-  const int64_t ntiles = (q.N + nc - 1) / nc, tiles = mtiles * ntiles;
-  const int64_t kc2_max = (min64(kKC, q.K) + 1) / 2;
-  const int64_t a_size = round_up(min64(kMC, q.M), kMR) * kc2_max;
-  const int64_t b_size = round_up(min64(nc, q.N), kNR) * kc2_max;
+  const int64_t mtiles = (g.M + kMC - 1) / kMC;
+  if (g.parallel && mtiles * ((g.N + nc - 1) / nc) < 2 * nthreads)
+    nc = max64(kNR, round_up((g.N + 2 * nthreads - 1) / (2 * nthreads), kNR));
+  const int64_t ntiles = (g.N + nc - 1) / nc, tiles = mtiles * ntiles;
+  const int64_t kc2_max = (min64(kKC, g.K) + 1) / 2;
+  const int64_t a_size = round_up(min64(kMC, g.M), kMR) * kc2_max;
+  const int64_t b_size = round_up(min64(nc, g.N), kNR) * kc2_max;
   bool ok = true;
 #pragma omp parallel if (g.parallel && tiles > 1) reduction(&& : ok)
   {
@@ -236,7 +222,7 @@ bool gemm_f32_bf16_avx512(const Bf16GemmArgs& g) {
     for (int64_t t = 0; t < tiles; ++t) {
       if (!have) continue;
       const int64_t i0 = (t / ntiles) * kMC, j0 = (t % ntiles) * nc;
-      macro_tile(q, i0, min64(kMC, q.M - i0), j0, min64(nc, q.N - j0), Ap, Bp);
+      macro_tile(g, i0, min64(kMC, g.M - i0), j0, min64(nc, g.N - j0), Ap, Bp);
     }
   }
   return ok;
