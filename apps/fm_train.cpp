@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <exception>
@@ -27,14 +28,34 @@
 namespace {
 
 volatile sig_atomic_t g_signal = 0;
+std::atomic<int64_t> g_first_signal_ns{0};  // CLOCK_MONOTONIC time of the first signal
+static_assert(std::atomic<int64_t>::is_always_lock_free, "used in a signal handler");
 
-extern "C" void on_signal(int sig) { g_signal = sig; }
+// The first SIGINT/SIGTERM asks for a clean stop (checkpoint, exit 130). A second one at least a second
+// later kills the process at once. Repeats within that second are the same request: `timeout` and other
+// supervisors send the signal both to the child and to its process group, microseconds apart, and with
+// a plain "second signal kills" (SA_RESETHAND) that race killed the run before it saved its checkpoint.
+extern "C" void on_signal(int sig) {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);  // async-signal-safe (POSIX)
+  const int64_t now_ns = int64_t(now.tv_sec) * 1000000000 + now.tv_nsec;
+  if (g_signal == 0) {
+    g_signal = sig;
+    g_first_signal_ns = now_ns;
+    return;
+  }
+  if (now_ns - g_first_signal_ns >= 1000000000) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+  }
+}
 
 void install_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESETHAND;  // a second signal terminates immediately
+  sigaddset(&sa.sa_mask, SIGINT);  // the handler is never interrupted by the other stop signal
+  sigaddset(&sa.sa_mask, SIGTERM);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 }
