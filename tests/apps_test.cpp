@@ -957,6 +957,25 @@ TEST_F(AppsEndToEnd, ResumeViaCliAndSigint) {
   EXPECT_GE(read_checkpoint((sd / "checkpoint.safetensors").string()).state.step, c.state.step + 2) << r2.out;
 }
 
+// Two stop signals microseconds apart (what `timeout` does: the child, then its process group) are one
+// stop request: the run still saves its checkpoint and exits 130. (Before the fix in 9a38203 the second
+// signal killed the run whenever it arrived after the handler had run for the first.)
+TEST_F(AppsEndToEnd, SigintTwiceIsOneStopRequest) {
+  REQUIRE_TRAINED();
+  const fs::path d1 = dir_ / "sigint_twice";
+  const std::string metrics = (d1 / "metrics.csv").string();
+  const RunResult r =
+      run("( " + bin("fm_train") + " --quiet --threads 1 --no-samples --data " + mnist_dir() +
+          " --model-config " + (dir_ / "tiny.json").string() +
+          " --limit 256 --batch-size 8 --max-steps 100000 --out " + d1.string() +
+          " & pid=$!; for i in $(seq 600); do [ -f " + metrics + " ] && [ $(wc -l < " + metrics +
+          ") -ge 3 ] && break; sleep 0.1; done; kill -INT $pid; sleep 0.01; kill -INT $pid; "
+          "wait $pid; echo \"exit=$?\" )");
+  EXPECT_NE(r.out.find("exit=130"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("stopped by SIGINT"), std::string::npos) << r.out;
+  EXPECT_GE(read_checkpoint((d1 / "checkpoint.safetensors").string()).state.step, 2) << r.out;
+}
+
 // A bare UNet2DModel state dict (no class_emb.weight, keys without "model."): the error offers the CLI flag
 // (not a C++ option), and the flag makes it load with a note.
 TEST_F(AppsEndToEnd, SampleBareUnetWeights) {
