@@ -26,10 +26,16 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   Tensor o = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty({B, H, Lq}, q.dtype(), q.device());
   if (o.numel() > 0)
-    detail::dispatch_float(q, "attention", [&]<typename T, bool Cuda>() {
-      KERN(attention_forward, BH, Lq, Lk, D, scale, qc.data<T>(), kc.data<T>(), vc.data<T>(), o.data<T>(),
-           lse.data<T>());
-    });
+    detail::dispatch_float(
+        q, "attention",
+        // QK^T and PV: 4 * BH * Lq * Lk * D (the op table's count)
+        [&] {
+          return detail::work(4.0 * double(BH) * double(Lq) * double(Lk) * double(D), {&q, &k, &v, &o, &lse});
+        },
+        [&]<typename T, bool Cuda>() {
+          KERN(attention_forward, BH, Lq, Lk, D, scale, qc.data<T>(), kc.data<T>(), vc.data<T>(), o.data<T>(),
+               lse.data<T>());
+        });
   if (any_requires_grad({&q, &k, &v})) {
     Tensor sq = qc.detach(), sk = kc.detach(), sv = vc.detach(), so = o.detach();
     record("attention", o, {q, k, v}, [=](const Tensor& g) {
@@ -37,10 +43,17 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
       Tensor dq = Tensor::empty(sq.shape(), sq.dtype(), sq.device());
       Tensor dk = Tensor::empty(sk.shape(), sk.dtype(), sk.device());
       Tensor dv = Tensor::empty(sv.shape(), sv.dtype(), sv.device());
-      detail::dispatch_float(sq, "attention_backward", [&]<typename T, bool Cuda>() {
-        KERN(attention_backward, BH, Lq, Lk, D, scale, sq.data<T>(), sk.data<T>(), sv.data<T>(), so.data<T>(),
-             lse.data<T>(), gc.data<T>(), dq.data<T>(), dk.data<T>(), dv.data<T>());
-      });
+      detail::dispatch_float(
+          sq, "attention_backward",
+          // five GEMM-sized products: QK^T (recomputed), P^T dO, dO V^T, dS K, dS^T Q
+          [&] {
+            return detail::work(10.0 * double(BH) * double(Lq) * double(Lk) * double(D),
+                                {&sq, &sk, &sv, &so, &lse, &gc, &dq, &dk, &dv});
+          },
+          [&]<typename T, bool Cuda>() {
+            KERN(attention_backward, BH, Lq, Lk, D, scale, sq.data<T>(), sk.data<T>(), sv.data<T>(),
+                 so.data<T>(), lse.data<T>(), gc.data<T>(), dq.data<T>(), dk.data<T>(), dv.data<T>());
+          });
       return std::vector<Tensor>{dq, dk, dv};
     });
   }

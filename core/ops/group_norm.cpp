@@ -9,6 +9,14 @@
 namespace engine {
 
 namespace {
+// The profiler's work for a backward kernel: the bytes of its tensors read or written once; its FLOPs are
+// left unknown ("-" in the profile), as the op table counts only the forward.
+prof::Cost backward_traffic(std::initializer_list<const Tensor*> ts) {
+  prof::Cost c = detail::work(0.0, ts);
+  c.flops = -1.0;
+  return c;
+}
+
 // Checks group_norm's arguments (errors name `op`); returns {N, C, HW}.
 std::array<int64_t, 3> check_args(const char* op, const Tensor& x, int64_t groups, const Tensor& gamma,
                                   const Tensor& beta) {
@@ -35,10 +43,15 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Te
   Tensor mean = Tensor::empty({N, groups}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty({N, groups}, x.dtype(), x.device());
   if (x.numel() > 0)
-    detail::dispatch_float(x, "group_norm", [&]<typename T, bool Cuda>() {
-      KERN(group_norm_forward, N, C, HW, groups, eps, xc.data<T>(), gc.defined() ? gc.data<T>() : nullptr,
-           bc.defined() ? bc.data<T>() : nullptr, y.data<T>(), mean.data<T>(), rstd.data<T>());
-    });
+    detail::dispatch_float(
+        x, "group_norm",
+        [&] {
+          return detail::work(8.0 * double(x.numel()), {&xc, &gc, &bc, &y, &mean, &rstd});
+        },  // op table
+        [&]<typename T, bool Cuda>() {
+          KERN(group_norm_forward, N, C, HW, groups, eps, xc.data<T>(), gc.defined() ? gc.data<T>() : nullptr,
+               bc.defined() ? bc.data<T>() : nullptr, y.data<T>(), mean.data<T>(), rstd.data<T>());
+        });
   if (any_requires_grad({&x, &gamma, &beta})) {
     Tensor sx = xc.detach(), sg = gc.defined() ? gc.detach() : Tensor();
     const bool affine = gamma.defined();
@@ -47,11 +60,16 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Te
       Tensor dx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
       Tensor dgamma = affine ? Tensor::empty({C}, sx.dtype(), sx.device()) : Tensor();
       Tensor dbeta = affine ? Tensor::empty({C}, sx.dtype(), sx.device()) : Tensor();
-      detail::dispatch_float(sx, "group_norm_backward", [&]<typename T, bool Cuda>() {
-        KERN(group_norm_backward, N, C, HW, groups, gcont.data<T>(), sx.data<T>(), mean.data<T>(),
-             rstd.data<T>(), affine ? sg.data<T>() : nullptr, dx.data<T>(),
-             affine ? dgamma.data<T>() : nullptr, affine ? dbeta.data<T>() : nullptr);
-      });
+      detail::dispatch_float(
+          sx, "group_norm_backward",
+          [&] {
+            return backward_traffic({&gcont, &sx, &mean, &rstd, &sg, &dx, &dgamma, &dbeta});
+          },
+          [&]<typename T, bool Cuda>() {
+            KERN(group_norm_backward, N, C, HW, groups, gcont.data<T>(), sx.data<T>(), mean.data<T>(),
+                 rstd.data<T>(), affine ? sg.data<T>() : nullptr, dx.data<T>(),
+                 affine ? dgamma.data<T>() : nullptr, affine ? dbeta.data<T>() : nullptr);
+          });
       return std::vector<Tensor>{dx, dgamma, dbeta};
     });
   }
@@ -68,12 +86,17 @@ Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& gamma, con
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor stats = Tensor::empty({N, groups, 2}, DType::F64, x.device());  // mean, rstd in double
   if (x.numel() > 0)
-    detail::dispatch_float(x, "group_norm_silu", [&]<typename T, bool Cuda>() {
-      if constexpr (!Cuda)
-        kern::cpu::group_norm_silu_forward<T>(
-            N, C, HW, groups, eps, xc.data<T>(), gc.defined() ? gc.data<T>() : nullptr,
-            bc.defined() ? bc.data<T>() : nullptr, y.data<T>(), stats.data<double>());
-    });
+    detail::dispatch_float(
+        x, "group_norm_silu",
+        [&] {
+          return detail::work(9.0 * double(x.numel()), {&xc, &gc, &bc, &y, &stats});
+        },  // op table
+        [&]<typename T, bool Cuda>() {
+          if constexpr (!Cuda)
+            kern::cpu::group_norm_silu_forward<T>(
+                N, C, HW, groups, eps, xc.data<T>(), gc.defined() ? gc.data<T>() : nullptr,
+                bc.defined() ? bc.data<T>() : nullptr, y.data<T>(), stats.data<double>());
+        });
   if (any_requires_grad({&x, &gamma, &beta})) {
     Tensor sx = xc.detach(), sg = gc.defined() ? gc.detach() : Tensor(),
            sb = bc.defined() ? bc.detach() : Tensor();
@@ -84,13 +107,18 @@ Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& gamma, con
       Tensor dx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
       Tensor dgamma = affine ? Tensor::empty({C}, sx.dtype(), sx.device()) : Tensor();
       Tensor dbeta = affine ? Tensor::empty({C}, sx.dtype(), sx.device()) : Tensor();
-      detail::dispatch_float(sx, "group_norm_silu_backward", [&]<typename T, bool Cuda>() {
-        if constexpr (!Cuda)
-          kern::cpu::group_norm_silu_backward<T>(
-              N, C, HW, G, gcont.data<T>(), sx.data<T>(), stats.data<double>(),
-              affine ? sg.data<T>() : nullptr, affine ? sb.data<T>() : nullptr, dx.data<T>(),
-              affine ? dgamma.data<T>() : nullptr, affine ? dbeta.data<T>() : nullptr);
-      });
+      detail::dispatch_float(
+          sx, "group_norm_silu_backward",
+          [&] {
+            return backward_traffic({&gcont, &sx, &stats, &sg, &sb, &dx, &dgamma, &dbeta});
+          },
+          [&]<typename T, bool Cuda>() {
+            if constexpr (!Cuda)
+              kern::cpu::group_norm_silu_backward<T>(
+                  N, C, HW, G, gcont.data<T>(), sx.data<T>(), stats.data<double>(),
+                  affine ? sg.data<T>() : nullptr, affine ? sb.data<T>() : nullptr, dx.data<T>(),
+                  affine ? dgamma.data<T>() : nullptr, affine ? dbeta.data<T>() : nullptr);
+          });
       return std::vector<Tensor>{dx, dgamma, dbeta};
     });
   }
