@@ -21,9 +21,10 @@
 #include "apps/common/cli_checks.h"
 #include "apps/common/eval_cache.h"
 #include "apps/common/flow_matching.h"
+#include "apps/common/malloc_tuning.h"
 #include "apps/common/mnist.h"
-#include "apps/common/phase_timer.h"
 #include "apps/common/omp_wait.h"
+#include "apps/common/phase_timer.h"
 #include "apps/common/run_flags.h"
 #include "apps/common/sample_eval.h"
 #include "apps/common/train_loop.h"
@@ -90,6 +91,7 @@ void print_table(const std::vector<double>& scales, const std::vector<app_ns::Ev
 
 int main(int argc, char** argv) {
   engine::app::apply_omp_wait_default(argv);  // first: before any OpenMP region (docs/apps.md "Threads")
+  engine::app::apply_malloc_defaults();       // keep freed tensor memory for reuse (docs/apps.md "Memory")
   CLI::App app{
       "fm_eval: score class-conditional MNIST samples with the engine's own classifier: class accuracy\n"
       "(does the model draw the digit it was asked for?), Frechet distance in the classifier's 128-d\n"

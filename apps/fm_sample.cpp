@@ -15,6 +15,7 @@
 #include "apps/common/cli_checks.h"
 #include "apps/common/flow_matching.h"
 #include "apps/common/image_grid.h"
+#include "apps/common/malloc_tuning.h"
 #include "apps/common/omp_wait.h"
 #include "apps/common/run_flags.h"
 #include "apps/common/train_loop.h"
@@ -23,6 +24,7 @@
 
 int main(int argc, char** argv) {
   engine::app::apply_omp_wait_default(argv);  // first: before any OpenMP region (docs/apps.md "Threads")
+  engine::app::apply_malloc_defaults();       // keep freed tensor memory for reuse (docs/apps.md "Memory")
   namespace app_ns = engine::app;
   CLI::App app{
       "fm_sample: sample MNIST digits from a flow-matching checkpoint with classifier-free guidance.\n"

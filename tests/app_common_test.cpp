@@ -1,6 +1,7 @@
 // Tests for apps/common: MNIST IDX reader + BatchLoader, PNG writers, TensorBoard events, progress, CSV.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "apps/common/csv.h"
 #include "apps/common/flow_matching.h"
 #include "apps/common/image_grid.h"
+#include "apps/common/malloc_tuning.h"
 #include "apps/common/mnist.h"
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
@@ -875,4 +877,40 @@ TEST(SplitMix64, MatchesTheReferenceGenerator) {
   EXPECT_EQ(engine::app::splitmix64(0), 0xe220a8397b1dcdafull);
   EXPECT_EQ(engine::app::splitmix64(kGamma), 0x6e789e6aa1b965f4ull);
   EXPECT_EQ(engine::app::splitmix64(2 * kGamma), 0x06c45d188009454full);
+}
+
+// apply_malloc_defaults: a freed 64 MiB block is reused without page faults (glibc's default mmaps a block
+// that size, unmaps it at free and faults every page in again at the next allocation); a user's malloc
+// tunable turns it off.
+TEST(MallocDefaults, FreedTensorMemoryIsReusedWithoutPageFaults) {
+#if !defined(__GLIBC__) || defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "needs glibc's malloc (not available without glibc or under AddressSanitizer)";
+#else
+  const char* saved = std::getenv("MALLOC_ARENA_MAX");
+  const std::string saved_value = saved ? saved : "";
+  ASSERT_EQ(setenv("MALLOC_ARENA_MAX", "8", 1), 0);
+  EXPECT_FALSE(engine::app::apply_malloc_defaults());  // the user's setting wins
+  if (saved)
+    setenv("MALLOC_ARENA_MAX", saved_value.c_str(), 1);
+  else
+    unsetenv("MALLOC_ARENA_MAX");
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_") ||
+      std::getenv("MALLOC_TOP_PAD_") || std::getenv("MALLOC_ARENA_MAX"))
+    GTEST_SKIP() << "the environment sets a malloc tunable";
+  ASSERT_TRUE(engine::app::apply_malloc_defaults());
+  constexpr size_t kBytes = size_t(64) << 20;
+  auto faults_touching = [&] {
+    rusage before{}, after{};
+    getrusage(RUSAGE_SELF, &before);
+    auto* p = static_cast<volatile char*>(std::malloc(kBytes));
+    for (size_t i = 0; i < kBytes; i += 4096) p[i] = 1;
+    getrusage(RUSAGE_SELF, &after);
+    std::free(const_cast<char*>(p));
+    return after.ru_minflt - before.ru_minflt;
+  };
+  const long first = faults_touching();   // new memory: one fault per page (or per huge page)
+  const long second = faults_touching();  // the same block again, from the heap
+  EXPECT_GT(first, 0);
+  EXPECT_LT(second, 64) << "first touch " << first << " faults";
+#endif
 }
