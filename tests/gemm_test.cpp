@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/gemm_detail.h"
 #include "tests/test_util.h"
 
 namespace kc = kern::cpu;
@@ -81,6 +82,14 @@ const std::vector<Case>& cases() {
       {9, 41, 20, false, false, 2, 0},
       {33, 196, 64, false, false, 1, 1},
       {31, 52, 17, true, false, 1, 0},
+      // A read in place (transposed, alpha == 1) with a partial last row panel; the Winograd GEMMs
+      // (K_out x tiles x C_in, A^T); more tiles than threads in both directions (M > 240 rows, N > 512)
+      {64, 128, 64, true, false, 1, 0},
+      {61, 160, 32, true, false, 1, 1},
+      {29, 70, 45, true, false, 1, 0.5},
+      {64, 49, 1152, false, false, 1, 0},
+      {490, 1030, 20, true, false, 1, 0},
+      {300, 700, 9, false, true, 1, 0},
   };
   return v;
 }
@@ -148,4 +157,48 @@ TEST(Gemm, UnsupportedIsaIsAClearError) {
   kc::set_cpu_isa(CpuIsa::Scalar);  // always supported
   EXPECT_EQ(kc::cpu_isa(), CpuIsa::Scalar);
   EXPECT_STREQ(kc::cpu_isa_name(CpuIsa::Avx2), "avx2");
+}
+
+TEST(Gemm, TilePlanGivesEveryThreadTheSameWork) {
+  // The macro tiles must cover C exactly, differ by at most one register tile per side, and come in a
+  // multiple of the thread count, so that a static schedule gives both threads of a 2-core run the same
+  // work (the old split gave one thread 512 and the other 256 of conv fwd 28x28's 768 columns).
+  struct S {
+    int64_t M, N;
+  };
+  const S shapes[] = {{32, 768},  {64, 192}, {64, 49},     {576, 192}, {64, 576}, {512, 512},
+                      {128, 256}, {64, 128}, {1000, 3000}, {8, 32},    {5, 7}};
+  for (const S& s : shapes)
+    for (int MR : {4, 6, 8})
+      for (int NR : {4, 16, 32})
+        for (int threads : {1, 2, 3}) {
+          const auto p = kern::cpu::gemm_detail::plan_tiles(s.M, s.N, MR, NR, threads);
+          const std::string what = "M=" + std::to_string(s.M) + " N=" + std::to_string(s.N) +
+                                   " MR=" + std::to_string(MR) + " NR=" + std::to_string(NR) +
+                                   " threads=" + std::to_string(threads);
+          ASSERT_EQ(p.row_start(0), 0) << what;
+          ASSERT_EQ(p.col_start(0), 0) << what;
+          ASSERT_GE(p.row_start(p.mtiles), s.M) << what;
+          ASSERT_GE(p.col_start(p.ntiles), s.N) << what;
+          int64_t lo = INT64_MAX, hi = 0;
+          for (int64_t i = 0; i < p.mtiles; ++i) {
+            const int64_t rows = p.row_start(i + 1) - p.row_start(i);
+            EXPECT_LE(p.row_start(i), s.M - 1) << what << ": an empty row tile";
+            lo = std::min(lo, rows), hi = std::max(hi, rows);
+            EXPECT_LE(rows, p.mc_max) << what;
+          }
+          EXPECT_LE(hi - lo, MR) << what;
+          lo = INT64_MAX, hi = 0;
+          for (int64_t j = 0; j < p.ntiles; ++j) {
+            const int64_t cols = p.col_start(j + 1) - p.col_start(j);
+            lo = std::min(lo, cols), hi = std::max(hi, cols);
+            EXPECT_LE(cols, p.nc_max) << what;
+          }
+          EXPECT_LE(hi - lo, NR) << what;
+          const int64_t panels = ((s.M + MR - 1) / MR) * ((s.N + NR - 1) / NR);
+          EXPECT_EQ(p.threads, std::min<int64_t>(threads, panels)) << what;
+          if (panels % threads == 0 || panels >= 4 * threads) {
+            EXPECT_EQ(p.tiles() % p.threads, 0) << what << ": tiles " << p.tiles();
+          }
+        }
 }
