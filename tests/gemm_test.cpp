@@ -77,6 +77,12 @@ const std::vector<Case>& cases() {
       {50, 9, 784, false, true, 1, 1},
       {97, 13, 40, false, false, -1, 0.5},
       {5, 1, 33, true, true, 1, 0},
+      // the narrow kernel's 12-row (N <= 8) and 6-row (N <= 16) blocks, then 3-row and single-row
+      // leftovers, with alpha == 1 (A broadcast from memory) and not
+      {29, 8, 50, false, false, 1, 0},
+      {41, 5, 19, true, false, 1, 2},
+      {17, 14, 23, true, false, 1, 1},
+      {26, 11, 31, false, false, 0.5, 0},
       // a ragged right edge (N % tile width <= 16) computed by the narrow kernel, the rest by tiles
       {70, 100, 300, true, true, 1, 0.5},
       {9, 41, 20, false, false, 2, 0},

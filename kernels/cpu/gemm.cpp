@@ -283,7 +283,7 @@ void narrow_gemm(NarrowFn<T> fn, const View<T>& A, const View<T>& B, int64_t M, 
     Bp = buf;
     ldb = N;
   }
-  constexpr int64_t kRows = 96;  // rows per task: a multiple of the kernel's 6-row block
+  constexpr int64_t kRows = 96;  // rows per task: a multiple of the kernel's 12- and 6-row blocks
   const int64_t tasks = (M + kRows - 1) / kRows;
 #pragma omp parallel for schedule(static) if (parallel && tasks > 1)
   for (int64_t t = 0; t < tasks; ++t)
@@ -409,8 +409,8 @@ void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, co
   }
   const TilePlan p = plan_tiles(M, N, uk.MR, uk.NR, parallel ? nthreads : 1);
   const int64_t kc_max = std::min(kKC, K);
-  // The narrow strip's rows, in blocks of a multiple of the narrow kernel's 6 rows, one block per thread.
-  const int64_t strip_rows = round_up((M + p.threads - 1) / p.threads, 6);
+  // The narrow strip's rows, in blocks of a multiple of the narrow kernel's 12 rows, one block per thread.
+  const int64_t strip_rows = round_up((M + p.threads - 1) / p.threads, 12);
   const int64_t strip_tasks = n_strip > 0 ? (M + strip_rows - 1) / strip_rows : 0;
 #pragma omp parallel num_threads(p.threads) if (p.threads > 1)
   {
