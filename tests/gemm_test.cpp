@@ -88,6 +88,10 @@ const std::vector<Case>& cases() {
       {9, 41, 20, false, false, 2, 0},
       {33, 196, 64, false, false, 1, 1},
       {31, 52, 17, true, false, 1, 0},
+      // a remainder of 17 .. 31 columns: the AVX-512 half-width (8 x 16) tile + the narrow kernel
+      {20, 49, 100, false, false, 1, 0},
+      {9, 60, 33, true, true, 2, 0.5},
+      {45, 81, 70, false, true, 1, 1},
       // A read in place (transposed, alpha == 1) with a partial last row panel; the Winograd GEMMs
       // (K_out x tiles x C_in, A^T); more tiles than threads in both directions (M > 240 rows, N > 512)
       {64, 128, 64, true, false, 1, 0},

@@ -253,7 +253,7 @@ void macro_tile(const Microkernel<T>& uk, const View<T>& A, const View<T>& B, in
                        static_cast<int>(std::min<int64_t>(uk.NR, nc - jr)),
                        init,
                        beta};
-        uk.fn(a);
+        (a.n <= uk.NR / 2 && uk.half ? uk.half : uk.fn)(a);
       }
   }
 }
@@ -396,8 +396,12 @@ void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, co
   // same whichever kernel computes it.
   int64_t n_strip = 0;
   View<T> b_strip = b;
-  if (uk.narrow && N % uk.NR != 0 && N % uk.NR <= kNarrowN) {
-    n_strip = N % uk.NR;
+  // With a half-width tile, a remainder of NR/2 + r columns (conv outputs of 7 x 7 = 32 + 16 + 1) gives
+  // its r <= kNarrowN columns to the narrow kernel and its last NR/2 to the half tile.
+  const int64_t rem = N % uk.NR;
+  const bool half_rem = uk.half && rem > uk.NR / 2 && rem - uk.NR / 2 <= kNarrowN;
+  if (uk.narrow && rem != 0 && (rem <= kNarrowN || half_rem)) {
+    n_strip = rem <= kNarrowN ? rem : rem - uk.NR / 2;
     N -= n_strip;
     b_strip = View<T>{b.trans ? B + N * ldb : B + N, ldb, transB};
     if (b.trans) {  // the narrow kernel reads B untransposed: copy the strip (K x n_strip, small)

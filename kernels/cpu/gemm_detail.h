@@ -66,6 +66,9 @@ struct Microkernel {
   bool direct_b = false;
   // The narrow-N kernel (nullptr: narrow problems take the packed path).
   NarrowFn<T> narrow = nullptr;
+  // An MR x NR/2 tile (the same chains), for a right-edge panel at most half full (nullptr: the NR-wide
+  // kernel computes it). Its Bp is a packed NR-wide panel, of which it reads the first NR/2 columns.
+  MicroFn<T> half = nullptr;
 };
 
 // Per-ISA microkernels (defined in the file of that ISA; the AVX ones may only be called on CPUs that
