@@ -300,11 +300,16 @@ TilePlan plan_tiles(int64_t M, int64_t N, int MR, int NR, int nthreads) {
   p.mpanels = (M + MR - 1) / MR, p.npanels = (N + NR - 1) / NR;
   p.mtiles = std::min(p.mpanels, (M + kMC - 1) / kMC);
   p.ntiles = std::min(p.npanels, (N + kNC - 1) / kNC);
+  // Split N unless it has fewer than two panels per thread (7 x 7 conv outputs: 32 + 16 + 1 columns,
+  // where a column split would give one thread twice the other's work): then split M.
+  const bool n_coarse = p.npanels < 2 * nthreads;
   while (nthreads > 1 && p.tiles() % nthreads != 0) {
-    if (p.ntiles < p.npanels)
+    if (!n_coarse && p.ntiles < p.npanels)
       ++p.ntiles;
     else if (p.mtiles < p.mpanels)
       ++p.mtiles;
+    else if (p.ntiles < p.npanels)
+      ++p.ntiles;
     else
       break;
   }

@@ -84,8 +84,9 @@ NarrowFn<float> narrow_f32_avx2();  // AVX2 + FMA (also used on AVX-512 CPUs)
 // The macro tiles of C (M x N): a grid of mtiles x ntiles blocks of whole MR x NR register tiles, the
 // panels shared out evenly (tile sizes differ by at most one panel; at most about kMC x kNC elements
 // each). With nthreads > 1 the tile count is made a multiple of the thread count where the panels allow
-// (splitting N first: the packed A block is the small one on the UNet's shapes), so that the threads of
-// a static schedule get equal work. threads: the team size to use (at most the tile count).
+// (splitting N first, the packed A block being the small one on the UNet's shapes, unless N has fewer
+// than two panels per thread), so that the threads of a static schedule get equal work. threads: the
+// team size to use (at most the tile count).
 struct TilePlan {
   int64_t MR, NR, mpanels, npanels, mtiles, ntiles, mc_max, nc_max;
   int threads;
