@@ -172,7 +172,8 @@ TEST(Gemm, UnsupportedIsaIsAClearError) {
 TEST(Gemm, TilePlanGivesEveryThreadTheSameWork) {
   // The macro tiles must cover C exactly, differ by at most one register tile per side, and come in a
   // multiple of the thread count, so that a static schedule gives both threads of a 2-core run the same
-  // work (the old split gave one thread 512 and the other 256 of conv fwd 28x28's 768 columns).
+  // work (the old split gave one thread twice the other's columns on conv fwd 14x14, 64 x 192, and
+  // 2.4 times the other's work at 512^3).
   struct S {
     int64_t M, N;
   };
