@@ -113,6 +113,59 @@ bool selected(const std::string& name) { return bench::selected(name, g_opt.filt
 
 // ---------------------------------------------------------------- gemm: ours vs cblas_sgemm
 
+// The Winograd F(2,3) GEMMs as conv2d_winograd.cpp runs them: inside a parallel region (so each GEMM is
+// serial), every thread multiplies its chunk's 16 transform points, M[xi] (K_out x TB) = U[xi]^T (stored
+// C_in x K_out) @ V[xi] (C_in x TB, row stride TB + 16). TB = the chunk tiles chunk_tiles() picks for
+// these channels (1 MiB / (16 (C + K) 4 B), multiple of 32, in [64, 512]). Time per 16 GEMMs of every thread.
+void bench_gemm_winograd() {
+  struct W {
+    const char* name;
+    int64_t K, TB, C;  // GEMM M, N, K
+  };
+  const W cases[] = {
+      {"gemm wino 64->64", 64, 128, 64},
+      {"gemm wino 32->64", 64, 160, 32},
+      {"gemm wino 128->64", 64, 64, 128},
+      {"gemm wino 64->32", 32, 160, 64},
+  };
+  constexpr int kPoints = 16;
+  const int nth = omp_get_max_threads();
+  for (const W& w : cases) {
+    if (!selected(w.name)) continue;
+    const int64_t ld = w.TB + 16;
+    const int64_t na = kPoints * w.C * w.K, nb = kPoints * w.C * ld, nc = kPoints * w.K * ld;
+    const Vec a = randn(nth * na), b = randn(nth * nb);
+    Vec c(nth * nc, 0.f), cb(nth * nc, 0.f);
+    char shape[96];
+    std::snprintf(shape, sizeof shape, "%lldx%lldx%lld A^T x16/thr", (long long)w.K, (long long)w.TB,
+                  (long long)w.C);
+    Row r{w.name, shape};
+    r.flops = 2.0 * w.K * w.TB * w.C * kPoints * nth;
+    auto run = [&](bool ours, Vec& out) {
+#pragma omp parallel
+      {
+        const int t = omp_get_thread_num();
+        for (int xi = 0; xi < kPoints; ++xi) {
+          const float* A = a.data() + t * na + xi * w.C * w.K;
+          const float* B = b.data() + t * nb + xi * w.C * ld;
+          float* C = out.data() + t * nc + xi * w.K * ld;
+          if (ours)
+            kern::cpu::gemm<float>(true, false, w.K, w.TB, w.C, 1.f, A, w.K, B, ld, 0.f, C, ld);
+          else
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w.K, w.TB, w.C, 1.f, A, w.K, B, ld, 0.f, C,
+                        ld);
+        }
+      }
+    };
+    r.ours_ms = median_ms([&] { run(true, c); });
+    r.base_ms = median_ms([&] { run(false, cb); });
+    r.err = rel_err(c, cb);
+    r.note =
+        std::string("cblas_sgemm (1 thread each); ours: ") + kern::cpu::cpu_isa_name(kern::cpu::cpu_isa());
+    print_row(r);
+  }
+}
+
 // The GEMMs one image's conv and the attention layer run (per-image im2col shapes at 28x28 / 14x14 / 7x7,
 // the linear layers at the batch), ours (deterministic, kernels/cpu/gemm.cpp) against OpenBLAS.
 void bench_gemm() {
@@ -155,6 +208,7 @@ void bench_gemm() {
              kern::cpu::matmul_precision_name(kern::cpu::matmul_precision_active());
     print_row(r);
   }
+  bench_gemm_winograd();
 }
 
 // ---------------------------------------------------------------- conv: im2col + one sgemm baseline

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/gemm_detail.h"
 #include "tests/test_util.h"
 
 namespace kc = kern::cpu;
@@ -76,11 +77,29 @@ const std::vector<Case>& cases() {
       {50, 9, 784, false, true, 1, 1},
       {97, 13, 40, false, false, -1, 0.5},
       {5, 1, 33, true, true, 1, 0},
+      // the narrow kernel's 12-row (N <= 8) and 6-row (N <= 16) blocks, then 3-row and single-row
+      // leftovers, with alpha == 1 (A broadcast from memory) and not
+      {29, 8, 50, false, false, 1, 0},
+      {41, 5, 19, true, false, 1, 2},
+      {17, 14, 23, true, false, 1, 1},
+      {26, 11, 31, false, false, 0.5, 0},
       // a ragged right edge (N % tile width <= 16) computed by the narrow kernel, the rest by tiles
       {70, 100, 300, true, true, 1, 0.5},
       {9, 41, 20, false, false, 2, 0},
       {33, 196, 64, false, false, 1, 1},
       {31, 52, 17, true, false, 1, 0},
+      // a remainder of 17 .. 31 columns: the AVX-512 half-width (8 x 16) tile + the narrow kernel
+      {20, 49, 100, false, false, 1, 0},
+      {9, 60, 33, true, true, 2, 0.5},
+      {45, 81, 70, false, true, 1, 1},
+      // A read in place (transposed, alpha == 1) with a partial last row panel; the Winograd GEMMs
+      // (K_out x tiles x C_in, A^T); more tiles than threads in both directions (M > 240 rows, N > 512)
+      {64, 128, 64, true, false, 1, 0},
+      {61, 160, 32, true, false, 1, 1},
+      {29, 70, 45, true, false, 1, 0.5},
+      {64, 49, 1152, false, false, 1, 0},
+      {490, 1030, 20, true, false, 1, 0},
+      {300, 700, 9, false, true, 1, 0},
   };
   return v;
 }
@@ -148,4 +167,49 @@ TEST(Gemm, UnsupportedIsaIsAClearError) {
   kc::set_cpu_isa(CpuIsa::Scalar);  // always supported
   EXPECT_EQ(kc::cpu_isa(), CpuIsa::Scalar);
   EXPECT_STREQ(kc::cpu_isa_name(CpuIsa::Avx2), "avx2");
+}
+
+TEST(Gemm, TilePlanGivesEveryThreadTheSameWork) {
+  // The macro tiles must cover C exactly, differ by at most one register tile per side, and come in a
+  // multiple of the thread count, so that a static schedule gives both threads of a 2-core run the same
+  // work (the old split gave one thread twice the other's columns on conv fwd 14x14, 64 x 192, and
+  // 2.4 times the other's work at 512^3).
+  struct S {
+    int64_t M, N;
+  };
+  const S shapes[] = {{32, 768},  {64, 192}, {64, 49},     {576, 192}, {64, 576}, {512, 512},
+                      {128, 256}, {64, 128}, {1000, 3000}, {8, 32},    {5, 7}};
+  for (const S& s : shapes)
+    for (int MR : {4, 6, 8})
+      for (int NR : {4, 16, 32})
+        for (int threads : {1, 2, 3}) {
+          const auto p = kern::cpu::gemm_detail::plan_tiles(s.M, s.N, MR, NR, threads);
+          const std::string what = "M=" + std::to_string(s.M) + " N=" + std::to_string(s.N) +
+                                   " MR=" + std::to_string(MR) + " NR=" + std::to_string(NR) +
+                                   " threads=" + std::to_string(threads);
+          ASSERT_EQ(p.row_start(0), 0) << what;
+          ASSERT_EQ(p.col_start(0), 0) << what;
+          ASSERT_GE(p.row_start(p.mtiles), s.M) << what;
+          ASSERT_GE(p.col_start(p.ntiles), s.N) << what;
+          int64_t lo = INT64_MAX, hi = 0;
+          for (int64_t i = 0; i < p.mtiles; ++i) {
+            const int64_t rows = p.row_start(i + 1) - p.row_start(i);
+            EXPECT_LE(p.row_start(i), s.M - 1) << what << ": an empty row tile";
+            lo = std::min(lo, rows), hi = std::max(hi, rows);
+            EXPECT_LE(rows, p.mc_max) << what;
+          }
+          EXPECT_LE(hi - lo, MR) << what;
+          lo = INT64_MAX, hi = 0;
+          for (int64_t j = 0; j < p.ntiles; ++j) {
+            const int64_t cols = p.col_start(j + 1) - p.col_start(j);
+            lo = std::min(lo, cols), hi = std::max(hi, cols);
+            EXPECT_LE(cols, p.nc_max) << what;
+          }
+          EXPECT_LE(hi - lo, NR) << what;
+          const int64_t panels = ((s.M + MR - 1) / MR) * ((s.N + NR - 1) / NR);
+          EXPECT_EQ(p.threads, std::min<int64_t>(threads, panels)) << what;
+          if (panels % threads == 0 || panels >= 4 * threads) {
+            EXPECT_EQ(p.tiles() % p.threads, 0) << what << ": tiles " << p.tiles();
+          }
+        }
 }

@@ -235,12 +235,16 @@ void macro_tile(const Microkernel<T>& uk, const View<T>& A, const View<T>& B, in
     // UNet's few output channels, packing B cost a third of the time); otherwise B is packed.
     const int64_t full = B.trans || !uk.direct_b ? 0 : nc / uk.NR * uk.NR;
     if (full < nc) pack_b(B, k0, kc, j0 + full, nc - full, uk.NR, Bp);
-    pack_a(A, alpha, i0, mc, k0, kc, uk.MR, Ap);
+    // Likewise a transposed A with alpha == 1 (the Winograd GEMMs, conv backward-data) is read in place
+    // for full-height panels: alpha * A == A, so the values are those packing would have written.
+    const int64_t full_a = A.trans && alpha == T(1) ? mc / uk.MR * uk.MR : 0;
+    if (full_a < mc) pack_a(A, alpha, i0 + full_a, mc - full_a, k0, kc, uk.MR, Ap);
     for (int64_t jr = 0; jr < nc; jr += uk.NR)
       for (int64_t ir = 0; ir < mc; ir += uk.MR) {
-        const bool direct = jr < full;
+        const bool direct = jr < full, direct_a = ir < full_a;
         MicroArgs<T> a{kc,
-                       Ap + ir * kc,
+                       direct_a ? A.p + k0 * A.ld + i0 + ir : Ap + (ir - full_a) * kc,
+                       direct_a ? A.ld : int64_t(uk.MR),
                        direct ? B.p + k0 * B.ld + j0 + jr : Bp + (jr - full) * kc,
                        direct ? B.ld : int64_t(uk.NR),
                        C + (i0 + ir) * ldc + j0 + jr,
@@ -249,7 +253,7 @@ void macro_tile(const Microkernel<T>& uk, const View<T>& A, const View<T>& B, in
                        static_cast<int>(std::min<int64_t>(uk.NR, nc - jr)),
                        init,
                        beta};
-        uk.fn(a);
+        (a.n <= uk.NR / 2 && uk.half ? uk.half : uk.fn)(a);
       }
   }
 }
@@ -260,7 +264,7 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 // hot path allocates nothing.
 template <typename T>
 T* scratch(int slot, int64_t n) {
-  thread_local std::vector<T> buf[2];
+  thread_local std::vector<T> buf[3];  // packed A, packed B, the narrow strip's copied B
   if (static_cast<int64_t>(buf[slot].size()) < n) buf[slot].resize(static_cast<size_t>(n));
   return buf[slot].data();
 }
@@ -279,7 +283,7 @@ void narrow_gemm(NarrowFn<T> fn, const View<T>& A, const View<T>& B, int64_t M, 
     Bp = buf;
     ldb = N;
   }
-  constexpr int64_t kRows = 96;  // rows per task: a multiple of the kernel's 6-row block
+  constexpr int64_t kRows = 96;  // rows per task: a multiple of the kernel's 12- and 6-row blocks
   const int64_t tasks = (M + kRows - 1) / kRows;
 #pragma omp parallel for schedule(static) if (parallel && tasks > 1)
   for (int64_t t = 0; t < tasks; ++t)
@@ -288,6 +292,33 @@ void narrow_gemm(NarrowFn<T> fn, const View<T>& A, const View<T>& B, int64_t M, 
 }
 
 }  // namespace
+
+namespace gemm_detail {
+TilePlan plan_tiles(int64_t M, int64_t N, int MR, int NR, int nthreads) {
+  TilePlan p{};
+  p.MR = MR, p.NR = NR;
+  p.mpanels = (M + MR - 1) / MR, p.npanels = (N + NR - 1) / NR;
+  p.mtiles = std::min(p.mpanels, (M + kMC - 1) / kMC);
+  p.ntiles = std::min(p.npanels, (N + kNC - 1) / kNC);
+  // Split N unless it has fewer than two panels per thread (7 x 7 conv outputs: 32 + 16 + 1 columns,
+  // where a column split would give one thread twice the other's work): then split M.
+  const bool n_coarse = p.npanels < 2 * nthreads;
+  while (nthreads > 1 && p.tiles() % nthreads != 0) {
+    if (!n_coarse && p.ntiles < p.npanels)
+      ++p.ntiles;
+    else if (p.mtiles < p.mpanels)
+      ++p.mtiles;
+    else if (p.ntiles < p.npanels)
+      ++p.ntiles;
+    else
+      break;
+  }
+  p.threads = static_cast<int>(std::min<int64_t>(nthreads, p.tiles()));
+  p.mc_max = (p.mpanels + p.mtiles - 1) / p.mtiles * MR;
+  p.nc_max = (p.npanels + p.ntiles - 1) / p.ntiles * NR;
+  return p;
+}
+}  // namespace gemm_detail
 
 const char* cpu_isa_name(CpuIsa isa) {
   switch (isa) {
@@ -368,29 +399,43 @@ void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, co
   // A ragged right edge of at most kNarrowN columns (conv outputs of 14 x 14 = 6 x 32 + 4 columns) goes
   // to the narrow kernel instead of edge tiles that are mostly padding. Each element's chain is the
   // same whichever kernel computes it.
-  if (uk.narrow && N % uk.NR != 0 && N % uk.NR <= kNarrowN) {
-    const int64_t n0 = N - N % uk.NR;
-    const View<T> b_right{b.trans ? B + n0 * ldb : B + n0, ldb, transB};
-    narrow_gemm(uk.narrow, a, b_right, M, N - n0, K, alpha, beta, C + n0, ldc, parallel);
-    N = n0;
-  }
-  // Macro tiles: MC rows x NC columns; narrow NC so that both threads get work on mid-sized problems.
-  int64_t nc = kNC;
-  const int64_t mtiles = (M + kMC - 1) / kMC;
-  if (parallel && mtiles * ((N + nc - 1) / nc) < 2 * nthreads)
-    nc = std::max<int64_t>(uk.NR, round_up((N + 2 * nthreads - 1) / (2 * nthreads), uk.NR));
-  const int64_t ntiles = (N + nc - 1) / nc, tiles = mtiles * ntiles;
-  const int64_t kc_max = std::min(kKC, K);
-#pragma omp parallel if (parallel && tiles > 1)
-  {
-    T* Ap = scratch<T>(0, round_up(std::min(kMC, M), uk.MR) * kc_max);
-    T* Bp = scratch<T>(1, round_up(std::min(nc, N), uk.NR) * kc_max);
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t i0 = (t / ntiles) * kMC, j0 = (t % ntiles) * nc;
-      macro_tile(uk, a, b, K, alpha, beta, C, ldc, i0, std::min(kMC, M - i0), j0, std::min(nc, N - j0), Ap,
-                 Bp);
+  int64_t n_strip = 0;
+  View<T> b_strip = b;
+  // With a half-width tile, a remainder of NR/2 + r columns (conv outputs of 7 x 7 = 32 + 16 + 1) gives
+  // its r <= kNarrowN columns to the narrow kernel and its last NR/2 to the half tile.
+  const int64_t rem = N % uk.NR;
+  const bool half_rem = uk.half && rem > uk.NR / 2 && rem - uk.NR / 2 <= kNarrowN;
+  if (uk.narrow && rem != 0 && (rem <= kNarrowN || half_rem)) {
+    n_strip = rem <= kNarrowN ? rem : rem - uk.NR / 2;
+    N -= n_strip;
+    b_strip = View<T>{b.trans ? B + N * ldb : B + N, ldb, transB};
+    if (b.trans) {  // the narrow kernel reads B untransposed: copy the strip (K x n_strip, small)
+      T* buf = scratch<T>(2, K * n_strip);
+      for (int64_t j = 0; j < n_strip; ++j)
+        for (int64_t k = 0; k < K; ++k) buf[k * n_strip + j] = b_strip.p[j * ldb + k];
+      b_strip = View<T>{buf, n_strip, false};
     }
+  }
+  const TilePlan p = plan_tiles(M, N, uk.MR, uk.NR, parallel ? nthreads : 1);
+  const int64_t kc_max = std::min(kKC, K);
+  // The narrow strip's rows, in blocks of a multiple of the narrow kernel's 12 rows, one block per thread.
+  const int64_t strip_rows = round_up((M + p.threads - 1) / p.threads, 12);
+  const int64_t strip_tasks = n_strip > 0 ? (M + strip_rows - 1) / strip_rows : 0;
+#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
+  {
+    T* Ap = scratch<T>(0, p.mc_max * kc_max);
+    T* Bp = scratch<T>(1, p.nc_max * kc_max);
+#pragma omp for schedule(static) nowait
+    for (int64_t t = 0; t < p.tiles(); ++t) {
+      const int64_t ti = t / p.ntiles, tj = t % p.ntiles;
+      const int64_t i0 = p.row_start(ti), i1 = std::min(M, p.row_start(ti + 1));
+      const int64_t j0 = p.col_start(tj), j1 = std::min(N, p.col_start(tj + 1));
+      if (i1 > i0 && j1 > j0) macro_tile(uk, a, b, K, alpha, beta, C, ldc, i0, i1 - i0, j0, j1 - j0, Ap, Bp);
+    }
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < strip_tasks; ++t)
+      uk.narrow(NarrowArgs<T>{t * strip_rows, std::min(M, (t + 1) * strip_rows), n_strip, K, alpha, a.p, a.ld,
+                              a.trans, b_strip.p, b_strip.ld, beta, C + N, ldc});
   }
 }
 

@@ -1,5 +1,6 @@
 // GEMM microkernels for AVX-512F (this file alone is compiled with -mavx512f -mfma; called only after
-// the run-time check in gemm.cpp). Tiles: float 12 x 32, double 12 x 16 (24 zmm accumulators).
+// the run-time check in gemm.cpp). Tiles: float 8 x 32 (16 zmm accumulators; 8 x 16 for a right edge
+// at most half full), double 12 x 16 (24 zmm accumulators).
 #include <immintrin.h>
 
 #include "kernels/cpu/gemm_microkernel.h"
@@ -32,11 +33,14 @@ struct F64x8 {
 };
 
 void f32(const MicroArgs<float>& a) { microkernel<F32x16, 8, 2>(a); }
+void f32_half(const MicroArgs<float>& a) { microkernel<F32x16, 8, 1>(a); }
 void f64(const MicroArgs<double>& a) { microkernel<F64x8, 12, 2>(a); }
 
 }  // namespace
 
-Microkernel<float> microkernel_f32_avx512() { return {8, 32, f32, "avx512", true, narrow_f32_avx2()}; }
+Microkernel<float> microkernel_f32_avx512() {
+  return {8, 32, f32, "avx512", true, narrow_f32_avx2(), f32_half};
+}
 Microkernel<double> microkernel_f64_avx512() { return {12, 16, f64, "avx512"}; }
 
 }  // namespace kern::cpu::gemm_detail

@@ -12,14 +12,16 @@ enum class Init : int {
   Scale,  // acc = beta * C        (first K block, other beta)
 };
 
-// One microkernel call: C (m x n valid of an MR x NR tile, row stride ldc) from the packed panel
-// Ap (kc x MR, k-major, alpha already applied, zero-padded) and the B panel Bp (kc rows of NR values, row
-// stride ldb: a packed, zero-padded panel with ldb = NR, or, for a full-width panel of an untransposed B,
-// B itself with its own row stride).
+// One microkernel call: C (m x n valid of an MR x NR tile, row stride ldc) from the A panel Ap (kc rows
+// of MR values, row stride lda: a packed, zero-padded panel with lda = MR and alpha applied, or, for a
+// full-height panel of a transposed A with alpha == 1, A itself with its own row stride) and the B panel
+// Bp (kc rows of NR values, row stride ldb: a packed, zero-padded panel with ldb = NR, or, for a
+// full-width panel of an untransposed B, B itself with its own row stride).
 template <typename T>
 struct MicroArgs {
   int64_t kc;
   const T* Ap;
+  int64_t lda;
   const T* Bp;
   int64_t ldb;
   T* C;
@@ -64,6 +66,9 @@ struct Microkernel {
   bool direct_b = false;
   // The narrow-N kernel (nullptr: narrow problems take the packed path).
   NarrowFn<T> narrow = nullptr;
+  // An MR x NR/2 tile (the same chains), for a right-edge panel at most half full (nullptr: the NR-wide
+  // kernel computes it). Its Bp is a packed NR-wide panel, of which it reads the first NR/2 columns.
+  MicroFn<T> half = nullptr;
 };
 
 // Per-ISA microkernels (defined in the file of that ISA; the AVX ones may only be called on CPUs that
@@ -75,6 +80,23 @@ Microkernel<double> microkernel_f64_avx2();
 Microkernel<float> microkernel_f32_scalar();
 Microkernel<double> microkernel_f64_scalar();
 NarrowFn<float> narrow_f32_avx2();  // AVX2 + FMA (also used on AVX-512 CPUs)
+
+// The macro tiles of C (M x N): a grid of mtiles x ntiles blocks of whole MR x NR register tiles, the
+// panels shared out evenly (tile sizes differ by at most one panel; at most about kMC x kNC elements
+// each). With nthreads > 1 the tile count is made a multiple of the thread count where the panels allow
+// (splitting N first, the packed A block being the small one on the UNet's shapes, unless N has fewer
+// than two panels per thread), so that the threads of a static schedule get equal work. threads: the
+// team size to use (at most the tile count).
+struct TilePlan {
+  int64_t MR, NR, mpanels, npanels, mtiles, ntiles, mc_max, nc_max;
+  int threads;
+  int64_t tiles() const { return mtiles * ntiles; }
+  int64_t row_start(int64_t i) const {
+    return i * mpanels / mtiles * MR;
+  }  // tile row i: [start(i), start(i+1))
+  int64_t col_start(int64_t j) const { return j * npanels / ntiles * NR; }  // clipped to M, N by the caller
+};
+TilePlan plan_tiles(int64_t M, int64_t N, int MR, int NR, int nthreads);  // M, N, MR, NR > 0
 
 // The bf16 path of gemm<float> (gemm_bf16_avx512.cpp; only on CPUs with AVX512_BF16): the same problem
 // as gemm (M, N, K > 0), with the caller's threading decision (parallel over macro tiles when `parallel`,

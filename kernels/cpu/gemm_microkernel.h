@@ -16,10 +16,10 @@
 namespace kern::cpu::gemm_detail {
 namespace {
 
-// C tile (MR x NR, row stride ldc) += Ap (kc x MR, k-major) * Bp (kc x NR, row stride ldb), all rows and
-// columns valid. init: how the accumulators start (see gemm_detail.h).
+// C tile (MR x NR, row stride ldc) += Ap (kc x MR, row stride lda) * Bp (kc x NR, row stride ldb), all
+// rows and columns valid. init: how the accumulators start (see gemm_detail.h).
 template <class V, int MR, int NV>
-inline void microkernel_full(int64_t kc, const typename V::T* __restrict Ap,
+inline void microkernel_full(int64_t kc, const typename V::T* __restrict Ap, int64_t lda,
                              const typename V::T* __restrict Bp, int64_t ldb, typename V::T* __restrict C,
                              int64_t ldc, Init init, typename V::T beta) {
   using T = typename V::T;
@@ -47,7 +47,7 @@ inline void microkernel_full(int64_t kc, const typename V::T* __restrict Ap,
     R b[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) b[v] = V::load(Bp + k * ldb + v * W);
-    const T* a = Ap + k * MR;
+    const T* a = Ap + k * lda;
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const R ai = V::broadcast(a[i]);
@@ -68,7 +68,7 @@ inline void microkernel(const MicroArgs<typename V::T>& a) {
   using T = typename V::T;
   constexpr int NR = NV * V::W;
   if (a.m == MR && a.n == NR) {
-    microkernel_full<V, MR, NV>(a.kc, a.Ap, a.Bp, a.ldb, a.C, a.ldc, a.init, a.beta);
+    microkernel_full<V, MR, NV>(a.kc, a.Ap, a.lda, a.Bp, a.ldb, a.C, a.ldc, a.init, a.beta);
     return;
   }
   alignas(64) T tile[MR * NR];
@@ -76,7 +76,7 @@ inline void microkernel(const MicroArgs<typename V::T>& a) {
   if (a.init != Init::Zero)
     for (int i = 0; i < a.m; ++i)
       for (int j = 0; j < a.n; ++j) tile[i * NR + j] = a.C[i * a.ldc + j];
-  microkernel_full<V, MR, NV>(a.kc, a.Ap, a.Bp, a.ldb, tile, NR, a.init, a.beta);
+  microkernel_full<V, MR, NV>(a.kc, a.Ap, a.lda, a.Bp, a.ldb, tile, NR, a.init, a.beta);
   for (int i = 0; i < a.m; ++i)
     for (int j = 0; j < a.n; ++j) a.C[i * a.ldc + j] = tile[i * NR + j];
 }
