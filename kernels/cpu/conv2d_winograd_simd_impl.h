@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cpu/conv2d_winograd_f43.h"
 #include "kernels/kernel_shapes.h"
 
 namespace kern::cpu::detail {
@@ -110,24 +111,16 @@ struct F23v {
   }
 };
 
+// F(4, 3): the shared expressions of conv2d_winograd_f43.h (the portable path calls the same ones).
 struct F43v {
   static constexpr int m = 4, a = 6;
   template <class T>
   static void input(const T* d, T* o) {
-    o[0] = (4.0f * d[0] - 5.0f * d[2]) + d[4];
-    o[1] = (d[3] + d[4]) - 4.0f * (d[1] + d[2]);
-    o[2] = (d[4] - d[3]) + 4.0f * (d[1] - d[2]);
-    o[3] = (d[4] - d[2]) + 2.0f * (d[3] - d[1]);
-    o[4] = (d[4] - d[2]) - 2.0f * (d[3] - d[1]);
-    o[5] = (4.0f * d[1] - 5.0f * d[3]) + d[5];
+    F43Ops::input(d, o);
   }
   template <class T>
   static void output(const T* v, T* y) {
-    const T p12 = v[1] + v[2], m12 = v[1] - v[2], p34 = v[3] + v[4], m34 = v[3] - v[4];
-    y[0] = (v[0] + p12) + p34;
-    y[1] = m12 + 2.0f * m34;
-    y[2] = p12 + 4.0f * p34;
-    y[3] = (m12 + 8.0f * m34) + v[5];
+    F43Ops::output(v, y);
   }
 };
 
