@@ -428,10 +428,13 @@ TEST_F(WinogradConv, DispatchFollowsTheSettingAndFloat64StaysExact) {
   const auto ref = conv_f64(s, x.data(), w.data(), b.data());
   for (size_t i = 0; i < yd.size(); ++i) EXPECT_NEAR(yd[i], ref[i], 1e-13) << i;
   EXPECT_STREQ(kc::cpu_conv_algo_name(CpuConvAlgo::Winograd), "winograd");
-  // Auto: by channel counts alone (the UNet's 32 -> 32 stays on im2col, 32 -> 64 and up take Winograd).
+  // Auto: by channel counts alone (C * K >= 1024: the UNet's 32 -> 32 and up take Winograd, conv_in
+  // 1 -> 32 stays on im2col).
   kc::set_cpu_conv_algo(CpuConvAlgo::Auto);
   if (kc::cpu_conv_algo() == CpuConvAlgo::Auto) {  // ENGINE_CPU_CONV unset or auto
-    EXPECT_FALSE(kc::winograd_selected(shape3x3(1, 32, 28, 28, 32)));
+    EXPECT_FALSE(kc::winograd_selected(shape3x3(1, 1, 28, 28, 32)));
+    EXPECT_FALSE(kc::winograd_selected(shape3x3(1, 31, 28, 28, 33)));  // 1023
+    EXPECT_TRUE(kc::winograd_selected(shape3x3(1, 32, 28, 28, 32)));
     EXPECT_TRUE(kc::winograd_selected(shape3x3(1, 32, 14, 14, 64)));
     EXPECT_TRUE(kc::winograd_selected(shape3x3(200, 64, 7, 7, 64)));
   }

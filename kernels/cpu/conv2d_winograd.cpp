@@ -324,7 +324,7 @@ bool winograd_selected(const Conv2dShape& s) {
   if (!winograd_applies(s)) return false;
   const CpuConvAlgo a = cpu_conv_algo();
   // Auto: a rule on the channel counts only (never on the batch size or thread count, which must not
-  // change the bits). Below 2048 = C * K (the UNet's 32 -> 32 convs) Winograd measured no faster.
+  // change the bits); kWinogradAutoMinCK (1024: the UNet's 32 -> 32 convs and up) where it measured faster.
   return a == CpuConvAlgo::Winograd || (a == CpuConvAlgo::Auto && s.C * s.K >= kWinogradAutoMinCK);
 }
 
