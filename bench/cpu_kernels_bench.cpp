@@ -2,7 +2,7 @@
 // baseline and the machine's floor -- the CPU twin of cuda_kernels_bench (same rows, same columns).
 //   gemm at the per-image conv, linear and attention shapes  vs cblas_sgemm (ENGINE_CPU_ISA picks our path;
 //   ENGINE_CPU_PRECISION=bf16 runs ours in bf16 where the CPU has AVX512_BF16)
-//   conv wino F(2,3), F(4,3)  3x3 s1 forward by Winograd vs our im2col + GEMM
+//   conv wino F(2,3), F(4,3)  3x3 s1 forward and backward-data by Winograd vs our im2col + GEMM
 //   conv (fwd, bwd-data, bwd-filter)  vs im2col over the whole batch + ONE cblas_sgemm (+ col2im /
 //   transposes) attention, 8 heads of dim 8 at 196 / 49 tokens  vs the BLAS path: per head cblas_sgemm S =
 //   QK^T, softmax,
@@ -354,18 +354,23 @@ void bench_winograd(const ConvCase& c) {
     r.note = std::string("our im2col + gemm; gemm ") + kern::cpu::cpu_isa_name(kern::cpu::cpu_isa());
     print_row(r);
   }
-  // Backward-data by Winograd (not yet wired into conv2d_backward_input) vs our im2col backward-data.
+  // Backward-data by Winograd vs our im2col backward-data (forced: Auto may itself take Winograd).
   Vec dy = randn(ny), dx(nx), rdx(nx);
-  Row bd{std::string(c.name) + " wino bwd-data F(2,3)", shape};
-  bd.flops = s.flops();
-  bd.bytes = 4.0 * (nx + nw + ny);
-  bd.base_ms =
+  kern::cpu::set_cpu_conv_algo(kern::cpu::CpuConvAlgo::Im2col);
+  const double im2col_bd_ms =
       median_ms([&] { kern::cpu::conv2d_backward_input<float>(s, dy.data(), w.data(), rdx.data()); });
-  bd.ours_ms =
-      median_ms([&] { kern::cpu::conv2d_backward_input_winograd(s, dy.data(), w.data(), dx.data(), 2); });
-  bd.err = rel_err(dx, rdx);
-  bd.note = "our im2col bwd-data (gemm + col2im)";
-  print_row(bd);
+  kern::cpu::set_cpu_conv_algo(kern::cpu::CpuConvAlgo::Auto);
+  for (int m : {2, 4}) {
+    Row bd{std::string(c.name) + " wino bwd-data F(" + std::to_string(m) + ",3)", shape};
+    bd.flops = s.flops();
+    bd.bytes = 4.0 * (nx + nw + ny);
+    bd.base_ms = im2col_bd_ms;
+    bd.ours_ms =
+        median_ms([&] { kern::cpu::conv2d_backward_input_winograd(s, dy.data(), w.data(), dx.data(), m); });
+    bd.err = rel_err(dx, rdx);
+    bd.note = "our im2col bwd-data (gemm + col2im)";
+    print_row(bd);
+  }
 }
 
 // ---------------------------------------------------------------- attention: per-head sgemm path

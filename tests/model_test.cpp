@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -209,6 +210,10 @@ void run_f64_fixture(const fs::path& p) {
 void check_f64_fixture(const fs::path& p) {
   const models::FixtureResult r = models::run_reference_fixture(p.string());
   ASSERT_TRUE(r.f64_reference);
+  // The margin, for the record (docs/apps.md quotes it per conv algorithm).
+  std::printf("%s [ENGINE_CPU_CONV=%s]: worst float32 parity ratio %.3f (%s), pass <= 1\n",
+              p.filename().string().c_str(), kern::cpu::cpu_conv_algo_name(kern::cpu::cpu_conv_algo()),
+              r.parity_worst.ratio, r.parity_worst.name.c_str());
   EXPECT_LE(r.exact_max_err, 1e-9) << r.exact_worst;
   EXPECT_LE(r.pred_rel_err, 1e-9);
   EXPECT_LE(r.after_max_rel_err, 1e-9) << r.after_worst;

@@ -27,13 +27,20 @@ bool winograd_applies(const Conv2dShape& s);
 // True when conv2d_forward<float> will use Winograd for s (winograd_applies and the setting allows it).
 bool winograd_selected(const Conv2dShape& s);
 
-// The output tile side m of F(m x m, 3 x 3) used by conv2d_forward: 2. F(4x4, 3x3) (tile 4) measured up to
-// 1.3x faster again on the 28x28 and 14x14 shapes but its float32 error (about 19x F(2x2)'s on the UNet
-// shapes) broke the whole-model float32-vs-PyTorch parity floor (Model.ReferenceFixtureF64Tiny:
-// 1.25x the allowed error), so it is only reachable through the tile argument (tests, benchmarks).
+// The output tile side m of F(m x m, 3 x 3) used by conv2d_forward: 2. F(4x4, 3x3) (tile 4; points
+// {0, +-2/3, +-3/2, inf}, conv2d_winograd_f43.h) is now accurate enough: float32 RMS error 3.0x F(2x2)'s and
+// 1.9x im2col's on the UNet shapes (Lavin & Gray's points: 6.4x and 4.0x), whole-model float32-vs-PyTorch
+// parity ratio 0.79 (Model.ReferenceFixtureF64Tiny*, pass <= 1; F(2x2) 0.86, the old points 1.25). But
+// with F(2x2)'s SIMD transforms it measured no faster (1 thread, batch 16, AVX-512 path: 1.14-1.16x
+// F(2x2)'s time over the UNet shapes, AVX2 path 0.97x; callgrind, AVX2: 14% fewer instructions), so it
+// stays reachable only through the tile argument (tests, benchmarks). The tile may never depend on the
+// ISA path (that would change the bits); docs/apps.md has the error table.
 constexpr int kWinogradTile = 2;
 // Auto uses Winograd for C * K at least this (channel counts only: never the batch or thread count).
-constexpr int64_t kWinogradAutoMinCK = 2048;
+// 1024: the UNet's 32 -> 32 convs at 28x28 take Winograd too (forward + backward-data, batch 16, 1 thread:
+// 0.41-0.79x im2col's time in four runs on the loaded 2-core VM; callgrind: bench/RESULTS.md); conv_in (1 ->
+// 32) stays im2col.
+constexpr int64_t kWinogradAutoMinCK = 1024;
 
 // y (N, K, H, W) = conv(x (N, C, H, W), w (K, C, 3, 3)) + b (K; may be nullptr), stride 1, pad 1, with
 // F(m x m, 3 x 3), m = tile (2 or 4). Throws engine::Error if !winograd_applies(s) or tile is not 2 or 4.

@@ -5,9 +5,10 @@
 // Layout: the lanes of a vector are L consecutive tiles of one tile row of one image (tx0 .. tx0 + L - 1),
 // i.e. consecutive V / M columns. Along a row, tile tx reads image columns m tx - 1 .. m tx + a - 2, so
 // element j of the L tiles is the stride-m sequence row[w0 + m l + j]: for m = 2 two contiguous masked
-// loads (the zero padding and the row's end are masked-off lanes) and one even/odd shuffle, never a
-// gather or a staging copy. The output tiles are interleaved back the same way (masked stores at the
-// row's end). The arithmetic is the scalar file's, operation for operation, on GCC vector types
+// loads (the zero padding and the row's end are masked-off lanes) and one even/odd shuffle, for m = 4
+// four masked loads, two rounds of even/odd shuffles and a lane shift; never a gather or a staging copy.
+// The output tiles are interleaved back the same way (zips, masked stores at the row's end). The arithmetic
+// is the scalar file's, operation for operation, on GCC vector types
 // (-ffp-contract=off: no FMA), so the bits are those of the portable path.
 #pragma once
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused merge source, which
@@ -20,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cpu/conv2d_winograd_f43.h"
 #include "kernels/kernel_shapes.h"
 
 namespace kern::cpu::detail {
@@ -42,6 +44,8 @@ struct Vec<8> {
   static F odd(F a, F b) { return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15); }
   static F zip_lo(F a, F b) { return __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11); }
   static F zip_hi(F a, F b) { return __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15); }
+  // Lanes 1 .. 7 of a, then lane 0 of b.
+  static F shift1(F a, F b) { return __builtin_shufflevector(a, b, 1, 2, 3, 4, 5, 6, 7, 8); }
   static __m256i mask(int64_t lo, int64_t hi) {
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(hi)), idx),
@@ -70,6 +74,9 @@ struct Vec<16> {
   }
   static F zip_hi(F a, F b) {
     return __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  }
+  static F shift1(F a, F b) {
+    return __builtin_shufflevector(a, b, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
   }
   static __mmask16 mask(int64_t lo, int64_t hi) {
     return static_cast<__mmask16>(((1u << clampL(hi, 16)) - 1) & ~((1u << clampL(lo, 16)) - 1));
@@ -110,37 +117,37 @@ struct F23v {
   }
 };
 
+// F(4, 3): the shared expressions of conv2d_winograd_f43.h (the portable path calls the same ones).
 struct F43v {
   static constexpr int m = 4, a = 6;
   template <class T>
   static void input(const T* d, T* o) {
-    o[0] = (4.0f * d[0] - 5.0f * d[2]) + d[4];
-    o[1] = (d[3] + d[4]) - 4.0f * (d[1] + d[2]);
-    o[2] = (d[4] - d[3]) + 4.0f * (d[1] - d[2]);
-    o[3] = (d[4] - d[2]) + 2.0f * (d[3] - d[1]);
-    o[4] = (d[4] - d[2]) - 2.0f * (d[3] - d[1]);
-    o[5] = (4.0f * d[1] - 5.0f * d[3]) + d[5];
+    F43Ops::input(d, o);
   }
   template <class T>
   static void output(const T* v, T* y) {
-    const T p12 = v[1] + v[2], m12 = v[1] - v[2], p34 = v[3] + v[4], m34 = v[3] - v[4];
-    y[0] = (v[0] + p12) + p34;
-    y[1] = m12 + 2.0f * m34;
-    y[2] = p12 + 4.0f * p34;
-    y[3] = (m12 + 8.0f * m34) + v[5];
+    F43Ops::output(v, y);
   }
 };
 
-// The load masks of gather_row for the vector whose element j = 0 is at image column w0 (m = 2): for
-// j = 0 and 2, the lanes of columns w0 + j .. w0 + j + L - 1 (lo) and the next L (hi) inside [0, W).
+// The load masks of gather_row for the vector whose element j = 0 is at image column w0. m = 2: for j = 0
+// and 2, the lanes of columns w0 + j .. w0 + j + L - 1 (lo) and the next L (hi) inside [0, W). m = 4: the
+// lanes of columns w0 + i L .. w0 + i L + L - 1 inside [0, W), i < 4, and whether columns w0 + 4 L and
+// w0 + 4 L + 1 (elements 4 and 5 of the last lane) are.
 template <int L>
 struct RowMasks {
-  typename Vec<L>::Mask lo[2], hi[2];
-  RowMasks(int64_t w0, int64_t W) {
-    for (int h = 0; h < 2; ++h) {
-      const int64_t w = w0 + 2 * h;
-      lo[h] = Vec<L>::range(-w, W - w);
-      hi[h] = Vec<L>::range(-(w + L), W - (w + L));
+  typename Vec<L>::Mask lo[2], hi[2], q[4];
+  bool tail[2];
+  RowMasks(int64_t w0, int64_t W, int m) {
+    if (m == 2) {
+      for (int h = 0; h < 2; ++h) {
+        const int64_t w = w0 + 2 * h;
+        lo[h] = Vec<L>::range(-w, W - w);
+        hi[h] = Vec<L>::range(-(w + L), W - (w + L));
+      }
+    } else {
+      for (int i = 0; i < 4; ++i) q[i] = Vec<L>::range(-(w0 + i * L), W - (w0 + i * L));
+      for (int i = 0; i < 2; ++i) tail[i] = w0 + 4 * L + i >= 0 && w0 + 4 * L + i < W;
     }
   }
 };
@@ -162,13 +169,23 @@ void gather_row(const float* row, int64_t w0, int64_t W, const RowMasks<L>& k, t
       d[j + 1] = Vec<L>::odd(lo, hi);
     }
   } else {
-    alignas(64) float t[F::a][L];
-    for (int j = 0; j < F::a; ++j)
-      for (int l = 0; l < L; ++l) {
-        const int64_t w = w0 + F::m * l + j;
-        t[j][l] = w >= 0 && w < W ? row[w] : 0.0f;
-      }
-    for (int j = 0; j < F::a; ++j) d[j] = load<VT>(t[j]);
+    // m = 4: four masked loads of 4 L consecutive columns, a 4-way deinterleave (two rounds of even / odd)
+    // for elements 0 .. 3; elements 4 and 5 are elements 0 and 1 of the next lane (one lane shift, the
+    // last lane's from the two columns after the loads).
+    static_assert(F::m == 4 && F::a == 6);
+    VT x[4];
+    for (int i = 0; i < 4; ++i) x[i] = Vec<L>::load_masked(row + w0 + i * L, k.q[i]);
+    const VT e01 = Vec<L>::even(x[0], x[1]), o01 = Vec<L>::odd(x[0], x[1]);
+    const VT e23 = Vec<L>::even(x[2], x[3]), o23 = Vec<L>::odd(x[2], x[3]);
+    d[0] = Vec<L>::even(e01, e23);
+    d[1] = Vec<L>::even(o01, o23);
+    d[2] = Vec<L>::odd(e01, e23);
+    d[3] = Vec<L>::odd(o01, o23);
+    VT t4{}, t5{};
+    t4[0] = k.tail[0] ? row[w0 + 4 * L] : 0.0f;
+    t5[0] = k.tail[1] ? row[w0 + 4 * L + 1] : 0.0f;
+    d[4] = Vec<L>::shift1(d[0], t4);
+    d[5] = Vec<L>::shift1(d[1], t5);
   }
 }
 
@@ -196,7 +213,7 @@ void input_piece(const Conv2dShape& s, const float* x, int64_t n, int64_t ty, in
   const int64_t H = s.H, W = s.W, C = s.C, nv = (cnt + L - 1) / L;
   for (int64_t v = 0; v < nv; ++v) {
     const int64_t w0 = m * (tx0 + v * L) - 1;  // the image column of lane 0's element 0 (pad 1)
-    const RowMasks<L> masks(w0, W);            // the same for every row and channel
+    const RowMasks<L> masks(w0, W, m);         // the same for every row and channel
     for (int64_t c = 0; c < C; ++c) {
       const float* plane = x + (n * C + c) * H * W;
       VT T1[a][a];
@@ -254,10 +271,17 @@ void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col,
             Vec<L>::store_n(row, lo, ncols);
           }
         } else {
-          alignas(64) float t[m * L];
-          for (int j = 0; j < m; ++j)
-            for (int l = 0; l < L; ++l) t[l * m + j] = Y[i][j][l];
-          std::memcpy(row, t, sizeof(float) * ncols);
+          // m = 4: two rounds of zips interleave the 4 outputs of each lane into 4 L consecutive columns.
+          const VT p0 = Vec<L>::zip_lo(Y[i][0], Y[i][2]), p1 = Vec<L>::zip_hi(Y[i][0], Y[i][2]);
+          const VT q0 = Vec<L>::zip_lo(Y[i][1], Y[i][3]), q1 = Vec<L>::zip_hi(Y[i][1], Y[i][3]);
+          const VT o[4] = {Vec<L>::zip_lo(p0, q0), Vec<L>::zip_hi(p0, q0), Vec<L>::zip_lo(p1, q1),
+                           Vec<L>::zip_hi(p1, q1)};
+          for (int h = 0; h < 4 && h * L < ncols; ++h) {
+            if (ncols >= (h + 1) * L)
+              store(row + h * L, o[h]);
+            else
+              Vec<L>::store_n(row + h * L, o[h], ncols - h * L);
+          }
         }
       }
     }
