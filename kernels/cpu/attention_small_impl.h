@@ -39,9 +39,16 @@ inline int64_t lo_of(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // dst (n, W) = src (n, D) * s (when scaled), lanes D..W-1 zero.
 inline void pack_rows(const float* src, int64_t n, int64_t D, int W, float s, bool scaled, float* dst) {
-  for (int64_t i = 0; i < n; ++i)
-    for (int d = 0; d < W; ++d)
-      dst[i * W + d] = d < D ? (scaled ? src[i * D + d] * s : src[i * D + d]) : 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    float* d = dst + i * W;
+    const float* x = src + i * D;
+    if (scaled) {
+      for (int64_t c = 0; c < D; ++c) d[c] = x[c] * s;
+    } else {
+      for (int64_t c = 0; c < D; ++c) d[c] = x[c];
+    }
+    for (int64_t c = D; c < W; ++c) d[c] = 0.0f;
+  }
 }
 // dst (D, ld) = src (n, D) transposed, columns n..ld-1 zero.
 inline void pack_transposed(const float* src, int64_t n, int64_t D, int64_t ld, float* dst) {

@@ -77,7 +77,10 @@ float exp_nonpos1(float x0) {
   y = std::fma(y, x * x, x + 1.0f);
   // _mm256_cvtps_epi32: exact for the integral fx in range, INT32_MIN ("integer indefinite") for NaN and
   // out-of-range values (only inputs > 0 reach those; then y is NaN or the result is meaningless alike).
-  const int32_t n = fx >= -2147483648.0f && fx < 2147483648.0f ? static_cast<int32_t>(fx) : INT32_MIN;
+  // (Branch-free, so that the compiler can vectorise the lane loop.)
+  const bool in_range = (fx >= -2147483648.0f) & (fx < 2147483648.0f);
+  const int32_t converted = static_cast<int32_t>(in_range ? fx : 0.0f);
+  const int32_t n = in_range ? converted : INT32_MIN;
   const uint32_t bits = (static_cast<uint32_t>(n) + 127u) << 23;
   float e;
   std::memcpy(&e, &bits, sizeof e);
