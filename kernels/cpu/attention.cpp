@@ -1,5 +1,10 @@
 // CPU scaled dot-product attention (forward saves the row log-sum-exp; backward recomputes the
-// probabilities from it). One head per OpenMP iteration, with single-threaded GEMMs inside.
+// probabilities from it). Two paths, both one head per OpenMP iteration (static schedule), so the results
+// are bitwise independent of the thread count and of the number of heads:
+// - float with head dim D <= 16 (the UNet's D = 8): the small-D kernel of attention_small.h, in its
+//   AVX-512, AVX2 or portable build chosen by cpu_isa() (the three give the same bits). It never forms an
+//   (Lq, Lk) matrix and does not go through gemm<float>, so --precision bf16 does not change it.
+// - double, or D > 16: per head, gemm calls around an (Lq, Lk) score matrix and a row softmax.
 // Non-finite scores follow torch.softmax (see cpu_kernels.h): a NaN score, a +inf score or a row of
 // only -inf scores makes the row NaN; a -inf score alone gets probability 0.
 #include <omp.h>
@@ -10,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/attention_small.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/simd_math.h"
 #include "kernels/cpu/softmax_avx512.h"
@@ -17,6 +23,69 @@
 namespace kern::cpu {
 namespace {
 bool head_parallel(int64_t BH) { return !omp_in_parallel() && omp_get_max_threads() > 1 && BH > 1; }
+
+// The small-D kernel applies to float heads with 1 <= D <= kAttnSmallMaxD and non-empty rows.
+template <typename T>
+bool small_d(int64_t Lq, int64_t Lk, int64_t D) {
+  return std::is_same_v<T, float> && D >= 1 && D <= detail::kAttnSmallMaxD && Lq >= 1 && Lk >= 1;
+}
+
+// The small-D head kernels of the ISA path in use (the portable build where the AVX ones are not built).
+detail::AttnSmallForward small_forward() {
+#if defined(__x86_64__)
+  switch (cpu_isa()) {
+    case CpuIsa::Avx512:
+      return detail::attn_small_forward_avx512;
+    case CpuIsa::Avx2:
+      return detail::attn_small_forward_avx2;
+    default:
+      break;
+  }
+#endif
+  return detail::attn_small_forward_scalar;
+}
+detail::AttnSmallBackward small_backward() {
+#if defined(__x86_64__)
+  switch (cpu_isa()) {
+    case CpuIsa::Avx512:
+      return detail::attn_small_backward_avx512;
+    case CpuIsa::Avx2:
+      return detail::attn_small_backward_avx2;
+    default:
+      break;
+  }
+#endif
+  return detail::attn_small_backward_scalar;
+}
+
+void small_forward_heads(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const float* q,
+                         const float* k, const float* v, float* o, float* lse) {
+  const detail::AttnSmallForward head = small_forward();
+  const float s = static_cast<float>(scale);
+#pragma omp parallel if (head_parallel(BH))
+  {
+    std::vector<float> ws(detail::attn_small_scratch_floats(Lq, Lk, D, false));
+#pragma omp for schedule(static)
+    for (int64_t h = 0; h < BH; ++h)
+      head(Lq, Lk, D, s, q + h * Lq * D, k + h * Lk * D, v + h * Lk * D, o + h * Lq * D, lse + h * Lq,
+           ws.data());
+  }
+}
+
+void small_backward_heads(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const float* q,
+                          const float* k, const float* v, const float* o, const float* lse, const float* dout,
+                          float* dq, float* dk, float* dv) {
+  const detail::AttnSmallBackward head = small_backward();
+  const float s = static_cast<float>(scale);
+#pragma omp parallel if (head_parallel(BH))
+  {
+    std::vector<float> ws(detail::attn_small_scratch_floats(Lq, Lk, D, true));
+#pragma omp for schedule(static)
+    for (int64_t h = 0; h < BH; ++h)
+      head(Lq, Lk, D, s, q + h * Lq * D, k + h * Lk * D, v + h * Lk * D, o + h * Lq * D, lse + h * Lq,
+           dout + h * Lq * D, dq + h * Lq * D, dk + h * Lk * D, dv + h * Lk * D, ws.data());
+  }
+}
 
 // row[j] = exp(row[j] - sub) for j < n; returns sum_j row[j]. Float rows use AVX2 when available,
 // the tail included (masked lanes), so every element goes through the same code and the sum's
@@ -86,6 +155,9 @@ T row_max(const T* row, int64_t n) {
 template <typename T>
 void attention_forward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const T* q, const T* k,
                        const T* v, T* o, T* lse) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (small_d<T>(Lq, Lk, D)) return small_forward_heads(BH, Lq, Lk, D, scale, q, k, v, o, lse);
+  }
   const bool avx512 = cpu_isa() == CpuIsa::Avx512;
 #pragma omp parallel if (head_parallel(BH))
   {
@@ -115,6 +187,10 @@ void attention_forward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double sca
 template <typename T>
 void attention_backward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const T* q, const T* k,
                         const T* v, const T* o, const T* lse, const T* dout, T* dq, T* dk, T* dv) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (small_d<T>(Lq, Lk, D))
+      return small_backward_heads(BH, Lq, Lk, D, scale, q, k, v, o, lse, dout, dq, dk, dv);
+  }
   const bool avx512 = cpu_isa() == CpuIsa::Avx512;
 #pragma omp parallel if (head_parallel(BH))
   {

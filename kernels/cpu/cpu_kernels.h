@@ -54,7 +54,8 @@ void set_cpu_isa(CpuIsa isa);
 //   (kernels/cpu/gemm_bf16_avx512.cpp): |C - C_exact(rounded inputs)| <= ~K * 2^-24 * sum|a'||b'|, and the
 //   input rounding adds up to 2^-8 relative per factor vs the float32 definition. Bitwise independent of
 //   the thread count, M, N and the batch size on a given machine, but NOT equal to the Fp32 result.
-//   Every float32 GEMM caller (conv2d im2col / Winograd, linear, attention) inherits it; float64 never.
+//   Every float32 GEMM caller (conv2d im2col / Winograd, linear, attention with head dim > 16) inherits
+//   it; float64 never. (Float attention with head dim <= 16 runs its own float32 kernel, attention_small.h.)
 // It runs only where cpu_has_bf16() and cpu_isa() is Avx512 (ENGINE_CPU_ISA=avx2 or scalar turn it
 // off); elsewhere gemm<float> silently runs Fp32 (apps print a notice: see matmul_precision_active()).
 enum class MatmulPrecision : int { Fp32 = 0, Bf16 = 1 };

@@ -1,0 +1,91 @@
+// The AVX-512 build of the small-D CPU attention (attention_small.h): a 16-lane block is one __m512, an
+// 8-lane d vector an __m256. This file alone is compiled with -mavx512f -mfma -ffp-contract=off;
+// attention.cpp calls it only when cpu_isa() is Avx512. Bitwise the scalar and AVX2 builds.
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused merge source, which
+// -Wmaybe-uninitialized reports at every inlined call: a known false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels/cpu/attention_small.h"
+#include "kernels/cpu/simd_math_avx512.h"
+
+namespace kern::cpu::detail {
+namespace {
+
+struct V16 {
+  static constexpr int kLanes = 16;
+  __m512 x;
+};
+struct V8 {
+  static constexpr int kLanes = 8;
+  __m256 x;
+};
+
+template <class V>
+V vload(const float* p);
+template <>
+V16 vload<V16>(const float* p) {
+  return {_mm512_loadu_ps(p)};
+}
+template <>
+V8 vload<V8>(const float* p) {
+  return {_mm256_loadu_ps(p)};
+}
+template <class V>
+V vset(float x);
+template <>
+V16 vset<V16>(float x) {
+  return {_mm512_set1_ps(x)};
+}
+template <>
+V8 vset<V8>(float x) {
+  return {_mm256_set1_ps(x)};
+}
+template <class V>
+V vzero() {
+  return vset<V>(0.0f);
+}
+void vstore(float* p, V16 a) { _mm512_storeu_ps(p, a.x); }
+void vstore(float* p, V8 a) { _mm256_storeu_ps(p, a.x); }
+V16 vmul(V16 a, V16 b) { return {_mm512_mul_ps(a.x, b.x)}; }
+V8 vmul(V8 a, V8 b) { return {_mm256_mul_ps(a.x, b.x)}; }
+V16 vadd(V16 a, V16 b) { return {_mm512_add_ps(a.x, b.x)}; }
+V16 vsub(V16 a, V16 b) { return {_mm512_sub_ps(a.x, b.x)}; }
+V16 vfma(V16 a, V16 b, V16 c) { return {_mm512_fmadd_ps(a.x, b.x, c.x)}; }
+V8 vfma(V8 a, V8 b, V8 c) { return {_mm256_fmadd_ps(a.x, b.x, c.x)}; }
+V16 vexp(V16 a) { return {simd::exp_nonpos16(a.x)}; }
+
+__m256 lo256(__m512 v) { return _mm512_castps512_ps256(v); }
+__m256 hi256(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
+
+// The tree of attention_small_impl.h, from t8[l] = v[l] + v[l+8] on.
+float hsum16(V16 a) {
+  const __m256 t8 = _mm256_add_ps(lo256(a.x), hi256(a.x));
+  const __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
+  const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+  return _mm_cvtss_f32(_mm_add_ss(t2, _mm_shuffle_ps(t2, t2, 1)));
+}
+
+float row_max16(const float* p, int64_t n) {
+  __m512 m = _mm512_loadu_ps(p);
+  __mmask16 bad = _mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q);
+  for (int64_t j = 16; j < n; j += 16) {
+    const __m512 x = _mm512_loadu_ps(p + j);
+    m = _mm512_max_ps(m, x);
+    bad = static_cast<__mmask16>(bad | _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q));
+  }
+  if (bad) return __builtin_nanf("");
+  const __m256 t8 = _mm256_max_ps(lo256(m), hi256(m));
+  const __m128 t4 = _mm_max_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
+  const __m128 t2 = _mm_max_ps(t4, _mm_movehl_ps(t4, t4));
+  return _mm_cvtss_f32(_mm_max_ss(t2, _mm_shuffle_ps(t2, t2, 1)));
+}
+
+}  // namespace
+}  // namespace kern::cpu::detail
+
+#include "kernels/cpu/attention_small_impl.h"
+
+KERN_ATTN_SMALL_ENTRY_POINTS(avx512)

@@ -1,0 +1,295 @@
+// Internal: the one template behind attention_small.h's per-ISA head kernels. Included only by
+// attention_small_{scalar,avx2,avx512}.cpp, each of which first defines, in kern::cpu::detail's anonymous
+// namespace, its vector types and their lane-wise operations:
+//   V16 (16 float lanes) and V8 (8 lanes), each with `static constexpr int kLanes`;
+//   vload<V>(p), vset<V>(x), vzero<V>(), vstore(p, V), vmul, vfma(a, b, c) = a * b + c (one rounding)
+//     for V = V8 and V16; vadd, vsub, vexp (simd_math.h's exp_nonpos, bitwise on every ISA) for V16;
+//   hsum16(V16): the 16 lanes summed in a fixed tree: t8[l] = v[l] + v[l+8], t4[l] = t8[l] + t8[l+4],
+//     t2[l] = t4[l] + t4[l+2], t2[0] + t2[1];
+//   row_max16(p, n) (n a multiple of 16): NaN if any p[j] is NaN, else the blocks folded lane-wise in
+//     order by m = m > x ? m : x, then the same tree with that max.
+// Everything here has internal linkage (anonymous namespace; no std:: templates or inline functions), so no
+// function compiled for one ISA can be picked by the linker for another caller.
+//
+// Operation order (the same on every ISA, which is what makes the three builds bitwise equal):
+// - q is pre-scaled (qs = q * scale, rounded once); a score is the chain qs0*k0, fma(qs1, k1, .), ... in d
+//   order. The scores of up to 8 query rows against all keys (padded to a multiple of 16 with -inf) are
+//   kept in an 8 x Lk16 row buffer (L1-resident), never an (Lq, Lk) matrix.
+// - Softmax: row max; p = exp(s - max) lane-wise; the row sum accumulates 16-lane blocks in key order,
+//   then hsum16; lse = float(max + log(double(sum))), the output is (sum_j p_j v_j) * float(1 / sum).
+// - Every product over keys or query rows (P V, dS K, P^T dO, dS^T qs) is an FMA chain from 0 in key or
+//   query order per output element, vectorised over d (8 lanes for D <= 8, else 16): no lane reductions.
+// - Backward: p = exp(s - lse) recomputed with the forward's score bits, dP = dO V^T as the scores' chain,
+//   delta = sum_d dO*O in double, dS = p * (dP - float(delta)); dq = (dS k) * scale, dk = dS^T qs,
+//   dv = P^T dO, the last two accumulated over query blocks in an (Lk, W) buffer in query order.
+// Non-finite semantics (as attention.cpp, torch.softmax): a row whose max is NaN (any NaN score), +inf or
+// -inf (only -inf scores) gets NaN in o and lse; a -inf score alone gets probability 0. NaN and inf in q,
+// k, v and dout propagate through the chains as in the definition.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+namespace kern::cpu::detail {
+namespace {
+
+constexpr int kRows = 8;  // query rows per block
+
+inline int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
+inline int64_t lo_of(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// dst (n, W) = src (n, D) * s (when scaled), lanes D..W-1 zero.
+inline void pack_rows(const float* src, int64_t n, int64_t D, int W, float s, bool scaled, float* dst) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* d = dst + i * W;
+    const float* x = src + i * D;
+    if (scaled) {
+      for (int64_t c = 0; c < D; ++c) d[c] = x[c] * s;
+    } else {
+      for (int64_t c = 0; c < D; ++c) d[c] = x[c];
+    }
+    for (int64_t c = D; c < W; ++c) d[c] = 0.0f;
+  }
+}
+// dst (D, ld) = src (n, D) transposed, columns n..ld-1 zero.
+inline void pack_transposed(const float* src, int64_t n, int64_t D, int64_t ld, float* dst) {
+  for (int64_t d = 0; d < D; ++d) {
+    for (int64_t j = 0; j < n; ++j) dst[d * ld + j] = src[j * D + d];
+    for (int64_t j = n; j < ld; ++j) dst[d * ld + j] = 0.0f;
+  }
+}
+// Lanes 0..D-1 of x to dst.
+template <class V>
+inline void store_d(float* dst, int64_t D, V x) {
+  float t[V::kLanes];
+  vstore(t, x);
+  for (int64_t d = 0; d < D; ++d) dst[d] = t[d];
+}
+
+// S[r][j] (row stride ld) = the chain A[r][0]*B[0][j], fma(A[r][d], B[d][j], .) for d < D, r < nr <= 8,
+// j < ld (a multiple of 16). A: rows of stride W; B: (D, ld). Four rows share each B load; a group past
+// nr recomputes row nr - 1 and does not store it.
+inline void block_scores(const float* A, int W, int nr, int64_t D, const float* B, int64_t ld, float* S) {
+  for (int g = 0; g < nr; g += 4) {
+    const float* a0 = A + g * W;
+    const float* a1 = A + lo_of(g + 1, nr - 1) * W;
+    const float* a2 = A + lo_of(g + 2, nr - 1) * W;
+    const float* a3 = A + lo_of(g + 3, nr - 1) * W;
+    for (int64_t jb = 0; jb < ld; jb += 16) {
+      V16 b = vload<V16>(B + jb);
+      V16 s0 = vmul(vset<V16>(a0[0]), b), s1 = vmul(vset<V16>(a1[0]), b);
+      V16 s2 = vmul(vset<V16>(a2[0]), b), s3 = vmul(vset<V16>(a3[0]), b);
+      for (int64_t d = 1; d < D; ++d) {
+        b = vload<V16>(B + d * ld + jb);
+        s0 = vfma(vset<V16>(a0[d]), b, s0);
+        s1 = vfma(vset<V16>(a1[d]), b, s1);
+        s2 = vfma(vset<V16>(a2[d]), b, s2);
+        s3 = vfma(vset<V16>(a3[d]), b, s3);
+      }
+      vstore(S + g * ld + jb, s0);
+      if (g + 1 < nr) vstore(S + (g + 1) * ld + jb, s1);
+      if (g + 2 < nr) vstore(S + (g + 2) * ld + jb, s2);
+      if (g + 3 < nr) vstore(S + (g + 3) * ld + jb, s3);
+    }
+  }
+}
+
+// acc[r] = sum_j P[r][j] * B[j] for j = 0..n-1 in order (an FMA chain from 0), r < 8: P rows of stride
+// ld (rows >= nr repeat row nr - 1), B rows of stride V::kLanes.
+template <class V>
+inline void block_rows_times(const float* P, int64_t ld, int nr, int64_t n, const float* B, V* acc) {
+  const float* p0 = P;
+  const float* p1 = P + lo_of(1, nr - 1) * ld;
+  const float* p2 = P + lo_of(2, nr - 1) * ld;
+  const float* p3 = P + lo_of(3, nr - 1) * ld;
+  const float* p4 = P + lo_of(4, nr - 1) * ld;
+  const float* p5 = P + lo_of(5, nr - 1) * ld;
+  const float* p6 = P + lo_of(6, nr - 1) * ld;
+  const float* p7 = P + lo_of(7, nr - 1) * ld;
+  V a0 = vzero<V>(), a1 = vzero<V>(), a2 = vzero<V>(), a3 = vzero<V>();
+  V a4 = vzero<V>(), a5 = vzero<V>(), a6 = vzero<V>(), a7 = vzero<V>();
+  for (int64_t j = 0; j < n; ++j) {
+    const V b = vload<V>(B + j * V::kLanes);
+    a0 = vfma(vset<V>(p0[j]), b, a0);
+    a1 = vfma(vset<V>(p1[j]), b, a1);
+    a2 = vfma(vset<V>(p2[j]), b, a2);
+    a3 = vfma(vset<V>(p3[j]), b, a3);
+    a4 = vfma(vset<V>(p4[j]), b, a4);
+    a5 = vfma(vset<V>(p5[j]), b, a5);
+    a6 = vfma(vset<V>(p6[j]), b, a6);
+    a7 = vfma(vset<V>(p7[j]), b, a7);
+  }
+  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
+}
+
+// A[j] += P[r][j] * X[r] for r = 0..NR-1 in order, for every j < n (A, X: rows of stride V::kLanes; P rows
+// of stride ld).
+template <class V, int NR>
+inline void accumulate_cols_n(const float* P, int64_t ld, int64_t n, const float* X, float* A) {
+  V x[NR];
+  for (int r = 0; r < NR; ++r) x[r] = vload<V>(X + r * V::kLanes);
+  for (int64_t j = 0; j < n; ++j) {
+    V a = vload<V>(A + j * V::kLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r) a = vfma(vset<V>(P[r * ld + j]), x[r], a);
+    vstore(A + j * V::kLanes, a);
+  }
+}
+template <class V>
+inline void accumulate_cols(const float* P, int64_t ld, int nr, int64_t n, const float* X, float* A) {
+  switch (nr) {
+    case 1:
+      return accumulate_cols_n<V, 1>(P, ld, n, X, A);
+    case 2:
+      return accumulate_cols_n<V, 2>(P, ld, n, X, A);
+    case 3:
+      return accumulate_cols_n<V, 3>(P, ld, n, X, A);
+    case 4:
+      return accumulate_cols_n<V, 4>(P, ld, n, X, A);
+    case 5:
+      return accumulate_cols_n<V, 5>(P, ld, n, X, A);
+    case 6:
+      return accumulate_cols_n<V, 6>(P, ld, n, X, A);
+    case 7:
+      return accumulate_cols_n<V, 7>(P, ld, n, X, A);
+    default:
+      return accumulate_cols_n<V, 8>(P, ld, n, X, A);
+  }
+}
+
+inline bool finite(float x) { return x - x == 0.0f; }  // false for NaN and +-inf
+
+// Scratch floats (the larger lane width, so the count does not depend on D's width class).
+inline int64_t scratch_floats(int64_t Lq, int64_t Lk, int64_t D, bool backward) {
+  const int64_t ld = pad16(Lk);
+  if (!backward) return Lq * 16 + D * ld + Lk * 16 + kRows * ld;
+  return 2 * Lq * 16 + 2 * D * ld + 3 * Lk * 16 + 2 * kRows * ld;
+}
+
+template <class V>
+void forward_head(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q, const float* k,
+                  const float* v, float* o, float* lse, float* ws) {
+  constexpr int W = V::kLanes;
+  const int64_t ld = pad16(Lk);
+  const float ninf = -__builtin_huge_valf(), nan = __builtin_nanf("");
+  float* qs = ws;           // (Lq, W): q * scale
+  float* kt = qs + Lq * W;  // (D, ld): k^T
+  float* vr = kt + D * ld;  // (Lk, W): v
+  float* P = vr + Lk * W;   // (8, ld): scores, then exp(s - max)
+  pack_rows(q, Lq, D, W, scale, true, qs);
+  pack_transposed(k, Lk, D, ld, kt);
+  pack_rows(v, Lk, D, W, 1.0f, false, vr);
+  for (int64_t i0 = 0; i0 < Lq; i0 += kRows) {
+    const int nr = static_cast<int>(lo_of(kRows, Lq - i0));
+    block_scores(qs + i0 * W, W, nr, D, kt, ld, P);
+    float inv[kRows];
+    bool bad[kRows];
+    for (int r = 0; r < nr; ++r) {
+      float* row = P + r * ld;
+      for (int64_t j = Lk; j < ld; ++j) row[j] = ninf;
+      const float m = row_max16(row, ld);
+      bad[r] = !finite(m);
+      if (bad[r]) {  // NaN, +inf or only -inf: the row is NaN (set below); zeros keep the chains clean
+        for (int64_t j = 0; j < ld; ++j) row[j] = 0.0f;
+        lse[i0 + r] = nan;
+        inv[r] = 0.0f;
+        continue;
+      }
+      const V16 vm = vset<V16>(m);
+      V16 sum = vzero<V16>();
+      for (int64_t jb = 0; jb < ld; jb += 16) {
+        const V16 e = vexp(vsub(vload<V16>(row + jb), vm));
+        vstore(row + jb, e);
+        sum = vadd(sum, e);
+      }
+      const double s = hsum16(sum);
+      lse[i0 + r] = static_cast<float>(double(m) + std::log(s));
+      inv[r] = static_cast<float>(1.0 / s);
+    }
+    V acc[kRows];
+    block_rows_times<V>(P, ld, nr, Lk, vr, acc);
+    for (int r = 0; r < nr; ++r) {
+      float* orow = o + (i0 + r) * D;
+      if (bad[r]) {
+        for (int64_t d = 0; d < D; ++d) orow[d] = nan;
+      } else {
+        store_d(orow, D, vmul(acc[r], vset<V>(inv[r])));
+      }
+    }
+  }
+}
+
+template <class V>
+void backward_head(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q, const float* k,
+                   const float* v, const float* o, const float* lse, const float* dout, float* dq, float* dk,
+                   float* dv, float* ws) {
+  constexpr int W = V::kLanes;
+  const int64_t ld = pad16(Lk);
+  const float ninf = -__builtin_huge_valf();
+  float* qs = ws;              // (Lq, W): q * scale
+  float* dor = qs + Lq * W;    // (Lq, W): dout
+  float* kt = dor + Lq * W;    // (D, ld): k^T
+  float* vt = kt + D * ld;     // (D, ld): v^T
+  float* kr = vt + D * ld;     // (Lk, W): k
+  float* dka = kr + Lk * W;    // (Lk, W): dk accumulator
+  float* dva = dka + Lk * W;   // (Lk, W): dv accumulator
+  float* P = dva + Lk * W;     // (8, ld): scores, then p
+  float* dS = P + kRows * ld;  // (8, ld): dP, then dS
+  pack_rows(q, Lq, D, W, scale, true, qs);
+  pack_rows(dout, Lq, D, W, 1.0f, false, dor);
+  pack_transposed(k, Lk, D, ld, kt);
+  pack_transposed(v, Lk, D, ld, vt);
+  pack_rows(k, Lk, D, W, 1.0f, false, kr);
+  for (int64_t i = 0; i < 2 * Lk * W; ++i) dka[i] = 0.0f;
+  for (int64_t i0 = 0; i0 < Lq; i0 += kRows) {
+    const int nr = static_cast<int>(lo_of(kRows, Lq - i0));
+    block_scores(qs + i0 * W, W, nr, D, kt, ld, P);
+    block_scores(dor + i0 * W, W, nr, D, vt, ld, dS);
+    for (int r = 0; r < nr; ++r) {
+      const int64_t i = i0 + r;
+      float* row = P + r * ld;
+      float* ds = dS + r * ld;
+      for (int64_t j = Lk; j < ld; ++j) row[j] = ninf;
+      double delta = 0;  // rowsum(dO * O)
+      for (int64_t d = 0; d < D; ++d) delta += double(dout[i * D + d]) * double(o[i * D + d]);
+      const V16 vl = vset<V16>(lse[i]), vdl = vset<V16>(static_cast<float>(delta));
+      for (int64_t jb = 0; jb < ld; jb += 16) {
+        const V16 p = vexp(vsub(vload<V16>(row + jb), vl));
+        vstore(row + jb, p);
+        vstore(ds + jb, vmul(p, vsub(vload<V16>(ds + jb), vdl)));
+      }
+    }
+    V acc[kRows];
+    block_rows_times<V>(dS, ld, nr, Lk, kr, acc);
+    for (int r = 0; r < nr; ++r) store_d(dq + (i0 + r) * D, D, vmul(acc[r], vset<V>(scale)));
+    accumulate_cols<V>(P, ld, nr, Lk, dor + i0 * W, dva);
+    accumulate_cols<V>(dS, ld, nr, Lk, qs + i0 * W, dka);
+  }
+  for (int64_t j = 0; j < Lk; ++j)
+    for (int64_t d = 0; d < D; ++d) {
+      dk[j * D + d] = dka[j * W + d];
+      dv[j * D + d] = dva[j * W + d];
+    }
+}
+
+}  // namespace
+}  // namespace kern::cpu::detail
+
+// The entry points of one ISA build: NAME(forward_) and NAME(backward_) dispatch on D's lane width.
+#define KERN_ATTN_SMALL_ENTRY_POINTS(SUFFIX)                                                          \
+  namespace kern::cpu::detail {                                                                       \
+  void attn_small_forward_##SUFFIX(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q,    \
+                                   const float* k, const float* v, float* o, float* lse, float* ws) { \
+    if (D <= 8)                                                                                       \
+      forward_head<V8>(Lq, Lk, D, scale, q, k, v, o, lse, ws);                                        \
+    else                                                                                              \
+      forward_head<V16>(Lq, Lk, D, scale, q, k, v, o, lse, ws);                                       \
+  }                                                                                                   \
+  void attn_small_backward_##SUFFIX(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q,   \
+                                    const float* k, const float* v, const float* o, const float* lse, \
+                                    const float* dout, float* dq, float* dk, float* dv, float* ws) {  \
+    if (D <= 8)                                                                                       \
+      backward_head<V8>(Lq, Lk, D, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);                     \
+    else                                                                                              \
+      backward_head<V16>(Lq, Lk, D, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);                    \
+  }                                                                                                   \
+  }

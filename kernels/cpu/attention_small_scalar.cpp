@@ -1,0 +1,136 @@
+// The portable build of the small-D CPU attention (attention_small.h): plain C++ lanes (std::fma, and
+// simd_math.h's exp_nonpos emulated step for step), compiled with -ffp-contract=off. It is the path of
+// ENGINE_CPU_ISA=scalar and of non-x86 builds, and bitwise the AVX2 and AVX-512 builds.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/attention_small.h"
+
+namespace kern::cpu::detail {
+namespace {
+
+template <int N>
+struct Lanes {
+  static constexpr int kLanes = N;
+  float v[N];
+};
+using V16 = Lanes<16>;
+using V8 = Lanes<8>;
+
+template <class V>
+V vload(const float* p) {
+  V r;
+  for (int l = 0; l < V::kLanes; ++l) r.v[l] = p[l];
+  return r;
+}
+template <class V>
+V vset(float x) {
+  V r;
+  for (int l = 0; l < V::kLanes; ++l) r.v[l] = x;
+  return r;
+}
+template <class V>
+V vzero() {
+  return vset<V>(0.0f);
+}
+template <int N>
+void vstore(float* p, Lanes<N> a) {
+  for (int l = 0; l < N; ++l) p[l] = a.v[l];
+}
+template <int N>
+Lanes<N> vmul(Lanes<N> a, Lanes<N> b) {
+  for (int l = 0; l < N; ++l) a.v[l] *= b.v[l];
+  return a;
+}
+template <int N>
+Lanes<N> vadd(Lanes<N> a, Lanes<N> b) {
+  for (int l = 0; l < N; ++l) a.v[l] += b.v[l];
+  return a;
+}
+template <int N>
+Lanes<N> vsub(Lanes<N> a, Lanes<N> b) {
+  for (int l = 0; l < N; ++l) a.v[l] -= b.v[l];
+  return a;
+}
+template <int N>
+Lanes<N> vfma(Lanes<N> a, Lanes<N> b, Lanes<N> c) {
+  for (int l = 0; l < N; ++l) c.v[l] = std::fma(a.v[l], b.v[l], c.v[l]);
+  return c;
+}
+
+// simd::exp_nonpos (simd_math.h) on one lane, operation for operation: _mm256_max_ps(lo, x) is
+// lo > x ? lo : x; the rounding is to nearest even; fnmadd(a, b, c) is fma(-a, b, c); the power of two
+// is built from the exponent bits.
+float exp_nonpos1(float x0) {
+  const float lo = -87.3f;
+  float x = lo > x0 ? lo : x0;
+  const float fx = std::nearbyint(x * 1.44269504088896341f);
+  x = std::fma(-fx, 0.693359375f, x);
+  x = std::fma(-fx, -2.12194440e-4f, x);
+  float y = 1.9875691500e-4f;
+  y = std::fma(y, x, 1.3981999507e-3f);
+  y = std::fma(y, x, 8.3334519073e-3f);
+  y = std::fma(y, x, 4.1665795894e-2f);
+  y = std::fma(y, x, 1.6666665459e-1f);
+  y = std::fma(y, x, 5.0000001201e-1f);
+  y = std::fma(y, x * x, x + 1.0f);
+  // _mm256_cvtps_epi32: exact for the integral fx in range, INT32_MIN ("integer indefinite") for NaN and
+  // out-of-range values (only inputs > 0 reach those; then y is NaN or the result is meaningless alike).
+  // (Branch-free, so that the compiler can vectorise the lane loop.)
+  const bool in_range = (fx >= -2147483648.0f) & (fx < 2147483648.0f);
+  const int32_t converted = static_cast<int32_t>(in_range ? fx : 0.0f);
+  const int32_t n = in_range ? converted : INT32_MIN;
+  const uint32_t bits = (static_cast<uint32_t>(n) + 127u) << 23;
+  float e;
+  std::memcpy(&e, &bits, sizeof e);
+  y = y * e;
+  return x0 < lo ? 0.0f : y;
+}
+V16 vexp(V16 a) {
+  for (int l = 0; l < 16; ++l) a.v[l] = exp_nonpos1(a.v[l]);
+  return a;
+}
+
+float hsum16(V16 a) {
+  float t8[8], t4[4], t2[2];
+  for (int l = 0; l < 8; ++l) t8[l] = a.v[l] + a.v[l + 8];
+  for (int l = 0; l < 4; ++l) t4[l] = t8[l] + t8[l + 4];
+  for (int l = 0; l < 2; ++l) t2[l] = t4[l] + t4[l + 2];
+  return t2[0] + t2[1];
+}
+
+float max2(float a, float b) { return a > b ? a : b; }  // _mm*_max_ps(a, b) lane-wise
+
+float row_max16(const float* p, int64_t n) {
+  float m[16];
+  bool nan = false;
+  for (int l = 0; l < 16; ++l) {
+    m[l] = p[l];
+    nan = nan || p[l] != p[l];
+  }
+  for (int64_t j = 16; j < n; j += 16)
+    for (int l = 0; l < 16; ++l) {
+      m[l] = max2(m[l], p[j + l]);
+      nan = nan || p[j + l] != p[j + l];
+    }
+  if (nan) return __builtin_nanf("");
+  float t8[8], t4[4], t2[2];
+  for (int l = 0; l < 8; ++l) t8[l] = max2(m[l], m[l + 8]);
+  for (int l = 0; l < 4; ++l) t4[l] = max2(t8[l], t8[l + 4]);
+  for (int l = 0; l < 2; ++l) t2[l] = max2(t4[l], t4[l + 2]);
+  return max2(t2[0], t2[1]);
+}
+
+}  // namespace
+}  // namespace kern::cpu::detail
+
+#include "kernels/cpu/attention_small_impl.h"
+
+KERN_ATTN_SMALL_ENTRY_POINTS(scalar)
+
+namespace kern::cpu::detail {
+int64_t attn_small_scratch_floats(int64_t Lq, int64_t Lk, int64_t D, bool backward) {
+  return scratch_floats(Lq, Lk, D, backward);
+}
+}  // namespace kern::cpu::detail
