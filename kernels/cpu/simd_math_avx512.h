@@ -1,0 +1,55 @@
+// AVX-512 (16-lane) versions of simd_math.h's float exp and sigmoid, for TUs compiled with -mavx512f
+// whose caller checks cpu_isa() at run time. Each function is its 8-lane simd_math.h counterpart
+// operation for operation; every step is exact or correctly rounded lane-wise, so each lane's result is
+// bitwise the AVX2 version's (and NaN/inf behave the same). Internal linkage for the reason given in
+// simd_math.h (an out-of-line AVX-512 copy must never be linked into AVX2 callers).
+#pragma once
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+namespace kern::cpu::simd {
+namespace {
+
+// simd::exp_nonpos on 16 lanes (x <= 0; below -87.3 the result is 0; NaN stays NaN).
+inline __m512 exp_nonpos16(__m512 x0) {
+  const __m512 lo = _mm512_set1_ps(-87.3f);
+  __m512 x = _mm512_max_ps(lo, x0);  // NaN x0: x0 (the second operand), as _mm256_max_ps
+  const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+  y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+  const __mmask16 under = _mm512_cmp_ps_mask(x0, lo, _CMP_LT_OQ);  // false for NaN
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), y);
+}
+
+// simd::sigmoid on 16 lanes: with e = exp(-|x|), 1/(1+e) for x >= 0 and e/(1+e) for x < 0.
+inline __m512 sigmoid16(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  // exp(-|x|): x with the sign bit set (an integer OR: _mm512_or_ps needs AVX512DQ).
+  const __m512 negabs =
+      _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(x), _mm512_set1_epi32(int(0x80000000u))));
+  const __m512 e = exp_nonpos16(negabs);
+  const __m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
+  const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+  return _mm512_mask_mul_ps(inv, neg, e, inv);
+}
+
+// silu'(x) * dy on 16 lanes, as silu_span.h's AVX2 grad: dy * (s * (1 + x * (1 - s))), s = sigmoid(x).
+inline __m512 silu_grad16(__m512 x, __m512 dy) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 s = sigmoid16(x);
+  return _mm512_mul_ps(dy, _mm512_mul_ps(s, _mm512_fmadd_ps(x, _mm512_sub_ps(one, s), one)));
+}
+
+}  // namespace
+}  // namespace kern::cpu::simd
+#endif
