@@ -7,7 +7,10 @@
 //  * the elementwise double steps (fma, sub, mul, conversions) round lane by lane exactly as the scalar
 //    std:: functions do, and the SiLU is silu_span.h's (simd_math.h's sigmoid; on 16 lanes
 //    simd_math_avx512.h's, operation for operation the same).
-// The fused loops (affine_silu, silu_dv_sums) are bitwise the separate ones run one after the other.
+// affine_silu and silu_dv_sums give the bits of the separate loops run one after the other (the unfused
+// group_norm + silu). Only the AVX-512 path runs them as one pass of 16 floats; on AVX2 the fused 8-lane
+// loop (double affine + float sigmoid + double sums, more live constants than 16 ymm registers) measured
+// 15-25% slower than the three separate passes over a channel in L1, so AVX2 runs those.
 // Not kernel API.
 #pragma once
 #include <array>
@@ -39,9 +42,6 @@ struct D8 {
 // Floats p[0 .. min(n, 8)) as doubles; lanes >= n hold 0.
 inline D8 load8(const float* p, int64_t n) {
   const __m256 v = n >= 8 ? _mm256_loadu_ps(p) : simd::load_tail(p, n);
-  return {_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))};
-}
-inline D8 to_d8(__m256 v) {
   return {_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))};
 }
 // Stores the first min(n, 8) lanes of v.
@@ -165,60 +165,25 @@ void affine(const T* x, int64_t n, double mu, double a, double b, T* y) {
   for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(std::fma(double(x[i]) - mu, a, b));
 }
 
-// y_i = silu(v_i), v_i = T(fma(double(x_i) - mu, a, b)): affine then silu_span, in one pass for float.
+// y_i = silu(v_i), v_i = T(fma(double(x_i) - mu, a, b)): affine then silu_span (one pass on AVX-512).
 template <typename T>
 void affine_silu(const T* x, int64_t n, double mu, double a, double b, T* y) {
 #if defined(__x86_64__)
   if constexpr (std::is_same_v<T, float>)
     if (use_avx512()) return detail::gn_affine_silu_avx512(x, n, mu, a, b, y);
 #endif
-#ifdef KERN_CPU_AVX2
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256d vm = _mm256_set1_pd(mu), va = _mm256_set1_pd(a), vb = _mm256_set1_pd(b);
-    for (int64_t i = 0; i < n; i += 8) {
-      const __m256 v = affine8(load8(x + i, n - i), vm, va, vb);
-      store8(y + i, n - i, _mm256_mul_ps(v, simd::sigmoid(v)));  // silu_span's element code
-    }
-    return;
-  }
-#endif
   affine(x, n, mu, a, b, y);
   detail::silu_span(y, y, n);
 }
 
 // dv_i = dy_i * silu'(v_i) (v_i as in affine_silu) written to dv, and returns backward_sums(x, dv, n, K):
-// the same bits as affine, silu_grad_span and backward_sums one after the other, in one pass for float.
+// the same bits as affine, silu_grad_span and backward_sums one after the other (one pass on AVX-512).
 template <typename T>
 std::array<double, 3> silu_dv_sums(const T* x, const T* dy, int64_t n, double mu, double a, double b,
                                    double K, T* dv) {
 #if defined(__x86_64__)
   if constexpr (std::is_same_v<T, float>)
     if (use_avx512()) return detail::gn_silu_dv_sums_avx512(x, dy, n, mu, a, b, K, dv);
-#endif
-#ifdef KERN_CPU_AVX2
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256d vm = _mm256_set1_pd(mu), va = _mm256_set1_pd(a), vb = _mm256_set1_pd(b),
-                  k = _mm256_set1_pd(K), z = _mm256_setzero_pd();
-    const __m256 one = _mm256_set1_ps(1.0f);
-    D8 s0{z, z}, s1{z, z}, s2{z, z};
-    for (int64_t i = 0; i < n; i += 8) {
-      const int64_t r = n - i;
-      const D8 xd = load8(x + i, r);
-      const __m256 v = affine8(xd, vm, va, vb), s = simd::sigmoid(v);
-      const __m256 dyv = r >= 8 ? _mm256_loadu_ps(dy + i) : simd::load_tail(dy + i, r);
-      // silu_grad_span's element code; dead lanes zeroed (as backward_sums' zero-filling load of dv).
-      __m256 g = _mm256_mul_ps(dyv, _mm256_mul_ps(s, _mm256_fmadd_ps(v, _mm256_sub_ps(one, s), one)));
-      if (r < 8) g = _mm256_and_ps(g, _mm256_castsi256_ps(simd::tail_mask(r)));
-      store8(dv + i, r, g);
-      const D8 gd = to_d8(g);
-      D8 d{_mm256_sub_pd(xd.lo, k), _mm256_sub_pd(xd.hi, k)};
-      if (r < 8) d = keep(d, r);
-      s0 = {_mm256_add_pd(s0.lo, gd.lo), _mm256_add_pd(s0.hi, gd.hi)};
-      s1 = {_mm256_fmadd_pd(gd.lo, d.lo, s1.lo), _mm256_fmadd_pd(gd.hi, d.hi, s1.hi)};
-      s2 = {_mm256_add_pd(s2.lo, d.lo), _mm256_add_pd(s2.hi, d.hi)};
-    }
-    return {hsum(s0), hsum(s1), hsum(s2)};
-  }
 #endif
   affine(x, n, mu, a, b, dv);
   detail::silu_grad_span(dv, dy, dv, n);
