@@ -469,6 +469,21 @@ void bench_group_norm(const Act& a) {
   f.note = b.note = "vs bandwidth floor";
   print_row(f);
   print_row(b);
+  // The fused group_norm_silu (the UNet's GroupNorm + SiLU): same traffic, SiLU / SiLU' in registers.
+  std::vector<double> stats(2 * N * G);
+  Row fs{"group_norm_silu fwd", shape}, bs{"group_norm_silu bwd", shape};
+  fs.bytes = 4.0 * 2 * n, bs.bytes = 4.0 * 3 * n;
+  fs.ours_ms = median_ms([&] {
+    kern::cpu::group_norm_silu_forward<float>(N, C, HW, G, 1e-5, x.data(), gamma.data(), beta.data(),
+                                              y.data(), stats.data());
+  });
+  bs.ours_ms = median_ms([&] {
+    kern::cpu::group_norm_silu_backward<float>(N, C, HW, G, dy.data(), x.data(), stats.data(), gamma.data(),
+                                               beta.data(), dx.data(), dgamma.data(), dbeta.data());
+  });
+  fs.note = bs.note = "fused; vs bandwidth floor";
+  print_row(fs);
+  print_row(bs);
 }
 
 void bench_silu(const Act& a) {

@@ -2,7 +2,8 @@
 //  * values and all three gradients are bitwise the unfused pair's, float32 and float64, on every ISA
 //    path this CPU has (the fused kernel runs the same element code: group_norm.cpp's affine and
 //    backward loops, silu_span.h's SiLU, the same double statistics);
-//  * bitwise invariant to the OpenMP thread count and to the batch around a sample;
+//  * bitwise invariant to the OpenMP thread count and to the batch around a sample, and (the kernels) to
+//    the ISA path, NaN/inf and saturated SiLU included;
 //  * argument errors name the op.
 // Gradient checks and NaN/inf semantics come from the op table (GradCheck.GroupNormSilu,
 // NonFinite.GroupNormSilu).
@@ -10,6 +11,7 @@
 #include <omp.h>
 
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -39,6 +41,17 @@ int64_t first_diff(const std::vector<T>& a, const std::vector<T>& b) {
   if (a.size() != b.size()) return 0;
   for (size_t i = 0; i < a.size(); ++i)
     if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) return static_cast<int64_t>(i);
+  return -1;
+}
+
+// first_diff, but a NaN equals any NaN: which NaN (sign, payload) an operation on two NaNs returns depends
+// on the operand order the compiler picks, so NaN bits are not part of the ISA-independence contract.
+template <typename T>
+int64_t first_diff_nan_equal(const std::vector<T>& a, const std::vector<T>& b) {
+  if (a.size() != b.size()) return 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!(a[i] != a[i] && b[i] != b[i]) && std::memcmp(&a[i], &b[i], sizeof(T)) != 0)
+      return static_cast<int64_t>(i);
   return -1;
 }
 
@@ -139,6 +152,63 @@ TEST(GroupNormSilu, BitwiseInvariantToThreadsAndBatch) {
     }
   }
   kc::set_cpu_isa(CpuIsa::Auto);
+}
+
+// The fused kernels give the same bits on every ISA path this CPU has (the AVX-512 loops run 16 floats per
+// step, the AVX2 ones 8): forward, stats and all three gradients, at channel sizes with every kind of
+// 16-float tail (HW % 16 = 0, 1, 5, 8, 9, 13, ...), a gamma wide enough that v = gn(x) reaches the
+// sigmoid's saturation and the exp clamp (|v| > 87), and groups holding NaN, +inf and -inf (NaN outputs
+// must be NaN on every path; which NaN is not compared, see first_diff_nan_equal).
+TEST(GroupNormSilu, KernelsBitwiseIndependentOfIsaPath) {
+  struct Dims {
+    int64_t N, C, HW, G;
+  };
+  const Dims dims[] = {{2, 8, 150, 4}, {3, 4, 1, 4},    {2, 6, 9, 3},     {2, 4, 13, 2},
+                       {2, 4, 24, 2},  {2, 64, 49, 32}, {1, 32, 784, 32}, {2, 6, 37, 3}};
+  unsigned seed = 100;
+  for (const Dims& d : dims) {
+    const int64_t n = d.N * d.C * d.HW;
+    auto x = test::normal_vector<float>(n, seed, 3.0, 2.0),
+         dy = test::normal_vector<float>(n, seed + 1, 0.0, 1.0);
+    auto gamma = test::normal_vector<float>(d.C, seed + 2, 0.0, 40.0),
+         beta = test::normal_vector<float>(d.C, seed + 3, 0.0, 5.0);
+    gamma[0] = 150.0f, beta[0] = 0.0f;  // channel 0: |v| > 87 wherever |xhat| > 0.6
+    seed += 10;
+    const int64_t M = d.C / d.G * d.HW;  // elements per group
+    if (d.N * d.G >= 4) {  // non-finite inputs in groups 1 (NaN), 2 (+inf), 3 (-inf) of sample 0
+      x[1 * M + M / 2] = std::numeric_limits<float>::quiet_NaN();
+      x[2 * M] = std::numeric_limits<float>::infinity();
+      x[3 * M + M - 1] = -std::numeric_limits<float>::infinity();
+    }
+    auto run_isa = [&](CpuIsa isa) {
+      kc::set_cpu_isa(isa);
+      std::vector<float> y(n), dx(n), dg(d.C), db(d.C);
+      std::vector<double> stats(2 * d.N * d.G);
+      kc::group_norm_silu_forward<float>(d.N, d.C, d.HW, d.G, 1e-5, x.data(), gamma.data(), beta.data(),
+                                         y.data(), stats.data());
+      kc::group_norm_silu_backward<float>(d.N, d.C, d.HW, d.G, dy.data(), x.data(), stats.data(),
+                                          gamma.data(), beta.data(), dx.data(), dg.data(), db.data());
+      kc::set_cpu_isa(CpuIsa::Auto);
+      return std::make_pair(std::vector<std::vector<float>>{y, dx, dg, db}, stats);
+    };
+    const auto ref = run_isa(CpuIsa::Scalar);
+    // The test must be able to see the saturated and clamped SiLU: some v below -87 and above 87.
+    int64_t saturated = 0;
+    for (float v : ref.first[0]) saturated += v > 87.0f;
+    if (d.HW >= 9) EXPECT_GT(saturated, 0) << "no saturated SiLU output at HW " << d.HW;
+    for (CpuIsa isa : supported_isas()) {
+      SCOPED_TRACE(::testing::Message()
+                   << kc::cpu_isa_name(isa) << " N" << d.N << " C" << d.C << " HW" << d.HW << " G" << d.G);
+      const auto got = run_isa(isa);
+      const char* names[] = {"y", "dx", "dgamma", "dbeta"};
+      for (int k = 0; k < 4; ++k) {
+        const int64_t i = first_diff_nan_equal(got.first[k], ref.first[k]);
+        EXPECT_EQ(i, -1) << names[k] << "[" << i << "]: " << (i >= 0 ? got.first[k][i] : 0.0f)
+                         << " vs scalar path " << (i >= 0 ? ref.first[k][i] : 0.0f);
+      }
+      EXPECT_EQ(first_diff_nan_equal(got.second, ref.second), -1) << "stats";
+    }
+  }
 }
 
 TEST(GroupNormSilu, BadArgumentsNameTheOp) {

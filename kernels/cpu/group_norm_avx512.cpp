@@ -3,9 +3,14 @@
 #include "kernels/cpu/group_norm_avx512.h"
 
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused merge source, which
-// -Wmaybe-uninitialized reports at every inlined call: a known false positive.
+// -Wmaybe-uninitialized reports at every inlined call: a known false positive (GCC only: clang has no
+// such warning and would warn about the unknown option).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
+
+#include "kernels/cpu/simd_math_avx512.h"
 
 namespace kern::cpu::detail {
 namespace {
@@ -13,14 +18,50 @@ namespace {
 // Mask of the first min(n, 8) lanes.
 __mmask8 lanes(int64_t n) { return n >= 8 ? __mmask8(0xFF) : __mmask8((1u << n) - 1); }
 
+// Masked loads and stores only in a tail: a full block uses plain ones. (A masked 512-bit store covers 64
+// bytes for the store-to-load forwarding logic, so the in-place dx loop, whose next load overlaps the
+// masked-off half of the previous store, stalled on every block: it was the backward's slowest loop.)
+
 // Floats p[0 .. min(n, 8)) as doubles; lanes >= n hold 0 (masked: never read from memory).
 __m512d load8(const float* p, int64_t n) {
+  if (n >= 8) return _mm512_cvtps_pd(_mm256_loadu_ps(p));
   return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps(__mmask16(lanes(n)), p)));
 }
 
 // Stores the first min(n, 8) lanes of v as floats.
 void store8(float* p, int64_t n, __m512d v) {
-  _mm512_mask_storeu_ps(p, __mmask16(lanes(n)), _mm512_castps256_ps512(_mm512_cvtpd_ps(v)));
+  if (n >= 8)
+    _mm256_storeu_ps(p, _mm512_cvtpd_ps(v));
+  else
+    _mm512_mask_storeu_ps(p, __mmask16(lanes(n)), _mm512_castps256_ps512(_mm512_cvtpd_ps(v)));
+}
+
+// Mask of the first min(n, 16) lanes.
+__mmask16 lanes16(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
+
+// p[0 .. min(n, 16)); lanes >= n hold 0. Stores the first min(n, 16) lanes of v.
+__m512 load16(const float* p, int64_t n) {
+  return n >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(lanes16(n), p);
+}
+void store16(float* p, int64_t n, __m512 v) {
+  if (n >= 16)
+    _mm512_storeu_ps(p, v);
+  else
+    _mm512_mask_storeu_ps(p, lanes16(n), v);
+}
+
+// The low / high 8 floats of v as doubles.
+__m512d lo_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+__m512d hi_pd(__m512 v) {
+  return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+// float(fma(x - mu, a, b)) on 16 lanes, x given as its two double halves: the group-norm value v.
+__m512 affine16(__m512d xlo, __m512d xhi, __m512d vm, __m512d va, __m512d vb) {
+  const __m256 lo = _mm512_cvtpd_ps(_mm512_fmadd_pd(_mm512_sub_pd(xlo, vm), va, vb));
+  const __m256 hi = _mm512_cvtpd_ps(_mm512_fmadd_pd(_mm512_sub_pd(xhi, vm), va, vb));
+  return _mm512_castpd_ps(
+      _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
 }
 
 // ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), as group_norm.cpp's hsum / combine8.
@@ -79,6 +120,43 @@ void gn_dx_avx512(const float* x, const float* dy, int64_t n, double mu, double 
     // fnmadd(a, b, c) = -(a * b) + c, one rounding: exactly std::fma(-xhat, m2, inner).
     store8(dx + i, n - i, _mm512_mul_pd(vrs, _mm512_fnmadd_pd(xhat, vm2, inner)));
   }
+}
+
+void gn_affine_silu_avx512(const float* x, int64_t n, double mu, double a, double b, float* y) {
+  const __m512d vm = _mm512_set1_pd(mu), va = _mm512_set1_pd(a), vb = _mm512_set1_pd(b);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512 xf = load16(x + i, n - i);
+    const __m512 v = affine16(lo_pd(xf), hi_pd(xf), vm, va, vb);
+    store16(y + i, n - i, _mm512_mul_ps(v, simd::sigmoid16(v)));
+  }
+}
+
+std::array<double, 3> gn_silu_dv_sums_avx512(const float* x, const float* dy, int64_t n, double mu, double a,
+                                             double b, double K, float* dv) {
+  const __m512d vm = _mm512_set1_pd(mu), va = _mm512_set1_pd(a), vb = _mm512_set1_pd(b),
+                k = _mm512_set1_pd(K);
+  __m512d s0 = _mm512_setzero_pd(), s1 = s0, s2 = s0;
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t r = n - i;
+    const __m512 xf = load16(x + i, r);
+    const __m512d xlo = lo_pd(xf), xhi = hi_pd(xf);
+    // dv = dy * silu'(v), 0 in the dead lanes (as the separate loops' zero-filling load of dv).
+    __m512 g = simd::silu_grad16(affine16(xlo, xhi, vm, va, vb), load16(dy + i, r));
+    if (r < 16) g = _mm512_maskz_mov_ps(lanes16(r), g);
+    store16(dv + i, r, g);
+    // The sums in gn_backward_sums_avx512's order: elements i .. i+7, then i+8 .. i+15 (if any are live).
+    const __m512d g0 = lo_pd(g), d0 = _mm512_maskz_sub_pd(lanes(r), xlo, k);
+    s0 = _mm512_add_pd(s0, g0);
+    s1 = _mm512_fmadd_pd(g0, d0, s1);
+    s2 = _mm512_add_pd(s2, d0);
+    if (r > 8) {
+      const __m512d g1 = hi_pd(g), d1 = _mm512_maskz_sub_pd(lanes(r - 8), xhi, k);
+      s0 = _mm512_add_pd(s0, g1);
+      s1 = _mm512_fmadd_pd(g1, d1, s1);
+      s2 = _mm512_add_pd(s2, d1);
+    }
+  }
+  return {hsum(s0), hsum(s1), hsum(s2)};
 }
 
 }  // namespace kern::cpu::detail

@@ -21,4 +21,12 @@ void gn_affine_avx512(const float* x, int64_t n, double mu, double a, double b, 
 void gn_dx_avx512(const float* x, const float* dy, int64_t n, double mu, double rs, double gm, double m1,
                   double m2, float* dx);
 
+// The fused group_norm_silu loops (16 floats per step; the same bits as the separate loops above
+// followed by silu_span.h's SiLU, whose sigmoid simd_math_avx512.h evaluates on 16 lanes):
+// y_i = silu(v_i), v_i = float(fma(double(x_i) - mu, a, b))
+void gn_affine_silu_avx512(const float* x, int64_t n, double mu, double a, double b, float* y);
+// dv_i = dy_i * silu'(v_i) (v_i as above) written to dv, and gn_backward_sums_avx512(x, dv, n, K).
+std::array<double, 3> gn_silu_dv_sums_avx512(const float* x, const float* dy, int64_t n, double mu, double a,
+                                             double b, double K, float* dv);
+
 }  // namespace kern::cpu::detail

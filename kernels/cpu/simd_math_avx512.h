@@ -1,15 +1,17 @@
-// AVX-512 float math shared by the -mavx512f kernel files (softmax_avx512.cpp, attention_small_avx512.cpp):
-// exp for non-positive inputs on 16 lanes, operation for operation simd_math.h's 8-lane exp_nonpos (every
-// step is exact or correctly rounded lane-wise, so each lane equals the AVX2 version's).
-// Linkage: internal (anonymous namespace), as in simd_math.h, so that no AVX-512 copy of a function can be
-// picked by the linker for an AVX2 caller. Include it only from files compiled with -mavx512f.
+// AVX-512 (16-lane) versions of simd_math.h's float exp and sigmoid, for TUs compiled with -mavx512f
+// whose caller checks cpu_isa() at run time (softmax_avx512.cpp, attention_small_avx512.cpp,
+// group_norm_avx512.cpp). Each function is its 8-lane simd_math.h counterpart
+// operation for operation; every step is exact or correctly rounded lane-wise, so each lane's result is
+// bitwise the AVX2 version's (and NaN/inf behave the same). Internal linkage for the reason given in
+// simd_math.h (an out-of-line AVX-512 copy must never be linked into AVX2 callers).
 #pragma once
+#if defined(__AVX512F__)
 #include <immintrin.h>
 
 namespace kern::cpu::simd {
 namespace {
 
-// exp(x0) for x0 <= 0 on 16 lanes: NaN gives NaN, -inf and anything below -87.3 give 0.
+// simd::exp_nonpos on 16 lanes (x <= 0; below -87.3 the result is 0; NaN stays NaN).
 inline __m512 exp_nonpos16(__m512 x0) {
   const __m512 lo = _mm512_set1_ps(-87.3f);
   __m512 x = _mm512_max_ps(lo, x0);  // NaN x0: x0 (the second operand), as _mm256_max_ps
@@ -30,5 +32,25 @@ inline __m512 exp_nonpos16(__m512 x0) {
   return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), y);
 }
 
+// simd::sigmoid on 16 lanes: with e = exp(-|x|), 1/(1+e) for x >= 0 and e/(1+e) for x < 0.
+inline __m512 sigmoid16(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  // exp(-|x|): x with the sign bit set (an integer OR: _mm512_or_ps needs AVX512DQ).
+  const __m512 negabs =
+      _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(x), _mm512_set1_epi32(int(0x80000000u))));
+  const __m512 e = exp_nonpos16(negabs);
+  const __m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
+  const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+  return _mm512_mask_mul_ps(inv, neg, e, inv);
+}
+
+// silu'(x) * dy on 16 lanes, as silu_span.h's AVX2 grad: dy * (s * (1 + x * (1 - s))), s = sigmoid(x).
+inline __m512 silu_grad16(__m512 x, __m512 dy) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 s = sigmoid16(x);
+  return _mm512_mul_ps(dy, _mm512_mul_ps(s, _mm512_fmadd_ps(x, _mm512_sub_ps(one, s), one)));
+}
+
 }  // namespace
 }  // namespace kern::cpu::simd
+#endif
