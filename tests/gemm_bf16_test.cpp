@@ -33,10 +33,10 @@ struct PrecisionGuard {
   }
 };
 
-#define SKIP_WITHOUT_BF16()                                                                        \
-  if (!kc::cpu_has_bf16() || kc::cpu_isa_supported() != CpuIsa::Avx512)                            \
-  GTEST_SKIP() << "this CPU lacks AVX512_BF16: the bf16 GEMM path cannot run here (only the fp32 " \
-                  "fallback is tested)"
+#define SKIP_WITHOUT_BF16()                                                                             \
+  if (!kc::cpu_has_bf16() || kc::cpu_isa() != CpuIsa::Avx512)                                           \
+  GTEST_SKIP() << "this CPU lacks AVX512_BF16, or ENGINE_CPU_ISA forces a path below avx512: the bf16 " \
+                  "GEMM path cannot run here (only the fp32 fallback is tested)"
 
 // float -> bf16 -> float as the hardware conversion (vcvtne2ps2bf16) defines it, written independently:
 // round to nearest even on the upper 16 bits, NaN stays NaN, denormal inputs become signed zero.
