@@ -5,6 +5,8 @@
 //   AVX-512, AVX2 or portable build chosen by cpu_isa() (the three give the same bits). It never forms an
 //   (Lq, Lk) matrix and does not go through gemm<float>, so --precision bf16 does not change it.
 // - double, or D > 16: per head, gemm calls around an (Lq, Lk) score matrix and a row softmax.
+// attention_{forward,backward}_blhd run the small-D kernel on heads read and written in place in
+// (B, L, H, D) tensors (row stride H * D): the same bits as the contiguous (B, H, L, D) call.
 // Non-finite scores follow torch.softmax (see cpu_kernels.h): a NaN score, a +inf score or a row of
 // only -inf scores makes the row NaN; a -inf score alone gets probability 0.
 #include <omp.h>
@@ -12,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
@@ -58,32 +61,43 @@ detail::AttnSmallBackward small_backward() {
   return detail::attn_small_backward_scalar;
 }
 
-void small_forward_heads(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const float* q,
-                         const float* k, const float* v, float* o, float* lse) {
+// The small-D heads of B * H (batch, head) pairs whose q, k, v, o (dout, dq, dk, dv) are (B, L, H, D)
+// tensors (L = Lq or Lk): head h = b * H + hh starts at b * L * H * D + hh * D, rows H * D apart. H = 1 is
+// the contiguous (BH, L, D) layout. lse is (B, H, Lq) either way. One head per OpenMP iteration (static),
+// so the bits depend neither on the thread count nor on the layout.
+int64_t head_offset(int64_t h, int64_t H, int64_t L, int64_t D) { return (h / H) * L * H * D + (h % H) * D; }
+
+void small_forward_heads(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+                         const float* q, const float* k, const float* v, float* o, float* lse) {
   const detail::AttnSmallForward head = small_forward();
   const float s = static_cast<float>(scale);
+  const int64_t BH = B * H, rs = H * D;
 #pragma omp parallel if (head_parallel(BH))
   {
     std::vector<float> ws(detail::attn_small_scratch_floats(Lq, Lk, D, false));
 #pragma omp for schedule(static)
-    for (int64_t h = 0; h < BH; ++h)
-      head(Lq, Lk, D, s, q + h * Lq * D, k + h * Lk * D, v + h * Lk * D, o + h * Lq * D, lse + h * Lq,
-           ws.data());
+    for (int64_t h = 0; h < BH; ++h) {
+      const int64_t oq = head_offset(h, H, Lq, D), ok = head_offset(h, H, Lk, D);
+      head(Lq, Lk, D, rs, s, q + oq, k + ok, v + ok, o + oq, lse + h * Lq, ws.data());
+    }
   }
 }
 
-void small_backward_heads(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const float* q,
-                          const float* k, const float* v, const float* o, const float* lse, const float* dout,
-                          float* dq, float* dk, float* dv) {
+void small_backward_heads(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+                          const float* q, const float* k, const float* v, const float* o, const float* lse,
+                          const float* dout, float* dq, float* dk, float* dv) {
   const detail::AttnSmallBackward head = small_backward();
   const float s = static_cast<float>(scale);
+  const int64_t BH = B * H, rs = H * D;
 #pragma omp parallel if (head_parallel(BH))
   {
     std::vector<float> ws(detail::attn_small_scratch_floats(Lq, Lk, D, true));
 #pragma omp for schedule(static)
-    for (int64_t h = 0; h < BH; ++h)
-      head(Lq, Lk, D, s, q + h * Lq * D, k + h * Lk * D, v + h * Lk * D, o + h * Lq * D, lse + h * Lq,
-           dout + h * Lq * D, dq + h * Lq * D, dk + h * Lk * D, dv + h * Lk * D, ws.data());
+    for (int64_t h = 0; h < BH; ++h) {
+      const int64_t oq = head_offset(h, H, Lq, D), ok = head_offset(h, H, Lk, D);
+      head(Lq, Lk, D, rs, s, q + oq, k + ok, v + ok, o + oq, lse + h * Lq, dout + oq, dq + oq, dk + ok,
+           dv + ok, ws.data());
+    }
   }
 }
 
@@ -156,7 +170,7 @@ template <typename T>
 void attention_forward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const T* q, const T* k,
                        const T* v, T* o, T* lse) {
   if constexpr (std::is_same_v<T, float>) {
-    if (small_d<T>(Lq, Lk, D)) return small_forward_heads(BH, Lq, Lk, D, scale, q, k, v, o, lse);
+    if (small_d<T>(Lq, Lk, D)) return small_forward_heads(BH, 1, Lq, Lk, D, scale, q, k, v, o, lse);
   }
   const bool avx512 = cpu_isa() == CpuIsa::Avx512;
 #pragma omp parallel if (head_parallel(BH))
@@ -189,7 +203,7 @@ void attention_backward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double sc
                         const T* v, const T* o, const T* lse, const T* dout, T* dq, T* dk, T* dv) {
   if constexpr (std::is_same_v<T, float>) {
     if (small_d<T>(Lq, Lk, D))
-      return small_backward_heads(BH, Lq, Lk, D, scale, q, k, v, o, lse, dout, dq, dk, dv);
+      return small_backward_heads(BH, 1, Lq, Lk, D, scale, q, k, v, o, lse, dout, dq, dk, dv);
   }
   const bool avx512 = cpu_isa() == CpuIsa::Avx512;
 #pragma omp parallel if (head_parallel(BH))
@@ -226,5 +240,22 @@ void attention_backward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double sc
 
 KERN_INSTANTIATE_CPU(attention_forward)
 KERN_INSTANTIATE_CPU(attention_backward)
+
+bool attention_blhd_supported(int64_t Lq, int64_t Lk, int64_t D) { return small_d<float>(Lq, Lk, D); }
+
+void attention_forward_blhd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+                            const float* q, const float* k, const float* v, float* o, float* lse) {
+  if (B < 0 || H < 1 || !attention_blhd_supported(Lq, Lk, D))
+    throw std::invalid_argument("attention_forward_blhd: needs B >= 0, H >= 1, Lq, Lk >= 1, 1 <= D <= 16");
+  small_forward_heads(B, H, Lq, Lk, D, scale, q, k, v, o, lse);
+}
+
+void attention_backward_blhd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+                             const float* q, const float* k, const float* v, const float* o, const float* lse,
+                             const float* dout, float* dq, float* dk, float* dv) {
+  if (B < 0 || H < 1 || !attention_blhd_supported(Lq, Lk, D))
+    throw std::invalid_argument("attention_backward_blhd: needs B >= 0, H >= 1, Lq, Lk >= 1, 1 <= D <= 16");
+  small_backward_heads(B, H, Lq, Lk, D, scale, q, k, v, o, lse, dout, dq, dk, dv);
+}
 
 }  // namespace kern::cpu

@@ -17,31 +17,33 @@ constexpr int64_t kAttnSmallMaxD = 16;
 int64_t attn_small_scratch_floats(int64_t Lq, int64_t Lk, int64_t D, bool backward);
 
 // One head: q (Lq, D), k and v (Lk, D), o (Lq, D), lse (Lq); 1 <= D <= kAttnSmallMaxD, Lq, Lk >= 1.
+// rs >= D: the row stride (in floats) of q, k, v, o (and, backward, dout, dq, dk, dv): D for a contiguous
+// (Lq, D) head, H*D for one head of a (B, L, H, D) tensor. Only addresses depend on rs, never the bits.
 // o = softmax(scale q k^T) v and lse = the rows' log-sum-exp, with attention.cpp's non-finite semantics
 // (a row with a NaN score, a +inf score or only -inf scores gets NaN in o and lse). ws: scratch of
 // attn_small_scratch_floats(Lq, Lk, D, false) floats.
-using AttnSmallForward = void (*)(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q,
+using AttnSmallForward = void (*)(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, const float* q,
                                   const float* k, const float* v, float* o, float* lse, float* ws);
 // One head of the backward: recomputes the probabilities from lse; overwrites dq (Lq, D), dk and dv
 // (Lk, D). ws: scratch of attn_small_scratch_floats(Lq, Lk, D, true) floats.
-using AttnSmallBackward = void (*)(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q,
+using AttnSmallBackward = void (*)(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, const float* q,
                                    const float* k, const float* v, const float* o, const float* lse,
                                    const float* dout, float* dq, float* dk, float* dv, float* ws);
 
-void attn_small_forward_scalar(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q, const float* k,
-                               const float* v, float* o, float* lse, float* ws);
-void attn_small_backward_scalar(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q,
+void attn_small_forward_scalar(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, const float* q,
+                               const float* k, const float* v, float* o, float* lse, float* ws);
+void attn_small_backward_scalar(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, const float* q,
                                 const float* k, const float* v, const float* o, const float* lse,
                                 const float* dout, float* dq, float* dk, float* dv, float* ws);
 #if defined(__x86_64__)
-void attn_small_forward_avx2(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q, const float* k,
-                             const float* v, float* o, float* lse, float* ws);
-void attn_small_backward_avx2(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q, const float* k,
-                              const float* v, const float* o, const float* lse, const float* dout, float* dq,
-                              float* dk, float* dv, float* ws);
-void attn_small_forward_avx512(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q, const float* k,
-                               const float* v, float* o, float* lse, float* ws);
-void attn_small_backward_avx512(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q,
+void attn_small_forward_avx2(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, const float* q,
+                             const float* k, const float* v, float* o, float* lse, float* ws);
+void attn_small_backward_avx2(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, const float* q,
+                              const float* k, const float* v, const float* o, const float* lse,
+                              const float* dout, float* dq, float* dk, float* dv, float* ws);
+void attn_small_forward_avx512(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, const float* q,
+                               const float* k, const float* v, float* o, float* lse, float* ws);
+void attn_small_backward_avx512(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, const float* q,
                                 const float* k, const float* v, const float* o, const float* lse,
                                 const float* dout, float* dq, float* dk, float* dv, float* ws);
 #endif

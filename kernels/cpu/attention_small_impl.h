@@ -37,11 +37,12 @@ constexpr int kRows = 8;  // query rows per block
 inline int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
 inline int64_t lo_of(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// dst (n, W) = src (n, D) * s (when scaled), lanes D..W-1 zero.
-inline void pack_rows(const float* src, int64_t n, int64_t D, int W, float s, bool scaled, float* dst) {
+// dst (n, W) = src (n rows of D, row stride rs) * s (when scaled), lanes D..W-1 zero.
+inline void pack_rows(const float* src, int64_t n, int64_t D, int64_t rs, int W, float s, bool scaled,
+                      float* dst) {
   for (int64_t i = 0; i < n; ++i) {
     float* d = dst + i * W;
-    const float* x = src + i * D;
+    const float* x = src + i * rs;
     if (scaled) {
       for (int64_t c = 0; c < D; ++c) d[c] = x[c] * s;
     } else {
@@ -50,10 +51,10 @@ inline void pack_rows(const float* src, int64_t n, int64_t D, int W, float s, bo
     for (int64_t c = D; c < W; ++c) d[c] = 0.0f;
   }
 }
-// dst (D, ld) = src (n, D) transposed, columns n..ld-1 zero.
-inline void pack_transposed(const float* src, int64_t n, int64_t D, int64_t ld, float* dst) {
+// dst (D, ld) = src (n rows of D, row stride rs) transposed, columns n..ld-1 zero.
+inline void pack_transposed(const float* src, int64_t n, int64_t D, int64_t rs, int64_t ld, float* dst) {
   for (int64_t d = 0; d < D; ++d) {
-    for (int64_t j = 0; j < n; ++j) dst[d * ld + j] = src[j * D + d];
+    for (int64_t j = 0; j < n; ++j) dst[d * ld + j] = src[j * rs + d];
     for (int64_t j = n; j < ld; ++j) dst[d * ld + j] = 0.0f;
   }
 }
@@ -166,7 +167,7 @@ inline int64_t scratch_floats(int64_t Lq, int64_t Lk, int64_t D, bool backward) 
 }
 
 template <class V>
-void forward_head(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q, const float* k,
+void forward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, const float* q, const float* k,
                   const float* v, float* o, float* lse, float* ws) {
   constexpr int W = V::kLanes;
   const int64_t ld = pad16(Lk);
@@ -175,9 +176,9 @@ void forward_head(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q
   float* kt = qs + Lq * W;  // (D, ld): k^T
   float* vr = kt + D * ld;  // (Lk, W): v
   float* P = vr + Lk * W;   // (8, ld): scores, then exp(s - max)
-  pack_rows(q, Lq, D, W, scale, true, qs);
-  pack_transposed(k, Lk, D, ld, kt);
-  pack_rows(v, Lk, D, W, 1.0f, false, vr);
+  pack_rows(q, Lq, D, rs, W, scale, true, qs);
+  pack_transposed(k, Lk, D, rs, ld, kt);
+  pack_rows(v, Lk, D, rs, W, 1.0f, false, vr);
   for (int64_t i0 = 0; i0 < Lq; i0 += kRows) {
     const int nr = static_cast<int>(lo_of(kRows, Lq - i0));
     block_scores(qs + i0 * W, W, nr, D, kt, ld, P);
@@ -208,7 +209,7 @@ void forward_head(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q
     V acc[kRows];
     block_rows_times<V>(P, ld, nr, Lk, vr, acc);
     for (int r = 0; r < nr; ++r) {
-      float* orow = o + (i0 + r) * D;
+      float* orow = o + (i0 + r) * rs;
       if (bad[r]) {
         for (int64_t d = 0; d < D; ++d) orow[d] = nan;
       } else {
@@ -219,7 +220,7 @@ void forward_head(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q
 }
 
 template <class V>
-void backward_head(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q, const float* k,
+void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, const float* q, const float* k,
                    const float* v, const float* o, const float* lse, const float* dout, float* dq, float* dk,
                    float* dv, float* ws) {
   constexpr int W = V::kLanes;
@@ -234,11 +235,11 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* 
   float* dva = dka + Lk * W;   // (Lk, W): dv accumulator
   float* P = dva + Lk * W;     // (8, ld): scores, then p
   float* dS = P + kRows * ld;  // (8, ld): dP, then dS
-  pack_rows(q, Lq, D, W, scale, true, qs);
-  pack_rows(dout, Lq, D, W, 1.0f, false, dor);
-  pack_transposed(k, Lk, D, ld, kt);
-  pack_transposed(v, Lk, D, ld, vt);
-  pack_rows(k, Lk, D, W, 1.0f, false, kr);
+  pack_rows(q, Lq, D, rs, W, scale, true, qs);
+  pack_rows(dout, Lq, D, rs, W, 1.0f, false, dor);
+  pack_transposed(k, Lk, D, rs, ld, kt);
+  pack_transposed(v, Lk, D, rs, ld, vt);
+  pack_rows(k, Lk, D, rs, W, 1.0f, false, kr);
   for (int64_t i = 0; i < 2 * Lk * W; ++i) dka[i] = 0.0f;
   for (int64_t i0 = 0; i0 < Lq; i0 += kRows) {
     const int nr = static_cast<int>(lo_of(kRows, Lq - i0));
@@ -250,7 +251,7 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* 
       float* ds = dS + r * ld;
       for (int64_t j = Lk; j < ld; ++j) row[j] = ninf;
       double delta = 0;  // rowsum(dO * O)
-      for (int64_t d = 0; d < D; ++d) delta += double(dout[i * D + d]) * double(o[i * D + d]);
+      for (int64_t d = 0; d < D; ++d) delta += double(dout[i * rs + d]) * double(o[i * rs + d]);
       const V16 vl = vset<V16>(lse[i]), vdl = vset<V16>(static_cast<float>(delta));
       for (int64_t jb = 0; jb < ld; jb += 16) {
         const V16 p = vexp(vsub(vload<V16>(row + jb), vl));
@@ -260,14 +261,14 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* 
     }
     V acc[kRows];
     block_rows_times<V>(dS, ld, nr, Lk, kr, acc);
-    for (int r = 0; r < nr; ++r) store_d(dq + (i0 + r) * D, D, vmul(acc[r], vset<V>(scale)));
+    for (int r = 0; r < nr; ++r) store_d(dq + (i0 + r) * rs, D, vmul(acc[r], vset<V>(scale)));
     accumulate_cols<V>(P, ld, nr, Lk, dor + i0 * W, dva);
     accumulate_cols<V>(dS, ld, nr, Lk, qs + i0 * W, dka);
   }
   for (int64_t j = 0; j < Lk; ++j)
     for (int64_t d = 0; d < D; ++d) {
-      dk[j * D + d] = dka[j * W + d];
-      dv[j * D + d] = dva[j * W + d];
+      dk[j * rs + d] = dka[j * W + d];
+      dv[j * rs + d] = dva[j * W + d];
     }
 }
 
@@ -275,21 +276,23 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* 
 }  // namespace kern::cpu::detail
 
 // The entry points of one ISA build: NAME(forward_) and NAME(backward_) dispatch on D's lane width.
-#define KERN_ATTN_SMALL_ENTRY_POINTS(SUFFIX)                                                          \
-  namespace kern::cpu::detail {                                                                       \
-  void attn_small_forward_##SUFFIX(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q,    \
-                                   const float* k, const float* v, float* o, float* lse, float* ws) { \
-    if (D <= 8)                                                                                       \
-      forward_head<V8>(Lq, Lk, D, scale, q, k, v, o, lse, ws);                                        \
-    else                                                                                              \
-      forward_head<V16>(Lq, Lk, D, scale, q, k, v, o, lse, ws);                                       \
-  }                                                                                                   \
-  void attn_small_backward_##SUFFIX(int64_t Lq, int64_t Lk, int64_t D, float scale, const float* q,   \
-                                    const float* k, const float* v, const float* o, const float* lse, \
-                                    const float* dout, float* dq, float* dk, float* dv, float* ws) {  \
-    if (D <= 8)                                                                                       \
-      backward_head<V8>(Lq, Lk, D, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);                     \
-    else                                                                                              \
-      backward_head<V16>(Lq, Lk, D, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);                    \
-  }                                                                                                   \
+#define KERN_ATTN_SMALL_ENTRY_POINTS(SUFFIX)                                                              \
+  namespace kern::cpu::detail {                                                                           \
+  void attn_small_forward_##SUFFIX(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale,            \
+                                   const float* q, const float* k, const float* v, float* o, float* lse,  \
+                                   float* ws) {                                                           \
+    if (D <= 8)                                                                                           \
+      forward_head<V8>(Lq, Lk, D, rs, scale, q, k, v, o, lse, ws);                                        \
+    else                                                                                                  \
+      forward_head<V16>(Lq, Lk, D, rs, scale, q, k, v, o, lse, ws);                                       \
+  }                                                                                                       \
+  void attn_small_backward_##SUFFIX(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale,           \
+                                    const float* q, const float* k, const float* v, const float* o,       \
+                                    const float* lse, const float* dout, float* dq, float* dk, float* dv, \
+                                    float* ws) {                                                          \
+    if (D <= 8)                                                                                           \
+      backward_head<V8>(Lq, Lk, D, rs, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);                     \
+    else                                                                                                  \
+      backward_head<V16>(Lq, Lk, D, rs, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);                    \
+  }                                                                                                       \
   }

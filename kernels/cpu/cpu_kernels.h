@@ -20,6 +20,20 @@ template <typename T>
 void gemm_reference(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                     int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+// ---- attention on heads in place (CPU only, float, 1 <= D <= 16, Lq, Lk >= 1: the small-D kernel).
+// q, o, dout, dq: contiguous (B, Lq, H, D); k, v, dk, dv: contiguous (B, Lk, H, D), i.e. the memory behind
+// a (B, H, L, D) view with strides (L*H*D, D, H*D, 1); lse: contiguous (B, H, Lq). Same semantics and
+// bitwise the same o, lse, dq, dk, dv as attention_forward / attention_backward on the contiguous
+// (B*H, L, D) copies, on every ISA path and thread count. Throws std::invalid_argument outside the domain.
+// attention_blhd_supported: whether (Lq, Lk, D) is in that domain.
+bool attention_blhd_supported(int64_t Lq, int64_t Lk, int64_t D);
+void attention_forward_blhd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+                            const float* q, const float* k, const float* v, float* o, float* lse);
+// Overwrites dq, dk, dv.
+void attention_backward_blhd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+                             const float* q, const float* k, const float* v, const float* o, const float* lse,
+                             const float* dout, float* dq, float* dk, float* dv);
+
 // ---- group_norm_silu (CPU only): y = silu(group_norm(x)) over x (N, C, HW), G groups, in one kernel.
 // gamma/beta (C) may be nullptr (no affine). stats (N*G*2, double) receives each group's mean and rstd
 // in double, which the backward needs to recompute gn(x) exactly (nothing else is saved besides x).
