@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "kernels/cpu/conv2d_winograd.h"
@@ -277,8 +279,9 @@ TEST(GemmBf16, FallbackIsTheFp32DefinitionBitwise) {
 
 // Conv2d, a GEMM caller, inherits the bf16 path: forward, input and weight gradients against float64
 // sums with each output's bound (2^-8 + (n + 2) 2^-24) * sum |x||w| over its n products (each factor
-// rounded to bf16 at most 2^-9 relative, then float32 accumulation); bf16 mode takes im2col for 3x3
-// convs (Auto), bitwise equal to forcing im2col; and the results do not depend on the batch or threads.
+// rounded to bf16 at most 2^-9 relative, then float32 accumulation), with im2col forced (Auto takes
+// Winograd for these channels, in bf16 mode too: see the next test); and the results do not depend on
+// the batch or threads.
 TEST(GemmBf16, Conv2dTakesTheBf16GemmWithIm2colWithinItsBound) {
   SKIP_WITHOUT_BF16();
   PrecisionGuard g;
@@ -286,9 +289,10 @@ TEST(GemmBf16, Conv2dTakesTheBf16GemmWithIm2colWithinItsBound) {
     ~ConvGuard() { kc::set_cpu_conv_algo(kc::CpuConvAlgo::Auto); }
   } cg;
   kc::set_matmul_precision(MatmulPrecision::Bf16);
-  const int64_t N = 3, C = 64, H = 7, K = 64;  // C * K >= kWinogradAutoMinCK: Winograd in fp32 mode
+  kc::set_cpu_conv_algo(kc::CpuConvAlgo::Im2col);
+  const int64_t N = 3, C = 64, H = 7, K = 64;  // C * K >= kWinogradAutoMinCK: Auto would take Winograd
   const kern::Conv2dShape s{N, C, H, H, K, 3, 3, 1, 1, 1, 1, H, H};
-  ASSERT_TRUE(kc::winograd_selected(s));
+  ASSERT_TRUE(kc::winograd_applies(s) && C * K >= kc::kWinogradAutoMinCK);
   const int64_t PQ = H * H;
   const auto x = random_vec(N * C * PQ, 51), w = random_vec(K * C * 9, 52), dy = random_vec(N * K * PQ, 53);
   const std::vector<float> b(K, 0.25f);
@@ -346,14 +350,14 @@ TEST(GemmBf16, Conv2dTakesTheBf16GemmWithIm2colWithinItsBound) {
               }
           ASSERT_LE(std::fabs(dw[((k * C + c) * 3 + r) * 3 + q] - ref), (u8 + (N * PQ + 2) * u24) * mag);
         }
-  // Auto in bf16 mode = im2col, bitwise; Winograd (forced) differs.
-  std::vector<float> y_im2col(y.size()), y_wino(y.size());
-  kc::set_cpu_conv_algo(kc::CpuConvAlgo::Im2col);
-  kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y_im2col.data());
+  // Auto in bf16 mode = Winograd here, bitwise; forced im2col (above) differs.
+  std::vector<float> y_auto(y.size()), y_wino(y.size());
+  kc::set_cpu_conv_algo(kc::CpuConvAlgo::Auto);
+  kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y_auto.data());
   kc::set_cpu_conv_algo(kc::CpuConvAlgo::Winograd);
   kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y_wino.data());
-  kc::set_cpu_conv_algo(kc::CpuConvAlgo::Auto);
-  EXPECT_TRUE(bitwise_equal(y, y_im2col));
+  kc::set_cpu_conv_algo(kc::CpuConvAlgo::Im2col);
+  EXPECT_TRUE(bitwise_equal(y_auto, y_wino));
   EXPECT_FALSE(bitwise_equal(y, y_wino));
   // Batch and thread independence: image 1 alone, on one thread, gives the same bits.
   omp_set_num_threads(1);
@@ -362,6 +366,100 @@ TEST(GemmBf16, Conv2dTakesTheBf16GemmWithIm2colWithinItsBound) {
   std::vector<float> y1(K * PQ);
   kc::conv2d_forward<float>(s1, x.data() + C * PQ, w.data(), b.data(), y1.data());
   EXPECT_EQ(std::memcmp(y1.data(), y.data() + K * PQ, y1.size() * sizeof(float)), 0);
+}
+
+// Winograd F(2x2, 3x3) under bf16 GEMMs (what Auto runs for 3x3 stride-1 convs with C * K >= 1024): each
+// output against the float64 direct convolution, within the bound of its transform-domain magnitude
+//   mag = sum_xi |A^T_i||A^T_j| sum_c |G| |g| |G^T| (xi) * |B^T| |d| |B| (xi)   (absolute transforms)
+// times 2^-8 (U and V each rounded to bf16, at most 2^-9 relative of these absolute sums) plus the float32
+// roundings (the float64 weight transform rounded once, 3 additions per input-transform value, the float32
+// accumulation over c, the output transform and the bias: (C + 128) 2^-24 covers them). The matrices are
+// written here from Lavin & Gray's F(2x2, 3x3), not taken from the kernel. Forward and input gradient (a
+// Winograd forward of dy with the flipped, transposed weights); bf16 really ran (differs from fp32).
+TEST(GemmBf16, Conv2dWinogradWithinItsTransformDomainBound) {
+  SKIP_WITHOUT_BF16();
+  PrecisionGuard g;
+  struct ConvGuard {
+    ~ConvGuard() { kc::set_cpu_conv_algo(kc::CpuConvAlgo::Auto); }
+  } cg;
+  static const double BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  static const double AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+  // y (N, K, H, H) against conv(x (N, C, H, H), w (K, C, 3, 3)) + b, b may be empty.
+  auto check = [&](const char* what, int64_t N, int64_t C, int64_t K, int64_t H, const std::vector<float>& x,
+                   const std::vector<float>& w, const std::vector<float>& b, const std::vector<float>& y) {
+    auto X = [&](int64_t n, int64_t c, int64_t i, int64_t j) {
+      return i < 0 || j < 0 || i >= H || j >= H ? 0.0 : double(x[((n * C + c) * H + i) * H + j]);
+    };
+    // Absolute weight transforms Uabs[k][c][a][bb] = sum |G[a][r]| |G[bb][q]| |w[k][c][r][q]|.
+    std::vector<double> Uabs(K * C * 16, 0.0);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < C; ++c)
+        for (int a = 0; a < 4; ++a)
+          for (int bb = 0; bb < 4; ++bb)
+            for (int r = 0; r < 3; ++r)
+              for (int q = 0; q < 3; ++q)
+                Uabs[(k * C + c) * 16 + a * 4 + bb] +=
+                    std::fabs(G[a][r] * G[bb][q]) * std::fabs(double(w[((k * C + c) * 3 + r) * 3 + q]));
+    const double u24 = std::ldexp(1.0, -24), rel = std::ldexp(1.0, -8) + double(C + 128) * u24;
+    double worst = 0;
+    std::vector<double> Vabs(C * 16);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t ty = 0; 2 * ty < H; ++ty)
+        for (int64_t tx = 0; 2 * tx < H; ++tx) {
+          std::fill(Vabs.begin(), Vabs.end(), 0.0);
+          for (int64_t c = 0; c < C; ++c)
+            for (int a = 0; a < 4; ++a)
+              for (int bb = 0; bb < 4; ++bb)
+                for (int r = 0; r < 4; ++r)
+                  for (int q = 0; q < 4; ++q)
+                    Vabs[c * 16 + a * 4 + bb] +=
+                        std::fabs(BT[a][r] * BT[bb][q]) * std::fabs(X(n, c, 2 * ty - 1 + r, 2 * tx - 1 + q));
+          for (int64_t k = 0; k < K; ++k)
+            for (int i = 0; i < 2 && 2 * ty + i < H; ++i)
+              for (int j = 0; j < 2 && 2 * tx + j < H; ++j) {
+                const int64_t oi = 2 * ty + i, oj = 2 * tx + j;
+                double ref = b.empty() ? 0.0 : b[k], mag = b.empty() ? 0.0 : std::fabs(b[k]);
+                for (int64_t c = 0; c < C; ++c)
+                  for (int r = 0; r < 3; ++r)
+                    for (int q = 0; q < 3; ++q)
+                      ref += X(n, c, oi + r - 1, oj + q - 1) * double(w[((k * C + c) * 3 + r) * 3 + q]);
+                for (int a = 0; a < 4; ++a)
+                  for (int bb = 0; bb < 4; ++bb) {
+                    const double coef = std::fabs(AT[i][a] * AT[j][bb]);
+                    if (coef == 0) continue;
+                    double sum = 0;
+                    for (int64_t c = 0; c < C; ++c)
+                      sum += Uabs[(k * C + c) * 16 + a * 4 + bb] * Vabs[c * 16 + a * 4 + bb];
+                    mag += coef * sum;
+                  }
+                const double err = std::fabs(double(y[((n * K + k) * H + oi) * H + oj]) - ref);
+                ASSERT_LE(err, rel * mag) << what << " n " << n << " k " << k << " at " << oi << "," << oj;
+                worst = std::max(worst, err / (rel * mag));
+              }
+        }
+    EXPECT_GT(worst, 0.01) << what << ": the bound is meant to be within two orders of the error";
+  };
+  for (const auto& [C, K, H] : {std::tuple<int64_t, int64_t, int64_t>{64, 64, 7}, {32, 32, 8}}) {
+    const int64_t N = 2, PQ = H * H;
+    const kern::Conv2dShape s{N, C, H, H, K, 3, 3, 1, 1, 1, 1, H, H};
+    ASSERT_TRUE(kc::winograd_selected(s));
+    const auto x = random_vec(N * C * PQ, 61), w = random_vec(K * C * 9, 62), dy = random_vec(N * K * PQ, 63);
+    const std::vector<float> b(K, 0.25f);
+    std::vector<float> y(N * K * PQ), dx(N * C * PQ), y32(y.size());
+    kc::set_matmul_precision(MatmulPrecision::Fp32);
+    kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y32.data());
+    kc::set_matmul_precision(MatmulPrecision::Bf16);
+    kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data());
+    kc::conv2d_backward_input<float>(s, dy.data(), w.data(), dx.data());
+    EXPECT_FALSE(bitwise_equal(y, y32)) << "the bf16 GEMM did not run";
+    check("forward", N, C, K, H, x, w, b, y);
+    std::vector<float> wt(C * K * 9);  // wt[c][k][r][q] = w[k][c][2-r][2-q]
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < C; ++c)
+        for (int r = 0; r < 9; ++r) wt[(c * K + k) * 9 + (8 - r)] = w[(k * C + c) * 9 + r];
+    check("input gradient", N, K, C, H, dy, wt, {}, dx);
+  }
 }
 
 }  // namespace

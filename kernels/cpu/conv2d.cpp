@@ -93,23 +93,21 @@ bool batch_parallel(int64_t N) {
   return !omp_in_parallel() && omp_get_max_threads() > 1 && N >= omp_get_max_threads();
 }
 
-// Whether a float32 conv takes Winograd: winograd_selected(s), except that under bf16 matmuls
-// (matmul_precision_active() == Bf16) the Auto setting takes im2col. Measured on the UNet's 3x3 shapes
-// (batch 32, Zen 4): Winograd's bf16 transform-domain GEMMs had 1.7x the error of im2col + bf16 GEMM
-// (RMS 4.0e-3 vs 2.35e-3 of the output RMS), so bf16 mode keeps the smaller error; ENGINE_CPU_CONV=winograd
-// still forces Winograd. Depends on settings only, never on the batch or thread count.
-bool use_winograd(const Conv2dShape& s) {
-  if (!winograd_selected(s)) return false;
-  return cpu_conv_algo() == CpuConvAlgo::Winograd || matmul_precision_active() != MatmulPrecision::Bf16;
-}
+// Whether a float32 conv takes Winograd: winograd_selected(s), in fp32 and bf16 mode alike. Under bf16
+// matmuls the transform-domain GEMMs run in bf16: 1.7x the error of im2col + bf16 GEMM on the UNet's 3x3
+// shapes (RMS 4.0e-3 vs 2.35e-3 of the output RMS, batch 32, Zen 4; bound: GemmBf16.Conv2dWinograd*), but
+// bf16 mode by im2col measured slower than fp32 by Winograd (bench/RESULTS.md, 2026-12-01), so bf16 takes
+// Winograd too; ENGINE_CPU_CONV=im2col still forces im2col. Depends on settings only, never on the batch
+// or thread count.
+bool use_winograd(const Conv2dShape& s) { return winograd_selected(s); }
 
 }  // namespace
 
 template <typename T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* b, T* y) {
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
-  // float32 3x3 stride-1 pad-1: Winograd unless ENGINE_CPU_CONV=im2col or bf16 matmuls (use_winograd;
-  // float64 stays exact: im2col).
+  // float32 3x3 stride-1 pad-1: Winograd unless ENGINE_CPU_CONV=im2col or C * K is below the auto
+  // threshold (use_winograd; float64 stays exact: im2col).
   if constexpr (std::is_same_v<T, float>) {
     if (use_winograd(s)) return conv2d_forward_winograd(s, x, w, b, y);
   }
