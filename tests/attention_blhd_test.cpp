@@ -23,18 +23,11 @@ namespace {
 
 namespace kc = kern::cpu;
 using engine::Tensor;
+using engine::test::bitwise_equal;
+using engine::test::IsaGuard;
 using engine::test::normal_vector;
+using engine::test::supported_isas;
 using kc::CpuIsa;
-
-std::vector<CpuIsa> isas() {
-  std::vector<CpuIsa> r{CpuIsa::Scalar};
-  if (kc::cpu_isa_supported() >= CpuIsa::Avx2) r.push_back(CpuIsa::Avx2);
-  if (kc::cpu_isa_supported() >= CpuIsa::Avx512) r.push_back(CpuIsa::Avx512);
-  return r;
-}
-struct IsaGuard {
-  ~IsaGuard() { kc::set_cpu_isa(CpuIsa::Auto); }
-};
 
 // (B, L, H, D) -> (B, H, L, D), both contiguous.
 std::vector<float> to_bhld(const std::vector<float>& x, int64_t B, int64_t L, int64_t H, int64_t D) {
@@ -46,15 +39,11 @@ std::vector<float> to_bhld(const std::vector<float>& x, int64_t B, int64_t L, in
   return r;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
 TEST(AttentionBlhd, KernelBitwiseEqualsContiguousPath) {
   IsaGuard guard;
   const int64_t B = 2;
   const int old_threads = omp_get_max_threads();
-  for (CpuIsa isa : isas())
+  for (CpuIsa isa : supported_isas())
     for (int threads : {1, 2})
       for (int64_t D : {1, 7, 8, 16})
         for (int64_t H : {1, 3, 8})
@@ -84,11 +73,11 @@ TEST(AttentionBlhd, KernelBitwiseEqualsContiguousPath) {
             kc::attention_backward<float>(B * H, Lq, Lk, D, scale, qc.data(), kc_.data(), vc.data(),
                                           oc.data(), lsec.data(), gc.data(), dqc.data(), dkc.data(),
                                           dvc.data());
-            EXPECT_TRUE(same_bits(to_bhld(o, B, Lq, H, D), oc)) << "o";
-            EXPECT_TRUE(same_bits(lse, lsec)) << "lse";
-            EXPECT_TRUE(same_bits(to_bhld(dq, B, Lq, H, D), dqc)) << "dq";
-            EXPECT_TRUE(same_bits(to_bhld(dk, B, Lk, H, D), dkc)) << "dk";
-            EXPECT_TRUE(same_bits(to_bhld(dv, B, Lk, H, D), dvc)) << "dv";
+            EXPECT_TRUE(bitwise_equal(to_bhld(o, B, Lq, H, D), oc)) << "o";
+            EXPECT_TRUE(bitwise_equal(lse, lsec)) << "lse";
+            EXPECT_TRUE(bitwise_equal(to_bhld(dq, B, Lq, H, D), dqc)) << "dq";
+            EXPECT_TRUE(bitwise_equal(to_bhld(dk, B, Lk, H, D), dkc)) << "dk";
+            EXPECT_TRUE(bitwise_equal(to_bhld(dv, B, Lk, H, D), dvc)) << "dv";
           }
   omp_set_num_threads(old_threads);
 }
@@ -131,11 +120,14 @@ TEST(AttentionBlhd, OpReadsAndWritesHeadsInPlace) {
   Tensor oc = engine::scaled_dot_product_attention(qc, kc_, vc);
   EXPECT_TRUE(oc.is_contiguous());
   oc.backward(g4.permute({0, 2, 1, 3}).contiguous());
-  EXPECT_TRUE(same_bits(o.to_vector<float>(), oc.to_vector<float>()));
+  EXPECT_TRUE(bitwise_equal(o.to_vector<float>(), oc.to_vector<float>()));
   // q4's gradient (B, L, H, D) against qc's (B, H, L, D).
-  EXPECT_TRUE(same_bits(q4.grad().permute({0, 2, 1, 3}).to_vector<float>(), qc.grad().to_vector<float>()));
-  EXPECT_TRUE(same_bits(k4.grad().permute({0, 2, 1, 3}).to_vector<float>(), kc_.grad().to_vector<float>()));
-  EXPECT_TRUE(same_bits(v4.grad().permute({0, 2, 1, 3}).to_vector<float>(), vc.grad().to_vector<float>()));
+  EXPECT_TRUE(
+      bitwise_equal(q4.grad().permute({0, 2, 1, 3}).to_vector<float>(), qc.grad().to_vector<float>()));
+  EXPECT_TRUE(
+      bitwise_equal(k4.grad().permute({0, 2, 1, 3}).to_vector<float>(), kc_.grad().to_vector<float>()));
+  EXPECT_TRUE(
+      bitwise_equal(v4.grad().permute({0, 2, 1, 3}).to_vector<float>(), vc.grad().to_vector<float>()));
 }
 
 TEST(AttentionBlhd, OpGradientInOtherLayoutAndFallbacks) {
@@ -150,8 +142,8 @@ TEST(AttentionBlhd, OpGradientInOtherLayoutAndFallbacks) {
   Tensor qc = q.detach().contiguous().set_requires_grad();
   Tensor oc = engine::scaled_dot_product_attention(qc, qc, qc);
   oc.backward(g);
-  EXPECT_TRUE(same_bits(o.to_vector<float>(), oc.to_vector<float>()));
-  EXPECT_TRUE(same_bits(q.grad().to_vector<float>(), qc.grad().to_vector<float>()));
+  EXPECT_TRUE(bitwise_equal(o.to_vector<float>(), oc.to_vector<float>()));
+  EXPECT_TRUE(bitwise_equal(q.grad().to_vector<float>(), qc.grad().to_vector<float>()));
   // Other layouts and dtypes keep the contiguous output.
   EXPECT_TRUE(oc.is_contiguous());
   Tensor qd = q.detach().to(engine::DType::F64);

@@ -21,39 +21,15 @@
 namespace {
 
 namespace kc = kern::cpu;
+using engine::test::IsaGuard;
 using engine::test::normal_vector;
+using engine::test::same_bits_nan_equal;
+using engine::test::supported_isas;
+using engine::test::with_threads;
 using kc::CpuIsa;
 constexpr float kNaNf = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInff = std::numeric_limits<float>::infinity();
 constexpr double kU = 5.9604644775390625e-8;  // float unit roundoff 2^-24
-
-// The ISA paths this CPU can run (scalar always).
-std::vector<CpuIsa> isas() {
-  std::vector<CpuIsa> r{CpuIsa::Scalar};
-  if (kc::cpu_isa_supported() >= CpuIsa::Avx2) r.push_back(CpuIsa::Avx2);
-  if (kc::cpu_isa_supported() >= CpuIsa::Avx512) r.push_back(CpuIsa::Avx512);
-  return r;
-}
-
-struct IsaGuard {
-  ~IsaGuard() { kc::set_cpu_isa(CpuIsa::Auto); }
-};
-
-template <typename F>
-void with_threads(int n, F&& f) {
-  const int old = omp_get_max_threads();
-  omp_set_num_threads(n);
-  f();
-  omp_set_num_threads(old);
-}
-
-// Bitwise equal, except that any NaN equals any NaN: which NaN operand an x86 instruction passes on (and
-// so the sign and payload of a NaN result) depends on the operand order the compiler picks, which differs
-// between the optimised and the -O0 (sanitizer) builds of the portable path. NaN positions must match.
-bool same_bits(float a, float b) {
-  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
-  return std::memcmp(&a, &b, sizeof a) == 0;
-}
 
 // One problem: inputs and (after run) every output of forward and backward.
 struct Problem {
@@ -185,7 +161,7 @@ TEST(AttentionSmall, MatchesFloat64ReferenceOnEveryIsa) {
       const Ref ref = reference(p);
       const double L = double(std::max(sh.Lq, sh.Lk));
       const double K = 4.0 * (double(D) * (1.0 + ref.smax) + 2.0 * L + 8.0);
-      for (CpuIsa isa : isas()) {
+      for (CpuIsa isa : supported_isas()) {
         SCOPED_TRACE(::testing::Message()
                      << "isa " << kc::cpu_isa_name(isa) << " D " << D << " Lq " << sh.Lq << " Lk " << sh.Lk);
         kc::set_cpu_isa(isa);
@@ -220,7 +196,7 @@ void poison(Problem& p) {
 }
 
 TEST(AttentionSmall, IsaPathsAreBitwiseEqual) {
-  if (isas().size() < 2) GTEST_SKIP() << "this CPU has only the scalar path";
+  if (supported_isas().size() < 2) GTEST_SKIP() << "this CPU has only the scalar path";
   IsaGuard guard;
   for (int64_t D = 1; D <= 16; ++D)
     for (int64_t L : {1, 7, 16, 17, 49, 196, 197})
@@ -230,13 +206,13 @@ TEST(AttentionSmall, IsaPathsAreBitwiseEqual) {
         kc::set_cpu_isa(CpuIsa::Scalar);
         p.run();
         const std::vector<float> want = p.outputs();
-        for (CpuIsa isa : isas()) {
+        for (CpuIsa isa : supported_isas()) {
           kc::set_cpu_isa(isa);
           p.run();
           const std::vector<float> got = p.outputs();
           ASSERT_EQ(got.size(), want.size());
           for (size_t i = 0; i < got.size(); ++i)
-            ASSERT_TRUE(same_bits(got[i], want[i]))
+            ASSERT_TRUE(same_bits_nan_equal(got[i], want[i]))
                 << kc::cpu_isa_name(isa) << " vs scalar, D " << D << " L " << L << " nonfinite " << nonfinite
                 << " value " << i << ": " << got[i] << " vs " << want[i];
         }
@@ -254,7 +230,7 @@ TEST(AttentionSmall, BitwiseIndependentOfThreadsAndBatch) {
         with_threads(th, [&] { all.run(); });
         const std::vector<float> got = all.outputs();
         for (size_t i = 0; i < got.size(); ++i)
-          ASSERT_TRUE(same_bits(got[i], want[i]))
+          ASSERT_TRUE(same_bits_nan_equal(got[i], want[i]))
               << th << " threads, D " << D << " L " << L << " value " << i;
       }
       // Head by head (BH = 1 calls) with 2 threads: the same bits as the batched call.
@@ -267,14 +243,15 @@ TEST(AttentionSmall, BitwiseIndependentOfThreadsAndBatch) {
         one.dout.assign(all.dout.begin() + h * qs, all.dout.begin() + (h + 1) * qs);
         with_threads(2, [&] { one.run(); });
         for (int64_t i = 0; i < qs; ++i) {
-          ASSERT_TRUE(same_bits(one.o[i], all.o[h * qs + i])) << "o head " << h << " D " << D << " L " << L;
-          ASSERT_TRUE(same_bits(one.dq[i], all.dq[h * qs + i])) << "dq head " << h << " D " << D;
+          ASSERT_TRUE(same_bits_nan_equal(one.o[i], all.o[h * qs + i]))
+              << "o head " << h << " D " << D << " L " << L;
+          ASSERT_TRUE(same_bits_nan_equal(one.dq[i], all.dq[h * qs + i])) << "dq head " << h << " D " << D;
         }
         for (int64_t i = 0; i < ks; ++i) {
-          ASSERT_TRUE(same_bits(one.dk[i], all.dk[h * ks + i])) << "dk head " << h << " D " << D;
-          ASSERT_TRUE(same_bits(one.dv[i], all.dv[h * ks + i])) << "dv head " << h << " D " << D;
+          ASSERT_TRUE(same_bits_nan_equal(one.dk[i], all.dk[h * ks + i])) << "dk head " << h << " D " << D;
+          ASSERT_TRUE(same_bits_nan_equal(one.dv[i], all.dv[h * ks + i])) << "dv head " << h << " D " << D;
         }
-        for (int64_t i = 0; i < L; ++i) ASSERT_TRUE(same_bits(one.lse[i], all.lse[h * L + i]));
+        for (int64_t i = 0; i < L; ++i) ASSERT_TRUE(same_bits_nan_equal(one.lse[i], all.lse[h * L + i]));
       }
     }
 }
@@ -300,7 +277,7 @@ TEST(AttentionSmall, NonFiniteRowsFollowTorchSemantics) {
       EXPECT_TRUE(std::isnan(lse[3 * L + L - 1])) << "reference: +inf query";
       EXPECT_TRUE(std::isnan(lse[4 * L])) << "reference: all -inf";
       EXPECT_TRUE(std::isfinite(lse[2 * L])) << "reference: huge score row";
-      for (CpuIsa isa : isas()) {
+      for (CpuIsa isa : supported_isas()) {
         SCOPED_TRACE(::testing::Message() << "isa " << kc::cpu_isa_name(isa) << " D " << D << " L " << L);
         kc::set_cpu_isa(isa);
         p.run();

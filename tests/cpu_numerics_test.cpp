@@ -23,6 +23,7 @@ namespace {
 
 namespace kc = kern::cpu;
 using engine::test::normal_vector;
+using engine::test::with_threads;
 using kern::Binary;
 using kern::Strided;
 using kern::Unary;
@@ -32,15 +33,6 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 template <typename T>
 bool same_bits(T a, T b) {
   return std::memcmp(&a, &b, sizeof(T)) == 0;
-}
-
-// Runs f with the OpenMP thread count set to n, restoring it afterwards.
-template <typename F>
-void with_threads(int n, F&& f) {
-  const int old = omp_get_max_threads();
-  omp_set_num_threads(n);
-  f();
-  omp_set_num_threads(old);
 }
 
 // ------------------------------------------------------------------ group norm

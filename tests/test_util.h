@@ -2,6 +2,7 @@
 // small wrapper config used by the nn/ and models/ tests, seeded random vectors, bitwise comparison, and
 // the CPU ISA paths this machine can run.
 #pragma once
+#include <omp.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -84,6 +85,29 @@ inline std::vector<kern::cpu::CpuIsa> supported_isas() {
   for (CpuIsa i : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
     if (static_cast<int>(i) <= static_cast<int>(kern::cpu::cpu_isa_supported())) v.push_back(i);
   return v;
+}
+
+// Restores the run-time ISA choice (ENGINE_CPU_ISA / cpuid) at scope exit, after set_cpu_isa calls.
+struct IsaGuard {
+  ~IsaGuard() { kern::cpu::set_cpu_isa(kern::cpu::CpuIsa::Auto); }
+};
+
+// Runs f with the OpenMP thread count set to n, restoring it afterwards.
+template <typename F>
+void with_threads(int n, F&& f) {
+  const int old = omp_get_max_threads();
+  omp_set_num_threads(n);
+  f();
+  omp_set_num_threads(old);
+}
+
+// Bitwise equal, except that any NaN equals any NaN: which NaN operand an x86 instruction passes on (and
+// so the sign and payload of a NaN result) depends on the operand order the compiler picks, which differs
+// between the optimised and the -O0 (sanitizer) builds. NaN positions must still match.
+template <typename T>
+bool same_bits_nan_equal(T a, T b) {
+  if (a != a || b != b) return a != a && b != b;
+  return std::memcmp(&a, &b, sizeof a) == 0;
 }
 
 }  // namespace engine::test
