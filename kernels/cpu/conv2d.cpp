@@ -93,23 +93,19 @@ bool batch_parallel(int64_t N) {
   return !omp_in_parallel() && omp_get_max_threads() > 1 && N >= omp_get_max_threads();
 }
 
-// Whether a float32 conv takes Winograd: winograd_selected(s), in fp32 and bf16 mode alike. Under bf16
-// matmuls the transform-domain GEMMs run in bf16: 1.7x the error of im2col + bf16 GEMM on the UNet's 3x3
-// shapes (RMS 4.0e-3 vs 2.35e-3 of the output RMS, batch 32, Zen 4; bound: GemmBf16.Conv2dWinograd*), but
-// bf16 mode by im2col measured slower than fp32 by Winograd (bench/RESULTS.md, 2026-12-01), so bf16 takes
-// Winograd too; ENGINE_CPU_CONV=im2col still forces im2col. Depends on settings only, never on the batch
-// or thread count.
-bool use_winograd(const Conv2dShape& s) { return winograd_selected(s); }
-
 }  // namespace
 
 template <typename T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* b, T* y) {
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
   // float32 3x3 stride-1 pad-1: Winograd unless ENGINE_CPU_CONV=im2col or C * K is below the auto
-  // threshold (use_winograd; float64 stays exact: im2col).
+  // threshold (winograd_selected: settings and channel counts only, never the batch or thread count;
+  // float64 stays exact: im2col). In bf16 mode too, with the transform-domain GEMMs in bf16: 1.7x the
+  // error of im2col + bf16 GEMM on the UNet's 3x3 shapes (RMS 4.0e-3 vs 2.35e-3 of the output RMS; bound:
+  // GemmBf16.Conv2dWinograd*), but bf16 by im2col measured slower than fp32 by Winograd
+  // (bench/RESULTS.md, 2026-12-01).
   if constexpr (std::is_same_v<T, float>) {
-    if (use_winograd(s)) return conv2d_forward_winograd(s, x, w, b, y);
+    if (winograd_selected(s)) return conv2d_forward_winograd(s, x, w, b, y);
   }
   const bool pw = is_pointwise(s);
 #pragma omp parallel if (batch_parallel(s.N))
@@ -139,7 +135,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx)
   // float32 3x3 stride-1 pad-1: a Winograd conv of dy with the flipped, transposed weights, on the same
   // rule as the forward (ENGINE_CPU_CONV); float64 stays exact (im2col).
   if constexpr (std::is_same_v<T, float>) {
-    if (use_winograd(s)) return conv2d_backward_input_winograd(s, dy, w, dx);
+    if (winograd_selected(s)) return conv2d_backward_input_winograd(s, dy, w, dx);
   }
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
   const bool pw = is_pointwise(s);
