@@ -153,6 +153,47 @@ TEST(CpuNumerics, GroupNormLargeOffsetMatchesDouble) {
   }
 }
 
+// Float statistics take one pass around the group's first element K and sum again around the mean when
+// K is an outlier (var < sum((x - K)^2) / (1024 M): group_norm_loops.h). Groups of 3000 whose first
+// element lies 1e3 (regime checked here) or 1e6 spreads from the rest, beside an ordinary group: forward
+// and backward against the naive double reference, and bitwise the same on every ISA path.
+TEST(CpuNumerics, GroupNormOutlierFirstElementMatchesDouble) {
+  const int64_t N = 1, C = 4, HW = 1500, G = 2, M = C / G * HW;
+  for (double outlier : {1e3, 1e6}) {
+    SCOPED_TRACE(::testing::Message() << "outlier " << outlier);
+    auto xf = normal_vector<float>(N * C * HW, 31, 0.5, 1.0), gf = normal_vector<float>(C, 32, 1.0, 0.3),
+         bf = normal_vector<float>(C, 33, 0.0, 1.0), dyf = normal_vector<float>(N * C * HW, 34, 0.0, 1.0);
+    xf[0] = float(outlier);  // group 0 only
+    {  // the data really is in the two-pass regime (a property of the inputs, computed in long double)
+      long double s1 = 0, s2 = 0;
+      for (int64_t i = 0; i < M; ++i) {
+        const long double d = (long double)xf[i] - xf[0];
+        s1 += d, s2 += d * d;
+      }
+      ASSERT_LT(s2 - s1 * s1 / M, s2 / 1024) << "not an outlier case";
+    }
+    std::vector<double> xd(xf.begin(), xf.end()), gd(gf.begin(), gf.end()), bd(bf.begin(), bf.end()),
+        dyd(dyf.begin(), dyf.end());
+    const GnRef ref = naive_gn(N, C, HW, G, 1e-5, xd, gd, bd, dyd);
+    std::vector<float> first;
+    for (kc::CpuIsa isa : engine::test::supported_isas()) {
+      kc::set_cpu_isa(isa);
+      std::vector<float> y(xf.size()), mean(N * G), rstd(N * G), dx(xf.size()), dg(C), db(C);
+      kc::group_norm_forward<float>(N, C, HW, G, 1e-5, xf.data(), gf.data(), bf.data(), y.data(), mean.data(),
+                                    rstd.data());
+      kc::group_norm_backward<float>(N, C, HW, G, dyf.data(), xf.data(), mean.data(), rstd.data(), gf.data(),
+                                     dx.data(), dg.data(), db.data());
+      kc::set_cpu_isa(kc::CpuIsa::Auto);
+      EXPECT_LE(max_rel(y, ref.y), 1e-6) << "forward " << kc::cpu_isa_name(isa);
+      EXPECT_LE(max_rel(dx, ref.dx), 1e-5) << "dx " << kc::cpu_isa_name(isa);
+      for (auto* v : {&mean, &rstd, &dx}) y.insert(y.end(), v->begin(), v->end());
+      if (first.empty()) first = y;
+      for (size_t i = 0; i < y.size(); ++i)
+        ASSERT_TRUE(same_bits(y[i], first[i])) << kc::cpu_isa_name(isa) << " value " << i;
+    }
+  }
+}
+
 // A group's outputs do not depend on N, on the group's position in the batch or on the thread
 // count (bitwise).
 TEST(CpuNumerics, GroupNormGroupIndependentOfBatchAndThreads) {
@@ -425,8 +466,9 @@ TEST(CpuNumerics, GroupNormIsBitwiseTheSameOnEveryIsa) {
   kc::set_cpu_isa(kc::CpuIsa::Auto);
 }
 
-// The AVX-512 group-norm loops against the documented order (group_norm.cpp): element i in partial sum
-// i % 8, partial sums combined as ((0+1)+(2+3))+((4+5)+(6+7)); elementwise loops as scalar double code.
+// The AVX-512 group-norm loops against the documented order (group_norm_loops.h): element i in partial sum
+// i % 8, partial sums combined as ((0+1)+(2+3))+((4+5)+(6+7)) (the float statistics: i % 16, c_l = p_l +
+// p_(l+8), then the same); elementwise loops as scalar code (the affine in float, the rest in double).
 // Compared in double, bit for bit (shifts that are not floats, so that the sums round and their order
 // shows): the float outputs above can hide a last-bit difference of the sums.
 #if defined(__x86_64__)  // group_norm_avx512.cpp is built on x86-64 only
@@ -440,9 +482,11 @@ TEST(CpuNumerics, GroupNormAvx512LoopsFollowTheDefinedOrder) {
     const auto x = normal_vector<float>(n, 80 + unsigned(n), 1000.0, 3.0),
                dy = normal_vector<float>(n, 90 + unsigned(n), 0.0, 1.0);
     const double K = 999.93, mu = 1000.07, a = 0.7, b = -0.2, rs = 0.33, gm = 1.1, m1 = 0.01, m2 = -0.02;
-    double s[8] = {}, q[8] = {}, g0[8] = {}, g1[8] = {}, g2[8] = {};
+    double s[8] = {}, q[8] = {}, g0[8] = {}, g1[8] = {}, g2[8] = {}, p16[16] = {}, q16[16] = {};
     for (int64_t i = 0; i < n; ++i) {
       const double d = double(x[i]) - K, e = double(x[i]) - mu;
+      p16[i % 16] += d;
+      q16[i % 16] = std::fma(d, d, q16[i % 16]);
       s[i % 8] += d;
       q[i % 8] = std::fma(e, e, q[i % 8]);
       g0[i % 8] += double(dy[i]);
@@ -451,15 +495,20 @@ TEST(CpuNumerics, GroupNormAvx512LoopsFollowTheDefinedOrder) {
     }
     EXPECT_TRUE(same_bits(kd::gn_sum_shifted_avx512(x.data(), n, K), combine(s))) << n;
     EXPECT_TRUE(same_bits(kd::gn_sum_sq_dev_avx512(x.data(), n, mu), combine(q))) << n;
+    double c1[8], c2[8];
+    for (int l = 0; l < 8; ++l) c1[l] = p16[l] + p16[l + 8], c2[l] = q16[l] + q16[l + 8];
+    const auto ss = kd::gn_shifted_sums_avx512(x.data(), n, K);
+    EXPECT_TRUE(same_bits(ss[0], combine(c1)) && same_bits(ss[1], combine(c2))) << n;
     const auto bs = kd::gn_backward_sums_avx512(x.data(), dy.data(), n, K);
     EXPECT_TRUE(same_bits(bs[0], combine(g0)) && same_bits(bs[1], combine(g1)) &&
                 same_bits(bs[2], combine(g2)))
         << n;
     std::vector<float> y(n + 1, 77.f), dx(n + 1, 77.f);  // one guard element: must stay untouched
-    kd::gn_affine_avx512(x.data(), n, mu, a, b, y.data());
+    const float mh = float(mu), ml = float(mu - double(mh)), af = float(a), bf = float(b);
+    kd::gn_affine_avx512(x.data(), n, mh, ml, af, bf, y.data());
     kd::gn_dx_avx512(x.data(), dy.data(), n, mu, rs, gm, m1, m2, dx.data());
     for (int64_t i = 0; i < n; ++i) {
-      ASSERT_TRUE(same_bits(y[i], float(std::fma(double(x[i]) - mu, a, b)))) << n << " " << i;
+      ASSERT_TRUE(same_bits(y[i], std::fma((x[i] - mh) - ml, af, bf))) << n << " " << i;
       const double xhat = (double(x[i]) - mu) * rs;
       ASSERT_TRUE(same_bits(dx[i], float(rs * std::fma(-xhat, m2, std::fma(gm, double(dy[i]), -m1)))))
           << n << " " << i;

@@ -3,12 +3,14 @@
 // L1 (forward), and SiLU' applied to dy per channel before the group-norm sums (backward, gn(x)
 // recomputed from the saved double statistics), so it is bitwise the unfused pair with one pass less
 // over memory each way and no saved normalised copy.
-// Formulation (shared with kernels/cuda/group_norm.cu):
-//   mean = K + sum(x - K) / M with the shift K = the group's first element, var = sum((x - mean)^2) / M
-//   (two passes, double accumulation), rstd = 1 / sqrt(var + eps),
-//   y = fma(x - mean, rstd * gamma, beta) in double.
+// Formulation (group_norm_loops.h; kernels/cuda/group_norm.cu computes the same quantities, with its own
+// summation order):
+//   mean = K + sum(x - K) / M with the shift K = the group's first element, var in double accumulation
+//   (float: one pass, var = (sum((x - K)^2) - sum(x - K)^2 / M) / M, exact differences, with a two-pass
+//   fallback when K is an outlier; double: sum((x - mean)^2) / M), rstd = 1 / sqrt(var + eps),
+//   y = fmaf((x - mh) - ml, float(rstd * gamma), float(beta)) with mh + ml = mean (float; double: one fma).
 // A constant group therefore gives mean = x exactly and y = beta exactly, whatever its magnitude;
-// x - mean is formed in double, so a mean much larger than the spread loses nothing.
+// x - mean keeps the mean's low part ml, so a mean much larger than the spread loses nothing.
 // The backward refines the saved (rounded) mean in double from x, in the same pass as its sums, and
 // forms
 //   dx = rstd * (g*dy - mean(g*dy) - xhat * mean(g*dy*xhat)), xhat = (x - mean) * rstd,
@@ -28,8 +30,6 @@ namespace kern::cpu {
 namespace {
 
 using gn::backward_sums;
-using gn::group_mean;
-using gn::sum_dev;
 
 // The forward of group_norm (Silu = false) and group_norm_silu (Silu = true). Writes mean/rstd (T) when
 // given and stats (double pairs mean, rstd) when given.
@@ -42,9 +42,7 @@ void forward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const
   for (int64_t ng = 0; ng < N * G; ++ng) {
     const T* xg = x + ng * M;  // (Cg, HW)
     T* yg = y + ng * M;
-    const double mu = group_mean(xg, M);
-    const double ss = sum_dev<true>(xg, M, mu);
-    const double rs = 1.0 / std::sqrt(ss / double(M) + eps);
+    const auto [mu, rs] = gn::group_stats(xg, M, eps);
     if (mean) mean[ng] = static_cast<T>(mu);
     if (rstd) rstd[ng] = static_cast<T>(rs);
     if (stats) stats[2 * ng] = mu, stats[2 * ng + 1] = rs;

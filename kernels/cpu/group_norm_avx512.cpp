@@ -10,13 +10,13 @@
 #endif
 #include <immintrin.h>
 
-#include "kernels/cpu/simd_math_avx512.h"
+#include "kernels/cpu/silu_math.h"
 
 namespace kern::cpu::detail {
 namespace {
 
-// Mask of the first min(n, 8) lanes.
-__mmask8 lanes(int64_t n) { return n >= 8 ? __mmask8(0xFF) : __mmask8((1u << n) - 1); }
+// Mask of the first min(n, 8) lanes (none for n <= 0).
+__mmask8 lanes(int64_t n) { return n >= 8 ? __mmask8(0xFF) : n <= 0 ? __mmask8(0) : __mmask8((1u << n) - 1); }
 
 // Masked loads and stores only in a tail: a full block uses plain ones. (A masked 512-bit store covers 64
 // bytes for the store-to-load forwarding logic, so the in-place dx loop, whose next load overlaps the
@@ -56,13 +56,13 @@ __m512d hi_pd(__m512 v) {
   return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
-// float(fma(x - mu, a, b)) on 16 lanes, x given as its two double halves: the group-norm value v.
-__m512 affine16(__m512d xlo, __m512d xhi, __m512d vm, __m512d va, __m512d vb) {
-  const __m256 lo = _mm512_cvtpd_ps(_mm512_fmadd_pd(_mm512_sub_pd(xlo, vm), va, vb));
-  const __m256 hi = _mm512_cvtpd_ps(_mm512_fmadd_pd(_mm512_sub_pd(xhi, vm), va, vb));
-  return _mm512_castpd_ps(
-      _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
-}
+// The float affine fmaf((x - mh) - ml, a, b) on 16 lanes.
+struct Affine16 {
+  __m512 mh, ml, a, b;
+  Affine16(float mh_, float ml_, float a_, float b_)
+      : mh(_mm512_set1_ps(mh_)), ml(_mm512_set1_ps(ml_)), a(_mm512_set1_ps(a_)), b(_mm512_set1_ps(b_)) {}
+  __m512 operator()(__m512 x) const { return _mm512_fmadd_ps(_mm512_sub_ps(_mm512_sub_ps(x, mh), ml), a, b); }
+};
 
 // ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), as group_norm.cpp's hsum / combine8.
 double hsum(__m512d a) {
@@ -79,6 +79,27 @@ double gn_sum_shifted_avx512(const float* x, int64_t n, double K) {
   for (int64_t i = 0; i < n; i += 8)
     acc = _mm512_add_pd(acc, _mm512_maskz_sub_pd(lanes(n - i), load8(x + i, n - i), k));
   return hsum(acc);
+}
+
+std::array<double, 2> gn_shifted_sums_avx512(const float* x, int64_t n, double K) {
+  const __m512d k = _mm512_set1_pd(K);
+  __m512d s0 = _mm512_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;  // partials 0-7, 8-15
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const __m512d d0 = _mm512_sub_pd(lo_pd(v), k), d1 = _mm512_sub_pd(hi_pd(v), k);
+    s0 = _mm512_add_pd(s0, d0), s1 = _mm512_add_pd(s1, d1);
+    q0 = _mm512_fmadd_pd(d0, d0, q0), q1 = _mm512_fmadd_pd(d1, d1, q1);
+  }
+  if (i < n) {  // the tail (< 16): dead lanes add 0
+    const int64_t r = n - i;
+    const __m512 v = load16(x + i, r);
+    const __m512d d0 = _mm512_maskz_sub_pd(lanes(r), lo_pd(v), k),
+                  d1 = _mm512_maskz_sub_pd(lanes(r - 8), hi_pd(v), k);
+    s0 = _mm512_add_pd(s0, d0), s1 = _mm512_add_pd(s1, d1);
+    q0 = _mm512_fmadd_pd(d0, d0, q0), q1 = _mm512_fmadd_pd(d1, d1, q1);
+  }
+  return {hsum(_mm512_add_pd(s0, s1)), hsum(_mm512_add_pd(q0, q1))};
 }
 
 double gn_sum_sq_dev_avx512(const float* x, int64_t n, double mu) {
@@ -104,10 +125,9 @@ std::array<double, 3> gn_backward_sums_avx512(const float* x, const float* dy, i
   return {hsum(s0), hsum(s1), hsum(s2)};
 }
 
-void gn_affine_avx512(const float* x, int64_t n, double mu, double a, double b, float* y) {
-  const __m512d vm = _mm512_set1_pd(mu), va = _mm512_set1_pd(a), vb = _mm512_set1_pd(b);
-  for (int64_t i = 0; i < n; i += 8)
-    store8(y + i, n - i, _mm512_fmadd_pd(_mm512_sub_pd(load8(x + i, n - i), vm), va, vb));
+void gn_affine_avx512(const float* x, int64_t n, float mh, float ml, float a, float b, float* y) {
+  const Affine16 f(mh, ml, a, b);
+  for (int64_t i = 0; i < n; i += 16) store16(y + i, n - i, f(load16(x + i, n - i)));
 }
 
 void gn_dx_avx512(const float* x, const float* dy, int64_t n, double mu, double rs, double gm, double m1,
@@ -122,26 +142,24 @@ void gn_dx_avx512(const float* x, const float* dy, int64_t n, double mu, double 
   }
 }
 
-void gn_affine_silu_avx512(const float* x, int64_t n, double mu, double a, double b, float* y) {
-  const __m512d vm = _mm512_set1_pd(mu), va = _mm512_set1_pd(a), vb = _mm512_set1_pd(b);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __m512 xf = load16(x + i, n - i);
-    const __m512 v = affine16(lo_pd(xf), hi_pd(xf), vm, va, vb);
-    store16(y + i, n - i, _mm512_mul_ps(v, simd::sigmoid16(v)));
-  }
+void gn_affine_silu_avx512(const float* x, int64_t n, float mh, float ml, float a, float b, float* y) {
+  const Affine16 f(mh, ml, a, b);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, silu_math::silu16(f(_mm512_loadu_ps(x + i))));
+  if (i < n) store16(y + i, n - i, silu_math::silu16(f(load16(x + i, n - i))));
 }
 
-std::array<double, 3> gn_silu_dv_sums_avx512(const float* x, const float* dy, int64_t n, double mu, double a,
-                                             double b, double K, float* dv) {
-  const __m512d vm = _mm512_set1_pd(mu), va = _mm512_set1_pd(a), vb = _mm512_set1_pd(b),
-                k = _mm512_set1_pd(K);
+std::array<double, 3> gn_silu_dv_sums_avx512(const float* x, const float* dy, int64_t n, float mh, float ml,
+                                             float a, float b, double K, float* dv) {
+  const Affine16 f(mh, ml, a, b);
+  const __m512d k = _mm512_set1_pd(K);
   __m512d s0 = _mm512_setzero_pd(), s1 = s0, s2 = s0;
   for (int64_t i = 0; i < n; i += 16) {
     const int64_t r = n - i;
     const __m512 xf = load16(x + i, r);
     const __m512d xlo = lo_pd(xf), xhi = hi_pd(xf);
     // dv = dy * silu'(v), 0 in the dead lanes (as the separate loops' zero-filling load of dv).
-    __m512 g = simd::silu_grad16(affine16(xlo, xhi, vm, va, vb), load16(dy + i, r));
+    __m512 g = silu_math::silu_grad16(f(xf), load16(dy + i, r));
     if (r < 16) g = _mm512_maskz_mov_ps(lanes16(r), g);
     store16(dv + i, r, g);
     // The sums in gn_backward_sums_avx512's order: elements i .. i+7, then i+8 .. i+15 (if any are live).

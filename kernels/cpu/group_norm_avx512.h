@@ -1,8 +1,9 @@
-// Internal: AVX-512 versions of group_norm.cpp's float loops (group_norm_avx512.cpp, compiled with
-// -mavx512f; call them only when cpu_isa() is Avx512). Each is bitwise its AVX2/scalar counterpart in
-// group_norm.cpp: the sums keep element i in partial sum i % 8 (one zmm of 8 doubles is exactly the
-// AVX2 code's two ymm halves), zero the dead tail lanes, and combine the 8 partial sums in the same
-// pairwise order; the elementwise loops do the same double operations lane by lane. Not kernel API.
+// Internal: AVX-512 versions of group_norm_loops.h's float loops (group_norm_avx512.cpp, compiled with
+// -mavx512f; call them only when cpu_isa() is Avx512). Each is bitwise its AVX2/portable counterpart in
+// group_norm_loops.h: the sums keep element i in partial sum i % 8 (one zmm of 8 doubles is exactly the
+// AVX2 code's two ymm halves; gn_shifted_sums: i % 16, two zmm), zero the dead tail lanes, and combine
+// the partial sums in the same order; the elementwise loops do the same operations lane by lane. Not
+// kernel API.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -11,22 +12,24 @@ namespace kern::cpu::detail {
 
 // sum_i (x_i - K)
 double gn_sum_shifted_avx512(const float* x, int64_t n, double K);
+// {sum_i (x_i - K), sum_i (x_i - K)^2}: partial sums i % 16 (group_norm_loops.h's shifted_sums)
+std::array<double, 2> gn_shifted_sums_avx512(const float* x, int64_t n, double K);
 // sum_i (x_i - mu)^2 as fma(d, d, acc)
 double gn_sum_sq_dev_avx512(const float* x, int64_t n, double mu);
 // {sum dy_i, sum fma(dy_i, x_i - K), sum (x_i - K)}
 std::array<double, 3> gn_backward_sums_avx512(const float* x, const float* dy, int64_t n, double K);
-// y_i = float(fma(double(x_i) - mu, a, b))
-void gn_affine_avx512(const float* x, int64_t n, double mu, double a, double b, float* y);
+// y_i = fmaf((x_i - mh) - ml, a, b) (the float affine of group_norm_loops.h)
+void gn_affine_avx512(const float* x, int64_t n, float mh, float ml, float a, float b, float* y);
 // dx_i = float(rs * fma(-xhat, m2, fma(gm, double(dy_i), -m1))), xhat = (double(x_i) - mu) * rs
 void gn_dx_avx512(const float* x, const float* dy, int64_t n, double mu, double rs, double gm, double m1,
                   double m2, float* dx);
 
-// The fused group_norm_silu loops (16 floats per step; the same bits as the separate loops above
-// followed by silu_span.h's SiLU, whose sigmoid simd_math_avx512.h evaluates on 16 lanes):
-// y_i = silu(v_i), v_i = float(fma(double(x_i) - mu, a, b))
-void gn_affine_silu_avx512(const float* x, int64_t n, double mu, double a, double b, float* y);
+// The fused group_norm_silu loops (16 floats per step; the same bits as gn_affine_avx512 followed by
+// silu_span.h's SiLU, silu_math.h on 16 lanes):
+// y_i = silu(v_i), v_i = fmaf((x_i - mh) - ml, a, b)
+void gn_affine_silu_avx512(const float* x, int64_t n, float mh, float ml, float a, float b, float* y);
 // dv_i = dy_i * silu'(v_i) (v_i as above) written to dv, and gn_backward_sums_avx512(x, dv, n, K).
-std::array<double, 3> gn_silu_dv_sums_avx512(const float* x, const float* dy, int64_t n, double mu, double a,
-                                             double b, double K, float* dv);
+std::array<double, 3> gn_silu_dv_sums_avx512(const float* x, const float* dy, int64_t n, float mh, float ml,
+                                             float a, float b, double K, float* dv);
 
 }  // namespace kern::cpu::detail

@@ -2,15 +2,21 @@
 // ISA dispatch: the AVX-512 version (group_norm_avx512.cpp) when cpu_isa() is Avx512, else the AVX2
 // version (the baseline build is x86-64-v3), else (a build without AVX2) the portable code. All three
 // give the same bits:
-//  * the reductions have one fixed order: element i goes to partial sum i % 8, the 8 partial sums are
-//    combined pairwise; tails run through the same code with dead lanes zeroed;
-//  * the elementwise double steps (fma, sub, mul, conversions) round lane by lane exactly as the scalar
-//    std:: functions do, and the SiLU is silu_span.h's (simd_math.h's sigmoid; on 16 lanes
-//    simd_math_avx512.h's, operation for operation the same).
+//  * the reductions have one fixed order: element i goes to partial sum i % 16 (the float statistics,
+//    shifted_sums) or i % 8 (the rest), the partial sums are combined as documented at each function;
+//    tails run through the same code with dead lanes zeroed;
+//  * the elementwise steps (fma, sub, mul, div, conversions) round lane by lane exactly as the scalar
+//    std:: functions do, and the SiLU is silu_math.h's (the same operations on 16, 8 or 1 lanes).
+// Float group statistics: one pass for sum(x - K) and sum((x - K)^2), K = the group's first element
+// (exact double differences), then var = (S2 - S1^2 / M) / M. As K is an element of the group,
+// (K - mean)^2 <= M var, so the cancellation costs at most a factor M + 1 of double precision (~2^-31 for
+// the model's groups); where it would cost more than 2^10 (var < S2 / (1024 M): K an outlier beyond 32
+// sigma), the variance is summed again around the mean (two-pass). Double: always two passes.
+// Float affine: v = fmaf((x - mh) - ml, a, b), mh + ml = the double mean (mh = float(mean)), a =
+// float(rstd * gamma), b = float(beta): float-rounding accurate (a few ulp of |x - mean| * a + |b|) for
+// |x - mean| < FLT_MAX / 2; in double the formulation is fma(x - mean, a, b) rounded once.
 // affine_silu and silu_dv_sums give the bits of the separate loops run one after the other (the unfused
-// group_norm + silu). Only the AVX-512 path runs them as one pass of 16 floats; on AVX2 the fused 8-lane
-// loop (double affine + float sigmoid + double sums, more live constants than 16 ymm registers) measured
-// 15-25% slower than the three separate passes over a channel in L1, so AVX2 runs those.
+// group_norm + silu), in one pass over a channel.
 // Not kernel API.
 #pragma once
 #include <array>
@@ -20,6 +26,7 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/group_norm_avx512.h"
+#include "kernels/cpu/silu_math.h"
 #include "kernels/cpu/silu_span.h"
 #include "kernels/cpu/simd_math.h"
 
@@ -64,16 +71,77 @@ inline double hsum(D8 a) {
   _mm256_store_pd(l + 4, a.hi);
   return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
-// float(fma(x - mu, a, b)) on 8 lanes: the group-norm value.
-inline __m256 affine8(D8 x, __m256d vm, __m256d va, __m256d vb) {
-  const __m128 lo = _mm256_cvtpd_ps(_mm256_fmadd_pd(_mm256_sub_pd(x.lo, vm), va, vb));
-  const __m128 hi = _mm256_cvtpd_ps(_mm256_fmadd_pd(_mm256_sub_pd(x.hi, vm), va, vb));
-  return _mm256_set_m128(hi, lo);
+// Floats p[0 .. min(n, 8)); lanes >= n hold 0. (Float lanes, for the float affine.)
+inline __m256 loadf8(const float* p, int64_t n) {
+  return n >= 8 ? _mm256_loadu_ps(p) : simd::load_tail(p, n);
 }
 #endif
 
 inline double combine8(const double (&a)[8]) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+// The float affine's constants (see the header comment): v = fmaf((x - mh) - ml, a, b).
+struct AffineF {
+  float mh, ml, a, b;
+};
+inline AffineF affine_consts(double mu, double a, double b) {
+  const float mh = static_cast<float>(mu);
+  return {mh, static_cast<float>(mu - double(mh)), static_cast<float>(a), static_cast<float>(b)};
+}
+inline float affine1(float x, const AffineF& k) { return std::fma((x - k.mh) - k.ml, k.a, k.b); }
+#ifdef KERN_CPU_AVX2
+struct AffineF8 {
+  __m256 mh, ml, a, b;
+  explicit AffineF8(const AffineF& k)
+      : mh(_mm256_set1_ps(k.mh)), ml(_mm256_set1_ps(k.ml)), a(_mm256_set1_ps(k.a)), b(_mm256_set1_ps(k.b)) {}
+  __m256 operator()(__m256 x) const { return _mm256_fmadd_ps(_mm256_sub_ps(_mm256_sub_ps(x, mh), ml), a, b); }
+};
+#endif
+
+// {sum_i (x_i - K), sum_i (x_i - K)^2 (as fma(d, d, acc))} over n floats, in double: element i in partial
+// sum i % 16, the partials combined as c_l = p_l + p_(l+8) (l < 8), then
+// ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7)).
+inline std::array<double, 2> shifted_sums(const float* x, int64_t n, double K) {
+#if defined(__x86_64__)
+  if (use_avx512()) return detail::gn_shifted_sums_avx512(x, n, K);
+#endif
+#ifdef KERN_CPU_AVX2
+  const __m256d k = _mm256_set1_pd(K), z = _mm256_setzero_pd();
+  __m256d s0 = z, s1 = z, s2 = z, s3 = z, q0 = z, q1 = z, q2 = z, q3 = z;  // partials 0-3, 4-7, 8-11, 12-15
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const D8 a = load8(x + i, 8), b = load8(x + i + 8, 8);
+    const __m256d d0 = _mm256_sub_pd(a.lo, k), d1 = _mm256_sub_pd(a.hi, k), d2 = _mm256_sub_pd(b.lo, k),
+                  d3 = _mm256_sub_pd(b.hi, k);
+    s0 = _mm256_add_pd(s0, d0), s1 = _mm256_add_pd(s1, d1), s2 = _mm256_add_pd(s2, d2),
+    s3 = _mm256_add_pd(s3, d3);
+    q0 = _mm256_fmadd_pd(d0, d0, q0), q1 = _mm256_fmadd_pd(d1, d1, q1), q2 = _mm256_fmadd_pd(d2, d2, q2),
+    q3 = _mm256_fmadd_pd(d3, d3, q3);
+  }
+  for (int h = 0; h < 2 && i + 8 * h < n; ++h) {  // the tail (< 16): dead lanes add 0
+    const int64_t r = n - i - 8 * h;
+    const D8 v = load8(x + i + 8 * h, r);
+    const D8 d = keep({_mm256_sub_pd(v.lo, k), _mm256_sub_pd(v.hi, k)}, r);
+    __m256d& sl = h ? s2 : s0;
+    __m256d& sh = h ? s3 : s1;
+    __m256d& ql = h ? q2 : q0;
+    __m256d& qh = h ? q3 : q1;
+    sl = _mm256_add_pd(sl, d.lo), sh = _mm256_add_pd(sh, d.hi);
+    ql = _mm256_fmadd_pd(d.lo, d.lo, ql), qh = _mm256_fmadd_pd(d.hi, d.hi, qh);
+  }
+  return {hsum({_mm256_add_pd(s0, s2), _mm256_add_pd(s1, s3)}),
+          hsum({_mm256_add_pd(q0, q2), _mm256_add_pd(q1, q3)})};
+#else
+  double p[16] = {}, q[16] = {}, cp[8], cq[8];
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = double(x[i]) - K;
+    p[i % 16] += d;
+    q[i % 16] = std::fma(d, d, q[i % 16]);
+  }
+  for (int l = 0; l < 8; ++l) cp[l] = p[l] + p[l + 8], cq[l] = q[l] + q[l + 8];
+  return {combine8(cp), combine8(cq)};
+#endif
 }
 
 // Square = false: sum_i (x_i - c); Square = true: sum_i (x_i - c)^2, each term as fma(d, d, acc).
@@ -148,42 +216,76 @@ double group_mean(const T* xg, int64_t M) {
   return K + sum_dev<false>(xg, M, K) / double(M);
 }
 
-// y_i = T(fma(double(x_i) - mu, a, b)) for i < n.
+// The mean and 1 / sqrt(var + eps) (biased variance) of the M >= 1 elements at xg, in double: float by
+// shifted_sums (one pass) with the two-pass fallback described in the header comment, double by two passes.
+template <typename T>
+std::array<double, 2> group_stats(const T* xg, int64_t M, double eps) {
+  double mu, ss;
+  if constexpr (std::is_same_v<T, float>) {
+    const double K = xg[0];
+    const auto [s1, s2] = shifted_sums(xg, M, K);
+    const double q = s1 / double(M);
+    mu = K + q;
+    ss = std::fma(-s1, q, s2);
+    if (ss < s2 * 0x1p-10) ss = sum_dev<true>(xg, M, mu);  // cancellation (or ss < 0): around the mean
+  } else {
+    mu = group_mean(xg, M);
+    ss = sum_dev<true>(xg, M, mu);
+  }
+  return {mu, 1.0 / std::sqrt(ss / double(M) + eps)};
+}
+
+// The group-norm value v_i for i < n: float fmaf((x_i - mh) - ml, a, b) with affine_consts(mu, a, b),
+// double fma(x_i - mu, a, b).
 template <typename T>
 void affine(const T* x, int64_t n, double mu, double a, double b, T* y) {
+  if constexpr (std::is_same_v<T, float>) {
+    const AffineF k = affine_consts(mu, a, b);
 #if defined(__x86_64__)
-  if constexpr (std::is_same_v<T, float>)
-    if (use_avx512()) return detail::gn_affine_avx512(x, n, mu, a, b, y);
+    if (use_avx512()) return detail::gn_affine_avx512(x, n, k.mh, k.ml, k.a, k.b, y);
 #endif
 #ifdef KERN_CPU_AVX2
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256d vm = _mm256_set1_pd(mu), va = _mm256_set1_pd(a), vb = _mm256_set1_pd(b);
-    for (int64_t i = 0; i < n; i += 8) store8(y + i, n - i, affine8(load8(x + i, n - i), vm, va, vb));
-    return;
-  }
+    const AffineF8 f(k);
+    for (int64_t i = 0; i < n; i += 8) store8(y + i, n - i, f(loadf8(x + i, n - i)));
+#else
+    for (int64_t i = 0; i < n; ++i) y[i] = affine1(x[i], k);
 #endif
-  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(std::fma(double(x[i]) - mu, a, b));
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = std::fma(x[i] - mu, a, b);
+  }
 }
 
-// y_i = silu(v_i), v_i = T(fma(double(x_i) - mu, a, b)): affine then silu_span (one pass on AVX-512).
+// y_i = silu(v_i), v_i as in affine: the bits of affine then silu_span, in one pass (float).
 template <typename T>
 void affine_silu(const T* x, int64_t n, double mu, double a, double b, T* y) {
+  if constexpr (std::is_same_v<T, float>) {
+    const AffineF k = affine_consts(mu, a, b);
 #if defined(__x86_64__)
-  if constexpr (std::is_same_v<T, float>)
-    if (use_avx512()) return detail::gn_affine_silu_avx512(x, n, mu, a, b, y);
+    if (use_avx512()) return detail::gn_affine_silu_avx512(x, n, k.mh, k.ml, k.a, k.b, y);
 #endif
-  affine(x, n, mu, a, b, y);
-  detail::silu_span(y, y, n);
+#ifdef KERN_CPU_AVX2
+    const AffineF8 f(k);
+    for (int64_t i = 0; i < n; i += 8) store8(y + i, n - i, silu_math::silu8(f(loadf8(x + i, n - i))));
+#else
+    for (int64_t i = 0; i < n; ++i) y[i] = silu_math::silu1(affine1(x[i], k));
+#endif
+  } else {
+    affine(x, n, mu, a, b, y);
+    detail::silu_span(y, y, n);
+  }
 }
 
-// dv_i = dy_i * silu'(v_i) (v_i as in affine_silu) written to dv, and returns backward_sums(x, dv, n, K):
+// dv_i = dy_i * silu'(v_i) (v_i as in affine) written to dv, and returns backward_sums(x, dv, n, K):
 // the same bits as affine, silu_grad_span and backward_sums one after the other (one pass on AVX-512).
 template <typename T>
 std::array<double, 3> silu_dv_sums(const T* x, const T* dy, int64_t n, double mu, double a, double b,
                                    double K, T* dv) {
 #if defined(__x86_64__)
   if constexpr (std::is_same_v<T, float>)
-    if (use_avx512()) return detail::gn_silu_dv_sums_avx512(x, dy, n, mu, a, b, K, dv);
+    if (use_avx512()) {
+      const AffineF k = affine_consts(mu, a, b);
+      return detail::gn_silu_dv_sums_avx512(x, dy, n, k.mh, k.ml, k.a, k.b, K, dv);
+    }
 #endif
   affine(x, n, mu, a, b, dv);
   detail::silu_grad_span(dv, dy, dv, n);
