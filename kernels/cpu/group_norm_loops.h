@@ -1,7 +1,7 @@
 // Internal: the per-span loops of group_norm.cpp (one channel or one group, no threading), each with its
-// ISA dispatch: the AVX-512 version (group_norm_avx512.cpp) when cpu_isa() is Avx512, else the AVX2
-// version (the baseline build is x86-64-v3), else (a build without AVX2) the portable code. All three
-// give the same bits:
+// ISA dispatch: the AVX-512 version (group_norm_avx512.cpp) when cpu_isa() is Avx512, the portable code
+// when it is Scalar (ENGINE_CPU_ISA=scalar) or the build has no AVX2, else the AVX2 version (the baseline
+// build is x86-64-v3). All three give the same bits:
 //  * the reductions have one fixed order: element i goes to partial sum i % 16 (the float statistics,
 //    shifted_sums) or i % 8 (the rest), the partial sums are combined as documented at each function;
 //    tails run through the same code with dead lanes zeroed;
@@ -41,6 +41,9 @@ inline bool use_avx512() {
   return false;
 #endif
 }
+
+// False under ENGINE_CPU_ISA=scalar: the portable loops run (in every build; the same bits).
+inline bool use_simd() { return cpu_isa() != CpuIsa::Scalar; }
 
 #ifdef KERN_CPU_AVX2
 struct D8 {
@@ -107,32 +110,34 @@ inline std::array<double, 2> shifted_sums(const float* x, int64_t n, double K) {
   if (use_avx512()) return detail::gn_shifted_sums_avx512(x, n, K);
 #endif
 #ifdef KERN_CPU_AVX2
-  const __m256d k = _mm256_set1_pd(K), z = _mm256_setzero_pd();
-  __m256d s0 = z, s1 = z, s2 = z, s3 = z, q0 = z, q1 = z, q2 = z, q3 = z;  // partials 0-3, 4-7, 8-11, 12-15
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const D8 a = load8(x + i, 8), b = load8(x + i + 8, 8);
-    const __m256d d0 = _mm256_sub_pd(a.lo, k), d1 = _mm256_sub_pd(a.hi, k), d2 = _mm256_sub_pd(b.lo, k),
-                  d3 = _mm256_sub_pd(b.hi, k);
-    s0 = _mm256_add_pd(s0, d0), s1 = _mm256_add_pd(s1, d1), s2 = _mm256_add_pd(s2, d2),
-    s3 = _mm256_add_pd(s3, d3);
-    q0 = _mm256_fmadd_pd(d0, d0, q0), q1 = _mm256_fmadd_pd(d1, d1, q1), q2 = _mm256_fmadd_pd(d2, d2, q2),
-    q3 = _mm256_fmadd_pd(d3, d3, q3);
+  if (use_simd()) {
+    const __m256d k = _mm256_set1_pd(K), z = _mm256_setzero_pd();
+    __m256d s0 = z, s1 = z, s2 = z, s3 = z, q0 = z, q1 = z, q2 = z, q3 = z;  // partials 0-3, 4-7, 8-11, 12-15
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const D8 a = load8(x + i, 8), b = load8(x + i + 8, 8);
+      const __m256d d0 = _mm256_sub_pd(a.lo, k), d1 = _mm256_sub_pd(a.hi, k), d2 = _mm256_sub_pd(b.lo, k),
+                    d3 = _mm256_sub_pd(b.hi, k);
+      s0 = _mm256_add_pd(s0, d0), s1 = _mm256_add_pd(s1, d1), s2 = _mm256_add_pd(s2, d2),
+      s3 = _mm256_add_pd(s3, d3);
+      q0 = _mm256_fmadd_pd(d0, d0, q0), q1 = _mm256_fmadd_pd(d1, d1, q1), q2 = _mm256_fmadd_pd(d2, d2, q2),
+      q3 = _mm256_fmadd_pd(d3, d3, q3);
+    }
+    for (int h = 0; h < 2 && i + 8 * h < n; ++h) {  // the tail (< 16): dead lanes add 0
+      const int64_t r = n - i - 8 * h;
+      const D8 v = load8(x + i + 8 * h, r);
+      const D8 d = keep({_mm256_sub_pd(v.lo, k), _mm256_sub_pd(v.hi, k)}, r);
+      __m256d& sl = h ? s2 : s0;
+      __m256d& sh = h ? s3 : s1;
+      __m256d& ql = h ? q2 : q0;
+      __m256d& qh = h ? q3 : q1;
+      sl = _mm256_add_pd(sl, d.lo), sh = _mm256_add_pd(sh, d.hi);
+      ql = _mm256_fmadd_pd(d.lo, d.lo, ql), qh = _mm256_fmadd_pd(d.hi, d.hi, qh);
+    }
+    return {hsum({_mm256_add_pd(s0, s2), _mm256_add_pd(s1, s3)}),
+            hsum({_mm256_add_pd(q0, q2), _mm256_add_pd(q1, q3)})};
   }
-  for (int h = 0; h < 2 && i + 8 * h < n; ++h) {  // the tail (< 16): dead lanes add 0
-    const int64_t r = n - i - 8 * h;
-    const D8 v = load8(x + i + 8 * h, r);
-    const D8 d = keep({_mm256_sub_pd(v.lo, k), _mm256_sub_pd(v.hi, k)}, r);
-    __m256d& sl = h ? s2 : s0;
-    __m256d& sh = h ? s3 : s1;
-    __m256d& ql = h ? q2 : q0;
-    __m256d& qh = h ? q3 : q1;
-    sl = _mm256_add_pd(sl, d.lo), sh = _mm256_add_pd(sh, d.hi);
-    ql = _mm256_fmadd_pd(d.lo, d.lo, ql), qh = _mm256_fmadd_pd(d.hi, d.hi, qh);
-  }
-  return {hsum({_mm256_add_pd(s0, s2), _mm256_add_pd(s1, s3)}),
-          hsum({_mm256_add_pd(q0, q2), _mm256_add_pd(q1, q3)})};
-#else
+#endif
   double p[16] = {}, q[16] = {}, cp[8], cq[8];
   for (int64_t i = 0; i < n; ++i) {
     const double d = double(x[i]) - K;
@@ -141,7 +146,6 @@ inline std::array<double, 2> shifted_sums(const float* x, int64_t n, double K) {
   }
   for (int l = 0; l < 8; ++l) cp[l] = p[l] + p[l + 8], cq[l] = q[l] + q[l + 8];
   return {combine8(cp), combine8(cq)};
-#endif
 }
 
 // Square = false: sum_i (x_i - c); Square = true: sum_i (x_i - c)^2, each term as fma(d, d, acc).
@@ -153,20 +157,21 @@ double sum_dev(const T* x, int64_t n, double c) {
       return Square ? detail::gn_sum_sq_dev_avx512(x, n, c) : detail::gn_sum_shifted_avx512(x, n, c);
 #endif
 #ifdef KERN_CPU_AVX2
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256d k = _mm256_set1_pd(c);
-    D8 acc{_mm256_setzero_pd(), _mm256_setzero_pd()};
-    for (int64_t i = 0; i < n; i += 8) {
-      const D8 v = load8(x + i, n - i);
-      D8 d{_mm256_sub_pd(v.lo, k), _mm256_sub_pd(v.hi, k)};
-      if (n - i < 8) d = keep(d, n - i);
-      if constexpr (Square)
-        acc = {_mm256_fmadd_pd(d.lo, d.lo, acc.lo), _mm256_fmadd_pd(d.hi, d.hi, acc.hi)};
-      else
-        acc = {_mm256_add_pd(acc.lo, d.lo), _mm256_add_pd(acc.hi, d.hi)};
+  if constexpr (std::is_same_v<T, float>)
+    if (use_simd()) {
+      const __m256d k = _mm256_set1_pd(c);
+      D8 acc{_mm256_setzero_pd(), _mm256_setzero_pd()};
+      for (int64_t i = 0; i < n; i += 8) {
+        const D8 v = load8(x + i, n - i);
+        D8 d{_mm256_sub_pd(v.lo, k), _mm256_sub_pd(v.hi, k)};
+        if (n - i < 8) d = keep(d, n - i);
+        if constexpr (Square)
+          acc = {_mm256_fmadd_pd(d.lo, d.lo, acc.lo), _mm256_fmadd_pd(d.hi, d.hi, acc.hi)};
+        else
+          acc = {_mm256_add_pd(acc.lo, d.lo), _mm256_add_pd(acc.hi, d.hi)};
+      }
+      return hsum(acc);
     }
-    return hsum(acc);
-  }
 #endif
   double acc[8] = {};
   for (int64_t i = 0; i < n; ++i) {
@@ -184,20 +189,21 @@ std::array<double, 3> backward_sums(const T* x, const T* dy, int64_t n, double K
     if (use_avx512()) return detail::gn_backward_sums_avx512(x, dy, n, K);
 #endif
 #ifdef KERN_CPU_AVX2
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256d k = _mm256_set1_pd(K);
-    const __m256d z = _mm256_setzero_pd();
-    D8 s0{z, z}, s1{z, z}, s2{z, z};
-    for (int64_t i = 0; i < n; i += 8) {
-      const D8 v = load8(x + i, n - i), g = load8(dy + i, n - i);  // g: 0 in unused lanes
-      D8 d{_mm256_sub_pd(v.lo, k), _mm256_sub_pd(v.hi, k)};
-      if (n - i < 8) d = keep(d, n - i);
-      s0 = {_mm256_add_pd(s0.lo, g.lo), _mm256_add_pd(s0.hi, g.hi)};
-      s1 = {_mm256_fmadd_pd(g.lo, d.lo, s1.lo), _mm256_fmadd_pd(g.hi, d.hi, s1.hi)};
-      s2 = {_mm256_add_pd(s2.lo, d.lo), _mm256_add_pd(s2.hi, d.hi)};
+  if constexpr (std::is_same_v<T, float>)
+    if (use_simd()) {
+      const __m256d k = _mm256_set1_pd(K);
+      const __m256d z = _mm256_setzero_pd();
+      D8 s0{z, z}, s1{z, z}, s2{z, z};
+      for (int64_t i = 0; i < n; i += 8) {
+        const D8 v = load8(x + i, n - i), g = load8(dy + i, n - i);  // g: 0 in unused lanes
+        D8 d{_mm256_sub_pd(v.lo, k), _mm256_sub_pd(v.hi, k)};
+        if (n - i < 8) d = keep(d, n - i);
+        s0 = {_mm256_add_pd(s0.lo, g.lo), _mm256_add_pd(s0.hi, g.hi)};
+        s1 = {_mm256_fmadd_pd(g.lo, d.lo, s1.lo), _mm256_fmadd_pd(g.hi, d.hi, s1.hi)};
+        s2 = {_mm256_add_pd(s2.lo, d.lo), _mm256_add_pd(s2.hi, d.hi)};
+      }
+      return {hsum(s0), hsum(s1), hsum(s2)};
     }
-    return {hsum(s0), hsum(s1), hsum(s2)};
-  }
 #endif
   double a[8] = {}, b[8] = {}, c[8] = {};
   for (int64_t i = 0; i < n; ++i) {
@@ -245,11 +251,13 @@ void affine(const T* x, int64_t n, double mu, double a, double b, T* y) {
     if (use_avx512()) return detail::gn_affine_avx512(x, n, k.mh, k.ml, k.a, k.b, y);
 #endif
 #ifdef KERN_CPU_AVX2
-    const AffineF8 f(k);
-    for (int64_t i = 0; i < n; i += 8) store8(y + i, n - i, f(loadf8(x + i, n - i)));
-#else
-    for (int64_t i = 0; i < n; ++i) y[i] = affine1(x[i], k);
+    if (use_simd()) {
+      const AffineF8 f(k);
+      for (int64_t i = 0; i < n; i += 8) store8(y + i, n - i, f(loadf8(x + i, n - i)));
+      return;
+    }
 #endif
+    for (int64_t i = 0; i < n; ++i) y[i] = affine1(x[i], k);
   } else {
     for (int64_t i = 0; i < n; ++i) y[i] = std::fma(x[i] - mu, a, b);
   }
@@ -264,11 +272,13 @@ void affine_silu(const T* x, int64_t n, double mu, double a, double b, T* y) {
     if (use_avx512()) return detail::gn_affine_silu_avx512(x, n, k.mh, k.ml, k.a, k.b, y);
 #endif
 #ifdef KERN_CPU_AVX2
-    const AffineF8 f(k);
-    for (int64_t i = 0; i < n; i += 8) store8(y + i, n - i, silu_math::silu8(f(loadf8(x + i, n - i))));
-#else
-    for (int64_t i = 0; i < n; ++i) y[i] = silu_math::silu1(affine1(x[i], k));
+    if (use_simd()) {
+      const AffineF8 f(k);
+      for (int64_t i = 0; i < n; i += 8) store8(y + i, n - i, silu_math::silu8(f(loadf8(x + i, n - i))));
+      return;
+    }
 #endif
+    for (int64_t i = 0; i < n; ++i) y[i] = silu_math::silu1(affine1(x[i], k));
   } else {
     affine(x, n, mu, a, b, y);
     detail::silu_span(y, y, n);
@@ -301,21 +311,22 @@ void dx_span(const T* x, const T* dy, int64_t n, double mu, double rs, double gm
     if (use_avx512()) return detail::gn_dx_avx512(x, dy, n, mu, rs, gm, m1, m2, dx);
 #endif
 #ifdef KERN_CPU_AVX2
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256d vmu = _mm256_set1_pd(mu), vrs = _mm256_set1_pd(rs), vgm = _mm256_set1_pd(gm),
-                  vnm1 = _mm256_set1_pd(-m1), vm2 = _mm256_set1_pd(m2);
-    for (int64_t i = 0; i < n; i += 8) {
-      const D8 xd = load8(x + i, n - i), g = load8(dy + i, n - i);
-      auto half = [&](__m256d xv, __m256d gv) {
-        const __m256d xhat = _mm256_mul_pd(_mm256_sub_pd(xv, vmu), vrs);
-        // fnmadd(a, b, c) = -(a * b) + c, one rounding: exactly std::fma(-xhat, m2, inner).
-        return _mm256_cvtpd_ps(
-            _mm256_mul_pd(vrs, _mm256_fnmadd_pd(xhat, vm2, _mm256_fmadd_pd(vgm, gv, vnm1))));
-      };
-      store8(dx + i, n - i, _mm256_set_m128(half(xd.hi, g.hi), half(xd.lo, g.lo)));
+  if constexpr (std::is_same_v<T, float>)
+    if (use_simd()) {
+      const __m256d vmu = _mm256_set1_pd(mu), vrs = _mm256_set1_pd(rs), vgm = _mm256_set1_pd(gm),
+                    vnm1 = _mm256_set1_pd(-m1), vm2 = _mm256_set1_pd(m2);
+      for (int64_t i = 0; i < n; i += 8) {
+        const D8 xd = load8(x + i, n - i), g = load8(dy + i, n - i);
+        auto half = [&](__m256d xv, __m256d gv) {
+          const __m256d xhat = _mm256_mul_pd(_mm256_sub_pd(xv, vmu), vrs);
+          // fnmadd(a, b, c) = -(a * b) + c, one rounding: exactly std::fma(-xhat, m2, inner).
+          return _mm256_cvtpd_ps(
+              _mm256_mul_pd(vrs, _mm256_fnmadd_pd(xhat, vm2, _mm256_fmadd_pd(vgm, gv, vnm1))));
+        };
+        store8(dx + i, n - i, _mm256_set_m128(half(xd.hi, g.hi), half(xd.lo, g.lo)));
+      }
+      return;
     }
-    return;
-  }
 #endif
   for (int64_t i = 0; i < n; ++i) {
     const double xhat = (double(x[i]) - mu) * rs;
