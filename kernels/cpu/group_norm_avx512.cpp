@@ -151,30 +151,15 @@ void gn_affine_silu_avx512(const float* x, int64_t n, float mh, float ml, float 
 
 std::array<double, 3> gn_silu_dv_sums_avx512(const float* x, const float* dy, int64_t n, float mh, float ml,
                                              float a, float b, double K, float* dv) {
+  // Two passes over the channel (in L1): dv first, whose blocks are independent, then the sums, whose
+  // accumulator chains held back the long SiLU' latency of every block in one fused loop (the whole
+  // group_norm_silu backward measured 1.17x slower that way, 64x28x28 channels).
   const Affine16 f(mh, ml, a, b);
-  const __m512d k = _mm512_set1_pd(K);
-  __m512d s0 = _mm512_setzero_pd(), s1 = s0, s2 = s0;
-  for (int64_t i = 0; i < n; i += 16) {
-    const int64_t r = n - i;
-    const __m512 xf = load16(x + i, r);
-    const __m512d xlo = lo_pd(xf), xhi = hi_pd(xf);
-    // dv = dy * silu'(v), 0 in the dead lanes (as the separate loops' zero-filling load of dv).
-    __m512 g = silu_math::silu_grad16(f(xf), load16(dy + i, r));
-    if (r < 16) g = _mm512_maskz_mov_ps(lanes16(r), g);
-    store16(dv + i, r, g);
-    // The sums in gn_backward_sums_avx512's order: elements i .. i+7, then i+8 .. i+15 (if any are live).
-    const __m512d g0 = lo_pd(g), d0 = _mm512_maskz_sub_pd(lanes(r), xlo, k);
-    s0 = _mm512_add_pd(s0, g0);
-    s1 = _mm512_fmadd_pd(g0, d0, s1);
-    s2 = _mm512_add_pd(s2, d0);
-    if (r > 8) {
-      const __m512d g1 = hi_pd(g), d1 = _mm512_maskz_sub_pd(lanes(r - 8), xhi, k);
-      s0 = _mm512_add_pd(s0, g1);
-      s1 = _mm512_fmadd_pd(g1, d1, s1);
-      s2 = _mm512_add_pd(s2, d1);
-    }
-  }
-  return {hsum(s0), hsum(s1), hsum(s2)};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(dv + i, silu_math::silu_grad16(f(_mm512_loadu_ps(x + i)), _mm512_loadu_ps(dy + i)));
+  if (i < n) store16(dv + i, n - i, silu_math::silu_grad16(f(load16(x + i, n - i)), load16(dy + i, n - i)));
+  return gn_backward_sums_avx512(x, dv, n, K);
 }
 
 }  // namespace kern::cpu::detail

@@ -286,7 +286,7 @@ void affine_silu(const T* x, int64_t n, double mu, double a, double b, T* y) {
 }
 
 // dv_i = dy_i * silu'(v_i) (v_i as in affine) written to dv, and returns backward_sums(x, dv, n, K):
-// the same bits as affine, silu_grad_span and backward_sums one after the other (one pass on AVX-512).
+// the same bits as affine, silu_grad_span and backward_sums one after the other (on AVX-512: two loops).
 template <typename T>
 std::array<double, 3> silu_dv_sums(const T* x, const T* dy, int64_t n, double mu, double a, double b,
                                    double K, T* dv) {
