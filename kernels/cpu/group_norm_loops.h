@@ -8,15 +8,15 @@
 //  * the elementwise steps (fma, sub, mul, div, conversions) round lane by lane exactly as the scalar
 //    std:: functions do, and the SiLU is silu_math.h's (the same operations on 16, 8 or 1 lanes).
 // Float group statistics: one pass for sum(x - K) and sum((x - K)^2), K = the group's first element
-// (exact double differences), then var = (S2 - S1^2 / M) / M. As K is an element of the group,
-// (K - mean)^2 <= M var, so the cancellation costs at most a factor M + 1 of double precision (~2^-31 for
-// the model's groups); where it would cost more than 2^10 (var < S2 / (1024 M): K an outlier beyond 32
-// sigma), the variance is summed again around the mean (two-pass). Double: always two passes.
-// Float affine: v = fmaf((x - mh) - ml, a, b), mh + ml = the double mean (mh = float(mean)), a =
+// (double differences), then var = (S2 - S1^2 / M) / M. As K is an element of the group,
+// (K - mean)^2 <= M var, so the cancellation costs at most a factor M + 1 of double precision (var stays
+// within ~2^-34 for the model's groups, M <= 2352); where it would cost more than 2^10 (var < S2 / (1024 M):
+// K an outlier beyond 32 sigma), the variance is summed again around the mean (two-pass). Double: always two
+// passes. Float affine: v = fmaf((x - mh) - ml, a, b), mh + ml = the double mean (mh = float(mean)), a =
 // float(rstd * gamma), b = float(beta): float-rounding accurate (a few ulp of |x - mean| * a + |b|) for
 // |x - mean| < FLT_MAX / 2; in double the formulation is fma(x - mean, a, b) rounded once.
-// affine_silu and silu_dv_sums give the bits of the separate loops run one after the other (the unfused
-// group_norm + silu), in one pass over a channel.
+// affine_silu (one pass over a channel) and silu_dv_sums give the bits of the separate loops run one
+// after the other (the unfused group_norm + silu).
 // Not kernel API.
 #pragma once
 #include <array>
