@@ -70,20 +70,45 @@ Attention::Attention(Init& init, int64_t channels_, int64_t heads_, int64_t dim_
   to_out->push_back(std::make_shared<Linear>(init, inner, channels));
 }
 
+namespace {
+// lin (out, in) applied along the channels of t (B, in, H, W) -> (B, out, H, W): a 1x1 conv with lin's
+// weight viewed as (out, in, 1, 1) (no copy; gradients flow to lin's parameters through the view).
+Tensor channel_linear(const Linear& lin, const Tensor& t) {
+  return conv2d(t, lin.weight.reshape({lin.weight.size(0), lin.weight.size(1), 1, 1}), lin.bias,
+                Conv2dOptions{});
+}
+}  // namespace
+
 Tensor Attention::forward(const Tensor& x) const {
   ENGINE_CHECK(x.dim() == 4 && x.size(1) == channels, "Attention", "expected (B, ", channels, ", H, W), got ",
                shape_str(x.shape()));
-  const int64_t B = x.size(0), H = x.size(2), W = x.size(3), L = H * W;
+  const int64_t B = x.size(0), H = x.size(2), W = x.size(3), L = H * W, inner = heads * dim_head;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dim_head));
   Tensor h = group_norm->forward(x.reshape({B, channels, L}));  // (B, C, L)
-  h = h.transpose(1, 2).contiguous();  // (B, L, C), once for the three projections below
-  auto split = [&](const Tensor& t) {  // (B, L, heads*D) -> (B, heads, L, D)
-    return t.reshape({B, L, heads, dim_head}).permute({0, 2, 1, 3});
-  };
-  Tensor q = split(to_q->forward(h)), k = split(to_k->forward(h)), v = split(to_v->forward(h));
-  Tensor o = scaled_dot_product_attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(dim_head)));
-  o = o.permute({0, 2, 1, 3}).reshape({B, L, heads * dim_head});  // (B, L, inner)
-  o = (*to_out)[0].forward(o);                                    // (B, L, C)
-  o = o.transpose(1, 2).reshape({B, channels, H, W}) + x;         // (B, C, H, W)
+  Tensor o;
+  if (!x.device().is_cuda()) {
+    // Channel-major, no transposes: q = W_q h + b_q per image (a 1x1 conv) is (B, heads*D, L) = (B, heads,
+    // D, L); its (B, heads, L, D) view (strides (.., D*L, 1, L)) is read in place by the CPU attention
+    // kernel, which writes o as (B, heads, D, L) memory; to_out is another 1x1 conv straight to NCHW.
+    const Tensor h4 = h.reshape({B, channels, H, W});
+    auto heads_of = [&](const Linear& lin) {  // (B, heads*D, H, W) -> (B, heads, L, D) view
+      return channel_linear(lin, h4).reshape({B, heads, dim_head, L}).transpose(2, 3);
+    };
+    o = scaled_dot_product_attention(heads_of(*to_q), heads_of(*to_k), heads_of(*to_v), scale);
+    o = o.transpose(2, 3).reshape({B, inner, H, W});  // a view of the kernel's (B, heads, D, L) output
+    o = channel_linear((*to_out)[0], o) + x;          // (B, C, H, W)
+  } else {
+    // CUDA: token-major (the layout its attention kernel reads): (B, L, C) once for the three projections.
+    h = h.transpose(1, 2).contiguous();
+    auto split = [&](const Tensor& t) {  // (B, L, heads*D) -> (B, heads, L, D)
+      return t.reshape({B, L, heads, dim_head}).permute({0, 2, 1, 3});
+    };
+    o = scaled_dot_product_attention(split(to_q->forward(h)), split(to_k->forward(h)),
+                                     split(to_v->forward(h)), scale);
+    o = o.permute({0, 2, 1, 3}).reshape({B, L, inner});      // (B, L, inner)
+    o = (*to_out)[0].forward(o);                             // (B, L, C)
+    o = o.transpose(1, 2).reshape({B, channels, H, W}) + x;  // (B, C, H, W)
+  }
   // Invariant: divide, do not multiply by the reciprocal. diffusers' AttnProcessor / AttnProcessor2_0 end
   // with `hidden_states = hidden_states / attn.rescale_output_factor` (after the residual add), and x / s
   // rounds differently from x * (1 / s) for most s (e.g. the mid block's mid_block_scale_factor), so only

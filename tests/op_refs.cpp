@@ -148,6 +148,24 @@ Vec attention(const Ins& t, const Shape& qs, const Shape& ks, double scale) {
   return o;
 }
 
+// attention() on inputs given as contiguous (B, H, D, L) tensors (the op sees their (B, H, L, D) views):
+// each transposed to (B, H, L, D) first; the output is (B, H, L, D).
+Vec attention_bhdl(const Ins& t, const Shape& qs, const Shape& ks, double scale) {
+  auto tr = [](const Vec& x, const Shape& s) {  // (BH.., D, L) -> (BH.., L, D)
+    const int64_t D = s[s.size() - 2], L = s.back(), BH = numel_of(s) / (D * L);
+    Vec r(x.size());
+    for (int64_t h = 0; h < BH; ++h)
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t l = 0; l < L; ++l) r[(h * L + l) * D + d] = x[(h * D + d) * L + l];
+    return r;
+  };
+  auto swap_last = [](Shape s) {
+    std::swap(s[s.size() - 1], s[s.size() - 2]);
+    return s;
+  };
+  return attention({tr(t[0], qs), tr(t[1], ks), tr(t[2], ks)}, swap_last(qs), swap_last(ks), scale);
+}
+
 // Sum of x (shape xs) over the dims in `dims` (output in row-major order of the kept dims).
 Vec reduce_sum(const Vec& x, const Shape& xs, const std::vector<int>& dims, bool mean = false) {
   std::vector<bool> red(xs.size(), false);
@@ -231,6 +249,10 @@ const std::map<std::string, Ref>& refs() {
         {"Attention/3heads_lq_ne_lk",
          [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 1.0 / std::sqrt(3.0)); }},
         {"Attention/custom_scale", [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.7); }},
+        {"Attention/bhdl_views",
+         [=](auto& t, auto& c) { return attention_bhdl(t, sh(c, 0), sh(c, 1), 0.5); }},
+        {"Attention/unet_bhdl_8heads_49",
+         [=](auto& t, auto& c) { return attention_bhdl(t, sh(c, 0), sh(c, 1), 1.0 / std::sqrt(8.0)); }},
         {"Attention/lk19_simd_tail", [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.5); }},
         {"Attention/lk70_two_key_tiles",
          [=](auto& t, auto& c) { return attention(t, sh(c, 0), sh(c, 1), 0.5); }},

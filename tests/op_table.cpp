@@ -92,6 +92,17 @@ std::vector<OpCase> build_cases() {
       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); });
   def("Attention", "custom_scale", {F({1, 2, 3, 2}), F({1, 2, 3, 2}), F({1, 2, 3, 2})},
       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], 0.7); });
+  // (B, H, L, D) views of contiguous (B, H, D, L) tensors (the channel-major nn Attention layer's q, k, v):
+  // read and written in place by the CPU float kernel.
+  def("Attention", "bhdl_views", {F({2, 3, 4, 5}), F({2, 3, 4, 7}), F({2, 3, 4, 7})}, [](auto& t) {
+    return scaled_dot_product_attention(t[0].transpose(2, 3), t[1].transpose(2, 3), t[2].transpose(2, 3));
+  });
+  def(
+      "Attention", "unet_bhdl_8heads_49", {F({2, 8, 8, 49}), F({2, 8, 8, 49}), F({2, 8, 8, 49})},
+      [](auto& t) {
+        return scaled_dot_product_attention(t[0].transpose(2, 3), t[1].transpose(2, 3), t[2].transpose(2, 3));
+      },
+      false);
   // Lk = 19: two 8-lane SIMD blocks and a 3-element tail per softmax row on the CPU.
   def("Attention", "lk19_simd_tail", {F({1, 2, 3, 4}), F({1, 2, 19, 4}), F({1, 2, 19, 4})},
       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); });

@@ -3,7 +3,9 @@
 // On the CPU, float32 with a small head dim (kern::cpu::attention_blhd_supported), q, k and v given as
 // (B, H, L, D) views of contiguous (B, L, H, D) tensors (the nn Attention layer's head split) are read in
 // place, and o, dq, dk, dv are written as contiguous (B, L, H, D) tensors returned as (B, H, L, D) views:
-// no head split/merge copies, bitwise the same values as the contiguous path.
+// no head split/merge copies, bitwise the same values as the contiguous path. Likewise views of contiguous
+// (B, H, D, L) tensors (the channel-major nn Attention layer's q, k, v: strides (H*D*L, D*L, 1, L)) are read
+// in place and o, dq, dk, dv returned as such views.
 #include <cmath>
 #include <type_traits>
 
@@ -20,9 +22,34 @@ bool is_blhd(const Tensor& t) {
   return s[3] == 1 && s[2] == H * D && s[1] == D && s[0] == L * H * D;
 }
 
-// (B, L, H, D) contiguous storage seen as (B, H, L, D).
-Tensor empty_blhd(int64_t B, int64_t H, int64_t L, int64_t D, const Tensor& like) {
-  return Tensor::empty({B, L, H, D}, like.dtype(), like.device()).permute({0, 2, 1, 3});
+// Whether t (B, H, L, D) is a view of a contiguous (B, H, D, L) tensor: strides (H*D*L, D*L, 1, L).
+bool is_bhdl(const Tensor& t) {
+  const Shape& s = t.strides();
+  const int64_t H = t.size(1), L = t.size(2), D = t.size(3);
+  return s[2] == 1 && s[3] == L && s[1] == D * L && s[0] == H * D * L;
+}
+
+// Which memory layout the CPU kernel reads in place; Copy: contiguous (B, H, L, D) copies.
+enum class Layout { Copy, Blhd, Bhdl };
+
+bool has_layout(const Tensor& t, Layout l) {
+  return l == Layout::Blhd ? is_blhd(t) : l == Layout::Bhdl ? is_bhdl(t) : t.is_contiguous();
+}
+
+// An uninitialised (B, H, L, D) tensor with layout l's memory (Copy: contiguous).
+Tensor empty_in(Layout l, int64_t B, int64_t H, int64_t L, int64_t D, const Tensor& like) {
+  if (l == Layout::Blhd)
+    return Tensor::empty({B, L, H, D}, like.dtype(), like.device()).permute({0, 2, 1, 3});
+  if (l == Layout::Bhdl) return Tensor::empty({B, H, D, L}, like.dtype(), like.device()).transpose(2, 3);
+  return Tensor::empty({B, H, L, D}, like.dtype(), like.device());
+}
+
+// t (B, H, L, D) with layout l's memory: t itself when it has it, else one copy.
+Tensor in_layout(const Tensor& t, Layout l) {
+  if (has_layout(t, l)) return t;
+  Tensor r = empty_in(l, t.size(0), t.size(1), t.size(2), t.size(3), t);
+  r.copy_(t);
+  return r;
 }
 
 }  // namespace
@@ -42,11 +69,16 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                kern::kMaxAttentionHeadDim, " on every device), q ", shape_str(q.shape()));
   const double scale = scale_opt ? *scale_opt : 1.0 / std::sqrt(static_cast<double>(D));
   const int64_t BH = B * H;
-  // In place on (B, L, H, D) memory: CPU float32 small-D heads only; everything else copies to (BH, L, D).
-  const bool blhd = !q.device().is_cuda() && q.dtype() == DType::F32 && H >= 1 &&
-                    kern::cpu::attention_blhd_supported(Lq, Lk, D) && is_blhd(q) && is_blhd(k) && is_blhd(v);
-  Tensor qc = blhd ? q : q.contiguous(), kc = blhd ? k : k.contiguous(), vc = blhd ? v : v.contiguous();
-  Tensor o = blhd ? empty_blhd(B, H, Lq, D, q) : Tensor::empty(q.shape(), q.dtype(), q.device());
+  // In place on (B, L, H, D) or (B, H, D, L) memory (all three inputs alike): CPU float32 small-D heads only;
+  // everything else copies to (BH, L, D).
+  const bool small = !q.device().is_cuda() && q.dtype() == DType::F32 && H >= 1 &&
+                     kern::cpu::attention_blhd_supported(Lq, Lk, D);
+  const Layout layout = !small                                   ? Layout::Copy
+                        : is_blhd(q) && is_blhd(k) && is_blhd(v) ? Layout::Blhd
+                        : is_bhdl(q) && is_bhdl(k) && is_bhdl(v) ? Layout::Bhdl
+                                                                 : Layout::Copy;
+  Tensor qc = in_layout(q, layout), kc = in_layout(k, layout), vc = in_layout(v, layout);
+  Tensor o = empty_in(layout, B, H, Lq, D, q);
   Tensor lse = Tensor::empty({B, H, Lq}, q.dtype(), q.device());
   if (o.numel() > 0)
     detail::dispatch_float(
@@ -57,8 +89,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
         },
         [&]<typename T, bool Cuda>() {
           if constexpr (!Cuda && std::is_same_v<T, float>) {
-            if (blhd)
+            if (layout == Layout::Blhd)
               return kern::cpu::attention_forward_blhd(B, H, Lq, Lk, D, scale, qc.data<T>(), kc.data<T>(),
+                                                       vc.data<T>(), o.data<T>(), lse.data<T>());
+            if (layout == Layout::Bhdl)
+              return kern::cpu::attention_forward_bhdl(B, H, Lq, Lk, D, scale, qc.data<T>(), kc.data<T>(),
                                                        vc.data<T>(), o.data<T>(), lse.data<T>());
           }
           KERN(attention_forward, BH, Lq, Lk, D, scale, qc.data<T>(), kc.data<T>(), vc.data<T>(), o.data<T>(),
@@ -67,13 +102,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   if (any_requires_grad({&q, &k, &v})) {
     Tensor sq = qc.detach(), sk = kc.detach(), sv = vc.detach(), so = o.detach();
     record("attention", o, {q, k, v}, [=](const Tensor& g) {
-      // The blhd path takes dout in (B, L, H, D) memory too (one copy when it comes in another layout).
-      Tensor gc = !blhd        ? g.contiguous()
-                  : is_blhd(g) ? g
-                               : g.permute({0, 2, 1, 3}).contiguous().permute({0, 2, 1, 3});
-      Tensor dq = blhd ? empty_blhd(B, H, Lq, D, sq) : Tensor::empty(sq.shape(), sq.dtype(), sq.device());
-      Tensor dk = blhd ? empty_blhd(B, H, Lk, D, sk) : Tensor::empty(sk.shape(), sk.dtype(), sk.device());
-      Tensor dv = blhd ? empty_blhd(B, H, Lk, D, sv) : Tensor::empty(sv.shape(), sv.dtype(), sv.device());
+      // The in-place paths take dout in their layout too (one copy when it comes in another one).
+      Tensor gc = in_layout(g, layout);
+      Tensor dq = empty_in(layout, B, H, Lq, D, sq);
+      Tensor dk = empty_in(layout, B, H, Lk, D, sk);
+      Tensor dv = empty_in(layout, B, H, Lk, D, sv);
       detail::dispatch_float(
           sq, "attention_backward",
           // five GEMM-sized products: QK^T (recomputed), P^T dO, dO V^T, dS K, dS^T Q
@@ -83,8 +116,12 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
           },
           [&]<typename T, bool Cuda>() {
             if constexpr (!Cuda && std::is_same_v<T, float>) {
-              if (blhd)
+              if (layout == Layout::Blhd)
                 return kern::cpu::attention_backward_blhd(
+                    B, H, Lq, Lk, D, scale, sq.data<T>(), sk.data<T>(), sv.data<T>(), so.data<T>(),
+                    lse.data<T>(), gc.data<T>(), dq.data<T>(), dk.data<T>(), dv.data<T>());
+              if (layout == Layout::Bhdl)
+                return kern::cpu::attention_backward_bhdl(
                     B, H, Lq, Lk, D, scale, sq.data<T>(), sk.data<T>(), sv.data<T>(), so.data<T>(),
                     lse.data<T>(), gc.data<T>(), dq.data<T>(), dk.data<T>(), dv.data<T>());
             }

@@ -6,7 +6,9 @@
 //   (Lq, Lk) matrix and does not go through gemm<float>, so --precision bf16 does not change it.
 // - double, or D > 16: per head, gemm calls around an (Lq, Lk) score matrix and a row softmax.
 // attention_{forward,backward}_blhd run the small-D kernel on heads read and written in place in
-// (B, L, H, D) tensors (row stride H * D): the same bits as the contiguous (B, H, L, D) call.
+// (B, L, H, D) tensors (row stride H * D), attention_{forward,backward}_bhdl on heads in (B, H, D, L)
+// tensors (column stride L: the channel-major layout of the nn Attention layer): the same bits as the
+// contiguous (B, H, L, D) call.
 // Non-finite scores follow torch.softmax (see cpu_kernels.h): a NaN score, a +inf score or a row of
 // only -inf scores makes the row NaN; a -inf score alone gets probability 0.
 #include <omp.h>
@@ -61,42 +63,51 @@ detail::AttnSmallBackward small_backward() {
   return detail::attn_small_backward_scalar;
 }
 
-// The small-D heads of B * H (batch, head) pairs whose q, k, v, o (dout, dq, dk, dv) are (B, L, H, D)
-// tensors (L = Lq or Lk): head h = b * H + hh starts at b * L * H * D + hh * D, rows H * D apart. H = 1 is
-// the contiguous (BH, L, D) layout. lse is (B, H, Lq) either way. One head per OpenMP iteration (static),
-// so the bits depend neither on the thread count nor on the layout.
-int64_t head_offset(int64_t h, int64_t H, int64_t L, int64_t D) { return (h / H) * L * H * D + (h % H) * D; }
+// Where the heads of B * H (batch, head) pairs live: q, k, v, o (dout, dq, dk, dv) are (B, L, H, D)
+// tensors (bhdl = false; L = Lq or Lk): head h = b * H + hh starts at b * L * H * D + hh * D, rows H * D
+// apart, columns 1 apart (H = 1 is the contiguous (BH, L, D) layout); or (B, H, D, L) tensors (bhdl =
+// true): head h starts at h * D * L, rows 1 apart, columns L apart. lse is (B, H, Lq) either way.
+struct HeadLayout {
+  int64_t H, D;
+  bool bhdl;
+  int64_t offset(int64_t h, int64_t L) const { return bhdl ? h * D * L : (h / H) * L * H * D + (h % H) * D; }
+  int64_t row_stride() const { return bhdl ? 1 : H * D; }
+  int64_t col_stride(int64_t L) const { return bhdl ? L : 1; }
+};
 
-void small_forward_heads(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+// One head per OpenMP iteration (static), so the bits depend neither on the thread count nor on the layout.
+void small_forward_heads(int64_t B, const HeadLayout& hl, int64_t Lq, int64_t Lk, double scale,
                          const float* q, const float* k, const float* v, float* o, float* lse) {
   const detail::AttnSmallForward head = small_forward();
   const float s = static_cast<float>(scale);
-  const int64_t BH = B * H, rs = H * D;
+  const int64_t BH = B * hl.H, D = hl.D;
+  const int64_t rq = hl.row_stride(), cq = hl.col_stride(Lq), rk = hl.row_stride(), ck = hl.col_stride(Lk);
 #pragma omp parallel if (head_parallel(BH))
   {
     std::vector<float> ws(detail::attn_small_scratch_floats(Lq, Lk, D, false));
 #pragma omp for schedule(static)
     for (int64_t h = 0; h < BH; ++h) {
-      const int64_t oq = head_offset(h, H, Lq, D), ok = head_offset(h, H, Lk, D);
-      head(Lq, Lk, D, rs, s, q + oq, k + ok, v + ok, o + oq, lse + h * Lq, ws.data());
+      const int64_t oq = hl.offset(h, Lq), ok = hl.offset(h, Lk);
+      head(Lq, Lk, D, rq, cq, rk, ck, s, q + oq, k + ok, v + ok, o + oq, lse + h * Lq, ws.data());
     }
   }
 }
 
-void small_backward_heads(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+void small_backward_heads(int64_t B, const HeadLayout& hl, int64_t Lq, int64_t Lk, double scale,
                           const float* q, const float* k, const float* v, const float* o, const float* lse,
                           const float* dout, float* dq, float* dk, float* dv) {
   const detail::AttnSmallBackward head = small_backward();
   const float s = static_cast<float>(scale);
-  const int64_t BH = B * H, rs = H * D;
+  const int64_t BH = B * hl.H, D = hl.D;
+  const int64_t rq = hl.row_stride(), cq = hl.col_stride(Lq), rk = hl.row_stride(), ck = hl.col_stride(Lk);
 #pragma omp parallel if (head_parallel(BH))
   {
     std::vector<float> ws(detail::attn_small_scratch_floats(Lq, Lk, D, true));
 #pragma omp for schedule(static)
     for (int64_t h = 0; h < BH; ++h) {
-      const int64_t oq = head_offset(h, H, Lq, D), ok = head_offset(h, H, Lk, D);
-      head(Lq, Lk, D, rs, s, q + oq, k + ok, v + ok, o + oq, lse + h * Lq, dout + oq, dq + oq, dk + ok,
-           dv + ok, ws.data());
+      const int64_t oq = hl.offset(h, Lq), ok = hl.offset(h, Lk);
+      head(Lq, Lk, D, rq, cq, rk, ck, s, q + oq, k + ok, v + ok, o + oq, lse + h * Lq, dout + oq, dq + oq,
+           dk + ok, dv + ok, ws.data());
     }
   }
 }
@@ -170,7 +181,7 @@ template <typename T>
 void attention_forward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const T* q, const T* k,
                        const T* v, T* o, T* lse) {
   if constexpr (std::is_same_v<T, float>) {
-    if (small_d<T>(Lq, Lk, D)) return small_forward_heads(BH, 1, Lq, Lk, D, scale, q, k, v, o, lse);
+    if (small_d<T>(Lq, Lk, D)) return small_forward_heads(BH, {1, D, false}, Lq, Lk, scale, q, k, v, o, lse);
   }
   const bool avx512 = cpu_isa() == CpuIsa::Avx512;
 #pragma omp parallel if (head_parallel(BH))
@@ -203,7 +214,7 @@ void attention_backward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double sc
                         const T* v, const T* o, const T* lse, const T* dout, T* dq, T* dk, T* dv) {
   if constexpr (std::is_same_v<T, float>) {
     if (small_d<T>(Lq, Lk, D))
-      return small_backward_heads(BH, 1, Lq, Lk, D, scale, q, k, v, o, lse, dout, dq, dk, dv);
+      return small_backward_heads(BH, {1, D, false}, Lq, Lk, scale, q, k, v, o, lse, dout, dq, dk, dv);
   }
   const bool avx512 = cpu_isa() == CpuIsa::Avx512;
 #pragma omp parallel if (head_parallel(BH))
@@ -247,7 +258,7 @@ void attention_forward_blhd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_
                             const float* q, const float* k, const float* v, float* o, float* lse) {
   if (B < 0 || H < 1 || !attention_blhd_supported(Lq, Lk, D))
     throw std::invalid_argument("attention_forward_blhd: needs B >= 0, H >= 1, Lq, Lk >= 1, 1 <= D <= 16");
-  small_forward_heads(B, H, Lq, Lk, D, scale, q, k, v, o, lse);
+  small_forward_heads(B, {H, D, false}, Lq, Lk, scale, q, k, v, o, lse);
 }
 
 void attention_backward_blhd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
@@ -255,7 +266,22 @@ void attention_backward_blhd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64
                              const float* dout, float* dq, float* dk, float* dv) {
   if (B < 0 || H < 1 || !attention_blhd_supported(Lq, Lk, D))
     throw std::invalid_argument("attention_backward_blhd: needs B >= 0, H >= 1, Lq, Lk >= 1, 1 <= D <= 16");
-  small_backward_heads(B, H, Lq, Lk, D, scale, q, k, v, o, lse, dout, dq, dk, dv);
+  small_backward_heads(B, {H, D, false}, Lq, Lk, scale, q, k, v, o, lse, dout, dq, dk, dv);
+}
+
+void attention_forward_bhdl(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+                            const float* q, const float* k, const float* v, float* o, float* lse) {
+  if (B < 0 || H < 1 || !attention_blhd_supported(Lq, Lk, D))
+    throw std::invalid_argument("attention_forward_bhdl: needs B >= 0, H >= 1, Lq, Lk >= 1, 1 <= D <= 16");
+  small_forward_heads(B, {H, D, true}, Lq, Lk, scale, q, k, v, o, lse);
+}
+
+void attention_backward_bhdl(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+                             const float* q, const float* k, const float* v, const float* o, const float* lse,
+                             const float* dout, float* dq, float* dk, float* dv) {
+  if (B < 0 || H < 1 || !attention_blhd_supported(Lq, Lk, D))
+    throw std::invalid_argument("attention_backward_bhdl: needs B >= 0, H >= 1, Lq, Lk >= 1, 1 <= D <= 16");
+  small_backward_heads(B, {H, D, true}, Lq, Lk, scale, q, k, v, o, lse, dout, dq, dk, dv);
 }
 
 }  // namespace kern::cpu

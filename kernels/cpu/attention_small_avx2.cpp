@@ -57,7 +57,7 @@ V16 vfma(V16 a, V16 b, V16 c) {
   return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
 }
 V8 vfma(V8 a, V8 b, V8 c) { return {_mm256_fmadd_ps(a.x, b.x, c.x)}; }
-V16 vexp(V16 a) { return {simd::exp_nonpos(a.lo), simd::exp_nonpos(a.hi)}; }
+V16 vexp2(V16 a) { return {simd::exp2_nonpos(a.lo), simd::exp2_nonpos(a.hi)}; }
 
 // t8 (8 lanes) reduced: t4[l] = t8[l] + t8[l+4], t2[l] = t4[l] + t4[l+2], t2[0] + t2[1].
 float hsum8(__m256 t8) {

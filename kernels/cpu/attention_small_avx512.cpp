@@ -55,7 +55,7 @@ V16 vadd(V16 a, V16 b) { return {_mm512_add_ps(a.x, b.x)}; }
 V16 vsub(V16 a, V16 b) { return {_mm512_sub_ps(a.x, b.x)}; }
 V16 vfma(V16 a, V16 b, V16 c) { return {_mm512_fmadd_ps(a.x, b.x, c.x)}; }
 V8 vfma(V8 a, V8 b, V8 c) { return {_mm256_fmadd_ps(a.x, b.x, c.x)}; }
-V16 vexp(V16 a) { return {simd::exp_nonpos16(a.x)}; }
+V16 vexp2(V16 a) { return {simd::exp2_nonpos16(a.x)}; }
 
 __m256 lo256(__m512 v) { return _mm512_castps512_ps256(v); }
 __m256 hi256(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }

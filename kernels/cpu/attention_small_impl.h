@@ -3,7 +3,8 @@
 // namespace, its vector types and their lane-wise operations:
 //   V16 (16 float lanes) and V8 (8 lanes), each with `static constexpr int kLanes`;
 //   vload<V>(p), vset<V>(x), vzero<V>(), vstore(p, V), vmul, vfma(a, b, c) = a * b + c (one rounding)
-//     for V = V8 and V16; vadd, vsub, vexp (simd_math.h's exp_nonpos, bitwise on every ISA) for V16;
+//     for V = V8 and V16; vadd, vsub, vexp2 (2^t for t <= 0: simd_math.h's exp2_nonpos, bitwise on every
+//     ISA) for V16;
 //   hsum16(V16): the 16 lanes summed in a fixed tree: t8[l] = v[l] + v[l+8], t4[l] = t8[l] + t8[l+4],
 //     t2[l] = t4[l] + t4[l+2], t2[0] + t2[1];
 //   row_max16(p, n) (n a multiple of 16): NaN if any p[j] is NaN, else the blocks folded lane-wise in
@@ -12,15 +13,20 @@
 // function compiled for one ISA can be picked by the linker for another caller.
 //
 // Operation order (the same on every ISA, which is what makes the three builds bitwise equal):
-// - q is pre-scaled (qs = q * scale, rounded once); a score is the chain qs0*k0, fma(qs1, k1, .), ... in d
-//   order. The scores of up to 8 query rows against all keys (padded to a multiple of 16 with -inf) are
-//   kept in an 8 x Lk16 row buffer (L1-resident), never an (Lq, Lk) matrix.
-// - Softmax: row max; p = exp(s - max) lane-wise; the row sum accumulates 16-lane blocks in key order,
-//   then hsum16; lse = float(max + log(double(sum))), the output is (sum_j p_j v_j) * float(1 / sum).
+// - Element addresses: row i, column d of q, o, dout, dq at i * rq + d * cq, of k, v, dk, dv at
+//   i * rk + d * ck (attention_small.h).
+// - q is pre-scaled by scale2 = float(scale * log2(e)) (qs2 = q * scale2, rounded once), so that scores are
+//   in base 2; a score is the chain qs2_0*k0, fma(qs2_1, k1, .), ... in d order. The scores of up to 8 query
+//   rows against all keys (padded to a multiple of 16 with -inf) are kept in an 8 x Lk16 row buffer
+//   (L1-resident), never an (Lq, Lk) matrix.
+// - Softmax: row max m2; p = exp2(s2 - m2) lane-wise; the row sum accumulates 16-lane blocks in key order,
+//   then hsum16; lse (natural log) = float(double(m2) * ln 2 + log(double(sum))), the output is
+//   (sum_j p_j v_j) * float(1 / sum).
 // - Every product over keys or query rows (P V, dS K, P^T dO, dS^T qs) is an FMA chain from 0 in key or
 //   query order per output element, vectorised over d (8 lanes for D <= 8, else 16): no lane reductions.
-// - Backward: p = exp(s - lse) recomputed with the forward's score bits, dP = dO V^T as the scores' chain,
-//   delta = sum_d dO*O in double, dS = p * (dP - float(delta)); dq = (dS k) * scale, dk = dS^T qs,
+// - Backward: p = exp2(s2 - float(double(lse) * log2(e))) recomputed with the forward's score bits, dP =
+//   dO V^T as the scores' chain, delta = sum_d dO*O in double, dS = p * (dP - float(delta)); dq = (dS k) *
+//   scale, dk = dS^T qs (qs = q * scale, rounded once),
 //   dv = P^T dO, the last two accumulated over query blocks in an (Lk, W) buffer in query order.
 // Non-finite semantics (as attention.cpp, torch.softmax): a row whose max is NaN (any NaN score), +inf or
 // -inf (only -inf scores) gets NaN in o and lse; a -inf score alone gets probability 0. NaN and inf in q,
@@ -37,34 +43,44 @@ constexpr int kRows = 8;  // query rows per block
 inline int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
 inline int64_t lo_of(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// dst (n, W) = src (n rows of D, row stride rs) * s (when scaled), lanes D..W-1 zero.
-inline void pack_rows(const float* src, int64_t n, int64_t D, int64_t rs, int W, float s, bool scaled,
-                      float* dst) {
+// dst (n, W) = src (n rows of D; element (i, c) at i * rs + c * cs) * s (when scaled), lanes D..W-1 zero.
+inline void pack_rows(const float* src, int64_t n, int64_t D, int64_t rs, int64_t cs, int W, float s,
+                      bool scaled, float* dst) {
   for (int64_t i = 0; i < n; ++i) {
     float* d = dst + i * W;
     const float* x = src + i * rs;
     if (scaled) {
-      for (int64_t c = 0; c < D; ++c) d[c] = x[c] * s;
+      for (int64_t c = 0; c < D; ++c) d[c] = x[c * cs] * s;
     } else {
-      for (int64_t c = 0; c < D; ++c) d[c] = x[c];
+      for (int64_t c = 0; c < D; ++c) d[c] = x[c * cs];
     }
     for (int64_t c = D; c < W; ++c) d[c] = 0.0f;
   }
 }
-// dst (D, ld) = src (n rows of D, row stride rs) transposed, columns n..ld-1 zero.
-inline void pack_transposed(const float* src, int64_t n, int64_t D, int64_t rs, int64_t ld, float* dst) {
+// dst (D, ld) = src (n rows of D; element (j, d) at j * rs + d * cs) transposed, columns n..ld-1 zero.
+// For cs == 1 (row-major heads) a gather per column; for rs == 1 (the (B, H, D, L) layout) a row copy.
+inline void pack_transposed(const float* src, int64_t n, int64_t D, int64_t rs, int64_t cs, int64_t ld,
+                            float* dst) {
   for (int64_t d = 0; d < D; ++d) {
-    for (int64_t j = 0; j < n; ++j) dst[d * ld + j] = src[j * rs + d];
-    for (int64_t j = n; j < ld; ++j) dst[d * ld + j] = 0.0f;
+    float* out = dst + d * ld;
+    const float* x = src + d * cs;
+    if (rs == 1) {
+      for (int64_t j = 0; j < n; ++j) out[j] = x[j];
+    } else {
+      for (int64_t j = 0; j < n; ++j) out[j] = x[j * rs];
+    }
+    for (int64_t j = n; j < ld; ++j) out[j] = 0.0f;
   }
 }
-// Lanes 0..D-1 of x to dst.
+// Lanes 0..D-1 of x to dst[0], dst[cs], ..., dst[(D-1) * cs].
 template <class V>
-inline void store_d(float* dst, int64_t D, V x) {
+inline void store_d(float* dst, int64_t D, int64_t cs, V x) {
   float t[V::kLanes];
   vstore(t, x);
-  for (int64_t d = 0; d < D; ++d) dst[d] = t[d];
+  for (int64_t d = 0; d < D; ++d) dst[d * cs] = t[d];
 }
+// float(scale * log2(e)): the base-2 score scale (the same float on every ISA build).
+inline float base2_scale(float scale) { return static_cast<float>(double(scale) * 1.4426950408889634074); }
 
 // S[r][j] (row stride ld) = the chain A[r][0]*B[0][j], fma(A[r][d], B[d][j], .) for d < D, r < nr <= 8,
 // j < ld (a multiple of 16). A: rows of stride W; B: (D, ld). Four rows share each B load; a group past
@@ -163,22 +179,23 @@ inline bool finite(float x) { return x - x == 0.0f; }  // false for NaN and +-in
 inline int64_t scratch_floats(int64_t Lq, int64_t Lk, int64_t D, bool backward) {
   const int64_t ld = pad16(Lk);
   if (!backward) return Lq * 16 + D * ld + Lk * 16 + kRows * ld;
-  return 2 * Lq * 16 + 2 * D * ld + 3 * Lk * 16 + 2 * kRows * ld;
+  return 3 * Lq * 16 + 2 * D * ld + 3 * Lk * 16 + 2 * kRows * ld;
 }
 
 template <class V>
-void forward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, const float* q, const float* k,
-                  const float* v, float* o, float* lse, float* ws) {
+void forward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int64_t rk, int64_t ck,
+                  float scale, const float* q, const float* k, const float* v, float* o, float* lse,
+                  float* ws) {
   constexpr int W = V::kLanes;
   const int64_t ld = pad16(Lk);
   const float ninf = -__builtin_huge_valf(), nan = __builtin_nanf("");
-  float* qs = ws;           // (Lq, W): q * scale
+  float* qs = ws;           // (Lq, W): q * scale2
   float* kt = qs + Lq * W;  // (D, ld): k^T
   float* vr = kt + D * ld;  // (Lk, W): v
-  float* P = vr + Lk * W;   // (8, ld): scores, then exp(s - max)
-  pack_rows(q, Lq, D, rs, W, scale, true, qs);
-  pack_transposed(k, Lk, D, rs, ld, kt);
-  pack_rows(v, Lk, D, rs, W, 1.0f, false, vr);
+  float* P = vr + Lk * W;   // (8, ld): base-2 scores, then exp2(s2 - max)
+  pack_rows(q, Lq, D, rq, cq, W, base2_scale(scale), true, qs);
+  pack_transposed(k, Lk, D, rk, ck, ld, kt);
+  pack_rows(v, Lk, D, rk, ck, W, 1.0f, false, vr);
   for (int64_t i0 = 0; i0 < Lq; i0 += kRows) {
     const int nr = static_cast<int>(lo_of(kRows, Lq - i0));
     block_scores(qs + i0 * W, W, nr, D, kt, ld, P);
@@ -198,36 +215,37 @@ void forward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, co
       const V16 vm = vset<V16>(m);
       V16 sum = vzero<V16>();
       for (int64_t jb = 0; jb < ld; jb += 16) {
-        const V16 e = vexp(vsub(vload<V16>(row + jb), vm));
+        const V16 e = vexp2(vsub(vload<V16>(row + jb), vm));
         vstore(row + jb, e);
         sum = vadd(sum, e);
       }
       const double s = hsum16(sum);
-      lse[i0 + r] = static_cast<float>(double(m) + std::log(s));
+      lse[i0 + r] = static_cast<float>(double(m) * 0.69314718055994530942 + std::log(s));
       inv[r] = static_cast<float>(1.0 / s);
     }
     V acc[kRows];
     block_rows_times<V>(P, ld, nr, Lk, vr, acc);
     for (int r = 0; r < nr; ++r) {
-      float* orow = o + (i0 + r) * rs;
+      float* orow = o + (i0 + r) * rq;
       if (bad[r]) {
-        for (int64_t d = 0; d < D; ++d) orow[d] = nan;
+        for (int64_t d = 0; d < D; ++d) orow[d * cq] = nan;
       } else {
-        store_d(orow, D, vmul(acc[r], vset<V>(inv[r])));
+        store_d(orow, D, cq, vmul(acc[r], vset<V>(inv[r])));
       }
     }
   }
 }
 
 template <class V>
-void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, const float* q, const float* k,
-                   const float* v, const float* o, const float* lse, const float* dout, float* dq, float* dk,
-                   float* dv, float* ws) {
+void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int64_t rk, int64_t ck,
+                   float scale, const float* q, const float* k, const float* v, const float* o,
+                   const float* lse, const float* dout, float* dq, float* dk, float* dv, float* ws) {
   constexpr int W = V::kLanes;
   const int64_t ld = pad16(Lk);
   const float ninf = -__builtin_huge_valf();
-  float* qs = ws;              // (Lq, W): q * scale
-  float* dor = qs + Lq * W;    // (Lq, W): dout
+  float* qs = ws;              // (Lq, W): q * scale (for dk)
+  float* qs2 = qs + Lq * W;    // (Lq, W): q * scale2 (for the base-2 scores)
+  float* dor = qs2 + Lq * W;   // (Lq, W): dout
   float* kt = dor + Lq * W;    // (D, ld): k^T
   float* vt = kt + D * ld;     // (D, ld): v^T
   float* kr = vt + D * ld;     // (Lk, W): k
@@ -235,15 +253,16 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, c
   float* dva = dka + Lk * W;   // (Lk, W): dv accumulator
   float* P = dva + Lk * W;     // (8, ld): scores, then p
   float* dS = P + kRows * ld;  // (8, ld): dP, then dS
-  pack_rows(q, Lq, D, rs, W, scale, true, qs);
-  pack_rows(dout, Lq, D, rs, W, 1.0f, false, dor);
-  pack_transposed(k, Lk, D, rs, ld, kt);
-  pack_transposed(v, Lk, D, rs, ld, vt);
-  pack_rows(k, Lk, D, rs, W, 1.0f, false, kr);
+  pack_rows(q, Lq, D, rq, cq, W, scale, true, qs);
+  pack_rows(q, Lq, D, rq, cq, W, base2_scale(scale), true, qs2);
+  pack_rows(dout, Lq, D, rq, cq, W, 1.0f, false, dor);
+  pack_transposed(k, Lk, D, rk, ck, ld, kt);
+  pack_transposed(v, Lk, D, rk, ck, ld, vt);
+  pack_rows(k, Lk, D, rk, ck, W, 1.0f, false, kr);
   for (int64_t i = 0; i < 2 * Lk * W; ++i) dka[i] = 0.0f;
   for (int64_t i0 = 0; i0 < Lq; i0 += kRows) {
     const int nr = static_cast<int>(lo_of(kRows, Lq - i0));
-    block_scores(qs + i0 * W, W, nr, D, kt, ld, P);
+    block_scores(qs2 + i0 * W, W, nr, D, kt, ld, P);
     block_scores(dor + i0 * W, W, nr, D, vt, ld, dS);
     for (int r = 0; r < nr; ++r) {
       const int64_t i = i0 + r;
@@ -251,48 +270,53 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale, c
       float* ds = dS + r * ld;
       for (int64_t j = Lk; j < ld; ++j) row[j] = ninf;
       double delta = 0;  // rowsum(dO * O)
-      for (int64_t d = 0; d < D; ++d) delta += double(dout[i * rs + d]) * double(o[i * rs + d]);
-      const V16 vl = vset<V16>(lse[i]), vdl = vset<V16>(static_cast<float>(delta));
+      for (int64_t d = 0; d < D; ++d) delta += double(dout[i * rq + d * cq]) * double(o[i * rq + d * cq]);
+      const float l2 = static_cast<float>(double(lse[i]) * 1.4426950408889634074);  // lse in base 2
+      const V16 vl = vset<V16>(l2), vdl = vset<V16>(static_cast<float>(delta));
       for (int64_t jb = 0; jb < ld; jb += 16) {
-        const V16 p = vexp(vsub(vload<V16>(row + jb), vl));
+        const V16 p = vexp2(vsub(vload<V16>(row + jb), vl));
         vstore(row + jb, p);
         vstore(ds + jb, vmul(p, vsub(vload<V16>(ds + jb), vdl)));
       }
     }
     V acc[kRows];
     block_rows_times<V>(dS, ld, nr, Lk, kr, acc);
-    for (int r = 0; r < nr; ++r) store_d(dq + (i0 + r) * rs, D, vmul(acc[r], vset<V>(scale)));
+    for (int r = 0; r < nr; ++r) store_d(dq + (i0 + r) * rq, D, cq, vmul(acc[r], vset<V>(scale)));
     accumulate_cols<V>(P, ld, nr, Lk, dor + i0 * W, dva);
     accumulate_cols<V>(dS, ld, nr, Lk, qs + i0 * W, dka);
   }
   for (int64_t j = 0; j < Lk; ++j)
     for (int64_t d = 0; d < D; ++d) {
-      dk[j * rs + d] = dka[j * W + d];
-      dv[j * rs + d] = dva[j * W + d];
+      dk[j * rk + d * ck] = dka[j * W + d];
+      dv[j * rk + d * ck] = dva[j * W + d];
     }
 }
 
 }  // namespace
 }  // namespace kern::cpu::detail
 
-// The entry points of one ISA build: NAME(forward_) and NAME(backward_) dispatch on D's lane width.
-#define KERN_ATTN_SMALL_ENTRY_POINTS(SUFFIX)                                                              \
-  namespace kern::cpu::detail {                                                                           \
-  void attn_small_forward_##SUFFIX(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale,            \
-                                   const float* q, const float* k, const float* v, float* o, float* lse,  \
-                                   float* ws) {                                                           \
-    if (D <= 8)                                                                                           \
-      forward_head<V8>(Lq, Lk, D, rs, scale, q, k, v, o, lse, ws);                                        \
-    else                                                                                                  \
-      forward_head<V16>(Lq, Lk, D, rs, scale, q, k, v, o, lse, ws);                                       \
-  }                                                                                                       \
-  void attn_small_backward_##SUFFIX(int64_t Lq, int64_t Lk, int64_t D, int64_t rs, float scale,           \
-                                    const float* q, const float* k, const float* v, const float* o,       \
-                                    const float* lse, const float* dout, float* dq, float* dk, float* dv, \
-                                    float* ws) {                                                          \
-    if (D <= 8)                                                                                           \
-      backward_head<V8>(Lq, Lk, D, rs, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);                     \
-    else                                                                                                  \
-      backward_head<V16>(Lq, Lk, D, rs, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);                    \
-  }                                                                                                       \
+// The entry points of one ISA build: NAME(forward_) and NAME(backward_) dispatch on D's lane width;
+// attn_small_exp2_SUFFIX exposes vexp2 to the tests.
+#define KERN_ATTN_SMALL_ENTRY_POINTS(SUFFIX)                                                                 \
+  namespace kern::cpu::detail {                                                                              \
+  void attn_small_forward_##SUFFIX(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int64_t rk,    \
+                                   int64_t ck, float scale, const float* q, const float* k, const float* v,  \
+                                   float* o, float* lse, float* ws) {                                        \
+    if (D <= 8)                                                                                              \
+      forward_head<V8>(Lq, Lk, D, rq, cq, rk, ck, scale, q, k, v, o, lse, ws);                               \
+    else                                                                                                     \
+      forward_head<V16>(Lq, Lk, D, rq, cq, rk, ck, scale, q, k, v, o, lse, ws);                              \
+  }                                                                                                          \
+  void attn_small_backward_##SUFFIX(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int64_t rk,   \
+                                    int64_t ck, float scale, const float* q, const float* k, const float* v, \
+                                    const float* o, const float* lse, const float* dout, float* dq,          \
+                                    float* dk, float* dv, float* ws) {                                       \
+    if (D <= 8)                                                                                              \
+      backward_head<V8>(Lq, Lk, D, rq, cq, rk, ck, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);            \
+    else                                                                                                     \
+      backward_head<V16>(Lq, Lk, D, rq, cq, rk, ck, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);           \
+  }                                                                                                          \
+  void attn_small_exp2_##SUFFIX(const float* t, float* y, int64_t n) {                                       \
+    for (int64_t i = 0; i + 16 <= n; i += 16) vstore(y + i, vexp2(vload<V16>(t + i)));                       \
+  }                                                                                                          \
   }

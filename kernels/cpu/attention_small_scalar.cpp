@@ -1,5 +1,5 @@
 // The portable build of the small-D CPU attention (attention_small.h): plain C++ lanes (std::fma, and
-// simd_math.h's exp_nonpos emulated step for step), compiled with -ffp-contract=off. It is the path of
+// simd_math.h's exp2_nonpos emulated step for step), compiled with -ffp-contract=off. It is the path of
 // ENGINE_CPU_ISA=scalar and of non-x86 builds, and bitwise the AVX2 and AVX-512 builds.
 #include <cmath>
 #include <cstdint>
@@ -59,39 +59,35 @@ Lanes<N> vfma(Lanes<N> a, Lanes<N> b, Lanes<N> c) {
   return c;
 }
 
-// simd::exp_nonpos (simd_math.h) on one lane, operation for operation: _mm256_max_ps(lo, x) is
-// lo > x ? lo : x; the rounding is to nearest even; fnmadd(a, b, c) is fma(-a, b, c); the power of two
-// is built from the exponent bits.
-float exp_nonpos1(float x0) {
-  const float lo = -87.3f;
-  float x = lo > x0 ? lo : x0;
-  const float fx = std::nearbyint(x * 1.44269504088896341f);
-  x = std::fma(-fx, 0.693359375f, x);
-  x = std::fma(-fx, -2.12194440e-4f, x);
-  float y = 1.9875691500e-4f;
-  y = std::fma(y, x, 1.3981999507e-3f);
-  y = std::fma(y, x, 8.3334519073e-3f);
-  y = std::fma(y, x, 4.1665795894e-2f);
-  y = std::fma(y, x, 1.6666665459e-1f);
-  y = std::fma(y, x, 5.0000001201e-1f);
-  y = std::fma(y, x * x, x + 1.0f);
-  // _mm256_cvtps_epi32: exact for the integral fx in range, INT32_MIN ("integer indefinite") for NaN and
+// simd::exp2_nonpos (simd_math.h) on one lane, operation for operation: _mm256_max_ps(lo, x) is
+// lo > x ? lo : x; the rounding is to nearest even; the power of two is built from the exponent bits.
+float exp2_nonpos1(float t0) {
+  const float lo = -126.0f;
+  const float t = lo > t0 ? lo : t0;
+  const float n = std::nearbyint(t);
+  const float f = t - n;
+  float y = 1.32647273e-3f;
+  y = std::fma(y, f, 9.67151299e-3f);
+  y = std::fma(y, f, 5.55073358e-2f);
+  y = std::fma(y, f, 2.40222424e-1f);
+  y = std::fma(y, f, 6.93147004e-1f);
+  y = std::fma(y, f, 1.0f);
+  // _mm256_cvtps_epi32: exact for the integral n in range, INT32_MIN ("integer indefinite") for NaN and
   // out-of-range values (only inputs > 0 reach those; then y is NaN or the result is meaningless alike).
   // (Branch-free, so that the compiler can vectorise the lane loop.)
-  const bool in_range = (fx >= -2147483648.0f) & (fx < 2147483648.0f);
-  const int32_t converted = static_cast<int32_t>(in_range ? fx : 0.0f);
-  const int32_t n = in_range ? converted : INT32_MIN;
-  const uint32_t bits = (static_cast<uint32_t>(n) + 127u) << 23;
+  const bool in_range = (n >= -2147483648.0f) & (n < 2147483648.0f);
+  const int32_t converted = static_cast<int32_t>(in_range ? n : 0.0f);
+  const int32_t ni = in_range ? converted : INT32_MIN;
+  const uint32_t bits = (static_cast<uint32_t>(ni) + 127u) << 23;
   float e;
   std::memcpy(&e, &bits, sizeof e);
   y = y * e;
-  return x0 < lo ? 0.0f : y;
+  return t0 < lo ? 0.0f : y;
 }
-V16 vexp(V16 a) {
-  for (int l = 0; l < 16; ++l) a.v[l] = exp_nonpos1(a.v[l]);
+V16 vexp2(V16 a) {
+  for (int l = 0; l < 16; ++l) a.v[l] = exp2_nonpos1(a.v[l]);
   return a;
 }
-
 float hsum16(V16 a) {
   float t8[8], t4[4], t2[2];
   for (int l = 0; l < 8; ++l) t8[l] = a.v[l] + a.v[l + 8];

@@ -33,6 +33,14 @@ void attention_forward_blhd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_
 void attention_backward_blhd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
                              const float* q, const float* k, const float* v, const float* o, const float* lse,
                              const float* dout, float* dq, float* dk, float* dv);
+// The same on (B, H, D, L) memory (the channel-major layout: a head's rows are its columns): q, o, dout, dq
+// contiguous (B, H, D, Lq), k, v, dk, dv contiguous (B, H, D, Lk), i.e. the memory behind a (B, H, L, D)
+// view with strides (H*D*L, D*L, 1, L); lse contiguous (B, H, Lq). Bitwise the blhd and contiguous results.
+void attention_forward_bhdl(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+                            const float* q, const float* k, const float* v, float* o, float* lse);
+void attention_backward_bhdl(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+                             const float* q, const float* k, const float* v, const float* o, const float* lse,
+                             const float* dout, float* dq, float* dk, float* dv);
 
 // ---- group_norm_silu (CPU only): y = silu(group_norm(x)) over x (N, C, HW), G groups, in one kernel.
 // gamma/beta (C) may be nullptr (no affine). stats (N*G*2, double) receives each group's mean and rstd

@@ -57,6 +57,28 @@ inline __m256 exp_nonpos(__m256 x0) {
   return _mm256_andnot_ps(_mm256_cmp_ps(x0, lo, _CMP_LT_OQ), y);
 }
 
+// 2^t for t <= 0 (the attention softmax, whose scores are pre-scaled by log2(e)): n = round(t), f = t - n
+// (exact, |f| <= 1/2), 2^f by a degree-5 polynomial (fitted for minimax relative error on [-1/2, 1/2]),
+// times 2^n from the exponent bits. Max relative error 1.72e-7 (2.9 u) over -126 <= t <= 0 (measured on every
+// float there against exp2 in double: bench/RESULTS.md 2026-12-01; test AttentionSmall.Exp2*). Below -126
+// the result is 0 (so 2^-inf = 0); NaN gives NaN (the clamp keeps NaN); 2^0 = 1 exactly. Cheaper than
+// exp_nonpos: no multiply by log2(e), no two-step ln 2 reduction, two fewer polynomial terms.
+inline __m256 exp2_nonpos(__m256 t0) {
+  const __m256 lo = _mm256_set1_ps(-126.0f);
+  const __m256 t = _mm256_max_ps(lo, t0);
+  const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(t, n);
+  __m256 y = _mm256_set1_ps(1.32647273e-3f);
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(9.67151299e-3f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(5.55073358e-2f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(2.40222424e-1f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(6.93147004e-1f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+  return _mm256_andnot_ps(_mm256_cmp_ps(t0, lo, _CMP_LT_OQ), y);  // false for NaN
+}
+
 // sigmoid(x) without overflow: with e = exp(-|x|), 1/(1+e) for x >= 0 and e/(1+e) for x < 0.
 inline __m256 sigmoid(__m256 x) {
   const __m256 one = _mm256_set1_ps(1.0f);

@@ -1,4 +1,4 @@
-// AVX-512 (16-lane) versions of simd_math.h's float exp and sigmoid, for TUs compiled with -mavx512f
+// AVX-512 (16-lane) versions of simd_math.h's float exp, exp2 and sigmoid, for TUs compiled with -mavx512f
 // whose caller checks cpu_isa() at run time (softmax_avx512.cpp, attention_small_avx512.cpp,
 // group_norm_avx512.cpp). Each function is its 8-lane simd_math.h counterpart
 // operation for operation; every step is exact or correctly rounded lane-wise, so each lane's result is
@@ -29,6 +29,24 @@ inline __m512 exp_nonpos16(__m512 x0) {
   const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
   y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
   const __mmask16 under = _mm512_cmp_ps_mask(x0, lo, _CMP_LT_OQ);  // false for NaN
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), y);
+}
+
+// simd::exp2_nonpos on 16 lanes, operation for operation (t <= 0; below -126 the result is 0; NaN stays NaN).
+inline __m512 exp2_nonpos16(__m512 t0) {
+  const __m512 lo = _mm512_set1_ps(-126.0f);
+  const __m512 t = _mm512_max_ps(lo, t0);  // NaN t0: t0 (the second operand), as _mm256_max_ps
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 y = _mm512_set1_ps(1.32647273e-3f);
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(9.67151299e-3f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(5.55073358e-2f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(2.40222424e-1f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(6.93147004e-1f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+  const __mmask16 under = _mm512_cmp_ps_mask(t0, lo, _CMP_LT_OQ);  // false for NaN
   return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), y);
 }
 
