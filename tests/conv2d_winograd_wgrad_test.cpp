@@ -425,4 +425,17 @@ TEST_F(WinogradWgrad, Bf16ModeWithinItsBoundAndErrorAgainstIm2col) {
                 std::sqrt(se[alg] / double(count)) / rms_y, mx[alg] / rms_y);
   // The bf16 GEMM really ran: its error is far above float32's (~1e-7 of RMS dw).
   EXPECT_GT(std::sqrt(se[1] / double(count)) / rms_y, 1e-5);
+  // bf16 results are bitwise independent of the thread count too (the threads split channels; the chunks
+  // depend on C and K only).
+  const auto s = shape3x3(3, 40, 13, 11, 24);
+  const auto x = random_vector(s.N * s.C * s.H * s.W, 51), dy = random_vector(s.N * s.K * s.H * s.W, 52);
+  std::vector<float> ref(s.K * s.C * 9);
+  omp_set_num_threads(1);
+  kc::conv2d_backward_weight_winograd(s, dy.data(), x.data(), ref.data());
+  for (int threads : {2, 3}) {
+    omp_set_num_threads(threads);
+    std::vector<float> dw(ref.size(), 99.0f);
+    kc::conv2d_backward_weight_winograd(s, dy.data(), x.data(), dw.data());
+    EXPECT_TRUE(bitwise_equal(dw, ref)) << "bf16, threads " << threads;
+  }
 }

@@ -201,11 +201,14 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw
   // float32 3x3 stride-1 pad-1 on the forward's rule (winograd_selected): Winograd F(2x2, 3x3), one FMA
   // chain per transform-domain element over the tiles in order (conv2d_winograd_wgrad.cpp); float64 and
   // every other shape: im2col + GEMM.
-  bool done = false;
   if constexpr (std::is_same_v<T, float>) {
-    if (winograd_selected(s)) conv2d_backward_weight_winograd(s, dy, x, dw), done = true;
+    if (winograd_selected(s))
+      conv2d_backward_weight_winograd(s, dy, x, dw);
+    else
+      backward_weight_im2col(s, dy, x, dw);
+  } else {
+    backward_weight_im2col(s, dy, x, dw);
   }
-  if (!done) backward_weight_im2col(s, dy, x, dw);
   if (db) {
 #pragma omp parallel for schedule(static)
     for (int64_t k = 0; k < s.K; ++k) {
