@@ -1,6 +1,8 @@
 // CPU conv2d (NCHW) via im2col + GEMM, OpenMP-parallel over the batch. 1x1 stride-1 pad-0 convolutions
 // skip im2col. Every output is bitwise independent of the thread count: forward and backward-data work
 // per image, and the weight gradient is one FMA chain per element over the images in order (gemm.cpp).
+// float32 3x3 stride-1 pad-1 convs take Winograd F(2x2, 3x3) instead where winograd_selected(s)
+// (conv2d_winograd.cpp, conv2d_winograd_wgrad.cpp).
 #include <omp.h>
 
 #include <algorithm>
@@ -156,8 +158,11 @@ void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx)
   }
 }
 
+namespace {
+
+// dw (K, C*R*S) by im2col + GEMM (overwrites dw).
 template <typename T>
-void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw, T* db) {
+void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw) {
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
   const bool pw = is_pointwise(s);
   // dw (K, C*R*S) = sum over images n of dy_n (K, P*Q) @ cols_n^T, accumulated image after image with
@@ -186,6 +191,24 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw
     }
   }
   if (s.N == 0) std::fill(dw, dw + s.K * CRS, T(0));
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw, T* db) {
+  const int64_t PQ = s.P * s.Q;
+  // float32 3x3 stride-1 pad-1 on the forward's rule (winograd_selected): Winograd F(2x2, 3x3), one FMA
+  // chain per transform-domain element over the tiles in order (conv2d_winograd_wgrad.cpp); float64 and
+  // every other shape: im2col + GEMM.
+  if constexpr (std::is_same_v<T, float>) {
+    if (winograd_selected(s))
+      conv2d_backward_weight_winograd(s, dy, x, dw);
+    else
+      backward_weight_im2col(s, dy, x, dw);
+  } else {
+    backward_weight_im2col(s, dy, x, dw);
+  }
   if (db) {
 #pragma omp parallel for schedule(static)
     for (int64_t k = 0; k < s.K; ++k) {

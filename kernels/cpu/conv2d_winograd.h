@@ -55,3 +55,14 @@ void conv2d_backward_input_winograd(const Conv2dShape& s, const float* dy, const
                                     int tile = kWinogradTile);
 
 }  // namespace kern::cpu
+
+namespace kern::cpu {
+
+// dw (K, C, 3, 3) = the weight gradient of that convolution, sum over images and pixels of dy (N, K, H, W)
+// times x (N, C, H, W), with F(2x2, 3x3) (conv2d_winograd_wgrad.cpp; overwrites dw; the bias gradient is
+// the caller's). Each dw element is bitwise independent of the thread count and the ISA path. Error: see
+// docs/apps.md. Throws engine::Error if !winograd_applies(s). conv2d_backward_weight<float> calls it
+// whenever winograd_selected(s).
+void conv2d_backward_weight_winograd(const Conv2dShape& s, const float* dy, const float* x, float* dw);
+
+}  // namespace kern::cpu

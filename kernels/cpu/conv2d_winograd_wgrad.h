@@ -1,0 +1,25 @@
+// Internal: the tile transforms of the Winograd F(2x2, 3x3) weight gradient (conv2d_winograd_wgrad.cpp),
+// exposed for the tests. Each ISA version is bitwise the portable one (the same float operations on every
+// element, -ffp-contract=off), only run on 8 or 16 tiles of one tile row at once. Not part of the kernel API.
+#pragma once
+#include <cstdint>
+
+#include "kernels/kernel_shapes.h"
+
+namespace kern::cpu::detail {
+
+// D[xi][k][j] (row stride ld per k, K * ld per xi), j < nt, = A dy_t A^T (4 x 4, xi = 4 i + j) of global
+// tile t = t0 + j of dy (N, K, H, W): dy_t = dy[n][k][2 ty .. 2 ty + 1][2 tx .. 2 tx + 1], zero outside the
+// image; A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] (tiles numbered image by image, row by row). The SIMD
+// versions write whole vectors, up to 15 columns past nt (ld >= nt + 15); the portable one only nt.
+void winograd_dy_portable(const Conv2dShape& s, const float* dy, int64_t t0, int64_t nt, float* D,
+                          int64_t ld);
+void winograd_dy_avx2(const Conv2dShape& s, const float* dy, int64_t t0, int64_t nt, float* D, int64_t ld);
+void winograd_dy_avx512(const Conv2dShape& s, const float* dy, int64_t t0, int64_t nt, float* D, int64_t ld);
+
+// The portable F(2x2, 3x3) input transform V[xi][c][j] = (B^T d_t B)[xi], as conv2d_winograd_simd.h's
+// winograd_input_avx2 / _avx512 (tile 2) compute it, bit for bit. Writes only the nt columns.
+void winograd_input_portable(const Conv2dShape& s, const float* x, int64_t t0, int64_t nt, float* V,
+                             int64_t ld);
+
+}  // namespace kern::cpu::detail
