@@ -9,7 +9,6 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/silu_span.h"
-#include "kernels/cpu/simd_math.h"
 
 namespace kern::cpu {
 namespace {

@@ -1,9 +1,8 @@
-// AVX2 float math shared by the CPU kernels (exp for non-positive inputs, sigmoid, masked tail
+// AVX2 float math shared by the CPU kernels (exp and exp2 for non-positive inputs, masked tail
 // loads). Compiled only when the target has AVX2+FMA (the Release build uses -march=x86-64-v3);
 // callers keep a scalar path for other targets and for double.
 //
-// Non-finite values propagate as in PyTorch: exp_nonpos(NaN) = NaN, exp_nonpos(-inf) = 0,
-// sigmoid(NaN) = NaN, sigmoid(+inf) = 1, sigmoid(-inf) = 0.
+// Non-finite values propagate as in PyTorch: exp_nonpos(NaN) = NaN, exp_nonpos(-inf) = 0.
 // Lane independence: every function is lane-wise, so a kernel that runs its tail through the same
 // vector code (load_tail/store_tail) gives bitwise the same value for an element whatever its
 // position in the array.
@@ -77,15 +76,6 @@ inline __m256 exp2_nonpos(__m256 t0) {
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
   return _mm256_andnot_ps(_mm256_cmp_ps(t0, lo, _CMP_LT_OQ), y);  // false for NaN
-}
-
-// sigmoid(x) without overflow: with e = exp(-|x|), 1/(1+e) for x >= 0 and e/(1+e) for x < 0.
-inline __m256 sigmoid(__m256 x) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 e = exp_nonpos(_mm256_or_ps(x, _mm256_set1_ps(-0.0f)));  // exp(-|x|)
-  const __m256 inv = _mm256_div_ps(one, _mm256_add_ps(one, e));
-  const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
-  return _mm256_blendv_ps(inv, _mm256_mul_ps(e, inv), neg);
 }
 
 // For j <= i < n: row[i] = exp(row[i] - sub) (row[i] <= sub expected, NaN propagates); returns acc plus

@@ -1,9 +1,9 @@
-// AVX-512 (16-lane) versions of simd_math.h's float exp, exp2 and sigmoid, for TUs compiled with -mavx512f
-// whose caller checks cpu_isa() at run time (softmax_avx512.cpp, attention_small_avx512.cpp,
-// group_norm_avx512.cpp). Each function is its 8-lane simd_math.h counterpart
-// operation for operation; every step is exact or correctly rounded lane-wise, so each lane's result is
-// bitwise the AVX2 version's (and NaN/inf behave the same). Internal linkage for the reason given in
-// simd_math.h (an out-of-line AVX-512 copy must never be linked into AVX2 callers).
+// AVX-512 (16-lane) versions of simd_math.h's float exp and exp2, for TUs compiled with -mavx512f
+// whose caller checks cpu_isa() at run time (softmax_avx512.cpp, attention_small_avx512.cpp). Each function
+// is its 8-lane simd_math.h counterpart operation for operation; every step is exact or correctly rounded
+// lane-wise, so each lane's result is bitwise the AVX2 version's (and NaN/inf behave the same). Internal
+// linkage for the reason given in simd_math.h (an out-of-line AVX-512 copy must never be linked into AVX2
+// callers).
 #pragma once
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -48,25 +48,6 @@ inline __m512 exp2_nonpos16(__m512 t0) {
   y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
   const __mmask16 under = _mm512_cmp_ps_mask(t0, lo, _CMP_LT_OQ);  // false for NaN
   return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), y);
-}
-
-// simd::sigmoid on 16 lanes: with e = exp(-|x|), 1/(1+e) for x >= 0 and e/(1+e) for x < 0.
-inline __m512 sigmoid16(__m512 x) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  // exp(-|x|): x with the sign bit set (an integer OR: _mm512_or_ps needs AVX512DQ).
-  const __m512 negabs =
-      _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(x), _mm512_set1_epi32(int(0x80000000u))));
-  const __m512 e = exp_nonpos16(negabs);
-  const __m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
-  const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
-  return _mm512_mask_mul_ps(inv, neg, e, inv);
-}
-
-// silu'(x) * dy on 16 lanes, as silu_span.h's AVX2 grad: dy * (s * (1 + x * (1 - s))), s = sigmoid(x).
-inline __m512 silu_grad16(__m512 x, __m512 dy) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 s = sigmoid16(x);
-  return _mm512_mul_ps(dy, _mm512_mul_ps(s, _mm512_fmadd_ps(x, _mm512_sub_ps(one, s), one)));
 }
 
 }  // namespace
