@@ -53,7 +53,11 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target);  // mean((pred - targ
 // ---- linear algebra
 // (..., M, K) @ (..., K, N); batch dims must match, or b may be 2-D (shared).
 Tensor matmul(const Tensor& a, const Tensor& b);
-// x (..., in), weight (out, in), bias (out) or undefined.
+// y (..., out) = x (..., in) @ weight (out, in)^T + bias (out, or undefined), as one op (PyTorch's
+// F.linear / addmm): the bias prefills y and the GEMM runs with beta = 1 (each element's FMA chain starts
+// from its bias), on the CPU and through cuBLAS alike. Backward: dx = dy W, dW = dy^T x, db = dy summed
+// over the rows. float32/float64 (CUDA: float32). Throws engine::Error on mismatched shapes, dtypes or
+// devices.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // ---- convolution and normalisation (NCHW)
@@ -61,8 +65,14 @@ struct Conv2dOptions {
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   static Conv2dOptions same(int64_t stride, int64_t pad) { return {stride, stride, pad, pad}; }
 };
-// x (N, C, H, W), weight (K, C, R, S), bias (K) or undefined -> (N, K, P, Q).
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opt);
+// x (N, C, H, W), weight (K, C, R, S), bias (K) or undefined -> y (N, K, P, Q), with an optional additive
+// epilogue in the same op: y[n, k, p, q] = conv + bias[k] + sample_bias[n, k] + residual[n, k, p, q]
+// (sample_bias (N, K), residual (N, K, P, Q), each undefined or of x's dtype and device). The CPU adds them
+// in the conv's output pass (kern::cpu::conv2d_forward_fused); CUDA runs conv2d_forward, then broadcast
+// adds. Backward: d sample_bias = dy summed over (P, Q), d residual = dy. Throws engine::Error on
+// mismatched shapes, dtypes or devices.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opt,
+              const Tensor& sample_bias = Tensor(), const Tensor& residual = Tensor());
 // x (N, C, *), gamma/beta (C) or undefined.
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, double eps);
 // silu(group_norm(x, groups, gamma, beta, eps)) as one op (PyTorch has no single op for it; the UNet's

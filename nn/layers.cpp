@@ -23,6 +23,10 @@ Tensor Conv2d::forward(const Tensor& x) const {
   return conv2d(x, weight, bias, Conv2dOptions::same(stride, padding));
 }
 
+Tensor Conv2d::forward(const Tensor& x, const Tensor& sample_bias, const Tensor& residual) const {
+  return conv2d(x, weight, bias, Conv2dOptions::same(stride, padding), sample_bias, residual);
+}
+
 Linear::Linear(Init& init, int64_t in, int64_t out, bool bias_) {
   ENGINE_CHECK(in > 0 && out > 0, "Linear", "invalid sizes in=", in, " out=", out);
   const double bound = 1.0 / std::sqrt(static_cast<double>(in));
@@ -131,13 +135,14 @@ ResnetBlock2D::ResnetBlock2D(Init& init, int64_t in, int64_t out, int64_t temb_c
 }
 
 Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor& temb) const {
-  const int64_t B = x.size(0);
-  Tensor h = conv1->forward(norm1->forward_silu(x));                                       // (B, out, H, W)
-  Tensor t = time_emb_proj->forward(engine::silu(temb)).reshape({B, out_channels, 1, 1});  // (B, out, 1, 1)
-  h = norm2->forward_silu(h + t);  // dropout (p = 0 in diffusers' default and our recipe) is the identity
-  h = conv2->forward(h);
+  // diffusers: h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb))[:, :, None, None]; the time term is
+  // conv1's per-sample bias here, added in the conv op (conv2d's epilogue) instead of a separate add.
+  Tensor t = time_emb_proj->forward(engine::silu(temb));           // (B, out)
+  Tensor h = conv1->forward(norm1->forward_silu(x), t, Tensor());  // (B, out, H, W)
+  h = norm2->forward_silu(h);  // dropout (p = 0 in diffusers' default and our recipe) is the identity
+  // diffusers: (shortcut(x) + conv2(h)) / output_scale_factor; the residual is conv2's epilogue.
   Tensor sc = conv_shortcut ? conv_shortcut->forward(x) : x;
-  Tensor o = sc + h;
+  Tensor o = conv2->forward(h, Tensor(), sc);
   return output_scale_factor == 1.0 ? o : div(o, Tensor::scalar(output_scale_factor, o.dtype(), o.device()));
 }
 

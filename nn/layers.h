@@ -15,7 +15,10 @@ class Conv2d : public Module {
   Conv2d(Init& init, int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0,
          bool bias = true);
   Tensor forward(const Tensor& x) const;  // (B, in, H, W) -> (B, out, P, Q)
-  Tensor weight, bias;                    // (out, in, k, k), (out)
+  // The same plus sample_bias (B, out) broadcast over (P, Q) and residual (B, out, P, Q) (either may be
+  // undefined), in the conv op itself (engine::conv2d's epilogue). Throws engine::Error on shape mismatch.
+  Tensor forward(const Tensor& x, const Tensor& sample_bias, const Tensor& residual) const;
+  Tensor weight, bias;  // (out, in, k, k), (out)
   int64_t stride, padding;
 };
 

@@ -96,6 +96,16 @@ Vec conv2d(const Ins& t, const Shape& xs, const Shape& ws, bool bias, int64_t sh
   return y;
 }
 
+// conv2d's epilogue on a conv output y (N, K, P, Q): + t[n, k] (t (N, K)) + r[n, k, p, q], each if given.
+Vec conv_epilogue(Vec y, const Shape& ys, const Vec* t, const Vec* r) {
+  const int64_t PQ = ys[2] * ys[3];
+  for (int64_t i = 0; i < int64_t(y.size()); ++i) {
+    if (t) y[i] += (*t)[i / PQ];
+    if (r) y[i] += (*r)[i];
+  }
+  return y;
+}
+
 // The definition y = (x - mean) / sqrt(var + eps) * gamma + beta: an infinite gamma gives an
 // infinite y (sign of x - mean), not the NaN of the x * scale + bias form.
 Vec group_norm(const Ins& t, const Shape& xs, int64_t G, bool affine) {
@@ -225,6 +235,28 @@ const std::map<std::string, Ref>& refs() {
          [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), false, 2, 1, 2, 0); }},
         {"Conv2d/bias_only_grad",
          [=](auto& t, auto& c) { return conv2d(t, sh(c, 0), sh(c, 1), true, 1, 1, 1, 1); }},
+        {"Conv2d/3x3_s1_p1_bias_sample_bias_residual",
+         [=](auto& t, auto& c) {
+           return conv_epilogue(conv2d(t, sh(c, 0), sh(c, 1), true, 1, 1, 1, 1), {2, 4, 6, 5}, &t[3], &t[4]);
+         }},
+        {"Conv2d/3x3_s2_p1_sample_bias_nobias",
+         [=](auto& t, auto& c) {
+           return conv_epilogue(conv2d(t, sh(c, 0), sh(c, 1), false, 2, 2, 1, 1), {2, 4, 4, 3}, &t[2],
+                                nullptr);
+         }},
+        {"Conv2d/1x1_residual_nobias",
+         [=](auto& t, auto& c) {
+           return conv_epilogue(conv2d(t, sh(c, 0), sh(c, 1), false, 1, 1, 0, 0), {2, 3, 4, 3}, nullptr,
+                                &t[2]);
+         }},
+        {"Conv2d/epilogue_only_grads",
+         [=](auto& t, auto& c) {
+           return conv_epilogue(conv2d(t, sh(c, 0), sh(c, 1), true, 1, 1, 1, 1), {2, 4, 5, 5}, &t[3], &t[4]);
+         }},
+        {"Conv2d/winograd_32ch_bias_sample_bias_residual",
+         [=](auto& t, auto& c) {
+           return conv_epilogue(conv2d(t, sh(c, 0), sh(c, 1), true, 1, 1, 1, 1), {3, 32, 9, 7}, &t[3], &t[4]);
+         }},
         {"GroupNorm/g2_affine", [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 2, true); }},
         {"GroupNorm/g1_affine", [=](auto& t, auto& c) { return group_norm(t, sh(c, 0), 1, true); }},
         {"GroupNorm/per_channel_no_affine",
@@ -240,6 +272,26 @@ const std::map<std::string, Ref>& refs() {
            return broadcast(y, {5, 3}, t[2], {3}, [](double a, double b) { return a + b; });
          }},
         {"Linear/nobias_3d", [=](auto& t, auto&) { return bmm(t[0], 1, t[1], 1, 6, 4, 6, false, true); }},
+        {"Linear/bias_3d",
+         [=](auto& t, auto&) {
+           Vec y = bmm(t[0], 1, t[1], 1, 6, 4, 6, false, true);
+           return broadcast(y, {6, 6}, t[2], {6}, [](double a, double b) { return a + b; });
+         }},
+        {"Linear/bias_only_grad",
+         [=](auto& t, auto&) {
+           Vec y = bmm(t[0], 1, t[1], 1, 5, 4, 3, false, true);
+           return broadcast(y, {5, 3}, t[2], {3}, [](double a, double b) { return a + b; });
+         }},
+        {"Linear/transposed_input_bias",  // x stored (4, 5), used as its transpose (5, 4)
+         [=](auto& t, auto&) {
+           Vec y = bmm(t[0], 1, t[1], 1, 5, 4, 3, true, true);
+           return broadcast(y, {5, 3}, t[2], {3}, [](double a, double b) { return a + b; });
+         }},
+        {"Linear/attn_proj_2x196x64",
+         [=](auto& t, auto&) {
+           Vec y = bmm(t[0], 1, t[1], 1, 392, 64, 64, false, true);
+           return broadcast(y, {392, 64}, t[2], {64}, [](double a, double b) { return a + b; });
+         }},
         {"Matmul/2d", [=](auto& t, auto&) { return bmm(t[0], 1, t[1], 1, 3, 4, 5); }},
         {"Matmul/batched", [=](auto& t, auto&) { return bmm(t[0], 6, t[1], 6, 3, 4, 2); }},
         {"Matmul/transposed_views",

@@ -38,6 +38,24 @@ std::vector<OpCase> build_cases() {
       [](auto& t) { return conv2d(t[0], t[1], Tensor(), conv_opt(2, 1, 2, 0)); });
   def("Conv2d", "bias_only_grad", {Fc({2, 3, 5, 5}), Fc({4, 3, 3, 3}), F({4})},
       [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 1, 1)); });
+  // The additive epilogue (conv2d's sample_bias (N, K) and residual (N, K, P, Q); ResnetBlock2D's time
+  // embedding and shortcut): every combination with and without the conv bias, strided, 1x1, and with
+  // gradients for the epilogue's tensors only.
+  def("Conv2d", "3x3_s1_p1_bias_sample_bias_residual",
+      {F({2, 3, 6, 5}), F({4, 3, 3, 3}), F({4}), F({2, 4}), F({2, 4, 6, 5})},
+      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 1, 1), t[3], t[4]); });
+  def("Conv2d", "3x3_s2_p1_sample_bias_nobias", {F({2, 3, 7, 6}), F({4, 3, 3, 3}), F({2, 4})},
+      [](auto& t) { return conv2d(t[0], t[1], Tensor(), conv_opt(2, 2, 1, 1), t[2]); });
+  def("Conv2d", "1x1_residual_nobias", {F({2, 5, 4, 3}), F({3, 5, 1, 1}), F({2, 3, 4, 3})},
+      [](auto& t) { return conv2d(t[0], t[1], Tensor(), conv_opt(1, 1, 0, 0), Tensor(), t[2]); });
+  def("Conv2d", "epilogue_only_grads",
+      {Fc({2, 3, 5, 5}), Fc({4, 3, 3, 3}), Fc({4}), F({2, 4}), F({2, 4, 5, 5})},
+      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 1, 1), t[3], t[4]); });
+  // 32 -> 32 channels: the float32 Winograd path with its epilogue (parity, not finite differences).
+  def(
+      "Conv2d", "winograd_32ch_bias_sample_bias_residual",
+      {F({3, 32, 9, 7}), F({32, 32, 3, 3}), F({32}), F({3, 32}), F({3, 32, 9, 7})},
+      [](auto& t) { return conv2d(t[0], t[1], t[2], conv_opt(1, 1, 1, 1), t[3], t[4]); }, false);
   // The seed UNet's conv shapes (bench/unet_shapes.h, batch 4): parity and benchmarks, not finite
   // differences.
   for (const bench::ConvCase& k : bench::kConvs) {
@@ -80,6 +98,16 @@ std::vector<OpCase> build_cases() {
   // ---- linear / matmul
   def("Linear", "bias", {F({5, 4}), F({3, 4}), F({3})}, [](auto& t) { return linear(t[0], t[1], t[2]); });
   def("Linear", "nobias_3d", {F({2, 3, 4}), F({6, 4})}, [](auto& t) { return linear(t[0], t[1]); });
+  def("Linear", "bias_3d", {F({2, 3, 4}), F({6, 4}), F({6})},
+      [](auto& t) { return linear(t[0], t[1], t[2]); });
+  def("Linear", "bias_only_grad", {Fc({5, 4}), Fc({3, 4}), F({3})},
+      [](auto& t) { return linear(t[0], t[1], t[2]); });
+  def("Linear", "transposed_input_bias", {F({4, 5}), F({3, 4}), F({3})},
+      [](auto& t) { return linear(t[0].transpose(0, 1), t[1], t[2]); });
+  // An attention projection of the seed UNet at 14x14 (B*L rows of 64 channels, batch 2).
+  def(
+      "Linear", "attn_proj_2x196x64", {F({2, 196, 64}), F({64, 64}), F({64})},
+      [](auto& t) { return linear(t[0], t[1], t[2]); }, false);
   def("Matmul", "2d", {F({3, 4}), F({4, 5})}, [](auto& t) { return matmul(t[0], t[1]); });
   def("Matmul", "batched", {F({2, 3, 3, 4}), F({2, 3, 4, 2})}, [](auto& t) { return matmul(t[0], t[1]); });
   def("Matmul", "transposed_views", {F({2, 4, 3}), F({2, 5, 4})},

@@ -1,13 +1,23 @@
-// conv2d op: NCHW convolution with any kernel size, stride and padding, optional bias.
-// Forward and both backward passes are dedicated kernels (im2col+GEMM on CPU,
-// implicit GEMM on CUDA).
+// conv2d op: NCHW convolution with any kernel size, stride and padding, optional bias, and an optional
+// additive epilogue (a per-sample bias (N, K) and a residual (N, K, P, Q)) fused into the CPU forward.
+// Forward and both backward passes are dedicated kernels (im2col+GEMM or Winograd on CPU, implicit GEMM on
+// CUDA).
+#include "core/autograd.h"
 #include "core/ops.h"
 #include "core/ops/dispatch.h"
 
 namespace engine {
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opt) {
-  detail::check_same("conv2d", {&x, &weight, &bias});
+namespace {
+template <typename T>
+const T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opt,
+              const Tensor& sample_bias, const Tensor& residual) {
+  detail::check_same("conv2d", {&x, &weight, &bias, &sample_bias, &residual});
   ENGINE_CHECK(x.dim() == 4, "conv2d", "input must be (N, C, H, W), got ", shape_str(x.shape()));
   ENGINE_CHECK(weight.dim() == 4, "conv2d", "weight must be (K, C, R, S), got ", shape_str(weight.shape()));
   ENGINE_CHECK(weight.size(1) == x.size(1), "conv2d", "weight ", shape_str(weight.shape()), " expects ",
@@ -26,21 +36,46 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   ENGINE_CHECK(s.H + 2 * s.pad_h >= s.R && s.W + 2 * s.pad_w >= s.S, "conv2d", "kernel ",
                shape_str(weight.shape()), " larger than padded input ", shape_str(x.shape()));
 
+  if (sample_bias.defined())
+    ENGINE_CHECK(sample_bias.shape() == Shape({s.N, s.K}), "conv2d", "sample_bias ",
+                 shape_str(sample_bias.shape()), " must be (N, K) = ", shape_str({s.N, s.K}));
+  if (residual.defined())
+    ENGINE_CHECK(residual.shape() == Shape({s.N, s.K, s.P, s.Q}), "conv2d", "residual ",
+                 shape_str(residual.shape()), " must be the output's shape ",
+                 shape_str({s.N, s.K, s.P, s.Q}));
+
   Tensor xc = x.contiguous(), wc = weight.contiguous(), bc = bias.defined() ? bias.contiguous() : Tensor();
+  Tensor tc = sample_bias.defined() ? sample_bias.contiguous() : Tensor();
+  Tensor rc = residual.defined() ? residual.contiguous() : Tensor();
   Tensor y = Tensor::empty({s.N, s.K, s.P, s.Q}, x.dtype(), x.device());
   if (y.numel() > 0) {
-    auto cost = [&] { return detail::work(s.flops(), {&xc, &wc, &bc, &y}); };
+    auto cost = [&] { return detail::work(s.flops(), {&xc, &wc, &bc, &tc, &rc, &y}); };
     detail::dispatch_float(x, "conv2d", cost, [&]<typename T, bool Cuda>() {
-      KERN(conv2d_forward, s, xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, y.data<T>());
+      if constexpr (Cuda)
+        kern::cuda::conv2d_forward(s, xc.data<T>(), wc.data<T>(), data_or_null<T>(bc), y.data<T>());
+      else
+        kern::cpu::conv2d_forward_fused<T>(s, xc.data<T>(), wc.data<T>(), data_or_null<T>(bc),
+                                           data_or_null<T>(tc), data_or_null<T>(rc), y.data<T>());
     });
+    if (x.device().is_cuda() && (tc.defined() || rc.defined())) {  // CUDA: the epilogue as broadcast adds
+      NoGradGuard no_grad;
+      if (tc.defined()) y = add(y, tc.reshape({s.N, s.K, 1, 1}));
+      if (rc.defined()) y = add(y, rc);
+    }
   }
-  if (any_requires_grad({&x, &weight, &bias})) {
+  if (any_requires_grad({&x, &weight, &bias, &sample_bias, &residual})) {
     const bool gx = x.requires_grad(), gw = weight.requires_grad(),
-               gb = bias.defined() && bias.requires_grad();
+               gb = bias.defined() && bias.requires_grad(),
+               gt = sample_bias.defined() && sample_bias.requires_grad(),
+               gr = residual.defined() && residual.requires_grad();
     Tensor sx = gw ? xc.detach() : Tensor(), sw = gx ? wc.detach() : Tensor();
     DType dt = x.dtype();
     Device dev = x.device();
-    record("conv2d", y, {x, weight, bias}, [=](const Tensor& g) {
+    // The epilogue's tensors are inputs only when given (a plain conv's node keeps its three inputs).
+    const bool epi = sample_bias.defined() || residual.defined();
+    std::vector<Tensor> inputs{x, weight, bias};
+    if (epi) inputs.insert(inputs.end(), {sample_bias, residual});
+    record("conv2d", y, inputs, [=](const Tensor& g) {
       Tensor gc = g.contiguous();
       Tensor dx, dw, db;
       if (gx) dx = Tensor::empty({s.N, s.C, s.H, s.W}, dt, dev);
@@ -58,7 +93,10 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
                gb ? db.data<T>() : nullptr);
       });
       if (gb && !gw) db = sum(gc, {0, 2, 3});  // bias only: sum over (N, P, Q)
-      return std::vector<Tensor>{dx, gw ? dw : Tensor(), gb ? db : Tensor()};
+      std::vector<Tensor> grads{dx, gw ? dw : Tensor(), gb ? db : Tensor()};
+      if (epi)
+        grads.insert(grads.end(), {gt ? sum(gc, {2, 3}) : Tensor(), gr ? gc : Tensor()});  // dt: (N, K)
+      return grads;
     });
   }
   return y;

@@ -1,4 +1,7 @@
-// Matrix products: batched matmul (GEMM through OpenBLAS / cuBLAS) and linear layers.
+// Matrix products: batched matmul (GEMM through the engine's CPU GEMM / cuBLAS) and linear layers (one op:
+// the bias prefills the output and the GEMM accumulates onto it).
+#include <algorithm>
+
 #include "core/ops.h"
 #include "core/ops/dispatch.h"
 
@@ -87,16 +90,54 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  detail::check_same("linear", {&x, &weight, &bias});
   ENGINE_CHECK(weight.dim() == 2, "linear", "weight must be (out, in), got ", shape_str(weight.shape()));
   ENGINE_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear", "input ", shape_str(x.shape()),
                " does not match weight ", shape_str(weight.shape()));
   if (bias.defined())
     ENGINE_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear", "bias ",
                  shape_str(bias.shape()), " does not match weight ", shape_str(weight.shape()));
+  const int64_t in = weight.size(1), out = weight.size(0);
   Shape out_shape = x.shape();
-  out_shape.back() = weight.size(0);
-  Tensor y = matmul(x.reshape({-1, x.size(-1)}), weight.transpose(0, 1));
-  if (bias.defined()) y = add(y, bias);
+  out_shape.back() = out;
+  Tensor x2 = x.reshape({-1, in});
+  const int64_t M = x2.size(0);
+  Tensor y = Tensor::empty({M, out}, x.dtype(), x.device());
+  if (y.numel() > 0) {
+    Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+    MatBatch A = as_mat_batch(x2), B = as_mat_batch(weight.transpose(0, 1));
+    auto cost = [&] {
+      return detail::work(2.0 * static_cast<double>(M) * out * in, {&x2, &weight, &bc, &y});
+    };
+    detail::dispatch_float(x, "linear", cost, [&]<typename T, bool Cuda>() {
+      // y starts as the bias rows (or 0 when there is nothing to multiply), and gemm with beta = 1 continues
+      // each element's FMA chain from its bias.
+      if (bc.defined()) {
+        if constexpr (Cuda) {
+          detail::copy_into(bc.reshape({1, out}).expand({M, out}), y);
+        } else {
+          const T* b = bc.data<T>();
+          T* yp = y.data<T>();
+          for (int64_t i = 0; i < M; ++i) std::copy(b, b + out, yp + i * out);
+        }
+      } else if (in == 0) {
+        y.fill_(0.0);
+      }
+      if (in > 0)
+        KERN(gemm, A.trans, B.trans, M, out, in, T(1), A.t.template data<T>(), A.ld, B.t.template data<T>(),
+             B.ld, bc.defined() ? T(1) : T(0), y.data<T>(), out);
+    });
+  }
+  if (any_requires_grad({&x, &weight, &bias})) {
+    const bool gx = x.requires_grad(), gw = weight.requires_grad(),
+               gb = bias.defined() && bias.requires_grad();
+    Tensor sx = gw ? x2.detach() : Tensor(), sw = gx ? weight.detach() : Tensor();
+    record("linear", y, {x2, weight, bias}, [=](const Tensor& g) {
+      return std::vector<Tensor>{gx ? matmul(g, sw) : Tensor(),                  // (M, out) @ (out, in)
+                                 gw ? matmul(g.transpose(0, 1), sx) : Tensor(),  // (out, M) @ (M, in)
+                                 gb ? sum(g, {0}) : Tensor()};
+    });
+  }
   return y.reshape(out_shape);
 }
 

@@ -99,6 +99,12 @@ bool batch_parallel(int64_t N) {
 
 template <typename T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* b, T* y) {
+  conv2d_forward_fused<T>(s, x, w, b, nullptr, nullptr, y);
+}
+
+template <typename T>
+void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T* b, const T* t, const T* r,
+                          T* y) {
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
   // float32 3x3 stride-1 pad-1: Winograd unless ENGINE_CPU_CONV=im2col or C * K is below the auto
   // threshold (winograd_selected: settings and channel counts only, never the batch or thread count;
@@ -107,7 +113,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* b, T*
   // GemmBf16.Conv2dWinograd*), but bf16 by im2col measured slower than fp32 by Winograd
   // (bench/RESULTS.md, 2026-12-01).
   if constexpr (std::is_same_v<T, float>) {
-    if (winograd_selected(s)) return conv2d_forward_winograd(s, x, w, b, y);
+    if (winograd_selected(s)) return conv2d_forward_winograd(s, x, w, b, y, kWinogradTile, {t, r});
   }
   const bool pw = is_pointwise(s);
 #pragma omp parallel if (batch_parallel(s.N))
@@ -122,9 +128,21 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* b, T*
         im2col(s, xn, cols.data());
         src = cols.data();
       }
+      // The epilogue's terms prefill y, e + r per element (e = b[k] + t[n, k], the terms given), and gemm
+      // (beta = 1) continues each element's FMA chain from that value.
       T beta = T(0);
-      if (b) {
-        for (int64_t k = 0; k < s.K; ++k) std::fill(yn + k * PQ, yn + (k + 1) * PQ, b[k]);
+      if (b || t || r) {
+        for (int64_t k = 0; k < s.K; ++k) {
+          const int64_t nk = n * s.K + k;
+          T* yk = yn + k * PQ;
+          const T e = b && t ? b[k] + t[nk] : b ? b[k] : t ? t[nk] : T(0);
+          if (!r)
+            std::fill(yk, yk + PQ, e);
+          else if (b || t)
+            for (int64_t i = 0; i < PQ; ++i) yk[i] = e + r[nk * PQ + i];
+          else
+            std::memcpy(yk, r + nk * PQ, sizeof(T) * PQ);
+        }
         beta = T(1);
       }
       gemm<T>(false, false, s.K, PQ, CRS, T(1), w, CRS, src, PQ, beta, yn, PQ);
@@ -223,6 +241,10 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw
 }
 
 KERN_INSTANTIATE_CPU(conv2d_forward)
+template void conv2d_forward_fused<float>(const Conv2dShape&, const float*, const float*, const float*,
+                                          const float*, const float*, float*);
+template void conv2d_forward_fused<double>(const Conv2dShape&, const double*, const double*, const double*,
+                                           const double*, const double*, double*);
 KERN_INSTANTIATE_CPU(conv2d_backward_input)
 KERN_INSTANTIATE_CPU(conv2d_backward_weight)
 

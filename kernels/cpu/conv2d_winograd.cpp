@@ -4,7 +4,7 @@
 //   U[xi][k][c] = (G g_kc G^T)[xi]           weights, in float64, rounded once (per call)
 //   V[xi][c][t] = (B^T d_ct B)[xi]           input tiles (a x a, a = m + 2), zero-padded at the borders
 //   M[xi]       = U[xi] (K x C) @ V[xi] (C x T)   one kern::cpu::gemm per transform point xi
-//   y tile      = A^T M[.][k][t] A + b[k]
+//   y tile      = (A^T M[.][k][t] A + e[n][k]) + r[n][k][tile]   e = b[k] + t[n][k] (the terms given)
 // The tiles of all images are processed in chunks of TB tiles (the chunk is a unit of OpenMP work and
 // keeps V and M in cache). Bitwise determinism: each transform is a fixed sequence of float operations
 // on one tile (this file is built with -ffp-contract=off and explicit operation order; vectorising it
@@ -177,10 +177,11 @@ void transform_input_block(const Conv2dShape& s, const float* x, const Lanes& L,
   }
 }
 
-// y tiles from M[xi][k][col0 + l] (row stride ldm per k, K * ldm per xi), plus the bias.
+// y tiles from M[xi][k][col0 + l] (row stride ldm per k, K * ldm per xi), plus the epilogue's terms:
+// (Y + e) + r with e = b[k] + t[n, k] (each term only where given), r the residual pixel.
 template <class F>
 void transform_output_block(const Conv2dShape& s, const float* M, int64_t ldm, int64_t col0, const Lanes& L,
-                            const float* b, float* y) {
+                            const float* b, const WinogradAdd& add, float* y) {
   constexpr int a = F::a, m = F::m;
   const int64_t H = s.H, W = s.W;
   alignas(64) float Mt[a][a][kL], T2[m][a][kL], Y[m][m][kL];
@@ -189,15 +190,22 @@ void transform_output_block(const Conv2dShape& s, const float* M, int64_t ldm, i
       std::memcpy(&Mt[xi / a][xi % a][0], M + (xi * s.K + k) * ldm + col0, sizeof(float) * kL);
     for (int j = 0; j < a; ++j) F::output(&Mt[0][j][0], a * kL, &T2[0][j][0], a * kL);  // A^T M
     for (int i = 0; i < m; ++i) F::output(&T2[i][0][0], kL, &Y[i][0][0], kL);           // (.) A
-    const float bias = b ? b[k] : 0.0f;
     for (int l = 0; l < kL; ++l) {
       if (L.n[l] < 0) continue;
-      float* out = y + (L.n[l] * s.K + k) * H * W;
+      const int64_t nk = L.n[l] * s.K + k;
+      const bool has_e = b || add.t;
+      const float e = winograd_epilogue_bias(b, add.t, k, nk);
+      float* out = y + nk * H * W;
+      const float* res = add.r ? add.r + nk * H * W : nullptr;
       const int mi = static_cast<int>(std::min<int64_t>(m, H - L.p0[l]));
       const int mj = static_cast<int>(std::min<int64_t>(m, W - L.q0[l]));
       for (int i = 0; i < mi; ++i) {
-        float* row = out + (L.p0[l] + i) * W + L.q0[l];
-        for (int j = 0; j < mj; ++j) row[j] = b ? Y[i][j][l] + bias : Y[i][j][l];
+        const int64_t off = (L.p0[l] + i) * W + L.q0[l];
+        float* row = out + off;
+        for (int j = 0; j < mj; ++j) {
+          const float v = has_e ? Y[i][j][l] + e : Y[i][j][l];
+          row[j] = res ? v + res[off + j] : v;
+        }
       }
     }
   }
@@ -232,16 +240,17 @@ bool transform_input_simd(CpuIsa isa, int m, const Conv2dShape& s, const float* 
 }
 
 bool transform_output_simd(CpuIsa isa, int m, const Conv2dShape& s, const float* M, int64_t ld, int64_t t0,
-                           int64_t nt, const float* b, float* y) {
+                           int64_t nt, const float* b, const WinogradAdd& add, float* y) {
 #if defined(__x86_64__)
-  if (isa == CpuIsa::Avx512) return detail::winograd_output_avx512(m, s, M, ld, t0, nt, b, y), true;
-  if (isa == CpuIsa::Avx2) return detail::winograd_output_avx2(m, s, M, ld, t0, nt, b, y), true;
+  if (isa == CpuIsa::Avx512) return detail::winograd_output_avx512(m, s, M, ld, t0, nt, b, add, y), true;
+  if (isa == CpuIsa::Avx2) return detail::winograd_output_avx2(m, s, M, ld, t0, nt, b, add, y), true;
 #endif
   return false;
 }
 
 template <class F>
-void winograd(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y) {
+void winograd(const Conv2dShape& s, const float* x, const float* w, const float* b, const WinogradAdd& add,
+              float* y) {
   constexpr int a = F::a, m = F::m, A2 = a * a;
   const int64_t TY = (s.H + m - 1) / m, TX = (s.W + m - 1) / m, T = s.N * TY * TX;
   if (T == 0 || s.K == 0) return;
@@ -274,9 +283,9 @@ void winograd(const Conv2dShape& s, const float* x, const float* w, const float*
       for (int xi = 0; xi < A2; ++xi)
         gemm<float>(true, false, s.K, nt, s.C, 1.0f, U + xi * s.K * s.C, s.K, V + xi * s.C * ld, ld, 0.0f,
                     M + xi * s.K * ld, ld);
-      if (!transform_output_simd(isa, m, s, M, ld, t_begin, nt, b, y))
+      if (!transform_output_simd(isa, m, s, M, ld, t_begin, nt, b, add, y))
         for (int64_t col = 0; col < nt; col += kL)
-          transform_output_block<F>(s, M, ld, col, locate(t_begin + col, T, TY, TX, m), b, y);
+          transform_output_block<F>(s, M, ld, col, locate(t_begin + col, T, TY, TX, m), b, add, y);
     }
   }
 }
@@ -329,13 +338,13 @@ bool winograd_selected(const Conv2dShape& s) {
 }
 
 void conv2d_forward_winograd(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y,
-                             int tile) {
+                             int tile, const WinogradAdd& add) {
   if (!winograd_applies(s))
     throw engine::Error("conv2d_forward_winograd: needs a 3x3 kernel, stride 1, padding 1");
   if (tile == 4)
-    winograd<F43>(s, x, w, b, y);
+    winograd<F43>(s, x, w, b, add, y);
   else if (tile == 2)
-    winograd<F23>(s, x, w, b, y);
+    winograd<F23>(s, x, w, b, add, y);
   else
     throw engine::Error("conv2d_forward_winograd: tile must be 2 or 4, got " + std::to_string(tile));
 }

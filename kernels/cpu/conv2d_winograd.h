@@ -42,11 +42,30 @@ constexpr int kWinogradTile = 2;
 // 32) stays im2col.
 constexpr int64_t kWinogradAutoMinCK = 1024;
 
-// y (N, K, H, W) = conv(x (N, C, H, W), w (K, C, 3, 3)) + b (K; may be nullptr), stride 1, pad 1, with
-// F(m x m, 3 x 3), m = tile (2 or 4). Throws engine::Error if !winograd_applies(s) or tile is not 2 or 4.
-// The weight transform is computed in float64 and rounded once; error bound: see docs/apps.md.
+// The optional additive epilogue of the Winograd forward (both may be nullptr): a per-sample bias
+// t (N, K) and a residual r (N, K, H, W), contiguous; r may not alias y.
+// (No member initialisers: an aggregate, so `{}` is both nullptrs and no constructor is ever emitted.)
+struct WinogradAdd {
+  const float* t;
+  const float* r;
+};
+
+// The per-(n, k) term added to an output tile: b[k] + t[nk] (nk = n * K + k), either term only where its
+// pointer is given, 0 if neither is. Every output transform (portable and SIMD) uses this one function, so
+// the bits agree. static: internal linkage, so that the copy compiled into an AVX-512 file can never be
+// linked into another caller (cf. conv2d_winograd_simd_impl.h).
+static inline float winograd_epilogue_bias(const float* b, const float* t, int64_t k, int64_t nk) {
+  if (b && t) return b[k] + t[nk];
+  return b ? b[k] : t ? t[nk] : 0.0f;
+}
+
+// y (N, K, H, W) = conv(x (N, C, H, W), w (K, C, 3, 3)) + b (K; may be nullptr) [+ add.t (N, K)]
+// [+ add.r (N, K, H, W)], stride 1, pad 1, with F(m x m, 3 x 3), m = tile (2 or 4). Each output is
+// (A^T M A + e) + r with e = winograd_epilogue_bias (terms absent are not added). Throws engine::Error if
+// !winograd_applies(s) or tile is not 2 or 4. The weight transform is computed in float64 and rounded once;
+// error bound: see docs/apps.md.
 void conv2d_forward_winograd(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y,
-                             int tile = kWinogradTile);
+                             int tile = kWinogradTile, const WinogradAdd& add = {});
 
 // dx (N, C, H, W) = the input gradient of that convolution for dy (N, K, H, W), w (K, C, 3, 3): a Winograd
 // forward conv of dy with the flipped, transposed weights (overwrites dx). Same errors thrown as above.

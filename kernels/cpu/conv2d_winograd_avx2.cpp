@@ -14,11 +14,11 @@ void winograd_input_avx2(int tile, const Conv2dShape& s, const float* x, int64_t
 }
 
 void winograd_output_avx2(int tile, const Conv2dShape& s, const float* M, int64_t ld, int64_t t0, int64_t nt,
-                          const float* b, float* y) {
+                          const float* b, const WinogradAdd& add, float* y) {
   if (tile == 4)
-    output_tiles<F43v, 8>(s, M, ld, t0, nt, b, y);
+    output_tiles<F43v, 8>(s, M, ld, t0, nt, b, add, y);
   else
-    output_tiles<F23v, 8>(s, M, ld, t0, nt, b, y);
+    output_tiles<F23v, 8>(s, M, ld, t0, nt, b, add, y);
 }
 
 }  // namespace kern::cpu::detail

@@ -16,12 +16,14 @@ void winograd_input_avx512(int tile, const Conv2dShape& s, const float* x, int64
 }
 
 void winograd_output_avx512(int tile, const Conv2dShape& s, const float* M, int64_t ld, int64_t t0,
-                            int64_t nt, const float* b, float* y) {
+                            int64_t nt, const float* b, const WinogradAdd& add, float* y) {
   const bool w = use16(s, tile);
   if (tile == 4)
-    w ? output_tiles<F43v, 16>(s, M, ld, t0, nt, b, y) : output_tiles<F43v, 8>(s, M, ld, t0, nt, b, y);
+    w ? output_tiles<F43v, 16>(s, M, ld, t0, nt, b, add, y)
+      : output_tiles<F43v, 8>(s, M, ld, t0, nt, b, add, y);
   else
-    w ? output_tiles<F23v, 16>(s, M, ld, t0, nt, b, y) : output_tiles<F23v, 8>(s, M, ld, t0, nt, b, y);
+    w ? output_tiles<F23v, 16>(s, M, ld, t0, nt, b, add, y)
+      : output_tiles<F23v, 8>(s, M, ld, t0, nt, b, add, y);
 }
 
 }  // namespace kern::cpu::detail

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/kernel_shapes.h"
 
 namespace kern::cpu::detail {
@@ -18,12 +19,13 @@ void winograd_input_avx2(int tile, const Conv2dShape& s, const float* x, int64_t
 void winograd_input_avx512(int tile, const Conv2dShape& s, const float* x, int64_t t0, int64_t nt, float* V,
                            int64_t ld);
 
-// The output pixels of tiles t0 .. t0 + nt - 1 in y (N, K, H, W): A^T M[.][k][j] A (+ b[k] unless b is
-// nullptr), M[xi][k][j] with row stride ld per k (columns up to a multiple of 16 past nt may be read;
-// ld must allow that).
+// The output pixels of tiles t0 .. t0 + nt - 1 in y (N, K, H, W): (A^T M[.][k][j] A + e) + r, e =
+// winograd_epilogue_bias(b, add.t) where b or add.t is given, r = add.r's pixel where given;
+// M[xi][k][j] with row stride ld per k (columns up to a multiple of 16 past nt may be read; ld must allow
+// that).
 void winograd_output_avx2(int tile, const Conv2dShape& s, const float* M, int64_t ld, int64_t t0, int64_t nt,
-                          const float* b, float* y);
+                          const float* b, const WinogradAdd& add, float* y);
 void winograd_output_avx512(int tile, const Conv2dShape& s, const float* M, int64_t ld, int64_t t0,
-                            int64_t nt, const float* b, float* y);
+                            int64_t nt, const float* b, const WinogradAdd& add, float* y);
 
 }  // namespace kern::cpu::detail

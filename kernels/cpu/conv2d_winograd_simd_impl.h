@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/conv2d_winograd_f43.h"
 #include "kernels/kernel_shapes.h"
 
@@ -233,17 +234,29 @@ void input_piece(const Conv2dShape& s, const float* x, int64_t n, int64_t ty, in
   }
 }
 
-// The output pixels of tiles tx0 .. tx0 + cnt - 1 of tile row ty of image n from M columns col ..
+// v + the residual row's first n columns (lane l: r[l]; lanes >= n are not read and add 0).
+template <int L>
+typename Vec<L>::F add_row(typename Vec<L>::F v, const float* r, int64_t n) {
+  using VT = typename Vec<L>::F;
+  return v + (n >= L ? load<VT>(r) : Vec<L>::load_masked(r, Vec<L>::range(0, n)));
+}
+
+// The output pixels of tiles tx0 .. tx0 + cnt - 1 of tile row ty of image n from M columns col ..:
+// (A^T M A + e) + r, the portable transform_output_block's operations (e = winograd_epilogue_bias, added
+// in the tile layout; the residual r added in the image layout, after the zips, before the stores).
 template <class F, int L>
 void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col, int64_t n, int64_t ty,
-                  int64_t tx0, int64_t cnt, const float* b, float* y) {
+                  int64_t tx0, int64_t cnt, const float* b, const WinogradAdd& add, float* y) {
   using VT = typename Vec<L>::F;
   constexpr int a = F::a, m = F::m;
   const int64_t H = s.H, W = s.W, K = s.K, nv = (cnt + L - 1) / L;
   const int mi = static_cast<int>(imin(m, H - ty * m));
   for (int64_t k = 0; k < K; ++k) {
-    float* plane = y + (n * K + k) * H * W;
-    const float bias = b ? b[k] : 0.0f;
+    const int64_t nk = n * K + k;
+    float* plane = y + nk * H * W;
+    const float* rplane = add.r ? add.r + nk * H * W : nullptr;
+    const bool has_e = b || add.t;
+    const float bias = winograd_epilogue_bias(b, add.t, k, nk);
     for (int64_t v = 0; v < nv; ++v) {
       VT Mt[a][a], T2[m][a], Y[m][m];
       for (int xi = 0; xi < a * a; ++xi) Mt[xi / a][xi % a] = load<VT>(M + (xi * K + k) * ld + col + v * L);
@@ -254,7 +267,7 @@ void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col,
         for (int i = 0; i < m; ++i) T2[i][j] = o[i];
       }
       for (int i = 0; i < m; ++i) F::output(T2[i], Y[i]);  // (.) A
-      if (b)
+      if (has_e)
         for (int i = 0; i < m; ++i)
           for (int j = 0; j < m; ++j) Y[i][j] = Y[i][j] + bias;
       // This vector's tiles: tx0 + v L + l, l < lanes; their columns q0 .. q0 + ncols - 1.
@@ -262,8 +275,13 @@ void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col,
       const int64_t ncols = imin(m * lanes, W - q0);
       for (int i = 0; i < mi; ++i) {
         float* row = plane + (ty * m + i) * W + q0;
+        const float* rrow = rplane ? rplane + (ty * m + i) * W + q0 : nullptr;
         if constexpr (m == 2) {
-          const VT lo = Vec<L>::zip_lo(Y[i][0], Y[i][1]), hi = Vec<L>::zip_hi(Y[i][0], Y[i][1]);
+          VT lo = Vec<L>::zip_lo(Y[i][0], Y[i][1]), hi = Vec<L>::zip_hi(Y[i][0], Y[i][1]);
+          if (rrow) {
+            lo = add_row<L>(lo, rrow, ncols);
+            if (ncols > L) hi = add_row<L>(hi, rrow + L, ncols - L);
+          }
           if (ncols >= L) {
             store(row, lo);
             Vec<L>::store_n(row + L, hi, ncols - L);
@@ -274,9 +292,10 @@ void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col,
           // m = 4: two rounds of zips interleave the 4 outputs of each lane into 4 L consecutive columns.
           const VT p0 = Vec<L>::zip_lo(Y[i][0], Y[i][2]), p1 = Vec<L>::zip_hi(Y[i][0], Y[i][2]);
           const VT q0 = Vec<L>::zip_lo(Y[i][1], Y[i][3]), q1 = Vec<L>::zip_hi(Y[i][1], Y[i][3]);
-          const VT o[4] = {Vec<L>::zip_lo(p0, q0), Vec<L>::zip_hi(p0, q0), Vec<L>::zip_lo(p1, q1),
-                           Vec<L>::zip_hi(p1, q1)};
+          VT o[4] = {Vec<L>::zip_lo(p0, q0), Vec<L>::zip_hi(p0, q0), Vec<L>::zip_lo(p1, q1),
+                     Vec<L>::zip_hi(p1, q1)};
           for (int h = 0; h < 4 && h * L < ncols; ++h) {
+            if (rrow) o[h] = add_row<L>(o[h], rrow + h * L, ncols - h * L);
             if (ncols >= (h + 1) * L)
               store(row + h * L, o[h]);
             else
@@ -304,9 +323,9 @@ void input_tiles(const Conv2dShape& s, const float* x, int64_t t0, int64_t nt, f
 
 template <class F, int L>
 void output_tiles(const Conv2dShape& s, const float* M, int64_t ld, int64_t t0, int64_t nt, const float* b,
-                  float* y) {
+                  const WinogradAdd& add, float* y) {
   for_row_pieces(s, F::m, t0, nt, [&](int64_t n, int64_t ty, int64_t tx0, int64_t cnt, int64_t col) {
-    output_piece<F, L>(s, M, ld, col, n, ty, tx0, cnt, b, y);
+    output_piece<F, L>(s, M, ld, col, n, ty, tx0, cnt, b, add, y);
   });
 }
 

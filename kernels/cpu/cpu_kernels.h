@@ -42,6 +42,17 @@ void attention_backward_bhdl(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64
                              const float* q, const float* k, const float* v, const float* o, const float* lse,
                              const float* dout, float* dq, float* dk, float* dv);
 
+// ---- conv2d forward with an additive epilogue (CPU only; the CUDA op composes conv2d_forward with adds).
+// y (N, K, P, Q) = conv(x, w) + b[k] + t[n, k] + r[n, k, p, q] for b (K), t (N, K), r (N, K, P, Q), each
+// contiguous and nullable (absent terms are not added; r must not alias y). The terms are summed first,
+// e = b[k] + t[n, k], then e + r; im2col prefills y with that and gemm (beta = 1) continues each element's
+// FMA chain from it, Winograd adds (A^T M A + e) + r in its output transform. Same algorithm choice and
+// determinism as conv2d_forward (bitwise independent of thread count, batch size and ISA path), which is
+// this with t = r = nullptr.
+template <typename T>
+void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T* b, const T* t, const T* r,
+                          T* y);
+
 // ---- group_norm_silu (CPU only): y = silu(group_norm(x)) over x (N, C, HW), G groups, in one kernel.
 // gamma/beta (C) may be nullptr (no affine). stats (N*G*2, double) receives each group's mean and rstd
 // in double, which the backward needs to recompute gn(x) exactly (nothing else is saved besides x).
