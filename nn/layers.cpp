@@ -76,10 +76,11 @@ Attention::Attention(Init& init, int64_t channels_, int64_t heads_, int64_t dim_
 
 namespace {
 // lin (out, in) applied along the channels of t (B, in, H, W) -> (B, out, H, W): a 1x1 conv with lin's
-// weight viewed as (out, in, 1, 1) (no copy; gradients flow to lin's parameters through the view).
-Tensor channel_linear(const Linear& lin, const Tensor& t) {
+// weight viewed as (out, in, 1, 1) (no copy; gradients flow to lin's parameters through the view), plus
+// residual (B, out, H, W) when given, in the conv's output pass.
+Tensor channel_linear(const Linear& lin, const Tensor& t, const Tensor& residual = Tensor()) {
   return conv2d(t, lin.weight.reshape({lin.weight.size(0), lin.weight.size(1), 1, 1}), lin.bias,
-                Conv2dOptions{});
+                Conv2dOptions{}, Tensor(), residual);
 }
 }  // namespace
 
@@ -100,7 +101,7 @@ Tensor Attention::forward(const Tensor& x) const {
     };
     o = scaled_dot_product_attention(heads_of(*to_q), heads_of(*to_k), heads_of(*to_v), scale);
     o = o.transpose(2, 3).reshape({B, inner, H, W});  // a view of the kernel's (B, heads, D, L) output
-    o = channel_linear((*to_out)[0], o) + x;          // (B, C, H, W)
+    o = channel_linear((*to_out)[0], o, x);           // (B, C, H, W): to_out(o) + x, one pass
   } else {
     // CUDA: token-major (the layout its attention kernel reads): (B, L, C) once for the three projections.
     h = h.transpose(1, 2).contiguous();
