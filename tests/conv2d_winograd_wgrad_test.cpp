@@ -295,6 +295,9 @@ TEST_F(WinogradWgrad, NonFiniteInputsPropagate) {
             const bool finite = std::isfinite(dw[i]);
             EXPECT_TRUE(std::isfinite(ref[i]) || !finite) << kc::cpu_isa_name(isa) << " " << i;
             EXPECT_TRUE(hit || finite) << kc::cpu_isa_name(isa) << " " << i;
+            // docs/apps.md: a non-finite input makes all 9 taps of the affected dw[k][c] non-finite (every
+            // pixel reaches the transform points u1 / u2 of some tile, and G^T spreads them to every tap).
+            EXPECT_TRUE(!hit || !finite) << kc::cpu_isa_name(isa) << " " << i;
           }
         }
     }

@@ -88,7 +88,7 @@ namespace {
 
 constexpr int kA2 = 16;       // transform points of F(2x2, 3x3)
 constexpr int64_t kGap = 16;  // spare V / D columns after a chunk (the SIMD transforms write whole vectors,
-                              // up to 15 columns past their tiles)
+                              // up to 14 columns past their tiles)
 
 // Tiles per chunk: one thread's V (half the channels) and Mdy within about 1 MiB (its L2 on the target
 // Zen 4), a multiple of 16 in [32, 1024]. C and K only, never the thread count.
@@ -105,7 +105,7 @@ float* scratch(int slot, int64_t n) {
 }
 
 // V[xi][c - c0][j] (Cc = c1 - c0 channels: row stride ld per channel, Cc * ld per xi) for the tiles
-// t0 .. t0 + nt - 1 of x: the SIMD input transform on avx2 / avx512 (up to 15 columns past nt), else the
+// t0 .. t0 + nt - 1 of x: the SIMD input transform on avx2 / avx512 (up to 14 columns past nt), else the
 // portable one. Called per image (the transforms index images by their channel count).
 void input_channels(CpuIsa isa, const Conv2dShape& s, const float* x, int64_t c0, int64_t c1, int64_t t0,
                     int64_t nt, float* V, int64_t ld) {

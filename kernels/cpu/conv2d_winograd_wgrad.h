@@ -11,7 +11,7 @@ namespace kern::cpu::detail {
 // D[xi][k][j] (row stride ld per k, K * ld per xi), j < nt, = A dy_t A^T (4 x 4, xi = 4 i + j) of global
 // tile t = t0 + j of dy (N, K, H, W): dy_t = dy[n][k][2 ty .. 2 ty + 1][2 tx .. 2 tx + 1], zero outside the
 // image; A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] (tiles numbered image by image, row by row). The SIMD
-// versions write whole vectors, up to 15 columns past nt (ld >= nt + 15); the portable one only nt.
+// versions write whole vectors, up to 14 columns past nt (so ld >= nt + 15); the portable one only nt.
 void winograd_dy_portable(const Conv2dShape& s, const float* dy, int64_t t0, int64_t nt, float* D,
                           int64_t ld);
 void winograd_dy_avx2(const Conv2dShape& s, const float* dy, int64_t t0, int64_t nt, float* D, int64_t ld);
