@@ -29,13 +29,10 @@ using kern::Conv2dShape;
 namespace kc = kern::cpu;
 using engine::test::bitwise_equal;
 using engine::test::random_vector;
+using engine::test::shape3x3;
 using engine::test::supported_isas;
 using kc::CpuConvAlgo;
 using kc::CpuIsa;
-
-Conv2dShape shape3x3(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K) {
-  return Conv2dShape{N, C, H, W, K, 3, 3, 1, 1, 1, 1, H, W};
-}
 
 // The definition, in float64.
 std::vector<double> conv_f64(const Conv2dShape& s, const float* x, const float* w, const float* b) {
@@ -155,17 +152,7 @@ std::vector<double> winograd_abs(const Conv2dShape& s, const float* x, const flo
   return y;
 }
 
-// Restores the ISA, the conv setting and the thread count after each test.
-class WinogradConv : public ::testing::Test {
- protected:
-  void SetUp() override { threads_ = omp_get_max_threads(); }
-  void TearDown() override {
-    kc::set_cpu_isa(CpuIsa::Auto);
-    kc::set_cpu_conv_algo(CpuConvAlgo::Auto);
-    omp_set_num_threads(threads_);
-  }
-  int threads_ = 1;
-};
+class WinogradConv : public engine::test::CpuSettingsRestored {};
 
 struct Err {
   double max_abs = 0, max_rel = 0, worst_vs_bound = 0;  // rel: |err| / Y_abs (the bound's scale)

@@ -32,6 +32,7 @@ using kern::Conv2dShape;
 namespace kc = kern::cpu;
 using engine::test::bitwise_equal;
 using engine::test::random_vector;
+using engine::test::shape3x3;
 using engine::test::supported_isas;
 using kc::CpuConvAlgo;
 using kc::CpuIsa;
@@ -39,10 +40,6 @@ using kc::CpuIsa;
 const double kBT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
 const double kG[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
 const double kAT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
-
-Conv2dShape shape3x3(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K) {
-  return Conv2dShape{N, C, H, W, K, 3, 3, 1, 1, 1, 1, H, W};
-}
 
 // The definition, in float64.
 std::vector<double> wgrad_f64(const Conv2dShape& s, const float* dy, const float* x) {
@@ -112,17 +109,7 @@ std::vector<double> wgrad_abs(const Conv2dShape& s, const float* dy, const float
 
 int64_t tiles(const Conv2dShape& s) { return s.N * ((s.H + 1) / 2) * ((s.W + 1) / 2); }
 
-// Restores the ISA, the conv setting and the thread count after each test.
-class WinogradWgrad : public ::testing::Test {
- protected:
-  void SetUp() override { threads_ = omp_get_max_threads(); }
-  void TearDown() override {
-    kc::set_cpu_isa(CpuIsa::Auto);
-    kc::set_cpu_conv_algo(CpuConvAlgo::Auto);
-    omp_set_num_threads(threads_);
-  }
-  int threads_ = 1;
-};
+class WinogradWgrad : public engine::test::CpuSettingsRestored {};
 
 // Runs the Winograd weight gradient on s and checks every element against the definition within
 // gamma_(T+5) * DW_abs. Returns the largest |err| / bound.

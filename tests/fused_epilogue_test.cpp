@@ -87,16 +87,7 @@ std::vector<double> definition(const Conv2dShape& s, const Operands<T>& o, int t
   return y;
 }
 
-class FusedConv : public ::testing::Test {
- protected:
-  void SetUp() override { threads_ = omp_get_max_threads(); }
-  void TearDown() override {
-    kc::set_cpu_isa(CpuIsa::Auto);
-    kc::set_cpu_conv_algo(CpuConvAlgo::Auto);
-    omp_set_num_threads(threads_);
-  }
-  int threads_ = 1;
-};
+class FusedConv : public engine::test::CpuSettingsRestored {};
 
 // 3x3 stride-1 pad-1 shapes whose sizes are not multiples of the Winograd tiles (both algorithms), and
 // strided / 1x1 / 5x3-padded ones (im2col only).

@@ -2,6 +2,7 @@
 // small wrapper config used by the nn/ and models/ tests, seeded random vectors, bitwise comparison, and
 // the CPU ISA paths this machine can run.
 #pragma once
+#include <gtest/gtest.h>
 #include <omp.h>
 #include <sys/wait.h>
 
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "models/unet2d_config.h"
 
@@ -91,6 +93,24 @@ inline std::vector<kern::cpu::CpuIsa> supported_isas() {
 struct IsaGuard {
   ~IsaGuard() { kern::cpu::set_cpu_isa(kern::cpu::CpuIsa::Auto); }
 };
+
+// A test fixture that restores the run-time ISA choice, the CPU conv algorithm setting (ENGINE_CPU_CONV)
+// and the OpenMP thread count after each test, whatever the test set.
+class CpuSettingsRestored : public ::testing::Test {
+ protected:
+  void SetUp() override { threads_ = omp_get_max_threads(); }
+  void TearDown() override {
+    kern::cpu::set_cpu_isa(kern::cpu::CpuIsa::Auto);
+    kern::cpu::set_cpu_conv_algo(kern::cpu::CpuConvAlgo::Auto);
+    omp_set_num_threads(threads_);
+  }
+  int threads_ = 1;
+};
+
+// The shape of a 3x3, stride-1, pad-1 convolution (the Winograd domain): x (N, C, H, W) -> y (N, K, H, W).
+inline kern::Conv2dShape shape3x3(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K) {
+  return kern::Conv2dShape{N, C, H, W, K, 3, 3, 1, 1, 1, 1, H, W};
+}
 
 // Runs f with the OpenMP thread count set to n, restoring it afterwards.
 template <typename F>

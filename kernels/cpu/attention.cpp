@@ -17,6 +17,7 @@
 #include <cmath>
 #include <limits>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -254,33 +255,37 @@ KERN_INSTANTIATE_CPU(attention_backward)
 
 bool attention_blhd_supported(int64_t Lq, int64_t Lk, int64_t D) { return small_d<float>(Lq, Lk, D); }
 
+namespace {
+// The argument check of the in-place (B, L, H, D) / (B, H, D, L) entry points below.
+void require_small_heads(const char* fn, int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D) {
+  if (B < 0 || H < 1 || !attention_blhd_supported(Lq, Lk, D))
+    throw std::invalid_argument(std::string(fn) + ": needs B >= 0, H >= 1, Lq, Lk >= 1, 1 <= D <= 16");
+}
+}  // namespace
+
 void attention_forward_blhd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
                             const float* q, const float* k, const float* v, float* o, float* lse) {
-  if (B < 0 || H < 1 || !attention_blhd_supported(Lq, Lk, D))
-    throw std::invalid_argument("attention_forward_blhd: needs B >= 0, H >= 1, Lq, Lk >= 1, 1 <= D <= 16");
+  require_small_heads("attention_forward_blhd", B, H, Lq, Lk, D);
   small_forward_heads(B, {H, D, false}, Lq, Lk, scale, q, k, v, o, lse);
 }
 
 void attention_backward_blhd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
                              const float* q, const float* k, const float* v, const float* o, const float* lse,
                              const float* dout, float* dq, float* dk, float* dv) {
-  if (B < 0 || H < 1 || !attention_blhd_supported(Lq, Lk, D))
-    throw std::invalid_argument("attention_backward_blhd: needs B >= 0, H >= 1, Lq, Lk >= 1, 1 <= D <= 16");
+  require_small_heads("attention_backward_blhd", B, H, Lq, Lk, D);
   small_backward_heads(B, {H, D, false}, Lq, Lk, scale, q, k, v, o, lse, dout, dq, dk, dv);
 }
 
 void attention_forward_bhdl(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
                             const float* q, const float* k, const float* v, float* o, float* lse) {
-  if (B < 0 || H < 1 || !attention_blhd_supported(Lq, Lk, D))
-    throw std::invalid_argument("attention_forward_bhdl: needs B >= 0, H >= 1, Lq, Lk >= 1, 1 <= D <= 16");
+  require_small_heads("attention_forward_bhdl", B, H, Lq, Lk, D);
   small_forward_heads(B, {H, D, true}, Lq, Lk, scale, q, k, v, o, lse);
 }
 
 void attention_backward_bhdl(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
                              const float* q, const float* k, const float* v, const float* o, const float* lse,
                              const float* dout, float* dq, float* dk, float* dv) {
-  if (B < 0 || H < 1 || !attention_blhd_supported(Lq, Lk, D))
-    throw std::invalid_argument("attention_backward_bhdl: needs B >= 0, H >= 1, Lq, Lk >= 1, 1 <= D <= 16");
+  require_small_heads("attention_backward_bhdl", B, H, Lq, Lk, D);
   small_backward_heads(B, {H, D, true}, Lq, Lk, scale, q, k, v, o, lse, dout, dq, dk, dv);
 }
 
