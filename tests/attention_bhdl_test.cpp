@@ -18,6 +18,7 @@
 #include "core/tensor.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "nn/layers.h"
+#include "tests/attention_layout_check.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -40,44 +41,11 @@ std::vector<float> bhdl_to_bhld(const std::vector<float>& x, int64_t B, int64_t 
 }
 
 TEST(AttentionBhdl, KernelBitwiseEqualsContiguousPath) {
-  IsaGuard guard;
-  const int64_t B = 2;
-  const int old_threads = omp_get_max_threads();
-  for (CpuIsa isa : supported_isas())
-    for (int threads : {1, 2})
-      for (int64_t D : {1, 7, 8, 16})
-        for (int64_t H : {1, 3})
-          for (auto [Lq, Lk] : {std::pair<int64_t, int64_t>{13, 13}, {9, 21}, {1, 5}}) {
-            SCOPED_TRACE(::testing::Message() << "isa " << int(isa) << " threads " << threads << " D " << D
-                                              << " H " << H << " Lq " << Lq << " Lk " << Lk);
-            kc::set_cpu_isa(isa);
-            omp_set_num_threads(threads);
-            const unsigned seed = unsigned(D * 100 + H * 10 + Lq);
-            const std::vector<float> q = normal_vector<float>(B * H * D * Lq, seed, 0.0, 1.0);
-            const std::vector<float> k = normal_vector<float>(B * H * D * Lk, seed + 1, 0.0, 1.0);
-            const std::vector<float> v = normal_vector<float>(B * H * D * Lk, seed + 2, 0.0, 1.0);
-            const std::vector<float> g = normal_vector<float>(B * H * D * Lq, seed + 3, 0.0, 1.0);
-            const double scale = 1.0 / std::sqrt(double(D));
-            std::vector<float> o(q.size()), lse(B * H * Lq), dq(q.size()), dk(k.size()), dv(v.size());
-            kc::attention_forward_bhdl(B, H, Lq, Lk, D, scale, q.data(), k.data(), v.data(), o.data(),
-                                       lse.data());
-            kc::attention_backward_bhdl(B, H, Lq, Lk, D, scale, q.data(), k.data(), v.data(), o.data(),
-                                        lse.data(), g.data(), dq.data(), dk.data(), dv.data());
-            const std::vector<float> qc = bhdl_to_bhld(q, B, H, D, Lq), kc_ = bhdl_to_bhld(k, B, H, D, Lk),
-                                     vc = bhdl_to_bhld(v, B, H, D, Lk), gc = bhdl_to_bhld(g, B, H, D, Lq);
-            std::vector<float> oc(q.size()), lsec(B * H * Lq), dqc(q.size()), dkc(k.size()), dvc(v.size());
-            kc::attention_forward<float>(B * H, Lq, Lk, D, scale, qc.data(), kc_.data(), vc.data(), oc.data(),
-                                         lsec.data());
-            kc::attention_backward<float>(B * H, Lq, Lk, D, scale, qc.data(), kc_.data(), vc.data(),
-                                          oc.data(), lsec.data(), gc.data(), dqc.data(), dkc.data(),
-                                          dvc.data());
-            EXPECT_TRUE(bitwise_equal(bhdl_to_bhld(o, B, H, D, Lq), oc)) << "o";
-            EXPECT_TRUE(bitwise_equal(lse, lsec)) << "lse";
-            EXPECT_TRUE(bitwise_equal(bhdl_to_bhld(dq, B, H, D, Lq), dqc)) << "dq";
-            EXPECT_TRUE(bitwise_equal(bhdl_to_bhld(dk, B, H, D, Lk), dkc)) << "dk";
-            EXPECT_TRUE(bitwise_equal(bhdl_to_bhld(dv, B, H, D, Lk), dvc)) << "dv";
-          }
-  omp_set_num_threads(old_threads);
+  engine::test::expect_layout_equals_contiguous_path(
+      {1, 3}, kc::attention_forward_bhdl, kc::attention_backward_bhdl,
+      [](const std::vector<float>& x, int64_t B, int64_t H, int64_t L, int64_t D) {
+        return bhdl_to_bhld(x, B, H, D, L);
+      });
 }
 
 TEST(AttentionBhdl, KernelRejectsOutOfDomain) {

@@ -17,6 +17,7 @@
 #include "core/ops.h"
 #include "core/tensor.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/attention_layout_check.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -40,46 +41,11 @@ std::vector<float> to_bhld(const std::vector<float>& x, int64_t B, int64_t L, in
 }
 
 TEST(AttentionBlhd, KernelBitwiseEqualsContiguousPath) {
-  IsaGuard guard;
-  const int64_t B = 2;
-  const int old_threads = omp_get_max_threads();
-  for (CpuIsa isa : supported_isas())
-    for (int threads : {1, 2})
-      for (int64_t D : {1, 7, 8, 16})
-        for (int64_t H : {1, 3, 8})
-          for (auto [Lq, Lk] : {std::pair<int64_t, int64_t>{13, 13}, {9, 21}, {1, 5}}) {
-            SCOPED_TRACE(::testing::Message() << "isa " << int(isa) << " threads " << threads << " D " << D
-                                              << " H " << H << " Lq " << Lq << " Lk " << Lk);
-            kc::set_cpu_isa(isa);
-            omp_set_num_threads(threads);
-            const unsigned seed = unsigned(D * 100 + H * 10 + Lq);
-            const std::vector<float> q = normal_vector<float>(B * Lq * H * D, seed, 0.0, 1.0);
-            const std::vector<float> k = normal_vector<float>(B * Lk * H * D, seed + 1, 0.0, 1.0);
-            const std::vector<float> v = normal_vector<float>(B * Lk * H * D, seed + 2, 0.0, 1.0);
-            const std::vector<float> g = normal_vector<float>(B * Lq * H * D, seed + 3, 0.0, 1.0);
-            const double scale = 1.0 / std::sqrt(double(D));
-            // In place on (B, L, H, D).
-            std::vector<float> o(q.size()), lse(B * H * Lq), dq(q.size()), dk(k.size()), dv(v.size());
-            kc::attention_forward_blhd(B, H, Lq, Lk, D, scale, q.data(), k.data(), v.data(), o.data(),
-                                       lse.data());
-            kc::attention_backward_blhd(B, H, Lq, Lk, D, scale, q.data(), k.data(), v.data(), o.data(),
-                                        lse.data(), g.data(), dq.data(), dk.data(), dv.data());
-            // The contiguous (B, H, L, D) path on copies.
-            const std::vector<float> qc = to_bhld(q, B, Lq, H, D), kc_ = to_bhld(k, B, Lk, H, D),
-                                     vc = to_bhld(v, B, Lk, H, D), gc = to_bhld(g, B, Lq, H, D);
-            std::vector<float> oc(q.size()), lsec(B * H * Lq), dqc(q.size()), dkc(k.size()), dvc(v.size());
-            kc::attention_forward<float>(B * H, Lq, Lk, D, scale, qc.data(), kc_.data(), vc.data(), oc.data(),
-                                         lsec.data());
-            kc::attention_backward<float>(B * H, Lq, Lk, D, scale, qc.data(), kc_.data(), vc.data(),
-                                          oc.data(), lsec.data(), gc.data(), dqc.data(), dkc.data(),
-                                          dvc.data());
-            EXPECT_TRUE(bitwise_equal(to_bhld(o, B, Lq, H, D), oc)) << "o";
-            EXPECT_TRUE(bitwise_equal(lse, lsec)) << "lse";
-            EXPECT_TRUE(bitwise_equal(to_bhld(dq, B, Lq, H, D), dqc)) << "dq";
-            EXPECT_TRUE(bitwise_equal(to_bhld(dk, B, Lk, H, D), dkc)) << "dk";
-            EXPECT_TRUE(bitwise_equal(to_bhld(dv, B, Lk, H, D), dvc)) << "dv";
-          }
-  omp_set_num_threads(old_threads);
+  engine::test::expect_layout_equals_contiguous_path(
+      {1, 3, 8}, kc::attention_forward_blhd, kc::attention_backward_blhd,
+      [](const std::vector<float>& x, int64_t B, int64_t H, int64_t L, int64_t D) {
+        return to_bhld(x, B, L, H, D);
+      });
 }
 
 TEST(AttentionBlhd, KernelRejectsOutOfDomain) {
