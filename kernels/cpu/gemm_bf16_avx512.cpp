@@ -208,22 +208,25 @@ void macro_tile(const Bf16GemmArgs& q, int64_t i0, int64_t mc, int64_t j0, int64
                       : q.beta == 0.0f ? Init::Zero
                       : q.beta == 1.0f ? Init::Load
                                        : Init::Scale;
-    if (!q.transB)
-      pack_kpairs(q.B + k0 * q.ldb + j0, q.ldb, nc, kc, 1.0f, kNR, Bp);
-    else
-      for (int64_t jr = 0; jr < nc; jr += kNR)
-        pack_rows(q.B + (j0 + jr) * q.ldb + k0, q.ldb, static_cast<int>(min64(kNR, nc - jr)), kc, 1.0f, kNR,
-                  Bp + jr * kc2);
     if (q.transA)
       pack_kpairs(q.A + k0 * q.lda + i0, q.lda, mc, kc, q.alpha, kMR, Ap);
     else
       for (int64_t ir = 0; ir < mc; ir += kMR)
         pack_rows(q.A + (i0 + ir) * q.lda + k0, q.lda, static_cast<int>(min64(kMR, mc - ir)), kc, q.alpha,
                   kMR, Ap + ir * kc2);
-    for (int64_t jr = 0; jr < nc; jr += kNR)
+    // Each B panel is packed right before the micro tiles that use it, while the previous panel's last
+    // tiles still execute.
+    for (int64_t jr = 0; jr < nc; jr += kNR) {
+      const int n = static_cast<int>(min64(kNR, nc - jr));
+      uint32_t* bp = Bp + jr * kc2;
+      if (!q.transB)
+        pack_kpairs(q.B + k0 * q.ldb + j0 + jr, q.ldb, n, kc, 1.0f, kNR, bp);
+      else
+        pack_rows(q.B + (j0 + jr) * q.ldb + k0, q.ldb, n, kc, 1.0f, kNR, bp);
       for (int64_t ir = 0; ir < mc; ir += kMR)
-        micro(kc2, Ap + ir * kc2, Bp + jr * kc2, q.C + (i0 + ir) * q.ldc + j0 + jr, q.ldc,
-              static_cast<int>(min64(kMR, mc - ir)), static_cast<int>(min64(kNR, nc - jr)), init, q.beta);
+        micro(kc2, Ap + ir * kc2, bp, q.C + (i0 + ir) * q.ldc + j0 + jr, q.ldc,
+              static_cast<int>(min64(kMR, mc - ir)), n, init, q.beta);
+    }
   }
 }
 
