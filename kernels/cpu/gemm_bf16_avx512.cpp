@@ -135,12 +135,23 @@ void pack_rows(const float* src, int64_t ld, int rows, int64_t kc, float scale, 
   }
 }
 
+// An untransposed B panel for the microkernel to pack as it goes (PackSrc::B == nullptr: none): columns
+// [0, n) of rows [0, kc) of B (row stride ldb).
+struct PackSrc {
+  const float* B;
+  int64_t ldb, kc;
+  int n;
+};
+
 // C tile (kMR x 16 NV, row stride ldc, all valid) from kc2 k-pairs of the packed panels (B rows of kNR
 // words, of which the first 16 NV are used). NV = 1 serves ragged right edges of at most 16 columns: each
 // lane sees the same vdpbf16ps sequence as with NV = 2, so the bits do not depend on the choice.
-template <int NV>
-void micro_full(int64_t kc2, const uint32_t* __restrict Ap, const uint32_t* __restrict Bp,
-                float* __restrict C, int64_t ldc, Init init, float beta) {
+// PACK: the B panel is not packed yet: each k-pair row is made from src (the words pack_kpairs writes),
+// used at once and stored to Bp for the panel's other tiles, so that reading and converting B overlaps the
+// vdpbf16ps work (a separate packing pass stalled on B's loads).
+template <int NV, bool PACK>
+void micro_full(int64_t kc2, const uint32_t* __restrict Ap, uint32_t* __restrict Bp, float* __restrict C,
+                int64_t ldc, Init init, float beta, const PackSrc& src) {
   __m512 acc[kMR][NV];
   if (init == Init::Zero) {
 #pragma GCC unroll 8
@@ -159,8 +170,19 @@ void micro_full(int64_t kc2, const uint32_t* __restrict Ap, const uint32_t* __re
   }
   for (int64_t p = 0; p < kc2; ++p) {
     __m512bh b[NV];
+    if constexpr (PACK) {
+      const float* e = src.B + 2 * p * src.ldb;
+      const float* o = 2 * p + 1 < src.kc ? e + src.ldb : nullptr;
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) b[v] = (__m512bh)_mm512_loadu_si512(Bp + p * kNR + v * 16);
+      for (int v = 0; v < NV; ++v) {
+        const __m512i w = kpair_words(e + v * 16, o ? o + v * 16 : nullptr, src.n - v * 16, 1.0f);
+        _mm512_storeu_si512(Bp + p * kNR + v * 16, w);
+        b[v] = (__m512bh)w;
+      }
+    } else {
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) b[v] = (__m512bh)_mm512_loadu_si512(Bp + p * kNR + v * 16);
+    }
     const uint32_t* a = Ap + p * kMR;
 #pragma GCC unroll 8
     for (int i = 0; i < kMR; ++i) {
@@ -177,26 +199,34 @@ void micro_full(int64_t kc2, const uint32_t* __restrict Ap, const uint32_t* __re
 
 // An m x n (m <= kMR, n <= kNV * 16) tile: in place when full, else through a local tile, so that every
 // valid element sees the same instruction sequence.
-template <int NV>
-void micro_edge(int64_t kc2, const uint32_t* Ap, const uint32_t* Bp, float* C, int64_t ldc, int m, int n,
-                Init init, float beta) {
+template <int NV, bool PACK>
+void micro_edge(int64_t kc2, const uint32_t* Ap, uint32_t* Bp, float* C, int64_t ldc, int m, int n, Init init,
+                float beta, const PackSrc& src) {
   constexpr int W = 16 * NV;
-  if (m == kMR && n == W) return micro_full<NV>(kc2, Ap, Bp, C, ldc, init, beta);
+  if (m == kMR && n == W) return micro_full<NV, PACK>(kc2, Ap, Bp, C, ldc, init, beta, src);
   alignas(64) float tile[kMR * W] = {};
   if (init != Init::Zero)
     for (int i = 0; i < m; ++i)
       for (int j = 0; j < n; ++j) tile[i * W + j] = C[i * ldc + j];
-  micro_full<NV>(kc2, Ap, Bp, tile, W, init, beta);
+  micro_full<NV, PACK>(kc2, Ap, Bp, tile, W, init, beta, src);
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < n; ++j) C[i * ldc + j] = tile[i * W + j];
 }
 
-void micro(int64_t kc2, const uint32_t* Ap, const uint32_t* Bp, float* C, int64_t ldc, int m, int n,
-           Init init, float beta) {
-  if (n <= 16)
-    micro_edge<1>(kc2, Ap, Bp, C, ldc, m, n, init, beta);
-  else
-    micro_edge<2>(kc2, Ap, Bp, C, ldc, m, n, init, beta);
+// One tile; src.B != nullptr: the tile also packs its (not yet packed) B panel into Bp.
+void micro(int64_t kc2, const uint32_t* Ap, uint32_t* Bp, float* C, int64_t ldc, int m, int n, Init init,
+           float beta, const PackSrc& src) {
+  if (src.B) {
+    if (n <= 16)
+      micro_edge<1, true>(kc2, Ap, Bp, C, ldc, m, n, init, beta, src);
+    else
+      micro_edge<2, true>(kc2, Ap, Bp, C, ldc, m, n, init, beta, src);
+  } else {
+    if (n <= 16)
+      micro_edge<1, false>(kc2, Ap, Bp, C, ldc, m, n, init, beta, src);
+    else
+      micro_edge<2, false>(kc2, Ap, Bp, C, ldc, m, n, init, beta, src);
+  }
 }
 
 // One macro tile C[i0 : i0+mc, j0 : j0+nc], all K blocks in order.
@@ -214,18 +244,21 @@ void macro_tile(const Bf16GemmArgs& q, int64_t i0, int64_t mc, int64_t j0, int64
       for (int64_t ir = 0; ir < mc; ir += kMR)
         pack_rows(q.A + (i0 + ir) * q.lda + k0, q.lda, static_cast<int>(min64(kMR, mc - ir)), kc, q.alpha,
                   kMR, Ap + ir * kc2);
-    // Each B panel is packed right before the micro tiles that use it, while the previous panel's last
-    // tiles still execute.
+    // A transposed B panel is packed right before the micro tiles that use it; an untransposed one by the
+    // panel's first tile, as it computes (the same words).
     for (int64_t jr = 0; jr < nc; jr += kNR) {
       const int n = static_cast<int>(min64(kNR, nc - jr));
       uint32_t* bp = Bp + jr * kc2;
+      PackSrc src{nullptr, 0, 0, 0};
       if (!q.transB)
-        pack_kpairs(q.B + k0 * q.ldb + j0 + jr, q.ldb, n, kc, 1.0f, kNR, bp);
+        src = PackSrc{q.B + k0 * q.ldb + j0 + jr, q.ldb, kc, n};
       else
         pack_rows(q.B + (j0 + jr) * q.ldb + k0, q.ldb, n, kc, 1.0f, kNR, bp);
-      for (int64_t ir = 0; ir < mc; ir += kMR)
+      for (int64_t ir = 0; ir < mc; ir += kMR) {
         micro(kc2, Ap + ir * kc2, bp, q.C + (i0 + ir) * q.ldc + j0 + jr, q.ldc,
-              static_cast<int>(min64(kMR, mc - ir)), n, init, q.beta);
+              static_cast<int>(min64(kMR, mc - ir)), n, init, q.beta, src);
+        src.B = nullptr;
+      }
     }
   }
 }
