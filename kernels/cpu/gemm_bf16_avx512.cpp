@@ -35,6 +35,10 @@ constexpr int kNR = 32;       // 2 zmm of float32 accumulators; a B k-pair row i
 constexpr int64_t kKC = 256;  // K block (even): 128 k-pairs
 
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+// Start of tile i of `tiles` over `panels` panels of width w (TilePlan::row_start / col_start).
+inline int64_t tile_start(int64_t i, int64_t panels, int64_t tiles, int64_t w) {
+  return i * panels / tiles * w;
+}
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline __mmask16 mask_first(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
@@ -285,8 +289,10 @@ thread_local Scratch t_scratch[2];
 
 bool gemm_f32_bf16_avx512(const Bf16GemmArgs& g) {
   // The float32 driver's tile plan (gemm.cpp): panels shared out evenly, the tile count a multiple of the
-  // thread count, so that the threads of the static schedule get the same work.
+  // thread count, so that the threads of the static schedule get the same work. (TilePlan's inline members
+  // are not called here: see the header on shared functions; the tile bounds are computed locally.)
   const TilePlan pl = plan_tiles(g.M, g.N, kMR, kNR, g.parallel ? g.nthreads : 1);
+  const int64_t tiles = pl.mtiles * pl.ntiles;
   const int64_t kc2_max = (min64(kKC, g.K) + 1) / 2;
   const int64_t a_size = pl.mc_max * kc2_max, b_size = pl.nc_max * kc2_max;
   bool ok = true;
@@ -297,11 +303,13 @@ bool gemm_f32_bf16_avx512(const Bf16GemmArgs& g) {
     const bool have = Ap && Bp;
     ok = ok && have;
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < pl.tiles(); ++t) {
+    for (int64_t t = 0; t < tiles; ++t) {
       if (!have) continue;
       const int64_t ti = t / pl.ntiles, tj = t % pl.ntiles;
-      const int64_t i0 = pl.row_start(ti), i1 = min64(g.M, pl.row_start(ti + 1));
-      const int64_t j0 = pl.col_start(tj), j1 = min64(g.N, pl.col_start(tj + 1));
+      const int64_t i0 = tile_start(ti, pl.mpanels, pl.mtiles, kMR),
+                    i1 = min64(g.M, tile_start(ti + 1, pl.mpanels, pl.mtiles, kMR));
+      const int64_t j0 = tile_start(tj, pl.npanels, pl.ntiles, kNR),
+                    j1 = min64(g.N, tile_start(tj + 1, pl.npanels, pl.ntiles, kNR));
       if (i1 > i0 && j1 > j0) macro_tile(g, i0, i1 - i0, j0, j1 - j0, Ap, Bp);
     }
   }
