@@ -5,7 +5,9 @@
 //   wgrad the Winograd weight-gradient GEMMs (conv2d_winograd_wgrad.cpp): dU[xi] (Cc x K) += V[xi] @ D^T,
 //         16 per chunk, beta = 1, every thread its own channel block (each GEMM serial)
 //   1x1 / linear  one GEMM per call, parallel over the OpenMP threads as gemm plans it
-// Usage: gemm_bf16_bench [--reps N] [--filter SUBSTRING]   (threads: OMP_NUM_THREADS)
+//   conv  the seed UNet's 3x3 stride-1 convs at --batch (default 16): forward + input gradient + weight
+//         gradient (Winograd in both modes: the transforms are float32, only the GEMMs change)
+// Usage: gemm_bf16_bench [--reps N] [--batch N] [--filter SUBSTRING]   (threads: OMP_NUM_THREADS)
 // Prints, per shape, the min time of both paths and fp32 / bf16. Needs a CPU with AVX512_BF16 (else the
 // bf16 column is the float32 fallback and the tool says so).
 #include <omp.h>
@@ -19,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/unet_shapes.h"
 #include "kernels/cpu/cpu_kernels.h"
 
 namespace {
@@ -63,6 +66,20 @@ std::vector<float> randn(size_t n, uint32_t seed) {
   return v;
 }
 
+// Min over reps of fn()'s time in fp32 and in bf16 mode, interleaved.
+template <class F>
+void time_both(int reps, F&& fn, double best[2]) {
+  best[0] = best[1] = 1e30;
+  for (int r = 0; r < reps; ++r)
+    for (int p = 0; p < 2; ++p) {
+      kc::set_matmul_precision(p ? kc::MatmulPrecision::Bf16 : kc::MatmulPrecision::Fp32);
+      const auto t0 = std::chrono::steady_clock::now();
+      fn();
+      best[p] = std::min(
+          best[p], std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+}
+
 double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
@@ -72,20 +89,23 @@ double now_ms() {
 
 int main(int argc, char** argv) {
   int reps = 15;
+  int64_t batch = 16;
   std::string filter;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) {
       reps = std::atoi(argv[++i]);
+    } else if (a == "--batch" && i + 1 < argc) {
+      batch = std::atoll(argv[++i]);
     } else if (a == "--filter" && i + 1 < argc) {
       filter = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: gemm_bf16_bench [--reps N>0] [--filter SUBSTRING]\n");
+      std::fprintf(stderr, "usage: gemm_bf16_bench [--reps N>0] [--batch N>0] [--filter SUBSTRING]\n");
       return 2;
     }
   }
-  if (reps <= 0) {
-    std::fprintf(stderr, "gemm_bf16_bench: --reps must be positive\n");
+  if (reps <= 0 || batch <= 0) {
+    std::fprintf(stderr, "gemm_bf16_bench: --reps and --batch must be positive\n");
     return 2;
   }
   kc::set_matmul_precision(kc::MatmulPrecision::Bf16);
@@ -133,6 +153,29 @@ int main(int argc, char** argv) {
     const double flops = 2.0 * s.M * s.N * s.K * copies;
     std::printf("%-24s %16s %10.4f %10.4f %7.2fx %9.1f\n", s.name, shape, best[0], best[1], best[0] / best[1],
                 flops / best[1] * 1e-6);
+  }
+  for (const bench::ConvCase& cc : bench::kConvs) {
+    const std::string name = std::string("conv ") + cc.name + " @" + std::to_string(cc.H);
+    if (cc.R != 3 || cc.stride != 1 || (!filter.empty() && name.find(filter) == std::string::npos)) continue;
+    const kern::Conv2dShape s = bench::conv_shape(cc, batch);
+    const auto x = randn(s.N * s.C * s.H * s.W, 3), w = randn(s.K * s.C * 9, 4),
+               dy = randn(s.N * s.K * s.P * s.Q, 5);
+    const std::vector<float> b(s.K, 0.1f);
+    std::vector<float> y(dy.size()), dx(x.size()), dw(w.size()), db(s.K);
+    double best[2];
+    time_both(
+        reps,
+        [&] {
+          kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data());
+          kc::conv2d_backward_input<float>(s, dy.data(), w.data(), dx.data());
+          kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), dw.data(), db.data());
+        },
+        best);
+    char shape[48];
+    std::snprintf(shape, sizeof shape, "N=%lld fwd+dx+dw", (long long)batch);
+    const double flops = 3 * 2.0 * s.N * s.K * s.C * 9 * s.P * s.Q;  // direct-conv FLOPs
+    std::printf("%-24s %16s %10.4f %10.4f %7.2fx %9.1f\n", name.c_str(), shape, best[0], best[1],
+                best[0] / best[1], flops / best[1] * 1e-6);
   }
   return 0;
 }
