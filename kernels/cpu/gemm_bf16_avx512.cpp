@@ -3,6 +3,10 @@
 // microkernel), but the packing rounds alpha * A and B to bf16 and lays them out in k-pairs for
 // vdpbf16ps, which accumulates in float32. This file alone is compiled with -mavx512f -mavx512bf16
 // -mavx512bw -mavx512vl and may only be called on a CPU with AVX512_BF16 (gemm.cpp checks cpuid).
+// Threads split C by the float32 driver's tile plan (plan_tiles). Packing is vectorised: k-contiguous
+// operands (A untransposed, B transposed) are converted row by row and transposed in registers; k-major
+// ones are converted a k-pair row at a time, and an untransposed B panel is packed by its first micro tile
+// while it computes. Packing only changes where the rounded words go, never their values or their order.
 //
 // Everything except the one entry point has internal linkage and no standard-library template is
 // instantiated here, so the linker can never pick an AVX-512 copy of a shared (COMDAT) function for a
