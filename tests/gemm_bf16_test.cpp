@@ -201,6 +201,42 @@ TEST(GemmBf16, IsBitwiseIndependentOfThreadsRowsColumnsAndBatching) {
   ASSERT_TRUE(bitwise_equal(Cb, Cs));
 }
 
+// The per-element sequence does not depend on how an operand is stored: the same logical op(A), op(B)
+// given row-major or transposed (packed by different code: k-pairs across columns, or rows transposed in
+// registers) give the same bits, at ragged row / column counts, odd K, K across blocks (> 256), alpha != 1.
+TEST(GemmBf16, IsBitwiseIndependentOfOperandLayout) {
+  SKIP_WITHOUT_BF16();
+  PrecisionGuard g;
+  kc::set_matmul_precision(MatmulPrecision::Bf16);
+  for (int th : {1, 2})
+    for (const Case& c :
+         {Case{1, 1, 1, false, false, 1, 0}, Case{7, 5, 9, false, false, 1, 1},
+          Case{13, 37, 3, false, false, 0.5f, 0}, Case{33, 17, 40, false, false, 2, 0.25f},
+          Case{64, 160, 32, false, false, 1, 0}, Case{19, 71, 513, false, false, -1, 1},
+          Case{250, 33, 300, false, false, 0.75f, 0}, Case{48, 64, 337, false, false, 1, 1}}) {
+      omp_set_num_threads(th);
+      const Mats m = make(c, 71);
+      // A (M x K, lda) and its transpose At (K x M, ldat); B (K x N, ldb) and Bt (N x K, ldbt).
+      const int64_t ldat = c.M + 5, ldbt = c.K + 7;
+      std::vector<float> At(c.K * ldat, 0.0f), Bt(c.N * ldbt, 0.0f);
+      for (int64_t i = 0; i < c.M; ++i)
+        for (int64_t k = 0; k < c.K; ++k) At[k * ldat + i] = m.A[i * m.lda + k];
+      for (int64_t k = 0; k < c.K; ++k)
+        for (int64_t j = 0; j < c.N; ++j) Bt[j * ldbt + k] = m.B[k * m.ldb + j];
+      std::vector<float> ref = m.C;
+      run_gemm(c, m, ref);
+      check_against_rounded_reference(c, m, ref, "layout reference");
+      for (int t = 1; t < 4; ++t) {
+        const bool ta = t & 1, tb = t & 2;
+        auto C = m.C;
+        kc::gemm<float>(ta, tb, c.M, c.N, c.K, c.alpha, ta ? At.data() : m.A.data(), ta ? ldat : m.lda,
+                        tb ? Bt.data() : m.B.data(), tb ? ldbt : m.ldb, c.beta, C.data(), m.ldc);
+        ASSERT_TRUE(bitwise_equal(C, ref)) << "ta=" << ta << " tb=" << tb << " M=" << c.M << " N=" << c.N
+                                           << " K=" << c.K << " threads=" << th;
+      }
+    }
+}
+
 TEST(GemmBf16, DiffersFromFp32AndStaysWithinTheInputRoundingOfIt) {
   SKIP_WITHOUT_BF16();
   PrecisionGuard g;
