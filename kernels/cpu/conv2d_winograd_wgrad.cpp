@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -165,8 +166,8 @@ void transform_block(CpuIsa isa, bool is_dy, const Conv2dShape& s, const float* 
 
 // The tile-major transform of channels [c0, c1) (blocks of 8 from c0) for the chunk's tiles t0 .. t0 + nt
 // - 1 at out[xi * xs + (t - t0) * ldo + (c - c0)] (ldo >= round8(c1 - c0)), in staged blocks of at most
-// kBlk tiles of one image. Items: the (channel block, tile block) pairs, of which this call does
-// [i0, i1) (so that threads can share one transform).
+// kBlk tiles of one image. Items: the (channel block, tile block) pairs (block_items counts them), of
+// which transform_items does [i0, i1) (so that threads can share one transform).
 int64_t block_items(const Conv2dShape& s, int64_t c0, int64_t c1, int64_t t0, int64_t nt) {
   const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2);
   int64_t nb = 0;
@@ -178,15 +179,17 @@ void transform_items(CpuIsa isa, bool is_dy, const Conv2dShape& s, const float* 
                      int64_t t0, int64_t nt, int64_t i0, int64_t i1, float* out, int64_t xs, int64_t ldo) {
   if (i0 >= i1) return;
   float* stage = scratch(3, kA2 * 8 * kLds);
-  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2);
-  int64_t item = 0;
-  for (int64_t t = t0, end = t0 + nt; t < end && item < i1;) {
-    const int64_t tb = std::min({end, (t / TT + 1) * TT, t + kBlk});
-    for (int64_t cb = c0; cb < c1; cb += 8, ++item)
-      if (item >= i0 && item < i1)
+  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2), nb = block_items(s, 0, 1, t0, nt);
+  // Item i: channel block i / nb, tile block i % nb (threads building neighbouring items write different
+  // rows of out, not neighbouring columns of the same cache lines).
+  for (int64_t cb = c0 + i0 / nb * 8, item = i0 / nb * nb; cb < c1 && item < i1; cb += 8) {
+    for (int64_t t = t0, end = t0 + nt; t < end && item < i1; ++item) {
+      const int64_t tb = std::min({end, (t / TT + 1) * TT, t + kBlk});
+      if (item >= i0)
         transform_block(isa, is_dy, s, src, cb, std::min(c1, cb + 8), t, tb - t, stage,
                         out + (t - t0) * ldo + (cb - c0), xs, ldo);
-    t = tb;
+      t = tb;
+    }
   }
 }
 
@@ -235,15 +238,16 @@ void conv2d_backward_weight_winograd(const Conv2dShape& s, const float* dy, cons
   }
   const int64_t TB = chunk_tiles(C, K), chunks = (T + TB - 1) / TB;
   // Channel blocks (a multiple of 8, the GEMM's register-tile rows), one per thread: each thread owns
-  // dU[.][c0 .. c1 - 1][.] and transforms its channels of x (V, tile-major: V[xi][t][c]) chunk by chunk.
-  // Mdy (tile-major: D[xi][t][k]) is built once per chunk by the whole team, each thread a static share of
-  // its (channel block, tile block) items, into one of three shared buffers; then every thread runs the
-  // chunk's 16 GEMMs dU[xi] (Cc x K) += V[xi]^T (Cc x T) @ D[xi] (T x K) for its rows, both operands read
-  // in place (transposed A with alpha 1, untransposed B: nothing is packed). Per chunk ch a thread waits
-  // until every share of chunk ch is built, builds its share of chunk ch + 1, then runs chunk ch's GEMMs:
-  // so a thread writing buffer (ch + 1) % 3 knows every thread has built its share of chunk ch, i.e. has
-  // finished chunk ch - 2's GEMMs (the buffer's previous readers), and the wait for chunk ch + 1 has a
-  // whole GEMM phase of slack.
+  // dU[.][c0 .. c1 - 1][.] and transforms its channels of x (V, tile-major: V[xi][t][c]) chunk by chunk,
+  // then runs the chunk's 16 GEMMs dU[xi] (Cc x K) += V[xi]^T (Cc x T) @ D[xi] (T x K) for its rows, both
+  // operands read in place (transposed A with alpha 1, untransposed B: nothing is packed).
+  // Mdy (tile-major: D[xi][t][k]) is built once per chunk, into one of three shared buffers, by whichever
+  // threads claim its items (channel block x tile block) first: a thread about to need chunk ch builds the
+  // unclaimed items of ch, waits only for items others are still building, and before its GEMMs builds
+  // unclaimed items of chunk ch + 1. Buffer ch % 3 is written only once every thread has finished chunk
+  // ch - 3's GEMMs (a blocking wait for chunk ch, a check that skips the look-ahead for ch + 1). Who builds
+  // an item changes no value, so the threads are loosely coupled (a descheduled thread holds the others
+  // up only while it is inside one item or two chunks behind) and the results never depend on them.
   const int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
   const int64_t cblk = std::max<int64_t>(8, (C + nth - 1) / nth + 7) / 8 * 8, parts = (C + cblk - 1) / cblk;
   const int want = static_cast<int>(std::min<int64_t>(nth, parts));
@@ -251,20 +255,28 @@ void conv2d_backward_weight_winograd(const Conv2dShape& s, const float* dy, cons
   float* dU = scratch(2, kA2 * K * C);  // dU[xi][c][k]
   float* Dbuf = scratch(1, 3 * kA2 * xs);
   const CpuIsa isa = cpu_isa();
-  std::atomic<int64_t> built{0};  // shares of Mdy built so far, all chunks together
+  struct ChunkState {
+    std::atomic<int64_t> claimed{0}, built{0}, gemms_done{0};
+  };
+  std::unique_ptr<ChunkState[]> st(new ChunkState[static_cast<size_t>(chunks)]);
+  auto items_of = [&](int64_t ch) { return block_items(s, 0, K, ch * TB, std::min(TB, T - ch * TB)); };
+  // Builds the unclaimed items of chunk ch (the caller has made sure buffer ch % 3 is free).
+  auto help = [&](int64_t ch) {
+    const int64_t t0 = ch * TB, nt = std::min(TB, T - t0), items = items_of(ch);
+    for (int64_t g; (g = st[ch].claimed.fetch_add(1, std::memory_order_relaxed)) < items;) {
+      transform_items(isa, true, s, dy, 0, K, t0, nt, g, g + 1, Dbuf + (ch % 3) * kA2 * xs, xs, ldk);
+      st[ch].built.fetch_add(1, std::memory_order_release);
+    }
+  };
 #pragma omp parallel num_threads(want) if (want > 1)
   {
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-    auto build = [&](int64_t ch) {  // this thread's share of chunk ch's Mdy
-      const int64_t t0 = ch * TB, nt = std::min(TB, T - t0), items = block_items(s, 0, K, t0, nt);
-      transform_items(isa, true, s, dy, 0, K, t0, nt, items * tid / team, items * (tid + 1) / team,
-                      Dbuf + (ch % 3) * kA2 * xs, xs, ldk);
-      built.fetch_add(1, std::memory_order_release);
-    };
-    build(0);
     for (int64_t ch = 0; ch < chunks; ++ch) {
-      wait_until(built, team * (ch + 1));
-      if (ch + 1 < chunks) build(ch + 1);
+      if (ch >= 3) wait_until(st[ch - 3].gemms_done, team);
+      help(ch);
+      wait_until(st[ch].built, items_of(ch));
+      if (ch + 1 < chunks && (ch < 2 || st[ch - 2].gemms_done.load(std::memory_order_acquire) >= team))
+        help(ch + 1);
       const int64_t t0 = ch * TB, nt = std::min(TB, T - t0);
       const float* D = Dbuf + (ch % 3) * kA2 * xs;
       for (int64_t part = tid; part < parts; part += team) {
@@ -276,6 +288,7 @@ void conv2d_backward_weight_winograd(const Conv2dShape& s, const float* dy, cons
           gemm<float>(true, false, Cc, K, nt, 1.0f, V + xi * TB * ldc, ldc, D + xi * xs, ldk,
                       ch == 0 ? 0.0f : 1.0f, dU + xi * C * K + c0 * K, K);
       }
+      st[ch].gemms_done.fetch_add(1, std::memory_order_release);
     }
   }
   transform_back(s, dU, dw);
