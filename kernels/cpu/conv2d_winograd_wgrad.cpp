@@ -102,7 +102,7 @@ constexpr int64_t kLds = kBlk + 16;  // stage row stride: the SIMD transforms wr
 
 // Tiles per chunk: one thread's V (half the channels) and Mdy within about 1 MiB (its L2 on the target
 // Zen 4), a multiple of 16 in [32, 1024]. C and K only, never the thread count (fp32 results do not depend
-// on it at all; the bf16 GEMM's pairing of tiles does).
+// on it at all; bf16 ones may, through the bf16 GEMM's blocking, so it is kept as it was).
 int64_t chunk_tiles(int64_t C, int64_t K) {
   const int64_t per_tile = kA2 * ((C + 1) / 2 + K) * int64_t(sizeof(float));
   return std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(per_tile, 1) / 16 * 16, 32, 1024);
