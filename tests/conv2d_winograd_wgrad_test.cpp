@@ -164,9 +164,10 @@ TEST_F(WinogradWgrad, UNetShapesWithinTheRoundingBound) {
 
 // The same bits whatever the thread count and the ISA path, through conv2d_backward_weight's dispatch.
 TEST_F(WinogradWgrad, BitwiseInvariantToThreadsAndIsa) {
-  // 5 images of 28x28 (two chunks, chunk boundary inside an image), odd sizes, many 7x7 images.
+  // 5 images of 28x28 (two chunks, chunk boundary inside an image), odd sizes, many 7x7 images, K and C
+  // not multiples of 8 (the shared Mdy's padding columns, a partial channel block per thread).
   const int64_t shapes[][5] = {
-      {5, 32, 28, 28, 32}, {3, 33, 15, 13, 40}, {40, 64, 7, 7, 64}, {2, 48, 1, 1, 24}};
+      {5, 32, 28, 28, 32}, {3, 33, 15, 13, 40}, {40, 64, 7, 7, 64}, {2, 48, 1, 1, 24}, {6, 20, 9, 9, 13}};
   kc::set_cpu_conv_algo(CpuConvAlgo::Winograd);
   for (const auto& sh : shapes) {
     const auto s = shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]);
@@ -178,7 +179,7 @@ TEST_F(WinogradWgrad, BitwiseInvariantToThreadsAndIsa) {
     std::vector<float> ref(s.K * s.C * 9), db_ref(s.K);
     kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), ref.data(), db_ref.data());
     for (CpuIsa isa : supported_isas())
-      for (int threads : {1, 2, 3}) {
+      for (int threads : {1, 2, 3, 5, 16}) {
         kc::set_cpu_isa(isa);
         omp_set_num_threads(threads);
         std::vector<float> dw(ref.size(), 99.0f), db(s.K);
@@ -235,6 +236,36 @@ TEST_F(WinogradWgrad, SimdTransformsBitwiseThePortableOnes) {
 #endif
   }
   if (!ran) GTEST_SKIP() << "no AVX2 / AVX-512 path on this CPU: only the portable transforms exist here";
+}
+
+// The 8-row block transposes (the tile-major staging of V and Mdy) against the definition, every width
+// 1 .. 19 (full and ragged 8-column groups); nothing is written outside the n rows of 8.
+TEST_F(WinogradWgrad, Transpose8IsATranspose) {
+  const int64_t lds = 24 + 3, ldd = 11;
+  const auto src = random_vector(8 * lds, 61);
+  bool simd = false;
+  for (int64_t n = 1; n <= 19; ++n)
+    for (int which = 0; which < 2; ++which) {
+      std::vector<float> dst((n + 1) * ldd, -7.0f);
+      if (which == 0) {
+        kc::detail::transpose8_portable(src.data(), lds, n, dst.data(), ldd);
+      } else {
+#if defined(__x86_64__)
+        if (kc::cpu_isa_supported() == CpuIsa::Scalar) continue;
+        simd = true;
+        kc::detail::transpose8_avx2(src.data(), lds, n, dst.data(), ldd);
+#else
+        continue;
+#endif
+      }
+      for (int64_t j = 0; j <= n; ++j)
+        for (int64_t r = 0; r < ldd; ++r) {
+          const float want = j < n && r < 8 ? src[r * lds + j] : -7.0f;
+          ASSERT_EQ(std::memcmp(&dst[j * ldd + r], &want, sizeof(float)), 0)
+              << (which ? "avx2" : "portable") << " n " << n << " row " << j << " column " << r;
+        }
+    }
+  if (!simd) std::printf("Transpose8IsATranspose: no AVX2 on this CPU, only the portable transpose ran\n");
 }
 
 // The portable dy transform against A dy_t A^T written from the matrices.

@@ -5,18 +5,23 @@
 //                                                                                     outside the image)
 //   dg[k][c]     = G^T dU[.][k][c] G                                                 (float64, rounded once)
 // The tiles of all images are processed in chunks, chunk after chunk in tile order: V (the forward's
-// input transform, the same SIMD code) and Mdy of a chunk are built, then per transform point xi one
-// kern::cpu::gemm dU[xi] (C x K) += V[xi] (C x T) @ Mdy[xi]^T (T x K), with beta = 1 continuing each
-// element's FMA chain (gemm's contract), so every dU element is one chain over the tiles in order. Threads
-// split the channels c (rows of dU), never the tile reduction; the chunk size depends on C and K only.
-// So dw is bitwise independent of the thread count and the ISA path (this file and the SIMD ones are
-// built with -ffp-contract=off).
+// input transform, the same SIMD code) and Mdy of a chunk are built tile-major (V[xi][t][c], Mdy[xi][t][k]:
+// the channel-major transforms staged in L1 and transposed 8 x 8 in registers), then per transform point
+// xi one kern::cpu::gemm dU[xi] (C x K) += V[xi]^T (C x T) @ Mdy[xi] (T x K), both operands read in place,
+// with beta = 1 continuing each element's FMA chain (gemm's contract), so every dU element is one chain
+// over the tiles in order. Mdy is built once per chunk, shared out over the threads; the GEMMs split the
+// channels c (rows of dU), never the tile reduction; the chunk size depends on C and K only. So dw is
+// bitwise independent of the thread count and the ISA path (this file and the SIMD ones are built with
+// -ffp-contract=off), and of the layouts (the same values, the same chains).
 #include "kernels/cpu/conv2d_winograd_wgrad.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -82,60 +87,117 @@ void winograd_input_portable(const Conv2dShape& s, const float* x, int64_t t0, i
     }
 }
 
+void transpose8_portable(const float* src, int64_t lds, int64_t n, float* dst, int64_t ldd) {
+  for (int64_t j = 0; j < n; ++j)
+    for (int r = 0; r < 8; ++r) dst[j * ldd + r] = src[r * lds + j];
+}
+
 }  // namespace detail
 
 namespace {
 
-constexpr int kA2 = 16;       // transform points of F(2x2, 3x3)
-constexpr int64_t kGap = 16;  // spare V / D columns after a chunk (the SIMD transforms write whole vectors,
-                              // up to 14 columns past their tiles)
+constexpr int kA2 = 16;              // transform points of F(2x2, 3x3)
+constexpr int64_t kBlk = 32;         // tiles per staged transform block
+constexpr int64_t kLds = kBlk + 16;  // stage row stride: the SIMD transforms write up to 14 columns past nt
 
 // Tiles per chunk: one thread's V (half the channels) and Mdy within about 1 MiB (its L2 on the target
-// Zen 4), a multiple of 16 in [32, 1024]. C and K only, never the thread count.
+// Zen 4), a multiple of 16 in [32, 1024]. C and K only, never the thread count (fp32 results do not depend
+// on it at all; bf16 ones may, through the bf16 GEMM's blocking, so it is kept as it was).
 int64_t chunk_tiles(int64_t C, int64_t K) {
   const int64_t per_tile = kA2 * ((C + 1) / 2 + K) * int64_t(sizeof(float));
   return std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(per_tile, 1) / 16 * 16, 32, 1024);
 }
 
-// Per-thread buffer `slot` of at least n floats, kept between calls (it only grows).
+int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
+
+// Per-thread buffer `slot` of at least n floats, kept between calls (it only grows; new space is zero).
 float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> buf[3];  // V, Mdy, dU
+  thread_local std::vector<float> buf[4];  // V, Mdy (the calling thread's, shared by the team), dU, stage
   if (static_cast<int64_t>(buf[slot].size()) < n) buf[slot].resize(static_cast<size_t>(n));
   return buf[slot].data();
 }
 
-// V[xi][c - c0][j] (Cc = c1 - c0 channels: row stride ld per channel, Cc * ld per xi) for the tiles
-// t0 .. t0 + nt - 1 of x: the SIMD input transform on avx2 / avx512 (up to 14 columns past nt), else the
-// portable one. Called per image (the transforms index images by their channel count).
-void input_channels(CpuIsa isa, const Conv2dShape& s, const float* x, int64_t c0, int64_t c1, int64_t t0,
-                    int64_t nt, float* V, int64_t ld) {
-  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2);
+// The tile-major transform of at most 8 channels [c0, c1) of one of x (N, C, H, W) or dy (N, K, H, W)
+// (`is_dy`) for the tiles t0 .. t0 + nt - 1 (nt <= kBlk, all of image n = t0 / TT):
+//   out[xi * xs + j * ldo + (c - c0)] = the transform's point xi of channel c, tile t0 + j.
+// The channel-major transforms (the forward's SIMD input transform, winograd_dy_*) write the staging block
+// stage[xi][c - c0][j] (L1-sized), which 8 x 8 register transposes then store tile-major: the layout the
+// GEMM reads in place (no packing). Columns c1 - c0 .. 7 of out are written with stale stage rows (the
+// caller's padding, never read). The values are the transforms', copied.
+void transform_block(CpuIsa isa, bool is_dy, const Conv2dShape& s, const float* src, int64_t c0, int64_t c1,
+                     int64_t t0, int64_t nt, float* stage, float* out, int64_t xs, int64_t ldo) {
+  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2), n = t0 / TT, CH = is_dy ? s.K : s.C;
   Conv2dShape one = s;
-  one.N = 1, one.C = c1 - c0;
-  for (int64_t t = t0, end = t0 + nt; t < end;) {
-    const int64_t n = t / TT, cnt = std::min(end, (n + 1) * TT) - t;
-    const float* xn = x + (n * s.C + c0) * s.H * s.W;
-    float* dst = V + (t - t0);
+  one.N = 1;
+  (is_dy ? one.K : one.C) = c1 - c0;
+  const float* img = src + (n * CH + c0) * s.H * s.W;
+  const int64_t tl = t0 - n * TT;
 #if defined(__x86_64__)
-    if (isa == CpuIsa::Avx512)
-      detail::winograd_input_avx512(2, one, xn, t - n * TT, cnt, dst, ld);
-    else if (isa == CpuIsa::Avx2)
-      detail::winograd_input_avx2(2, one, xn, t - n * TT, cnt, dst, ld);
+  if (isa == CpuIsa::Avx512) {
+    if (is_dy)
+      detail::winograd_dy_avx512(one, img, tl, nt, stage, kLds);
     else
+      detail::winograd_input_avx512(2, one, img, tl, nt, stage, kLds);
+  } else if (isa == CpuIsa::Avx2) {
+    if (is_dy)
+      detail::winograd_dy_avx2(one, img, tl, nt, stage, kLds);
+    else
+      detail::winograd_input_avx2(2, one, img, tl, nt, stage, kLds);
+  } else
 #endif
-      detail::winograd_input_portable(one, xn, t - n * TT, cnt, dst, ld);
-    t += cnt;
+  {
+    if (is_dy)
+      detail::winograd_dy_portable(one, img, tl, nt, stage, kLds);
+    else
+      detail::winograd_input_portable(one, img, tl, nt, stage, kLds);
+  }
+  const int64_t cc = c1 - c0;
+  for (int xi = 0; xi < kA2; ++xi) {
+    const float* blk = stage + xi * cc * kLds;  // rows cc .. 7 past it: the next point's rows (or spare)
+#if defined(__x86_64__)
+    if (isa != CpuIsa::Scalar) {
+      detail::transpose8_avx2(blk, kLds, nt, out + xi * xs, ldo);
+      continue;
+    }
+#endif
+    detail::transpose8_portable(blk, kLds, nt, out + xi * xs, ldo);
   }
 }
 
-void dy_transform(CpuIsa isa, const Conv2dShape& s, const float* dy, int64_t t0, int64_t nt, float* D,
-                  int64_t ld) {
-#if defined(__x86_64__)
-  if (isa == CpuIsa::Avx512) return detail::winograd_dy_avx512(s, dy, t0, nt, D, ld);
-  if (isa == CpuIsa::Avx2) return detail::winograd_dy_avx2(s, dy, t0, nt, D, ld);
-#endif
-  (void)isa;
-  detail::winograd_dy_portable(s, dy, t0, nt, D, ld);
+// The tile-major transform of channels [c0, c1) (blocks of 8 from c0) for the chunk's tiles t0 .. t0 + nt
+// - 1 at out[xi * xs + (t - t0) * ldo + (c - c0)] (ldo >= round8(c1 - c0)), in staged blocks of at most
+// kBlk tiles of one image. Items: the (channel block, tile block) pairs (block_items counts them), of
+// which transform_items does [i0, i1) (so that threads can share one transform).
+int64_t block_items(const Conv2dShape& s, int64_t c0, int64_t c1, int64_t t0, int64_t nt) {
+  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2);
+  int64_t nb = 0;
+  for (int64_t t = t0, end = t0 + nt; t < end; ++nb) t = std::min({end, (t / TT + 1) * TT, t + kBlk});
+  return (c1 - c0 + 7) / 8 * nb;
+}
+
+void transform_items(CpuIsa isa, bool is_dy, const Conv2dShape& s, const float* src, int64_t c0, int64_t c1,
+                     int64_t t0, int64_t nt, int64_t i0, int64_t i1, float* out, int64_t xs, int64_t ldo) {
+  if (i0 >= i1) return;
+  float* stage = scratch(3, kA2 * 8 * kLds);
+  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2), nb = block_items(s, 0, 1, t0, nt);
+  // Item i: channel block i / nb, tile block i % nb (threads building neighbouring items write different
+  // rows of out, not neighbouring columns of the same cache lines).
+  for (int64_t cb = c0 + i0 / nb * 8, item = i0 / nb * nb; cb < c1 && item < i1; cb += 8) {
+    for (int64_t t = t0, end = t0 + nt; t < end && item < i1; ++item) {
+      const int64_t tb = std::min({end, (t / TT + 1) * TT, t + kBlk});
+      if (item >= i0)
+        transform_block(isa, is_dy, s, src, cb, std::min(c1, cb + 8), t, tb - t, stage,
+                        out + (t - t0) * ldo + (cb - c0), xs, ldo);
+      t = tb;
+    }
+  }
+}
+
+// Waits until count >= target: spins briefly, then yields the core (the thread it waits for may need it
+// when the machine has more runnable threads than cores).
+void wait_until(const std::atomic<int64_t>& count, int64_t target) {
+  for (int spin = 0; count.load(std::memory_order_acquire) < target; ++spin)
+    if (spin >= 256) std::this_thread::yield();
 }
 
 // dw[k][c] (3 x 3) = G^T dU[.][c][k] G in float64, rounded once; G =
@@ -174,26 +236,59 @@ void conv2d_backward_weight_winograd(const Conv2dShape& s, const float* dy, cons
     std::fill(dw, dw + K * C * 9, 0.0f);
     return;
   }
-  const int64_t TB = chunk_tiles(C, K), ld = TB + kGap, chunks = (T + TB - 1) / TB;
+  const int64_t TB = chunk_tiles(C, K), chunks = (T + TB - 1) / TB;
   // Channel blocks (a multiple of 8, the GEMM's register-tile rows), one per thread: each thread owns
-  // dU[.][c0 .. c1 - 1][.], transforms its channels of x and all of dy (the smaller half of the work, done
-  // by every thread) and runs every chunk's 16 GEMMs for its rows, with no barrier.
+  // dU[.][c0 .. c1 - 1][.] and transforms its channels of x (V, tile-major: V[xi][t][c]) chunk by chunk,
+  // then runs the chunk's 16 GEMMs dU[xi] (Cc x K) += V[xi]^T (Cc x T) @ D[xi] (T x K) for its rows, both
+  // operands read in place (transposed A with alpha 1, untransposed B: nothing is packed).
+  // Mdy (tile-major: D[xi][t][k]) is built once per chunk, into one of three shared buffers, by whichever
+  // threads claim its items (channel block x tile block) first: a thread about to need chunk ch builds the
+  // unclaimed items of ch, waits only for items others are still building, and before its GEMMs builds
+  // unclaimed items of chunk ch + 1. Buffer ch % 3 is written only once every thread has finished chunk
+  // ch - 3's GEMMs (a blocking wait for chunk ch, a check that skips the look-ahead for ch + 1). Who builds
+  // an item changes no value, so the threads are loosely coupled (a descheduled thread holds the others
+  // up only while it is inside one item or two chunks behind) and the results never depend on them.
   const int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
   const int64_t cblk = std::max<int64_t>(8, (C + nth - 1) / nth + 7) / 8 * 8, parts = (C + cblk - 1) / cblk;
+  const int want = static_cast<int>(std::min<int64_t>(nth, parts));
+  const int64_t ldk = round8(K), xs = TB * ldk;
   float* dU = scratch(2, kA2 * K * C);  // dU[xi][c][k]
+  float* Dbuf = scratch(1, 3 * kA2 * xs);
   const CpuIsa isa = cpu_isa();
-#pragma omp parallel for schedule(static, 1) num_threads(nth) if (parts > 1)
-  for (int64_t part = 0; part < parts; ++part) {
-    const int64_t c0 = part * cblk, c1 = std::min(C, c0 + cblk), Cc = c1 - c0;
-    float* V = scratch(0, kA2 * Cc * ld);
-    float* D = scratch(1, kA2 * K * ld);
+  struct ChunkState {
+    std::atomic<int64_t> claimed{0}, built{0}, gemms_done{0};
+  };
+  std::unique_ptr<ChunkState[]> st(new ChunkState[static_cast<size_t>(chunks)]);
+  auto items_of = [&](int64_t ch) { return block_items(s, 0, K, ch * TB, std::min(TB, T - ch * TB)); };
+  // Builds the unclaimed items of chunk ch (the caller has made sure buffer ch % 3 is free).
+  auto help = [&](int64_t ch) {
+    const int64_t t0 = ch * TB, nt = std::min(TB, T - t0), items = items_of(ch);
+    for (int64_t g; (g = st[ch].claimed.fetch_add(1, std::memory_order_relaxed)) < items;) {
+      transform_items(isa, true, s, dy, 0, K, t0, nt, g, g + 1, Dbuf + (ch % 3) * kA2 * xs, xs, ldk);
+      st[ch].built.fetch_add(1, std::memory_order_release);
+    }
+  };
+#pragma omp parallel num_threads(want) if (want > 1)
+  {
+    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
     for (int64_t ch = 0; ch < chunks; ++ch) {
+      if (ch >= 3) wait_until(st[ch - 3].gemms_done, team);
+      help(ch);
+      wait_until(st[ch].built, items_of(ch));
+      if (ch + 1 < chunks && (ch < 2 || st[ch - 2].gemms_done.load(std::memory_order_acquire) >= team))
+        help(ch + 1);
       const int64_t t0 = ch * TB, nt = std::min(TB, T - t0);
-      dy_transform(isa, s, dy, t0, nt, D, ld);
-      input_channels(isa, s, x, c0, c1, t0, nt, V, ld);
-      for (int xi = 0; xi < kA2; ++xi)
-        gemm<float>(false, true, Cc, K, nt, 1.0f, V + xi * Cc * ld, ld, D + xi * K * ld, ld,
-                    ch == 0 ? 0.0f : 1.0f, dU + xi * C * K + c0 * K, K);
+      const float* D = Dbuf + (ch % 3) * kA2 * xs;
+      for (int64_t part = tid; part < parts; part += team) {
+        const int64_t c0 = part * cblk, c1 = std::min(C, c0 + cblk), Cc = c1 - c0, ldc = round8(Cc);
+        float* V = scratch(0, kA2 * TB * ldc);
+        transform_items(isa, false, s, x, c0, c1, t0, nt, 0, block_items(s, c0, c1, t0, nt), V, TB * ldc,
+                        ldc);
+        for (int xi = 0; xi < kA2; ++xi)
+          gemm<float>(true, false, Cc, K, nt, 1.0f, V + xi * TB * ldc, ldc, D + xi * xs, ldk,
+                      ch == 0 ? 0.0f : 1.0f, dU + xi * C * K + c0 * K, K);
+      }
+      st[ch].gemms_done.fetch_add(1, std::memory_order_release);
     }
   }
   transform_back(s, dU, dw);

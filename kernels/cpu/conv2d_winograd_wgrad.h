@@ -22,4 +22,10 @@ void winograd_dy_avx512(const Conv2dShape& s, const float* dy, int64_t t0, int64
 void winograd_input_portable(const Conv2dShape& s, const float* x, int64_t t0, int64_t nt, float* V,
                              int64_t ld);
 
+// An 8-row block transposed: dst[j * ldd + r] = src[r * lds + j] for r < 8, j < n (a copy, no arithmetic).
+// The AVX2 version (also used on AVX-512 CPUs) reads src columns up to the next multiple of 8 past n (src
+// must hold them); both write only the n rows of 8 floats of dst.
+void transpose8_portable(const float* src, int64_t lds, int64_t n, float* dst, int64_t ldd);
+void transpose8_avx2(const float* src, int64_t lds, int64_t n, float* dst, int64_t ldd);
+
 }  // namespace kern::cpu::detail

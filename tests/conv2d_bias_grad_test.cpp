@@ -1,0 +1,63 @@
+// Tests of the conv2d bias gradient (kernels/cpu/conv2d.cpp, conv2d_backward_weight's db): its documented
+// summation order, written out here, bit for bit in float64 and float32, for any thread count.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "tests/test_util.h"
+
+namespace {
+
+namespace kc = kern::cpu;
+using engine::test::bitwise_equal;
+
+// db[k] as documented: partial sums p[i % 8] over the pixels i of each image, images in order, in
+// float64, then ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)), rounded once to T.
+template <typename T>
+std::vector<T> documented_db(const kern::Conv2dShape& s, const std::vector<T>& dy) {
+  const int64_t PQ = s.P * s.Q;
+  std::vector<T> db(s.K);
+  for (int64_t k = 0; k < s.K; ++k) {
+    double p[8] = {};
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t i = 0; i < PQ; ++i) p[i % 8] += double(dy[(n * s.K + k) * PQ + i]);
+    db[k] = T(((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7])));
+  }
+  return db;
+}
+
+class ConvBiasGrad : public engine::test::CpuSettingsRestored {};
+
+// Output sides 1x1 (fewer pixels than partials), 7x7 and 9x9 (ragged), 14x14 and 28x28 (im2col and
+// Winograd weight-gradient paths, 1x1 convs), float64 and float32, 1 to 4 threads.
+template <typename T>
+void check_documented_order() {
+  const kern::Conv2dShape shapes[] = {kern::conv2d_shape(3, 4, 1, 1, 5, 1, 1, 1, 1, 0, 0),
+                                      kern::conv2d_shape(5, 8, 7, 7, 40, 3, 3, 1, 1, 1, 1),
+                                      kern::conv2d_shape(2, 3, 18, 18, 6, 3, 3, 2, 2, 1, 1),
+                                      kern::conv2d_shape(4, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1),
+                                      kern::conv2d_shape(2, 16, 28, 28, 24, 1, 1, 1, 1, 0, 0)};
+  unsigned seed = 900;
+  for (const auto& s : shapes) {
+    // Values spread over many binades, so that a different summation order changes float64 bits.
+    auto dy = engine::test::random_vector<T>(s.N * s.K * s.P * s.Q, ++seed);
+    for (size_t i = 0; i < dy.size(); ++i) dy[i] *= T(std::ldexp(1.0, int(i % 23) - 11));
+    const auto x = engine::test::random_vector<T>(s.N * s.C * s.H * s.W, ++seed);
+    const auto want = documented_db(s, dy);
+    for (int threads : {1, 2, 4}) {
+      omp_set_num_threads(threads);
+      std::vector<T> dw(s.K * s.C * s.R * s.S), db(s.K, T(99));
+      kc::conv2d_backward_weight<T>(s, dy.data(), x.data(), dw.data(), db.data());
+      EXPECT_TRUE(bitwise_equal(db, want))
+          << "N" << s.N << " K" << s.K << " P" << s.P << " threads " << threads;
+    }
+  }
+}
+
+TEST_F(ConvBiasGrad, Float64IsTheDocumentedSumBitForBit) { check_documented_order<double>(); }
+TEST_F(ConvBiasGrad, Float32IsTheDocumentedSumBitForBit) { check_documented_order<float>(); }
+
+}  // namespace
