@@ -58,6 +58,13 @@ V16 vfma(V16 a, V16 b, V16 c) {
 }
 V8 vfma(V8 a, V8 b, V8 c) { return {_mm256_fmadd_ps(a.x, b.x, c.x)}; }
 V16 vexp2(V16 a) { return {simd::exp2_nonpos(a.lo), simd::exp2_nonpos(a.hi)}; }
+V8 vadd(V8 a, V8 b) { return {_mm256_add_ps(a.x, b.x)}; }
+V8 vsub(V8 a, V8 b) { return {_mm256_sub_ps(a.x, b.x)}; }
+V8 vexp2(V8 a) { return {simd::exp2_nonpos(a.x)}; }
+// Lane-wise a > b ? a : b (the max instruction's definition).
+V8 vmax(V8 a, V8 b) { return {_mm256_max_ps(a.x, b.x)}; }
+// The forward's query block: 8 lanes (one ymm; 16 would not leave registers for the 8 accumulators).
+using QWide = V8;
 
 // t8 (8 lanes) reduced: t4[l] = t8[l] + t8[l+4], t2[l] = t4[l] + t4[l+2], t2[0] + t2[1].
 float hsum8(__m256 t8) {

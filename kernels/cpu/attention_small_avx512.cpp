@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/attention_small.h"
+#include "kernels/cpu/simd_math.h"
 #include "kernels/cpu/simd_math_avx512.h"
 
 namespace kern::cpu::detail {
@@ -56,6 +57,14 @@ V16 vsub(V16 a, V16 b) { return {_mm512_sub_ps(a.x, b.x)}; }
 V16 vfma(V16 a, V16 b, V16 c) { return {_mm512_fmadd_ps(a.x, b.x, c.x)}; }
 V8 vfma(V8 a, V8 b, V8 c) { return {_mm256_fmadd_ps(a.x, b.x, c.x)}; }
 V16 vexp2(V16 a) { return {simd::exp2_nonpos16(a.x)}; }
+V8 vadd(V8 a, V8 b) { return {_mm256_add_ps(a.x, b.x)}; }
+V8 vsub(V8 a, V8 b) { return {_mm256_sub_ps(a.x, b.x)}; }
+V8 vexp2(V8 a) { return {simd::exp2_nonpos(a.x)}; }
+// Lane-wise a > b ? a : b (the max instructions' definition).
+V16 vmax(V16 a, V16 b) { return {_mm512_max_ps(a.x, b.x)}; }
+V8 vmax(V8 a, V8 b) { return {_mm256_max_ps(a.x, b.x)}; }
+// The forward's query block: 16 lanes (the last <= 8 queries of a head: V8).
+using QWide = V16;
 
 __m256 lo256(__m512 v) { return _mm512_castps512_ps256(v); }
 __m256 hi256(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }

@@ -84,8 +84,9 @@ float exp2_nonpos1(float t0) {
   y = y * e;
   return t0 < lo ? 0.0f : y;
 }
-V16 vexp2(V16 a) {
-  for (int l = 0; l < 16; ++l) a.v[l] = exp2_nonpos1(a.v[l]);
+template <int N>
+Lanes<N> vexp2(Lanes<N> a) {
+  for (int l = 0; l < N; ++l) a.v[l] = exp2_nonpos1(a.v[l]);
   return a;
 }
 float hsum16(V16 a) {
@@ -97,6 +98,13 @@ float hsum16(V16 a) {
 }
 
 float max2(float a, float b) { return a > b ? a : b; }  // _mm*_max_ps(a, b) lane-wise
+template <int N>
+Lanes<N> vmax(Lanes<N> a, Lanes<N> b) {
+  for (int l = 0; l < N; ++l) a.v[l] = max2(a.v[l], b.v[l]);
+  return a;
+}
+// The forward's query block: 8 lanes.
+using QWide = V8;
 
 float row_max16(const float* p, int64_t n) {
   float m[16];
