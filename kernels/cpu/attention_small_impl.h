@@ -2,15 +2,10 @@
 // attention_small_{scalar,avx2,avx512}.cpp, each of which first defines, in kern::cpu::detail's anonymous
 // namespace, its vector types and their lane-wise operations:
 //   V16 (16 float lanes) and V8 (8 lanes), each with `static constexpr int kLanes`;
-//   vload<V>(p), vset<V>(x), vzero<V>(), vstore(p, V), vmul, vfma(a, b, c) = a * b + c (one rounding)
-//     for V = V8 and V16; vadd, vsub, vexp2 (2^t for t <= 0: simd_math.h's exp2_nonpos, bitwise on every
-//     ISA) for V16;
-//   hsum16(V16): the 16 lanes summed in a fixed tree: t8[l] = v[l] + v[l+8], t4[l] = t8[l] + t8[l+4],
-//     t2[l] = t4[l] + t4[l+2], t2[0] + t2[1];
-//   row_max16(p, n) (n a multiple of 16): NaN if any p[j] is NaN, else the blocks folded lane-wise in
-//     order by m = m > x ? m : x, then the same tree with that max;
-//   for the forward also vadd, vsub, vexp2 for V8, vmax(a, b) = a > b ? a : b lane-wise for V8 and V16, and
-//     QWide: the forward's query block type (V16 or V8).
+//   vload<V>(p), vset<V>(x), vzero<V>(), vstore(p, V), vmul, vfma(a, b, c) = a * b + c (one rounding),
+//     vsub and vexp2 (2^t for t <= 0: simd_math.h's exp2_nonpos, bitwise on every ISA) for V = V8 and V16;
+//     vadd and vmax(a, b) = a > b ? a : b (lane-wise) for V8 and QWide;
+//   QWide: the forward's query block type (V16 or V8).
 // Everything here has internal linkage (anonymous namespace; no std:: templates or inline functions), so no
 // function compiled for one ISA can be picked by the linker for another caller.
 //
@@ -27,12 +22,13 @@
 //   so a query's bits do not depend on the block width, its lane or the ISA.
 // - Backward (vectorised over keys and d): the scores of up to 8 query rows against all keys (padded to a
 //   multiple of 16 with -inf) in an 8 x Lk16 row buffer. Every product over keys or query rows (dS K,
-//   P^T dO, dS^T qs) is an FMA chain from 0 in key or query order per output element, vectorised over d
-//   (8 lanes for D <= 8, else 16): no lane reductions.
+//   P^T dO, dS^T qs) is an FMA chain from 0 in key or query order per output element: dS K vectorised over
+//   d (8 lanes for D <= 8, else 16), P^T dO and dS^T qs over 16 keys; no lane reductions.
 // - Backward: p = exp2(s2 - float(double(lse) * log2(e))) recomputed with the forward's score bits, dP =
 //   dO V^T as the scores' chain, delta = sum_d dO*O in double, dS = p * (dP - float(delta)); dq = (dS k) *
 //   scale, dk = dS^T qs (qs = q * scale, rounded once),
-//   dv = P^T dO, the last two accumulated over query blocks in an (Lk, W) buffer in query order.
+//   dv = P^T dO, the last two accumulated over query blocks in a (D, Lk16) buffer in query order,
+//   vectorised over 16 keys (the padding keys' lanes are never read back).
 // Non-finite semantics (as attention.cpp, torch.softmax): a row whose max is NaN (any NaN score), +inf or
 // -inf (only -inf scores) gets NaN in o and lse; a -inf score alone gets probability 0. NaN and inf in q,
 // k, v and dout propagate through the chains as in the definition.
@@ -143,38 +139,40 @@ inline void block_rows_times(const float* P, int64_t ld, int nr, int64_t n, cons
   acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
 }
 
-// A[j] += P[r][j] * X[r] for r = 0..NR-1 in order, for every j < n (A, X: rows of stride V::kLanes; P rows
-// of stride ld).
-template <class V, int NR>
-inline void accumulate_cols_n(const float* P, int64_t ld, int64_t n, const float* X, float* A) {
-  V x[NR];
-  for (int r = 0; r < NR; ++r) x[r] = vload<V>(X + r * V::kLanes);
-  for (int64_t j = 0; j < n; ++j) {
-    V a = vload<V>(A + j * V::kLanes);
+// AT[d][j] += X[r][d] * P[r][j] for r = 0..NR-1 in order, for every d < D and j < ld (a multiple of 16),
+// vectorised over 16 keys: AT (D, ld), P rows of stride ld, X rows of stride W.
+template <int NR>
+inline void accumulate_keys_n(const float* P, int64_t ld, int64_t D, const float* X, int W, float* AT) {
+  for (int64_t jb = 0; jb < ld; jb += 16) {
+    V16 p[NR];
+    for (int r = 0; r < NR; ++r) p[r] = vload<V16>(P + r * ld + jb);
+    for (int64_t d = 0; d < D; ++d) {
+      float* at = AT + d * ld + jb;
+      V16 a = vload<V16>(at);
 #pragma GCC unroll 8
-    for (int r = 0; r < NR; ++r) a = vfma(vset<V>(P[r * ld + j]), x[r], a);
-    vstore(A + j * V::kLanes, a);
+      for (int r = 0; r < NR; ++r) a = vfma(vset<V16>(X[r * W + d]), p[r], a);
+      vstore(at, a);
+    }
   }
 }
-template <class V>
-inline void accumulate_cols(const float* P, int64_t ld, int nr, int64_t n, const float* X, float* A) {
+inline void accumulate_keys(const float* P, int64_t ld, int nr, int64_t D, const float* X, int W, float* AT) {
   switch (nr) {
     case 1:
-      return accumulate_cols_n<V, 1>(P, ld, n, X, A);
+      return accumulate_keys_n<1>(P, ld, D, X, W, AT);
     case 2:
-      return accumulate_cols_n<V, 2>(P, ld, n, X, A);
+      return accumulate_keys_n<2>(P, ld, D, X, W, AT);
     case 3:
-      return accumulate_cols_n<V, 3>(P, ld, n, X, A);
+      return accumulate_keys_n<3>(P, ld, D, X, W, AT);
     case 4:
-      return accumulate_cols_n<V, 4>(P, ld, n, X, A);
+      return accumulate_keys_n<4>(P, ld, D, X, W, AT);
     case 5:
-      return accumulate_cols_n<V, 5>(P, ld, n, X, A);
+      return accumulate_keys_n<5>(P, ld, D, X, W, AT);
     case 6:
-      return accumulate_cols_n<V, 6>(P, ld, n, X, A);
+      return accumulate_keys_n<6>(P, ld, D, X, W, AT);
     case 7:
-      return accumulate_cols_n<V, 7>(P, ld, n, X, A);
+      return accumulate_keys_n<7>(P, ld, D, X, W, AT);
     default:
-      return accumulate_cols_n<V, 8>(P, ld, n, X, A);
+      return accumulate_keys_n<8>(P, ld, D, X, W, AT);
   }
 }
 
@@ -184,7 +182,7 @@ inline bool finite(float x) { return x - x == 0.0f; }  // false for NaN and +-in
 inline int64_t scratch_floats(int64_t Lq, int64_t Lk, int64_t D, bool backward) {
   const int64_t ld = pad16(Lk);
   if (!backward) return D * pad16(Lq) + 2 * Lk * D + Lk * 16;
-  return 3 * Lq * 16 + 2 * D * ld + 3 * Lk * 16 + 2 * kRows * ld;
+  return 3 * Lq * 16 + 4 * D * ld + Lk * 16 + 2 * kRows * ld;
 }
 
 // The forward, vectorised over query lanes (Q: V16 or V8; lane-wise operations only, so every query's
@@ -302,9 +300,9 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
   float* kt = dor + Lq * W;    // (D, ld): k^T
   float* vt = kt + D * ld;     // (D, ld): v^T
   float* kr = vt + D * ld;     // (Lk, W): k
-  float* dka = kr + Lk * W;    // (Lk, W): dk accumulator
-  float* dva = dka + Lk * W;   // (Lk, W): dv accumulator
-  float* P = dva + Lk * W;     // (8, ld): scores, then p
+  float* dkt = kr + Lk * W;    // (D, ld): dk^T accumulator
+  float* dvt = dkt + D * ld;   // (D, ld): dv^T accumulator
+  float* P = dvt + D * ld;     // (8, ld): scores, then p
   float* dS = P + kRows * ld;  // (8, ld): dP, then dS
   pack_rows(q, Lq, D, rq, cq, W, scale, true, qs);
   pack_rows(q, Lq, D, rq, cq, W, base2_scale(scale), true, qs2);
@@ -312,7 +310,7 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
   pack_transposed(k, Lk, D, rk, ck, ld, kt);
   pack_transposed(v, Lk, D, rk, ck, ld, vt);
   pack_rows(k, Lk, D, rk, ck, W, 1.0f, false, kr);
-  for (int64_t i = 0; i < 2 * Lk * W; ++i) dka[i] = 0.0f;
+  for (int64_t i = 0; i < 2 * D * ld; ++i) dkt[i] = 0.0f;
   for (int64_t i0 = 0; i0 < Lq; i0 += kRows) {
     const int nr = static_cast<int>(lo_of(kRows, Lq - i0));
     block_scores(qs2 + i0 * W, W, nr, D, kt, ld, P);
@@ -335,13 +333,13 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
     V acc[kRows];
     block_rows_times<V>(dS, ld, nr, Lk, kr, acc);
     for (int r = 0; r < nr; ++r) store_d(dq + (i0 + r) * rq, D, cq, vmul(acc[r], vset<V>(scale)));
-    accumulate_cols<V>(P, ld, nr, Lk, dor + i0 * W, dva);
-    accumulate_cols<V>(dS, ld, nr, Lk, qs + i0 * W, dka);
+    accumulate_keys(P, ld, nr, D, dor + i0 * W, W, dvt);
+    accumulate_keys(dS, ld, nr, D, qs + i0 * W, W, dkt);
   }
   for (int64_t j = 0; j < Lk; ++j)
     for (int64_t d = 0; d < D; ++d) {
-      dk[j * rk + d * ck] = dka[j * W + d];
-      dv[j * rk + d * ck] = dva[j * W + d];
+      dk[j * rk + d * ck] = dkt[d * ld + j];
+      dv[j * rk + d * ck] = dvt[d * ld + j];
     }
 }
 
