@@ -50,7 +50,8 @@
 
 // ---- scaled dot-product attention over BH independent heads.
 // q (BH, Lq, D), k (BH, Lk, D), v (BH, Lk, D), o (BH, Lq, D), lse (BH, Lq) = log-sum-exp of the
-// scaled scores per query row (saved for backward). Numerically stable softmax.
+// scaled scores per query row (saved for backward). Numerically stable softmax. The CPU kernel takes
+// lse = nullptr (no backward will run: the log-sum-exp is not computed); CUDA needs lse.
 #define KERN_SIG_attention_forward(T)                                                                     \
   (int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double scale, const T* q, const T* k, const T* v, T* o, \
    T* lse)

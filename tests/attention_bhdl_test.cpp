@@ -6,6 +6,7 @@
 //    gradients in that layout, bitwise the contiguous inputs' values;
 //  * the CPU layer (1x1 convs + this layout) matches a token-major composition of the same parameters
 //    (linear, head split, attention, merge) in value and in every gradient;
+//  * without autograd (no_grad: the op skips the log-sum-exp) the op gives the same o bits in every layout;
 //  * out-of-domain arguments throw.
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -14,6 +15,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "core/autograd.h"
 #include "core/ops.h"
 #include "core/tensor.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -87,6 +89,34 @@ TEST(AttentionBhdl, OpReadsAndWritesHeadsInPlace) {
   Tensor om = engine::scaled_dot_product_attention(q4.detach().transpose(2, 3), kc_.detach(), vc.detach());
   EXPECT_TRUE(om.is_contiguous());
   EXPECT_TRUE(bitwise_equal(om.to_vector<float>(), oc.to_vector<float>()));
+}
+
+// Under no_grad the op records nothing and skips the log-sum-exp (the kernels get lse = nullptr): o has the
+// same bits as the recording call's, for (B, H, D, L), (B, L, H, D) and contiguous (B, H, L, D) inputs.
+TEST(AttentionBhdl, OpWithoutGradGivesTheSameOutput) {
+  const int64_t B = 2, H = 3, Lq = 21, Lk = 13, D = 8;
+  auto data = [](int64_t L, unsigned seed) { return normal_vector<float>(B * H * D * L, seed, 0.0, 1.0); };
+  const std::vector<float> qd = data(Lq, 5), kd = data(Lk, 6), vd = data(Lk, 7);
+  // The three layouts' (B, H, L, D) views of the same values.
+  auto views = [&](const std::vector<float>& x, int64_t L, int layout) {
+    if (layout == 0) return Tensor::from_vector(x, {B, H, D, L}).transpose(2, 3);
+    if (layout == 1) return Tensor::from_vector(x, {B, L, H, D}).permute({0, 2, 1, 3});
+    return Tensor::from_vector(x, {B, H, L, D});
+  };
+  for (int layout : {0, 1, 2}) {
+    SCOPED_TRACE(::testing::Message() << "layout " << layout);
+    Tensor q = views(qd, Lq, layout), k = views(kd, Lk, layout), v = views(vd, Lk, layout);
+    Tensor qg = q.detach().set_requires_grad();
+    const Tensor with_grad = engine::scaled_dot_product_attention(qg, k, v);
+    EXPECT_TRUE(with_grad.requires_grad());
+    Tensor without;
+    {
+      engine::NoGradGuard no_grad;
+      without = engine::scaled_dot_product_attention(qg, k, v);
+    }
+    EXPECT_FALSE(without.requires_grad());
+    EXPECT_TRUE(bitwise_equal(without.to_vector<float>(), with_grad.to_vector<float>()));
+  }
 }
 
 // The CPU layer against the token-major composition of the same parameters, value and gradients.

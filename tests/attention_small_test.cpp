@@ -6,13 +6,15 @@
 //  * the ISA paths (scalar, AVX2, AVX-512) bitwise equal, finite and non-finite inputs alike;
 //  * bitwise independent of the OpenMP thread count and of how many heads share a call (BH);
 //  * non-finite rows with torch.softmax semantics (NaN score, +inf score, all -inf -> NaN row; one -inf
-//    key -> probability 0), forward and backward.
+//    key -> probability 0), forward and backward; a NaN key in any position;
+//  * a forward without lse (lse = nullptr, the no-grad op's call) gives the same o bits.
 #include <gtest/gtest.h>
 #include <omp.h>
 
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -298,6 +300,58 @@ TEST(AttentionSmall, NonFiniteRowsFollowTorchSemantics) {
         // Head 2: the -inf key gets probability 0, so dv of that key is exactly 0.
         for (int64_t d = 0; d < D; ++d) EXPECT_EQ(p.dv[(2 * L + L - 1) * D + d], 0.0f);
       }
+    }
+}
+
+// A NaN key in any position makes every query row NaN in o and lse: first or middle (the running max
+// skips it, the row sum catches it) or last (the max itself ends NaN); on every ISA path.
+TEST(AttentionSmall, NaNKeyAnywhereMakesEveryRowNaN) {
+  IsaGuard guard;
+  for (int64_t D : {1, 8, 13})
+    for (int64_t L : {7, 49})
+      for (int64_t pos : {int64_t{0}, L / 2, L - 1}) {
+        Problem p(1, L, L, D, unsigned(5 * D + L + pos));
+        p.k[pos * D + (D - 1)] = kNaNf;
+        for (CpuIsa isa : supported_isas()) {
+          SCOPED_TRACE(::testing::Message()
+                       << "isa " << kc::cpu_isa_name(isa) << " D " << D << " L " << L << " NaN key " << pos);
+          kc::set_cpu_isa(isa);
+          p.run();
+          for (float x : p.o) ASSERT_TRUE(std::isnan(x));
+          for (float x : p.lse) ASSERT_TRUE(std::isnan(x));
+        }
+      }
+}
+
+// A forward with lse = nullptr computes no log-sum-exp and gives the same o bits as with it: the small-D
+// kernel on every ISA path (non-finite rows included) and the float64 GEMM path.
+TEST(AttentionSmall, ForwardWithoutLseGivesTheSameOutput) {
+  IsaGuard guard;
+  for (int64_t D : {1, 8, 13})
+    for (auto [Lq, Lk] : {std::pair<int64_t, int64_t>{1, 3}, {7, 7}, {20, 9}, {49, 49}, {197, 196}}) {
+      Problem p(5, Lq, Lk, D, unsigned(11 * D + Lq));
+      poison(p);
+      const size_t no = p.q.size();
+      for (CpuIsa isa : supported_isas()) {
+        SCOPED_TRACE(::testing::Message()
+                     << "isa " << kc::cpu_isa_name(isa) << " D " << D << " Lq " << Lq << " Lk " << Lk);
+        kc::set_cpu_isa(isa);
+        std::vector<float> o1(no, -1.f), o2(no, -2.f), lse(p.BH * Lq);
+        kc::attention_forward<float>(p.BH, Lq, Lk, D, p.scale, p.q.data(), p.k.data(), p.v.data(), o1.data(),
+                                     lse.data());
+        kc::attention_forward<float>(p.BH, Lq, Lk, D, p.scale, p.q.data(), p.k.data(), p.v.data(), o2.data(),
+                                     nullptr);
+        for (size_t i = 0; i < no; ++i) ASSERT_TRUE(same_bits_nan_equal(o1[i], o2[i])) << "o[" << i << "]";
+      }
+      const std::vector<double> q(p.q.begin(), p.q.end()), k(p.k.begin(), p.k.end()),
+          v(p.v.begin(), p.v.end());
+      std::vector<double> o1(no, -1.0), o2(no, -2.0), lse(p.BH * Lq);
+      kc::attention_forward<double>(p.BH, Lq, Lk, D, p.scale, q.data(), k.data(), v.data(), o1.data(),
+                                    lse.data());
+      kc::attention_forward<double>(p.BH, Lq, Lk, D, p.scale, q.data(), k.data(), v.data(), o2.data(),
+                                    nullptr);
+      for (size_t i = 0; i < no; ++i)
+        ASSERT_TRUE(same_bits_nan_equal(o1[i], o2[i])) << "double o[" << i << "]";
     }
 }
 

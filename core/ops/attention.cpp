@@ -79,7 +79,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                                                  : Layout::Copy;
   Tensor qc = in_layout(q, layout), kc = in_layout(k, layout), vc = in_layout(v, layout);
   Tensor o = empty_in(layout, B, H, Lq, D, q);
-  Tensor lse = Tensor::empty({B, H, Lq}, q.dtype(), q.device());
+  // The log-sum-exp is only for the backward: a CPU forward that records no graph (no_grad, e.g.
+  // sampling) skips it (the CPU kernels take lse = nullptr); CUDA always writes it.
+  const bool needs_grad = any_requires_grad({&q, &k, &v});
+  Tensor lse;
+  if (needs_grad || q.device().is_cuda()) lse = Tensor::empty({B, H, Lq}, q.dtype(), q.device());
   if (o.numel() > 0)
     detail::dispatch_float(
         q, "attention",
@@ -88,18 +92,19 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
           return detail::work(4.0 * double(BH) * double(Lq) * double(Lk) * double(D), {&q, &k, &v, &o, &lse});
         },
         [&]<typename T, bool Cuda>() {
+          T* lp = lse.defined() ? lse.data<T>() : nullptr;
           if constexpr (!Cuda && std::is_same_v<T, float>) {
             if (layout == Layout::Blhd)
               return kern::cpu::attention_forward_blhd(B, H, Lq, Lk, D, scale, qc.data<T>(), kc.data<T>(),
-                                                       vc.data<T>(), o.data<T>(), lse.data<T>());
+                                                       vc.data<T>(), o.data<T>(), lp);
             if (layout == Layout::Bhdl)
               return kern::cpu::attention_forward_bhdl(B, H, Lq, Lk, D, scale, qc.data<T>(), kc.data<T>(),
-                                                       vc.data<T>(), o.data<T>(), lse.data<T>());
+                                                       vc.data<T>(), o.data<T>(), lp);
           }
           KERN(attention_forward, BH, Lq, Lk, D, scale, qc.data<T>(), kc.data<T>(), vc.data<T>(), o.data<T>(),
-               lse.data<T>());
+               lp);
         });
-  if (any_requires_grad({&q, &k, &v})) {
+  if (needs_grad) {
     Tensor sq = qc.detach(), sk = kc.detach(), sv = vc.detach(), so = o.detach();
     record("attention", o, {q, k, v}, [=](const Tensor& g) {
       // The in-place paths take dout in their layout too (one copy when it comes in another one).

@@ -77,6 +77,7 @@ struct HeadLayout {
 };
 
 // One head per OpenMP iteration (static), so the bits depend neither on the thread count nor on the layout.
+// lse may be null (not computed).
 void small_forward_heads(int64_t B, const HeadLayout& hl, int64_t Lq, int64_t Lk, double scale,
                          const float* q, const float* k, const float* v, float* o, float* lse) {
   const detail::AttnSmallForward head = small_forward();
@@ -89,7 +90,8 @@ void small_forward_heads(int64_t B, const HeadLayout& hl, int64_t Lq, int64_t Lk
 #pragma omp for schedule(static)
     for (int64_t h = 0; h < BH; ++h) {
       const int64_t oq = hl.offset(h, Lq), ok = hl.offset(h, Lk);
-      head(Lq, Lk, D, rq, cq, rk, ck, s, q + oq, k + ok, v + ok, o + oq, lse + h * Lq, ws.data());
+      head(Lq, Lk, D, rq, cq, rk, ck, s, q + oq, k + ok, v + ok, o + oq, lse ? lse + h * Lq : nullptr,
+           ws.data());
     }
   }
 }
@@ -201,7 +203,7 @@ void attention_forward(int64_t BH, int64_t Lq, int64_t Lk, int64_t D, double sca
         const T m = row_max(row, Lk);
         const double sum = exp_sub_row(row, Lk, m, avx512);
         inv[i] = T(1.0 / sum);
-        lse[h * Lq + i] = T(double(m) + std::log(sum));
+        if (lse != nullptr) lse[h * Lq + i] = T(double(m) + std::log(sum));
       }
       gemm<T>(false, false, Lq, D, Lk, T(1), P.data(), Lk, vh, D, T(0), oh, D);
       for (int64_t i = 0; i < Lq; ++i)

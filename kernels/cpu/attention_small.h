@@ -22,8 +22,8 @@ int64_t attn_small_scratch_floats(int64_t Lq, int64_t Lk, int64_t D, bool backwa
 // head of a (B, L, H, D) tensor, (1, L) for one head of a (B, H, D, L) tensor (L = Lq or Lk). Only
 // addresses depend on the strides, never the bits.
 // o = softmax(scale q k^T) v and lse = the rows' log-sum-exp, with attention.cpp's non-finite semantics
-// (a row with a NaN score, a +inf score or only -inf scores gets NaN in o and lse). ws: scratch of
-// attn_small_scratch_floats(Lq, Lk, D, false) floats.
+// (a row with a NaN score, a +inf score or only -inf scores gets NaN in o and lse). lse may be null (then
+// not computed; o is the same bits). ws: scratch of attn_small_scratch_floats(Lq, Lk, D, false) floats.
 using AttnSmallForward = void (*)(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int64_t rk,
                                   int64_t ck, float scale, const float* q, const float* k, const float* v,
                                   float* o, float* lse, float* ws);

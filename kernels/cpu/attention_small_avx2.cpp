@@ -51,38 +51,19 @@ void vstore(float* p, V16 a) {
 void vstore(float* p, V8 a) { _mm256_storeu_ps(p, a.x); }
 V16 vmul(V16 a, V16 b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
 V8 vmul(V8 a, V8 b) { return {_mm256_mul_ps(a.x, b.x)}; }
-V16 vadd(V16 a, V16 b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
 V16 vsub(V16 a, V16 b) { return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)}; }
 V16 vfma(V16 a, V16 b, V16 c) {
   return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
 }
 V8 vfma(V8 a, V8 b, V8 c) { return {_mm256_fmadd_ps(a.x, b.x, c.x)}; }
 V16 vexp2(V16 a) { return {simd::exp2_nonpos(a.lo), simd::exp2_nonpos(a.hi)}; }
-
-// t8 (8 lanes) reduced: t4[l] = t8[l] + t8[l+4], t2[l] = t4[l] + t4[l+2], t2[0] + t2[1].
-float hsum8(__m256 t8) {
-  const __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
-  const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
-  return _mm_cvtss_f32(_mm_add_ss(t2, _mm_shuffle_ps(t2, t2, 1)));
-}
-float hsum16(V16 a) { return hsum8(_mm256_add_ps(a.lo, a.hi)); }
-
-float row_max16(const float* p, int64_t n) {
-  __m256 lo = _mm256_loadu_ps(p), hi = _mm256_loadu_ps(p + 8);
-  __m256 bad = _mm256_or_ps(_mm256_cmp_ps(lo, lo, _CMP_UNORD_Q), _mm256_cmp_ps(hi, hi, _CMP_UNORD_Q));
-  for (int64_t j = 16; j < n; j += 16) {
-    const __m256 xl = _mm256_loadu_ps(p + j), xh = _mm256_loadu_ps(p + j + 8);
-    lo = _mm256_max_ps(lo, xl);
-    hi = _mm256_max_ps(hi, xh);
-    bad = _mm256_or_ps(
-        bad, _mm256_or_ps(_mm256_cmp_ps(xl, xl, _CMP_UNORD_Q), _mm256_cmp_ps(xh, xh, _CMP_UNORD_Q)));
-  }
-  if (_mm256_movemask_ps(bad)) return __builtin_nanf("");
-  const __m256 t8 = _mm256_max_ps(lo, hi);
-  const __m128 t4 = _mm_max_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
-  const __m128 t2 = _mm_max_ps(t4, _mm_movehl_ps(t4, t4));
-  return _mm_cvtss_f32(_mm_max_ss(t2, _mm_shuffle_ps(t2, t2, 1)));
-}
+V8 vadd(V8 a, V8 b) { return {_mm256_add_ps(a.x, b.x)}; }
+V8 vsub(V8 a, V8 b) { return {_mm256_sub_ps(a.x, b.x)}; }
+V8 vexp2(V8 a) { return {simd::exp2_nonpos(a.x)}; }
+// Lane-wise a > b ? a : b (the max instruction's definition).
+V8 vmax(V8 a, V8 b) { return {_mm256_max_ps(a.x, b.x)}; }
+// The forward's query block: 8 lanes (one ymm; 16 would not leave registers for the 8 accumulators).
+using QWide = V8;
 
 }  // namespace
 }  // namespace kern::cpu::detail

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/attention_small.h"
+#include "kernels/cpu/simd_math.h"
 #include "kernels/cpu/simd_math_avx512.h"
 
 namespace kern::cpu::detail {
@@ -56,32 +57,14 @@ V16 vsub(V16 a, V16 b) { return {_mm512_sub_ps(a.x, b.x)}; }
 V16 vfma(V16 a, V16 b, V16 c) { return {_mm512_fmadd_ps(a.x, b.x, c.x)}; }
 V8 vfma(V8 a, V8 b, V8 c) { return {_mm256_fmadd_ps(a.x, b.x, c.x)}; }
 V16 vexp2(V16 a) { return {simd::exp2_nonpos16(a.x)}; }
-
-__m256 lo256(__m512 v) { return _mm512_castps512_ps256(v); }
-__m256 hi256(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
-
-// The tree of attention_small_impl.h, from t8[l] = v[l] + v[l+8] on.
-float hsum16(V16 a) {
-  const __m256 t8 = _mm256_add_ps(lo256(a.x), hi256(a.x));
-  const __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
-  const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
-  return _mm_cvtss_f32(_mm_add_ss(t2, _mm_shuffle_ps(t2, t2, 1)));
-}
-
-float row_max16(const float* p, int64_t n) {
-  __m512 m = _mm512_loadu_ps(p);
-  __mmask16 bad = _mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q);
-  for (int64_t j = 16; j < n; j += 16) {
-    const __m512 x = _mm512_loadu_ps(p + j);
-    m = _mm512_max_ps(m, x);
-    bad = static_cast<__mmask16>(bad | _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q));
-  }
-  if (bad) return __builtin_nanf("");
-  const __m256 t8 = _mm256_max_ps(lo256(m), hi256(m));
-  const __m128 t4 = _mm_max_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
-  const __m128 t2 = _mm_max_ps(t4, _mm_movehl_ps(t4, t4));
-  return _mm_cvtss_f32(_mm_max_ss(t2, _mm_shuffle_ps(t2, t2, 1)));
-}
+V8 vadd(V8 a, V8 b) { return {_mm256_add_ps(a.x, b.x)}; }
+V8 vsub(V8 a, V8 b) { return {_mm256_sub_ps(a.x, b.x)}; }
+V8 vexp2(V8 a) { return {simd::exp2_nonpos(a.x)}; }
+// Lane-wise a > b ? a : b (the max instructions' definition).
+V16 vmax(V16 a, V16 b) { return {_mm512_max_ps(a.x, b.x)}; }
+V8 vmax(V8 a, V8 b) { return {_mm256_max_ps(a.x, b.x)}; }
+// The forward's query block: 16 lanes (the last <= 8 queries of a head: V8).
+using QWide = V16;
 
 }  // namespace
 }  // namespace kern::cpu::detail

@@ -2,13 +2,10 @@
 // attention_small_{scalar,avx2,avx512}.cpp, each of which first defines, in kern::cpu::detail's anonymous
 // namespace, its vector types and their lane-wise operations:
 //   V16 (16 float lanes) and V8 (8 lanes), each with `static constexpr int kLanes`;
-//   vload<V>(p), vset<V>(x), vzero<V>(), vstore(p, V), vmul, vfma(a, b, c) = a * b + c (one rounding)
-//     for V = V8 and V16; vadd, vsub, vexp2 (2^t for t <= 0: simd_math.h's exp2_nonpos, bitwise on every
-//     ISA) for V16;
-//   hsum16(V16): the 16 lanes summed in a fixed tree: t8[l] = v[l] + v[l+8], t4[l] = t8[l] + t8[l+4],
-//     t2[l] = t4[l] + t4[l+2], t2[0] + t2[1];
-//   row_max16(p, n) (n a multiple of 16): NaN if any p[j] is NaN, else the blocks folded lane-wise in
-//     order by m = m > x ? m : x, then the same tree with that max.
+//   vload<V>(p), vset<V>(x), vzero<V>(), vstore(p, V), vmul, vfma(a, b, c) = a * b + c (one rounding),
+//     vsub and vexp2 (2^t for t <= 0: simd_math.h's exp2_nonpos, bitwise on every ISA) for V = V8 and V16;
+//     vadd and vmax(a, b) = a > b ? a : b (lane-wise) for V8 and QWide;
+//   QWide: the forward's query block type (V16 or V8).
 // Everything here has internal linkage (anonymous namespace; no std:: templates or inline functions), so no
 // function compiled for one ISA can be picked by the linker for another caller.
 //
@@ -16,18 +13,22 @@
 // - Element addresses: row i, column d of q, o, dout, dq at i * rq + d * cq, of k, v, dk, dv at
 //   i * rk + d * ck (attention_small.h).
 // - q is pre-scaled by scale2 = float(scale * log2(e)) (qs2 = q * scale2, rounded once), so that scores are
-//   in base 2; a score is the chain qs2_0*k0, fma(qs2_1, k1, .), ... in d order. The scores of up to 8 query
-//   rows against all keys (padded to a multiple of 16 with -inf) are kept in an 8 x Lk16 row buffer
-//   (L1-resident), never an (Lq, Lk) matrix.
-// - Softmax: row max m2; p = exp2(s2 - m2) lane-wise; the row sum accumulates 16-lane blocks in key order,
-//   then hsum16; lse (natural log) = float(double(m2) * ln 2 + log(double(sum))), the output is
-//   (sum_j p_j v_j) * float(1 / sum).
-// - Every product over keys or query rows (P V, dS K, P^T dO, dS^T qs) is an FMA chain from 0 in key or
-//   query order per output element, vectorised over d (8 lanes for D <= 8, else 16): no lane reductions.
+//   in base 2; a score is the chain qs2_0*k0, fma(qs2_1, k1, .), ... in d order (forward and backward alike).
+// - Forward (vectorised over queries: forward_block): a block of 16 (AVX-512) or 8 query lanes keeps its
+//   scores transposed, S^T (Lk, lanes), L1-resident; never an (Lq, Lk) matrix. Per query: m2 = the running
+//   max m > s ? m : s in key order; p = exp2(s2 - m2); sum = the add chain p_0 + p_1 + ... from 0 in key
+//   order; o[d] = (the FMA chain p_j * v[j][d] from 0 in key order) * float(1 / double(sum)); lse (natural
+//   log; skipped when lse is null) = float(double(m2) * ln 2 + log(double(sum))). Every step is lane-wise,
+//   so a query's bits do not depend on the block width, its lane or the ISA.
+// - Backward (vectorised over keys and d): the scores of up to 8 query rows against all keys (padded to a
+//   multiple of 16 with -inf) in an 8 x Lk16 row buffer. Every product over keys or query rows (dS K,
+//   P^T dO, dS^T qs) is an FMA chain from 0 in key or query order per output element: dS K vectorised over
+//   d (8 lanes for D <= 8, else 16), P^T dO and dS^T qs over 16 keys; no lane reductions.
 // - Backward: p = exp2(s2 - float(double(lse) * log2(e))) recomputed with the forward's score bits, dP =
 //   dO V^T as the scores' chain, delta = sum_d dO*O in double, dS = p * (dP - float(delta)); dq = (dS k) *
 //   scale, dk = dS^T qs (qs = q * scale, rounded once),
-//   dv = P^T dO, the last two accumulated over query blocks in an (Lk, W) buffer in query order.
+//   dv = P^T dO, the last two accumulated over query blocks in a (D, Lk16) buffer in query order,
+//   vectorised over 16 keys (the padding keys' lanes are never read back).
 // Non-finite semantics (as attention.cpp, torch.softmax): a row whose max is NaN (any NaN score), +inf or
 // -inf (only -inf scores) gets NaN in o and lse; a -inf score alone gets probability 0. NaN and inf in q,
 // k, v and dout propagate through the chains as in the definition.
@@ -138,38 +139,40 @@ inline void block_rows_times(const float* P, int64_t ld, int nr, int64_t n, cons
   acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
 }
 
-// A[j] += P[r][j] * X[r] for r = 0..NR-1 in order, for every j < n (A, X: rows of stride V::kLanes; P rows
-// of stride ld).
-template <class V, int NR>
-inline void accumulate_cols_n(const float* P, int64_t ld, int64_t n, const float* X, float* A) {
-  V x[NR];
-  for (int r = 0; r < NR; ++r) x[r] = vload<V>(X + r * V::kLanes);
-  for (int64_t j = 0; j < n; ++j) {
-    V a = vload<V>(A + j * V::kLanes);
+// AT[d][j] += X[r][d] * P[r][j] for r = 0..NR-1 in order, for every d < D and j < ld (a multiple of 16),
+// vectorised over 16 keys: AT (D, ld), P rows of stride ld, X rows of stride W.
+template <int NR>
+inline void accumulate_keys_n(const float* P, int64_t ld, int64_t D, const float* X, int W, float* AT) {
+  for (int64_t jb = 0; jb < ld; jb += 16) {
+    V16 p[NR];
+    for (int r = 0; r < NR; ++r) p[r] = vload<V16>(P + r * ld + jb);
+    for (int64_t d = 0; d < D; ++d) {
+      float* at = AT + d * ld + jb;
+      V16 a = vload<V16>(at);
 #pragma GCC unroll 8
-    for (int r = 0; r < NR; ++r) a = vfma(vset<V>(P[r * ld + j]), x[r], a);
-    vstore(A + j * V::kLanes, a);
+      for (int r = 0; r < NR; ++r) a = vfma(vset<V16>(X[r * W + d]), p[r], a);
+      vstore(at, a);
+    }
   }
 }
-template <class V>
-inline void accumulate_cols(const float* P, int64_t ld, int nr, int64_t n, const float* X, float* A) {
+inline void accumulate_keys(const float* P, int64_t ld, int nr, int64_t D, const float* X, int W, float* AT) {
   switch (nr) {
     case 1:
-      return accumulate_cols_n<V, 1>(P, ld, n, X, A);
+      return accumulate_keys_n<1>(P, ld, D, X, W, AT);
     case 2:
-      return accumulate_cols_n<V, 2>(P, ld, n, X, A);
+      return accumulate_keys_n<2>(P, ld, D, X, W, AT);
     case 3:
-      return accumulate_cols_n<V, 3>(P, ld, n, X, A);
+      return accumulate_keys_n<3>(P, ld, D, X, W, AT);
     case 4:
-      return accumulate_cols_n<V, 4>(P, ld, n, X, A);
+      return accumulate_keys_n<4>(P, ld, D, X, W, AT);
     case 5:
-      return accumulate_cols_n<V, 5>(P, ld, n, X, A);
+      return accumulate_keys_n<5>(P, ld, D, X, W, AT);
     case 6:
-      return accumulate_cols_n<V, 6>(P, ld, n, X, A);
+      return accumulate_keys_n<6>(P, ld, D, X, W, AT);
     case 7:
-      return accumulate_cols_n<V, 7>(P, ld, n, X, A);
+      return accumulate_keys_n<7>(P, ld, D, X, W, AT);
     default:
-      return accumulate_cols_n<V, 8>(P, ld, n, X, A);
+      return accumulate_keys_n<8>(P, ld, D, X, W, AT);
   }
 }
 
@@ -178,60 +181,108 @@ inline bool finite(float x) { return x - x == 0.0f; }  // false for NaN and +-in
 // Scratch floats (the larger lane width, so the count does not depend on D's width class).
 inline int64_t scratch_floats(int64_t Lq, int64_t Lk, int64_t D, bool backward) {
   const int64_t ld = pad16(Lk);
-  if (!backward) return Lq * 16 + D * ld + Lk * 16 + kRows * ld;
-  return 3 * Lq * 16 + 2 * D * ld + 3 * Lk * 16 + 2 * kRows * ld;
+  if (!backward) return D * pad16(Lq) + 2 * Lk * D + Lk * 16;
+  return 3 * Lq * 16 + 4 * D * ld + Lk * 16 + 2 * kRows * ld;
 }
 
-template <class V>
+// The forward, vectorised over query lanes (Q: V16 or V8; lane-wise operations only, so every query's
+// bits are the same whatever Q and the block it falls in). kD: D at compile time (0: runtime D).
+// One block of nq <= Q::kLanes queries starting at i0: qt (D, ldq) = (q * scale2)^T, kr and vr (Lk, D) rows,
+// S (Lk, Q::kLanes) scratch for the scores.
+template <class Q, int kD>
+void forward_block(int64_t i0, int nq, int64_t Lk, int64_t Dr, int64_t rq, int64_t cq, const float* qt,
+                   int64_t ldq, const float* kr, const float* vr, float* S, float* o, float* lse) {
+  constexpr int W = Q::kLanes;
+  const int64_t D = kD > 0 ? kD : Dr;
+  Q qv[kAttnSmallMaxD];
+  for (int64_t d = 0; d < D; ++d) qv[d] = vload<Q>(qt + d * ldq + i0);
+  // Pass 1: S^T[j] = the score chain k[j][0] * qs2[0], fma(k[j][d], qs2[d], .) (the same bits as
+  // block_scores' qs2 * k chain: a product and an FMA do not depend on their factors' order); m = the
+  // lane-wise running max m > s ? m : s in key order.
+  Q m = vzero<Q>();
+  for (int64_t j = 0; j < Lk; ++j) {
+    const float* kj = kr + j * D;
+    Q s = vmul(vset<Q>(kj[0]), qv[0]);
+    for (int64_t d = 1; d < D; ++d) s = vfma(vset<Q>(kj[d]), qv[d], s);
+    vstore(S + j * W, s);
+    m = j == 0 ? s : vmax(m, s);
+  }
+  // Pass 2: p = exp2(s - m); sum = the chain ((p_0 + p_1) + p_2) + ... from 0 in key order; acc[d] = the
+  // FMA chain p_j * v[j][d] from 0 in key order.
+  Q sum = vzero<Q>(), acc[kAttnSmallMaxD];
+  for (int64_t d = 0; d < D; ++d) acc[d] = vzero<Q>();
+  for (int64_t j = 0; j < Lk; ++j) {
+    const Q p = vexp2(vsub(vload<Q>(S + j * W), m));
+    sum = vadd(sum, p);
+    const float* vj = vr + j * D;
+    for (int64_t d = 0; d < D; ++d) acc[d] = vfma(p, vset<Q>(vj[d]), acc[d]);
+  }
+  // Per query: a row whose max is not finite (NaN after a NaN score as the last key, +inf, or -inf: only
+  // -inf scores) or whose sum is NaN (any NaN score: exp2(NaN) = NaN) is NaN in o and lse.
+  float ml[W], sl[W], inv[W];
+  vstore(ml, m);
+  vstore(sl, sum);
+  const float nan = __builtin_nanf("");
+  for (int l = 0; l < W; ++l) {
+    const bool bad = !finite(ml[l]) || sl[l] != sl[l];
+    inv[l] = bad ? nan : static_cast<float>(1.0 / double(sl[l]));
+    if (lse != nullptr && l < nq)
+      lse[i0 + l] =
+          bad ? nan : static_cast<float>(double(ml[l]) * 0.69314718055994530942 + std::log(double(sl[l])));
+  }
+  const Q vinv = vload<Q>(inv);
+  for (int64_t d = 0; d < D; ++d) {
+    const Q od = vmul(acc[d], vinv);  // NaN in the bad lanes
+    if (rq == 1 && nq == W) {
+      vstore(o + i0 + d * cq, od);
+    } else {
+      float t[W];
+      vstore(t, od);
+      for (int l = 0; l < nq; ++l) o[(i0 + l) * rq + d * cq] = t[l];
+    }
+  }
+}
+
+// One head of the forward: packs q^T * scale2 (D, pad16(Lq)), k and v rows (Lk, D), then runs the query
+// blocks: QW-wide while more than QN::kLanes queries are left, then QN-wide. lse may be null (not written).
+template <class QW, class QN>
 void forward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int64_t rk, int64_t ck,
                   float scale, const float* q, const float* k, const float* v, float* o, float* lse,
                   float* ws) {
-  constexpr int W = V::kLanes;
-  const int64_t ld = pad16(Lk);
-  const float ninf = -__builtin_huge_valf(), nan = __builtin_nanf("");
-  float* qs = ws;           // (Lq, W): q * scale2
-  float* kt = qs + Lq * W;  // (D, ld): k^T
-  float* vr = kt + D * ld;  // (Lk, W): v
-  float* P = vr + Lk * W;   // (8, ld): base-2 scores, then exp2(s2 - max)
-  pack_rows(q, Lq, D, rq, cq, W, base2_scale(scale), true, qs);
-  pack_transposed(k, Lk, D, rk, ck, ld, kt);
-  pack_rows(v, Lk, D, rk, ck, W, 1.0f, false, vr);
-  for (int64_t i0 = 0; i0 < Lq; i0 += kRows) {
-    const int nr = static_cast<int>(lo_of(kRows, Lq - i0));
-    block_scores(qs + i0 * W, W, nr, D, kt, ld, P);
-    float inv[kRows];
-    bool bad[kRows];
-    for (int r = 0; r < nr; ++r) {
-      float* row = P + r * ld;
-      for (int64_t j = Lk; j < ld; ++j) row[j] = ninf;
-      const float m = row_max16(row, ld);
-      bad[r] = !finite(m);
-      if (bad[r]) {  // NaN, +inf or only -inf: the row is NaN (set below); zeros keep the chains clean
-        for (int64_t j = 0; j < ld; ++j) row[j] = 0.0f;
-        lse[i0 + r] = nan;
-        inv[r] = 0.0f;
-        continue;
-      }
-      const V16 vm = vset<V16>(m);
-      V16 sum = vzero<V16>();
-      for (int64_t jb = 0; jb < ld; jb += 16) {
-        const V16 e = vexp2(vsub(vload<V16>(row + jb), vm));
-        vstore(row + jb, e);
-        sum = vadd(sum, e);
-      }
-      const double s = hsum16(sum);
-      lse[i0 + r] = static_cast<float>(double(m) * 0.69314718055994530942 + std::log(s));
-      inv[r] = static_cast<float>(1.0 / s);
+  const int64_t ldq = pad16(Lq);
+  float* qt = ws;            // (D, ldq): q^T * scale2, columns Lq.. zero
+  float* kr = qt + D * ldq;  // (Lk, D): k
+  float* vr = kr + Lk * D;   // (Lk, D): v
+  float* S = vr + Lk * D;    // (Lk, 16): one block's scores
+  const float s2 = base2_scale(scale);
+  for (int64_t d = 0; d < D; ++d) {
+    float* row = qt + d * ldq;
+    const float* x = q + d * cq;
+    if (rq == 1) {
+      for (int64_t i = 0; i < Lq; ++i) row[i] = x[i] * s2;
+    } else {
+      for (int64_t i = 0; i < Lq; ++i) row[i] = x[i * rq] * s2;
     }
-    V acc[kRows];
-    block_rows_times<V>(P, ld, nr, Lk, vr, acc);
-    for (int r = 0; r < nr; ++r) {
-      float* orow = o + (i0 + r) * rq;
-      if (bad[r]) {
-        for (int64_t d = 0; d < D; ++d) orow[d * cq] = nan;
-      } else {
-        store_d(orow, D, cq, vmul(acc[r], vset<V>(inv[r])));
-      }
+    for (int64_t i = Lq; i < ldq; ++i) row[i] = 0.0f;
+  }
+  pack_rows(k, Lk, D, rk, ck, static_cast<int>(D), 1.0f, false, kr);
+  pack_rows(v, Lk, D, rk, ck, static_cast<int>(D), 1.0f, false, vr);
+  for (int64_t i0 = 0; i0 < Lq;) {
+    const int64_t left = Lq - i0;
+    if (left > QN::kLanes) {
+      const int nq = static_cast<int>(lo_of(QW::kLanes, left));
+      if (D == 8)
+        forward_block<QW, 8>(i0, nq, Lk, D, rq, cq, qt, ldq, kr, vr, S, o, lse);
+      else
+        forward_block<QW, 0>(i0, nq, Lk, D, rq, cq, qt, ldq, kr, vr, S, o, lse);
+      i0 += nq;
+    } else {
+      const int nq = static_cast<int>(left);
+      if (D == 8)
+        forward_block<QN, 8>(i0, nq, Lk, D, rq, cq, qt, ldq, kr, vr, S, o, lse);
+      else
+        forward_block<QN, 0>(i0, nq, Lk, D, rq, cq, qt, ldq, kr, vr, S, o, lse);
+      i0 += nq;
     }
   }
 }
@@ -249,9 +300,9 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
   float* kt = dor + Lq * W;    // (D, ld): k^T
   float* vt = kt + D * ld;     // (D, ld): v^T
   float* kr = vt + D * ld;     // (Lk, W): k
-  float* dka = kr + Lk * W;    // (Lk, W): dk accumulator
-  float* dva = dka + Lk * W;   // (Lk, W): dv accumulator
-  float* P = dva + Lk * W;     // (8, ld): scores, then p
+  float* dkt = kr + Lk * W;    // (D, ld): dk^T accumulator
+  float* dvt = dkt + D * ld;   // (D, ld): dv^T accumulator
+  float* P = dvt + D * ld;     // (8, ld): scores, then p
   float* dS = P + kRows * ld;  // (8, ld): dP, then dS
   pack_rows(q, Lq, D, rq, cq, W, scale, true, qs);
   pack_rows(q, Lq, D, rq, cq, W, base2_scale(scale), true, qs2);
@@ -259,7 +310,7 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
   pack_transposed(k, Lk, D, rk, ck, ld, kt);
   pack_transposed(v, Lk, D, rk, ck, ld, vt);
   pack_rows(k, Lk, D, rk, ck, W, 1.0f, false, kr);
-  for (int64_t i = 0; i < 2 * Lk * W; ++i) dka[i] = 0.0f;
+  for (int64_t i = 0; i < 2 * D * ld; ++i) dkt[i] = 0.0f;
   for (int64_t i0 = 0; i0 < Lq; i0 += kRows) {
     const int nr = static_cast<int>(lo_of(kRows, Lq - i0));
     block_scores(qs2 + i0 * W, W, nr, D, kt, ld, P);
@@ -282,13 +333,13 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
     V acc[kRows];
     block_rows_times<V>(dS, ld, nr, Lk, kr, acc);
     for (int r = 0; r < nr; ++r) store_d(dq + (i0 + r) * rq, D, cq, vmul(acc[r], vset<V>(scale)));
-    accumulate_cols<V>(P, ld, nr, Lk, dor + i0 * W, dva);
-    accumulate_cols<V>(dS, ld, nr, Lk, qs + i0 * W, dka);
+    accumulate_keys(P, ld, nr, D, dor + i0 * W, W, dvt);
+    accumulate_keys(dS, ld, nr, D, qs + i0 * W, W, dkt);
   }
   for (int64_t j = 0; j < Lk; ++j)
     for (int64_t d = 0; d < D; ++d) {
-      dk[j * rk + d * ck] = dka[j * W + d];
-      dv[j * rk + d * ck] = dva[j * W + d];
+      dk[j * rk + d * ck] = dkt[d * ld + j];
+      dv[j * rk + d * ck] = dvt[d * ld + j];
     }
 }
 
@@ -302,10 +353,7 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
   void attn_small_forward_##SUFFIX(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int64_t rk,    \
                                    int64_t ck, float scale, const float* q, const float* k, const float* v,  \
                                    float* o, float* lse, float* ws) {                                        \
-    if (D <= 8)                                                                                              \
-      forward_head<V8>(Lq, Lk, D, rq, cq, rk, ck, scale, q, k, v, o, lse, ws);                               \
-    else                                                                                                     \
-      forward_head<V16>(Lq, Lk, D, rq, cq, rk, ck, scale, q, k, v, o, lse, ws);                              \
+    forward_head<QWide, V8>(Lq, Lk, D, rq, cq, rk, ck, scale, q, k, v, o, lse, ws);                          \
   }                                                                                                          \
   void attn_small_backward_##SUFFIX(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int64_t rk,   \
                                     int64_t ck, float scale, const float* q, const float* k, const float* v, \

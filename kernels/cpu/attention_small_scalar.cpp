@@ -84,39 +84,20 @@ float exp2_nonpos1(float t0) {
   y = y * e;
   return t0 < lo ? 0.0f : y;
 }
-V16 vexp2(V16 a) {
-  for (int l = 0; l < 16; ++l) a.v[l] = exp2_nonpos1(a.v[l]);
+template <int N>
+Lanes<N> vexp2(Lanes<N> a) {
+  for (int l = 0; l < N; ++l) a.v[l] = exp2_nonpos1(a.v[l]);
   return a;
-}
-float hsum16(V16 a) {
-  float t8[8], t4[4], t2[2];
-  for (int l = 0; l < 8; ++l) t8[l] = a.v[l] + a.v[l + 8];
-  for (int l = 0; l < 4; ++l) t4[l] = t8[l] + t8[l + 4];
-  for (int l = 0; l < 2; ++l) t2[l] = t4[l] + t4[l + 2];
-  return t2[0] + t2[1];
 }
 
 float max2(float a, float b) { return a > b ? a : b; }  // _mm*_max_ps(a, b) lane-wise
-
-float row_max16(const float* p, int64_t n) {
-  float m[16];
-  bool nan = false;
-  for (int l = 0; l < 16; ++l) {
-    m[l] = p[l];
-    nan = nan || p[l] != p[l];
-  }
-  for (int64_t j = 16; j < n; j += 16)
-    for (int l = 0; l < 16; ++l) {
-      m[l] = max2(m[l], p[j + l]);
-      nan = nan || p[j + l] != p[j + l];
-    }
-  if (nan) return __builtin_nanf("");
-  float t8[8], t4[4], t2[2];
-  for (int l = 0; l < 8; ++l) t8[l] = max2(m[l], m[l + 8]);
-  for (int l = 0; l < 4; ++l) t4[l] = max2(t8[l], t8[l + 4]);
-  for (int l = 0; l < 2; ++l) t2[l] = max2(t4[l], t4[l + 2]);
-  return max2(t2[0], t2[1]);
+template <int N>
+Lanes<N> vmax(Lanes<N> a, Lanes<N> b) {
+  for (int l = 0; l < N; ++l) a.v[l] = max2(a.v[l], b.v[l]);
+  return a;
 }
+// The forward's query block: 8 lanes.
+using QWide = V8;
 
 }  // namespace
 }  // namespace kern::cpu::detail

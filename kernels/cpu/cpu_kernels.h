@@ -25,7 +25,8 @@ void gemm_reference(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T
 // a (B, H, L, D) view with strides (L*H*D, D, H*D, 1); lse: contiguous (B, H, Lq). Same semantics and
 // bitwise the same o, lse, dq, dk, dv as attention_forward / attention_backward on the contiguous
 // (B*H, L, D) copies, on every ISA path and thread count. Throws std::invalid_argument outside the domain.
-// attention_blhd_supported: whether (Lq, Lk, D) is in that domain.
+// attention_blhd_supported: whether (Lq, Lk, D) is in that domain. The forwards take lse = nullptr (no
+// log-sum-exp computed: for a forward no backward follows); o is the same bits either way.
 bool attention_blhd_supported(int64_t Lq, int64_t Lk, int64_t D);
 void attention_forward_blhd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
                             const float* q, const float* k, const float* v, float* o, float* lse);
