@@ -323,6 +323,42 @@ TEST_F(WinogradConv, SimdTransformsBitwiseTheScalarPathOnOddShapes) {
       expect_every_isa_bitwise_the_scalar_path(shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]), m, 71);
 }
 
+// The epilogue terms (b, the per-sample bias add.t, the residual add.r, each alone and all together) under
+// every ISA path and 1..3 threads, bitwise the scalar path on 1 thread, on rows of 1..18 tiles (both loop
+// orders of the SIMD output transform: piece-outer below kKOuterMinTx tiles per row, channel-outer from
+// it), odd H / W, N = 1..3 (chunks that end inside an image).
+TEST_F(WinogradConv, SimdOutputEpilogueBitwiseTheScalarPath) {
+  // {N, C, H, W, K}
+  const int64_t shapes[][5] = {{1, 3, 2, 2, 5},  {2, 4, 5, 13, 6},  {3, 5, 7, 23, 4},  {2, 3, 9, 24, 7},
+                               {3, 2, 3, 36, 9}, {1, 4, 11, 29, 3}, {2, 6, 28, 28, 5}, {3, 3, 14, 14, 6}};
+  for (int m : {2, 4})
+    for (const auto& sh : shapes) {
+      const Conv2dShape s = shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]);
+      SCOPED_TRACE(::testing::Message() << "tile " << m << " N" << s.N << " C" << s.C << " H" << s.H << " W"
+                                        << s.W << " K" << s.K);
+      const int64_t ny = s.N * s.K * s.H * s.W;
+      const auto x = random_vector(s.N * s.C * s.H * s.W, 81), w = random_vector(s.K * s.C * 9, 82),
+                 b = random_vector(s.K, 83), t = random_vector(s.N * s.K, 84), r = random_vector(ny, 85);
+      for (int terms = 1; terms < 8; ++terms) {  // bit 0: b, bit 1: t, bit 2: r
+        const float* bp = terms & 1 ? b.data() : nullptr;
+        const kc::WinogradAdd add{terms & 2 ? t.data() : nullptr, terms & 4 ? r.data() : nullptr};
+        kc::set_cpu_isa(CpuIsa::Scalar);
+        omp_set_num_threads(1);
+        std::vector<float> ref(ny, 99.0f);
+        kc::conv2d_forward_winograd(s, x.data(), w.data(), bp, ref.data(), m, add);
+        for (CpuIsa isa : supported_isas())
+          for (int threads : {1, 2, 3}) {
+            kc::set_cpu_isa(isa);
+            omp_set_num_threads(threads);
+            std::vector<float> y(ny, 99.0f);
+            kc::conv2d_forward_winograd(s, x.data(), w.data(), bp, y.data(), m, add);
+            EXPECT_TRUE(bitwise_equal(y, ref))
+                << kc::cpu_isa_name(isa) << " threads " << threads << " terms " << terms;
+          }
+      }
+    }
+}
+
 // dx[n,c,h,w] = sum_{k,r,q} dy[n,k,h+1-r,w+1-q] w[k,c,r,q] (stride 1, pad 1), in float64.
 std::vector<double> bwd_input_f64(const Conv2dShape& s, const float* dy, const float* w) {
   std::vector<double> dx(s.N * s.C * s.H * s.W, 0.0);
