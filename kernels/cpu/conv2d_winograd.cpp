@@ -12,8 +12,9 @@
 // matrix sizes, the tile's position in the chunk, the thread count and the ISA.
 // The input and output transforms below are the portable path (ENGINE_CPU_ISA=scalar, non-x86 builds):
 // 16 consecutive tiles per block, gathered pixel by pixel. On avx2 / avx512 the SIMD versions of
-// conv2d_winograd_simd.h run instead (8 or 16 tiles of one tile row per vector, shuffles and masked
-// loads instead of gathers; the same bits, WinogradConv.SimdTransformsBitwiseTheScalarPath*).
+// conv2d_winograd_simd.h run instead (8 or 16 tiles of one tile row per vector, or on AVX-512 for F(2x2)
+// rows of <= 7 tiles 2 to 4 whole tile rows per vector; shuffles and masked loads instead of gathers; the
+// same bits, WinogradConv.SimdTransformsBitwiseTheScalarPath*).
 #include "kernels/cpu/conv2d_winograd.h"
 
 #include <omp.h>

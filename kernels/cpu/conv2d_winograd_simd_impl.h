@@ -9,7 +9,8 @@
 // four masked loads, two rounds of even/odd shuffles and a lane shift; never a gather or a staging copy.
 // The output tiles are interleaved back the same way (zips, masked stores at the row's end). The arithmetic
 // is the scalar file's, operation for operation, on GCC vector types
-// (-ffp-contract=off: no FMA), so the bits are those of the portable path.
+// (-ffp-contract=off: no FMA), so the bits are those of the portable path. (conv2d_winograd_avx512.cpp
+// packs several whole tile rows per vector for F(2x2) rows of <= 7 tiles and uses these pieces for the rest.)
 #pragma once
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused merge source, which
 // -Wmaybe-uninitialized reports at every inlined call: a known false positive.
