@@ -29,7 +29,7 @@ struct XformCase {
 constexpr XformCase kCases[] = {{32, 32, 28},  {64, 64, 28}, {96, 32, 28}, {64, 64, 14},
                                 {128, 64, 14}, {64, 64, 7},  {128, 64, 7}};
 
-// conv2d_winograd.cpp's chunk rule (tiles per chunk, a multiple of 16 in [64, 512]).
+// conv2d_winograd.cpp's chunk rule (tiles per chunk, a multiple of 32 in [64, 512]).
 int64_t chunk_tiles(int a, int64_t C, int64_t K) {
   const int64_t per_tile = int64_t(a) * a * (C + K) * 4;
   return std::clamp<int64_t>((int64_t(1) << 20) / per_tile / 32 * 32, 64, 512);
@@ -53,7 +53,7 @@ void BM_Xform(benchmark::State& state, XformCase c, int m, bool input) {
   const int64_t kBatch = batch();
   const kern::Conv2dShape s = kern::conv2d_shape(kBatch, c.C, c.H, c.H, c.K, 3, 3, 1, 1, 1, 1);
   const int64_t T = kBatch * ((c.H + m - 1) / m) * ((c.H + m - 1) / m);
-  const int64_t TB = chunk_tiles(a, c.C, c.K), ld = TB + 16;
+  const int64_t TB = chunk_tiles(a, c.C, c.K), ld = TB + 20;  // conv2d_winograd.cpp's ld
   auto x = random_vec(s.N * s.C * s.H * s.W, 1), y = random_vec(s.N * s.K * s.H * s.W, 2);
   auto V = random_vec(a * a * s.C * ld, 3), M = random_vec(a * a * s.K * ld, 4), b = random_vec(s.K, 5);
   for (auto _ : state) {
