@@ -15,11 +15,13 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/conv2d_winograd_simd.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "tests/test_util.h"
 
@@ -321,6 +323,90 @@ TEST_F(WinogradConv, SimdTransformsBitwiseTheScalarPathOnOddShapes) {
   for (int m : {2, 4})
     for (const auto& sh : shapes)
       expect_every_isa_bitwise_the_scalar_path(shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]), m, 71);
+}
+
+// Rows of 1..8 tiles (W = 1..16: the AVX-512 F(2x2) path packs 2..4 whole tile rows into one vector up to
+// 7 tiles per row), H = 1..9 (odd: a last tile row half outside), batch 1 and 3 (1..3 threads: chunks
+// ending inside an image and inside a tile row).
+TEST_F(WinogradConv, SimdTransformsBitwiseTheScalarPathOnNarrowRows) {
+  for (int64_t W = 1; W <= 16; ++W)
+    for (int64_t H : {2, 3, 9})
+      for (int64_t N : {1, 3}) expect_every_isa_bitwise_the_scalar_path(shape3x3(N, 3, H, W, 2), 2, 91);
+}
+
+// The SIMD transforms called on a chunk split at arbitrary tiles (inside tile rows and images, pieces of
+// 1..23 tiles, as the weight gradient and the thread split do) give the bits of one call over all tiles.
+TEST_F(WinogradConv, SimdTransformsChunkSplitAnywhereEqualsOneCall) {
+  bool ran = false;
+  for (CpuIsa isa : supported_isas()) {
+    if (isa == CpuIsa::Scalar) continue;
+    ran = true;
+    auto in = isa == CpuIsa::Avx512 ? kc::detail::winograd_input_avx512 : kc::detail::winograd_input_avx2;
+    auto out = isa == CpuIsa::Avx512 ? kc::detail::winograd_output_avx512 : kc::detail::winograd_output_avx2;
+    for (int m : {2, 4})
+      for (int64_t W : {1, 2, 5, 7, 8, 13, 14, 15, 29})
+        for (int64_t H : {3, 7}) {
+          const Conv2dShape s = shape3x3(3, 2, H, W, 3);
+          SCOPED_TRACE(::testing::Message()
+                       << kc::cpu_isa_name(isa) << " tile " << m << " H" << H << " W" << W);
+          const int a = m + 2;
+          const int64_t T = s.N * ((H + m - 1) / m) * ((W + m - 1) / m), ld = T + 16;
+          const auto x = random_vector(s.N * s.C * H * W, 101), M = random_vector(a * a * s.K * ld, 102),
+                     b = random_vector(s.K, 103), t = random_vector(s.N * s.K, 104),
+                     r = random_vector(s.N * s.K * H * W, 105);
+          const kc::WinogradAdd add{t.data(), r.data()};
+          std::vector<float> v1(a * a * s.C * ld, 7.0f), v2 = v1, y1(s.N * s.K * H * W, 7.0f), y2 = y1;
+          in(m, s, x.data(), 0, T, v1.data(), ld);
+          out(m, s, M.data(), ld, 0, T, b.data(), add, y1.data());
+          int64_t step = 1;
+          for (int64_t t0 = 0; t0 < T; t0 += step, step = step % 23 + 4) {
+            const int64_t nt = std::min(step, T - t0);
+            in(m, s, x.data(), t0, nt, v2.data() + t0, ld);  // increasing t0: spare columns overwritten
+            out(m, s, M.data() + t0, ld, t0, nt, b.data(), add, y2.data());
+          }
+          for (int64_t row = 0; row < a * a * s.C; ++row)
+            ASSERT_EQ(0, std::memcmp(v1.data() + row * ld, v2.data() + row * ld, sizeof(float) * T))
+                << "V row " << row;
+          EXPECT_TRUE(bitwise_equal(y1, y2));
+        }
+  }
+  if (!ran) GTEST_SKIP() << "no AVX2 / AVX-512 path on this CPU: only the portable transforms exist here";
+}
+
+// The epilogue terms (b, the per-sample bias add.t, the residual add.r, each alone and all together) under
+// every ISA path and 1..3 threads, bitwise the scalar path on 1 thread, on rows of 1..18 tiles (both loop
+// orders of the SIMD output transform: piece-outer below kKOuterMinTx tiles per row, channel-outer from
+// it), odd H / W, N = 1..3 (chunks that end inside an image).
+TEST_F(WinogradConv, SimdOutputEpilogueBitwiseTheScalarPath) {
+  // {N, C, H, W, K}
+  const int64_t shapes[][5] = {{1, 3, 2, 2, 5},  {2, 4, 5, 13, 6},  {3, 5, 7, 23, 4},  {2, 3, 9, 24, 7},
+                               {3, 2, 3, 36, 9}, {1, 4, 11, 29, 3}, {2, 6, 28, 28, 5}, {3, 3, 14, 14, 6}};
+  for (int m : {2, 4})
+    for (const auto& sh : shapes) {
+      const Conv2dShape s = shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]);
+      SCOPED_TRACE(::testing::Message() << "tile " << m << " N" << s.N << " C" << s.C << " H" << s.H << " W"
+                                        << s.W << " K" << s.K);
+      const int64_t ny = s.N * s.K * s.H * s.W;
+      const auto x = random_vector(s.N * s.C * s.H * s.W, 81), w = random_vector(s.K * s.C * 9, 82),
+                 b = random_vector(s.K, 83), t = random_vector(s.N * s.K, 84), r = random_vector(ny, 85);
+      for (int terms = 1; terms < 8; ++terms) {  // bit 0: b, bit 1: t, bit 2: r
+        const float* bp = terms & 1 ? b.data() : nullptr;
+        const kc::WinogradAdd add{terms & 2 ? t.data() : nullptr, terms & 4 ? r.data() : nullptr};
+        kc::set_cpu_isa(CpuIsa::Scalar);
+        omp_set_num_threads(1);
+        std::vector<float> ref(ny, 99.0f);
+        kc::conv2d_forward_winograd(s, x.data(), w.data(), bp, ref.data(), m, add);
+        for (CpuIsa isa : supported_isas())
+          for (int threads : {1, 2, 3}) {
+            kc::set_cpu_isa(isa);
+            omp_set_num_threads(threads);
+            std::vector<float> y(ny, 99.0f);
+            kc::conv2d_forward_winograd(s, x.data(), w.data(), bp, y.data(), m, add);
+            EXPECT_TRUE(bitwise_equal(y, ref))
+                << kc::cpu_isa_name(isa) << " threads " << threads << " terms " << terms;
+          }
+      }
+    }
 }
 
 // dx[n,c,h,w] = sum_{k,r,q} dy[n,k,h+1-r,w+1-q] w[k,c,r,q] (stride 1, pad 1), in float64.

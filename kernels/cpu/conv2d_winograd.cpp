@@ -12,8 +12,9 @@
 // matrix sizes, the tile's position in the chunk, the thread count and the ISA.
 // The input and output transforms below are the portable path (ENGINE_CPU_ISA=scalar, non-x86 builds):
 // 16 consecutive tiles per block, gathered pixel by pixel. On avx2 / avx512 the SIMD versions of
-// conv2d_winograd_simd.h run instead (8 or 16 tiles of one tile row per vector, shuffles and masked
-// loads instead of gathers; the same bits, WinogradConv.SimdTransformsBitwiseTheScalarPath*).
+// conv2d_winograd_simd.h run instead (8 or 16 tiles of one tile row per vector, or on AVX-512 for F(2x2)
+// rows of <= 7 tiles 2 to 4 whole tile rows per vector; shuffles and masked loads instead of gathers; the
+// same bits, WinogradConv.SimdTransformsBitwiseTheScalarPath*).
 #include "kernels/cpu/conv2d_winograd.h"
 
 #include <omp.h>
@@ -263,9 +264,13 @@ void winograd(const Conv2dShape& s, const float* x, const float* w, const float*
   if (nth > 1) chunks = (std::max<int64_t>(chunks, nth) + nth - 1) / nth * nth;
   const int64_t TB = ((T + chunks - 1) / chunks + kL - 1) / kL * kL;
   chunks = (T + TB - 1) / TB;
-  // Row stride of V and M: TB plus 16 floats, so that the GEMM's in-place B rows do not all fall into the
-  // same cache sets (a power-of-two stride made TB = 512 2.5x slower).
-  const int64_t ld = TB + 16;
+  // Row stride of V and M: TB plus 20 floats. Not a power of two, so that the GEMM's in-place B rows do not
+  // all fall into the same cache sets (a power-of-two stride made TB = 512 2.5x slower); and not a multiple
+  // of 16 floats, because the transforms write / read the 16 (36) rows V[xi][c] / M[xi][k] of one channel
+  // together, C * ld (K * ld) floats apart: with ld a multiple of 16 and C = 64 or 128 that stride is a
+  // multiple of 4 KiB, all those rows share one L1 set (12 ways), and the transforms took twice as long
+  // (TB + 16 before; bench/RESULTS.md 2026-12-01). Rows stay 16-byte aligned; never changes the bits.
+  const int64_t ld = TB + 20;
   const bool par = nth > 1 && chunks > 1;
   // The input / output transforms: the AVX-512 or AVX2 version (conv2d_winograd_simd.h: the same bits, on
   // 8 or 16 tiles of a tile row at once) where the ISA path allows, else the portable blocks below.

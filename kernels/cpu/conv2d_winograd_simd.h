@@ -2,7 +2,8 @@
 // conv2d_winograd.cpp (conv2d_winograd_avx2.cpp / conv2d_winograd_avx512.cpp, each compiled for its ISA
 // alone; call them only when cpu_isa() is at least that ISA). Each is bitwise the portable per-tile code:
 // the same float operations in the same order on every element (-ffp-contract=off), only run on 8 or 16
-// tiles of one tile row at once. Not part of the kernel API.
+// tiles of one tile row at once (AVX-512, F(2x2), rows of <= 7 tiles: 2 to 4 whole tile rows at once).
+// Not part of the kernel API.
 #pragma once
 #include <cstdint>
 

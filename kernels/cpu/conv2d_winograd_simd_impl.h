@@ -9,7 +9,8 @@
 // four masked loads, two rounds of even/odd shuffles and a lane shift; never a gather or a staging copy.
 // The output tiles are interleaved back the same way (zips, masked stores at the row's end). The arithmetic
 // is the scalar file's, operation for operation, on GCC vector types
-// (-ffp-contract=off: no FMA), so the bits are those of the portable path.
+// (-ffp-contract=off: no FMA), so the bits are those of the portable path. (conv2d_winograd_avx512.cpp
+// packs several whole tile rows per vector for F(2x2) rows of <= 7 tiles and uses these pieces for the rest.)
 #pragma once
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused merge source, which
 // -Wmaybe-uninitialized reports at every inlined call: a known false positive.
@@ -245,13 +246,14 @@ typename Vec<L>::F add_row(typename Vec<L>::F v, const float* r, int64_t n) {
 // (A^T M A + e) + r, the portable transform_output_block's operations (e = winograd_epilogue_bias, added
 // in the tile layout; the residual r added in the image layout, after the zips, before the stores).
 template <class F, int L>
-void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col, int64_t n, int64_t ty,
-                  int64_t tx0, int64_t cnt, const float* b, const WinogradAdd& add, float* y) {
+void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col, int64_t k0, int64_t k1,
+                  int64_t n, int64_t ty, int64_t tx0, int64_t cnt, const float* b, const WinogradAdd& add,
+                  float* y) {
   using VT = typename Vec<L>::F;
   constexpr int a = F::a, m = F::m;
   const int64_t H = s.H, W = s.W, K = s.K, nv = (cnt + L - 1) / L;
   const int mi = static_cast<int>(imin(m, H - ty * m));
-  for (int64_t k = 0; k < K; ++k) {
+  for (int64_t k = k0; k < k1; ++k) {
     const int64_t nk = n * K + k;
     float* plane = y + nk * H * W;
     const float* rplane = add.r ? add.r + nk * H * W : nullptr;
@@ -307,6 +309,24 @@ void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col,
   }
 }
 
+// One tile-row piece of a chunk (for_row_pieces' arguments).
+struct Piece {
+  int64_t n, ty, tx0, cnt, col;
+};
+
+// A per-thread array of at least n pieces, kept between calls (it only grows). Raw ::operator new, not
+// std::vector: no template instantiated for this file's ISA (see imin).
+inline Piece* piece_buffer(int64_t n) {
+  static thread_local Piece* p = nullptr;
+  static thread_local int64_t cap = 0;
+  if (cap < n) {
+    ::operator delete(p);
+    p = static_cast<Piece*>(::operator new(static_cast<size_t>(n) * sizeof(Piece)));
+    cap = n;
+  }
+  return p;
+}
+
 // L = 16 only where it needs fewer vectors per tile row than L = 8 (the lanes of a vector never span two
 // rows, so a 7-tile row fills 7 of 8 lanes but only 7 of 16).
 inline bool use16(const Conv2dShape& s, int m) {
@@ -321,12 +341,34 @@ void input_tiles(const Conv2dShape& s, const float* x, int64_t t0, int64_t nt, f
   });
 }
 
+// Rows of at least this many tiles run the output transform channel by channel (outer), piece by piece
+// (inner): the M rows [xi][k] are read front to back, each cache line once (piece-outer order reads 16 K
+// partial lines per piece, more than L1 holds, so each line comes from L2 two or three times). Measured
+// (bench/winograd_xform_bench, AVX-512 path, bench/RESULTS.md 2026-12-01): 14-23% less time at 28x28
+// (TX = 14) in and out of cache, but 30-50% more at 7x7 (TX = 4) and in cache at 14x14 (TX = 7), which keep
+// piece-outer order. The order never changes the bits (each tile's operations are fixed).
+constexpr int64_t kKOuterMinTx = 12;
 template <class F, int L>
 void output_tiles(const Conv2dShape& s, const float* M, int64_t ld, int64_t t0, int64_t nt, const float* b,
                   const WinogradAdd& add, float* y) {
+  const int64_t TX = (s.W + F::m - 1) / F::m;
+  if (TX < kKOuterMinTx) {
+    for_row_pieces(s, F::m, t0, nt, [&](int64_t n, int64_t ty, int64_t tx0, int64_t cnt, int64_t col) {
+      output_piece<F, L>(s, M, ld, col, 0, s.K, n, ty, tx0, cnt, b, add, y);
+    });
+    return;
+  }
+  // The pieces, located once (64-bit divisions) rather than once per output channel.
+  Piece* pieces = piece_buffer(nt);
+  int64_t np = 0;
   for_row_pieces(s, F::m, t0, nt, [&](int64_t n, int64_t ty, int64_t tx0, int64_t cnt, int64_t col) {
-    output_piece<F, L>(s, M, ld, col, n, ty, tx0, cnt, b, add, y);
+    pieces[np++] = Piece{n, ty, tx0, cnt, col};
   });
+  for (int64_t k = 0; k < s.K; ++k)
+    for (int64_t i = 0; i < np; ++i) {
+      const Piece& p = pieces[i];
+      output_piece<F, L>(s, M, ld, p.col, k, k + 1, p.n, p.ty, p.tx0, p.cnt, b, add, y);
+    }
 }
 
 }  // namespace
