@@ -3,9 +3,9 @@
 //   OMP_NUM_THREADS=2 build/bin/conv2d_bench [--benchmark_filter=32to32_28x28]
 #include <benchmark/benchmark.h>
 
-#include <random>
 #include <vector>
 
+#include "bench/bench_random.h"
 #include "bench/unet_shapes.h"
 #include "kernels/cpu/cpu_kernels.h"
 
@@ -13,21 +13,13 @@ namespace {
 
 constexpr int64_t kBatch = 128;
 
-std::vector<float> random_vec(int64_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
 enum class Pass { Forward, BackwardInput, BackwardWeight };
 
 void BM_Conv(benchmark::State& state, bench::ConvCase c, Pass pass) {
   const kern::Conv2dShape s = bench::conv_shape(c, kBatch);
-  auto x = random_vec(s.N * s.C * s.H * s.W, 1), w = random_vec(s.K * s.C * s.R * s.S, 2),
-       b = random_vec(s.K, 3);
-  auto y = random_vec(s.N * s.K * s.P * s.Q, 4);
+  auto x = bench::random_vec(s.N * s.C * s.H * s.W, 1), w = bench::random_vec(s.K * s.C * s.R * s.S, 2),
+       b = bench::random_vec(s.K, 3);
+  auto y = bench::random_vec(s.N * s.K * s.P * s.Q, 4);
   std::vector<float> dx(x.size()), dw(w.size()), db(b.size());
   for (auto _ : state) {
     switch (pass) {

@@ -17,10 +17,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "bench/bench_random.h"
 #include "bench/unet_shapes.h"
 #include "kernels/cpu/cpu_kernels.h"
 
@@ -57,14 +57,6 @@ const Shape kShapes[] = {
     {"linear b128 256", 128, 256, 256, false, true, 0, false},
     {"512^3", 512, 512, 512, false, false, 0, false},
 };
-
-std::vector<float> randn(size_t n, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
 
 // Min over reps of fn()'s time in fp32 and in bf16 mode, interleaved.
 template <class F>
@@ -122,7 +114,7 @@ int main(int argc, char** argv) {
     const int64_t ldb = s.tb ? s.K + (s.per_thread ? 16 : 0) : s.N + (s.per_thread ? 16 : 0);
     const int64_t ldc = s.per_thread && !s.tb ? s.N + 16 : s.N;
     const int64_t na = (s.ta ? s.K : s.M) * lda, nb = (s.tb ? s.N : s.K) * ldb, nc = s.M * ldc;
-    const auto A = randn(na * copies, 1), B = randn(nb * copies, 2);
+    const auto A = bench::random_vec(na * copies, 1), B = bench::random_vec(nb * copies, 2);
     std::vector<float> C(nc * copies, 0.0f);
     auto run = [&] {
       if (s.per_thread) {
@@ -158,8 +150,8 @@ int main(int argc, char** argv) {
     const std::string name = std::string("conv ") + cc.name + " @" + std::to_string(cc.H);
     if (cc.R != 3 || cc.stride != 1 || (!filter.empty() && name.find(filter) == std::string::npos)) continue;
     const kern::Conv2dShape s = bench::conv_shape(cc, batch);
-    const auto x = randn(s.N * s.C * s.H * s.W, 3), w = randn(s.K * s.C * 9, 4),
-               dy = randn(s.N * s.K * s.P * s.Q, 5);
+    const auto x = bench::random_vec(s.N * s.C * s.H * s.W, 3), w = bench::random_vec(s.K * s.C * 9, 4),
+               dy = bench::random_vec(s.N * s.K * s.P * s.Q, 5);
     const std::vector<float> b(s.K, 0.1f);
     std::vector<float> y(dy.size()), dx(x.size()), dw(w.size()), db(s.K);
     double best[2];

@@ -7,10 +7,10 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "bench/bench_random.h"
 #include "kernels/cpu/conv2d_winograd_simd.h"
 #include "kernels/cpu/cpu_kernels.h"
 
@@ -35,14 +35,6 @@ int64_t chunk_tiles(int a, int64_t C, int64_t K) {
   return std::clamp<int64_t>((int64_t(1) << 20) / per_tile / 32 * 32, 64, 512);
 }
 
-std::vector<float> random_vec(int64_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
 void BM_Xform(benchmark::State& state, XformCase c, int m, bool input) {
   const kern::cpu::CpuIsa isa = kern::cpu::cpu_isa();
   if (isa == kern::cpu::CpuIsa::Scalar) {
@@ -54,8 +46,9 @@ void BM_Xform(benchmark::State& state, XformCase c, int m, bool input) {
   const kern::Conv2dShape s = kern::conv2d_shape(kBatch, c.C, c.H, c.H, c.K, 3, 3, 1, 1, 1, 1);
   const int64_t T = kBatch * ((c.H + m - 1) / m) * ((c.H + m - 1) / m);
   const int64_t TB = chunk_tiles(a, c.C, c.K), ld = TB + 20;  // conv2d_winograd.cpp's ld
-  auto x = random_vec(s.N * s.C * s.H * s.W, 1), y = random_vec(s.N * s.K * s.H * s.W, 2);
-  auto V = random_vec(a * a * s.C * ld, 3), M = random_vec(a * a * s.K * ld, 4), b = random_vec(s.K, 5);
+  auto x = bench::random_vec(s.N * s.C * s.H * s.W, 1), y = bench::random_vec(s.N * s.K * s.H * s.W, 2);
+  auto V = bench::random_vec(a * a * s.C * ld, 3), M = bench::random_vec(a * a * s.K * ld, 4),
+       b = bench::random_vec(s.K, 5);
   for (auto _ : state) {
     for (int64_t t0 = 0; t0 < T; t0 += TB) {
       const int64_t nt = std::min(TB, T - t0);

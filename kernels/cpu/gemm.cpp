@@ -25,6 +25,9 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/gemm_detail.h"
+#ifdef __AVX2__
+#include "kernels/cpu/transpose8x8_avx2.h"
+#endif
 #include "runtime/error.h"
 
 namespace kern::cpu {
@@ -127,27 +130,6 @@ struct View {
   T at(int64_t r, int64_t c) const { return trans ? p[c * ld + r] : p[r * ld + c]; }
 };
 
-#ifdef __AVX2__
-// In-register transpose of an 8 x 8 float block: r[i] holds row i on entry, column i on exit.
-inline void transpose8x8(__m256 (&r)[8]) {
-  __m256 t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int h = 0; h < 8; h += 4) {
-    u[h + 0] = _mm256_shuffle_ps(t[h + 0], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    u[h + 1] = _mm256_shuffle_ps(t[h + 0], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    u[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    u[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-  }
-}
-#endif
-
 // dst[k * P + r] = scale * src[r * ld + k] for r < rows, k < kc: a panel read across `rows` rows. Float
 // (AVX2 baseline): 8 x 8 blocks transposed in registers; the rest in blocks of 8 k, so that each row is
 // read in cache-line-sized runs while dst is written contiguously. The values are the same either way
@@ -163,7 +145,7 @@ void transpose_pack(const T* src, int64_t ld, int rows, int64_t kc, T scale, int
       for (; k0 + 8 <= kc; k0 += 8) {
         __m256 r[8];
         for (int i = 0; i < 8; ++i) r[i] = _mm256_mul_ps(vs, _mm256_loadu_ps(src + (r0 + i) * ld + k0));
-        transpose8x8(r);
+        detail::transpose8x8(r);
         for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (k0 + j) * P + r0, r[j]);
       }
       for (; k0 < kc; ++k0)
