@@ -13,12 +13,14 @@
 #include "kernels/cpu/conv2d_winograd.h"
 
 #include <gtest/gtest.h>
+#include <malloc.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "kernels/cpu/conv2d_winograd_simd.h"
@@ -369,6 +371,32 @@ TEST_F(WinogradConv, SimdTransformsChunkSplitAnywhereEqualsOneCall) {
                 << "V row " << row;
           EXPECT_TRUE(bitwise_equal(y1, y2));
         }
+  }
+  if (!ran) GTEST_SKIP() << "no AVX2 / AVX-512 path on this CPU: only the portable transforms exist here";
+}
+
+// The SIMD output transform's per-thread piece buffer (rows of >= 12 tiles) is freed when its thread ends:
+// 16 short-lived threads (as OpenMP pools shrink and grow) each run it on 3,072 tiles (~120 KB of pieces);
+// glibc's bytes in use (mallinfo2, all arenas) must not grow by more than a quarter of that. (Under
+// AddressSanitizer mallinfo2 does not see ASan's heap; LeakSanitizer reports the leak there instead.)
+TEST_F(WinogradConv, SimdOutputPieceBufferFreedAtThreadExit) {
+  bool ran = false;
+  for (CpuIsa isa : supported_isas()) {
+    if (isa == CpuIsa::Scalar) continue;
+    ran = true;
+    auto out = isa == CpuIsa::Avx512 ? kc::detail::winograd_output_avx512 : kc::detail::winograd_output_avx2;
+    const Conv2dShape s = shape3x3(1, 1, 512, 24, 1);  // TX = 12: the channel-outer order with pieces
+    const int64_t T = 256 * 12, ld = T + 16;
+    const auto M = random_vector(16 * s.K * ld, 111);
+    std::vector<float> y(s.H * s.W);
+    const kc::WinogradAdd add{nullptr, nullptr};
+    auto run = [&] { out(2, s, M.data(), ld, 0, T, nullptr, add, y.data()); };
+    std::thread(run).join();  // warm-up: arenas and thread bookkeeping
+    const size_t before = mallinfo2().uordblks;
+    for (int i = 0; i < 16; ++i) std::thread(run).join();
+    const size_t after = mallinfo2().uordblks, leak_if_kept = 16 * size_t(T) * 40;
+    EXPECT_LT(after, before + leak_if_kept / 4)
+        << kc::cpu_isa_name(isa) << ": " << (after - before) << " bytes still in use after 16 threads ended";
   }
   if (!ran) GTEST_SKIP() << "no AVX2 / AVX-512 path on this CPU: only the portable transforms exist here";
 }

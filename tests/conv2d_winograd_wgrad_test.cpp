@@ -190,6 +190,54 @@ TEST_F(WinogradWgrad, BitwiseInvariantToThreadsAndIsa) {
   }
 }
 
+// The shared per-chunk Mdy (atomics, spin-then-yield waits) with teams other than the one asked for:
+// OpenMP dynamic teams (possibly fewer threads than omp_get_max_threads), calls from inside an active
+// parallel region (each caller runs alone, concurrently with the others) and from an inactive nested one.
+// Four chunks (the buffer-reuse wait) and one; every result equals the 1-thread one bit for bit.
+TEST_F(WinogradWgrad, DynamicAndNestedTeamsGiveTheSameBits) {
+  const int dyn = omp_get_dynamic(), levels = omp_get_max_active_levels();
+  for (const auto& sh : {std::vector<int64_t>{40, 64, 7, 7, 64}, std::vector<int64_t>{3, 13, 9, 11, 5}}) {
+    const auto s = shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]);
+    SCOPED_TRACE(::testing::Message()
+                 << "N" << s.N << " C" << s.C << " H" << s.H << " W" << s.W << " K" << s.K);
+    const auto x = random_vector(s.N * s.C * s.H * s.W, 41), dy = random_vector(s.N * s.K * s.H * s.W, 42);
+    const size_t n = static_cast<size_t>(s.K * s.C * 9);
+    std::vector<float> ref(n);
+    omp_set_num_threads(1);
+    kc::conv2d_backward_weight_winograd(s, dy.data(), x.data(), ref.data());
+    // Dynamic teams: the runtime may give fewer threads than asked.
+    omp_set_dynamic(1);
+    for (int threads : {2, 4, 16}) {
+      omp_set_num_threads(threads);
+      std::vector<float> dw(n, 99.0f);
+      kc::conv2d_backward_weight_winograd(s, dy.data(), x.data(), dw.data());
+      EXPECT_TRUE(bitwise_equal(dw, ref)) << "dynamic, threads " << threads;
+    }
+    omp_set_dynamic(0);
+    // Concurrent calls from an active parallel region (nested parallelism allowed or not).
+    for (int lv : {1, 2}) {
+      omp_set_max_active_levels(lv);
+      omp_set_num_threads(3);
+      std::vector<std::vector<float>> out(3, std::vector<float>(n, 99.0f));
+#pragma omp parallel num_threads(3)
+      kc::conv2d_backward_weight_winograd(s, dy.data(), x.data(), out[omp_get_thread_num()].data());
+      for (int t = 0; t < 3; ++t)
+        EXPECT_TRUE(bitwise_equal(out[t], ref)) << "levels " << lv << " caller " << t;
+    }
+    // From an inactive (one-thread) region: omp_in_parallel() is false there.
+    omp_set_max_active_levels(1);
+    std::vector<float> dw(n, 99.0f);
+#pragma omp parallel num_threads(1)
+    {
+      omp_set_num_threads(4);
+      kc::conv2d_backward_weight_winograd(s, dy.data(), x.data(), dw.data());
+    }
+    EXPECT_TRUE(bitwise_equal(dw, ref)) << "inside a one-thread region";
+  }
+  omp_set_dynamic(dyn);
+  omp_set_max_active_levels(levels);
+}
+
 // The AVX2 / AVX-512 dy transforms and the SIMD input transforms equal the portable ones bit for bit on
 // every tile range (the nt columns; the SIMD ones may write up to 15 more).
 TEST_F(WinogradWgrad, SimdTransformsBitwiseThePortableOnes) {

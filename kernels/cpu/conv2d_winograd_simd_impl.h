@@ -314,17 +314,22 @@ struct Piece {
   int64_t n, ty, tx0, cnt, col;
 };
 
-// A per-thread array of at least n pieces, kept between calls (it only grows). Raw ::operator new, not
-// std::vector: no template instantiated for this file's ISA (see imin).
+// A per-thread array of at least n pieces, kept between calls (it only grows) and freed when the thread
+// ends (OpenMP pools end threads when they shrink). Raw ::operator new, not std::vector: no template
+// instantiated for this file's ISA (see imin).
+struct PieceBuffer {
+  Piece* p = nullptr;
+  int64_t cap = 0;
+  ~PieceBuffer() { ::operator delete(p); }
+};
 inline Piece* piece_buffer(int64_t n) {
-  static thread_local Piece* p = nullptr;
-  static thread_local int64_t cap = 0;
-  if (cap < n) {
-    ::operator delete(p);
-    p = static_cast<Piece*>(::operator new(static_cast<size_t>(n) * sizeof(Piece)));
-    cap = n;
+  static thread_local PieceBuffer b;
+  if (b.cap < n) {
+    ::operator delete(b.p);
+    b.p = static_cast<Piece*>(::operator new(static_cast<size_t>(n) * sizeof(Piece)));
+    b.cap = n;
   }
-  return p;
+  return b.p;
 }
 
 // L = 16 only where it needs fewer vectors per tile row than L = 8 (the lanes of a vector never span two
