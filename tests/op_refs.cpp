@@ -72,6 +72,12 @@ Vec bmm(const Vec& A, int64_t bA, const Vec& B, int64_t bB, int64_t M, int64_t K
   return y;
 }
 
+// linear with bias: x (M, K) (stored (K, M) when trans_x) @ W (N, K)^T + b (N): t = {x, W, b}.
+Vec linear_bias(const Ins& t, int64_t M, int64_t K, int64_t N, bool trans_x = false) {
+  const Vec y = bmm(t[0], 1, t[1], 1, M, K, N, trans_x, true);
+  return broadcast(y, {M, N}, t[2], {N}, [](double a, double b) { return a + b; });
+}
+
 Vec conv2d(const Ins& t, const Shape& xs, const Shape& ws, bool bias, int64_t sh, int64_t sw, int64_t ph,
            int64_t pw) {
   const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], O = ws[0], R = ws[2], S = ws[3];
@@ -266,32 +272,13 @@ const std::map<std::string, Ref>& refs() {
         {"GroupNormSilu/per_channel_no_affine",
          [=](auto& t, auto& c) { return group_norm_silu(t, sh(c, 0), 4, false); }},
         {"GroupNormSilu/g4_m300", [=](auto& t, auto& c) { return group_norm_silu(t, sh(c, 0), 4, true); }},
-        {"Linear/bias",
-         [=](auto& t, auto&) {
-           Vec y = bmm(t[0], 1, t[1], 1, 5, 4, 3, false, true);
-           return broadcast(y, {5, 3}, t[2], {3}, [](double a, double b) { return a + b; });
-         }},
+        {"Linear/bias", [=](auto& t, auto&) { return linear_bias(t, 5, 4, 3); }},
         {"Linear/nobias_3d", [=](auto& t, auto&) { return bmm(t[0], 1, t[1], 1, 6, 4, 6, false, true); }},
-        {"Linear/bias_3d",
-         [=](auto& t, auto&) {
-           Vec y = bmm(t[0], 1, t[1], 1, 6, 4, 6, false, true);
-           return broadcast(y, {6, 6}, t[2], {6}, [](double a, double b) { return a + b; });
-         }},
-        {"Linear/bias_only_grad",
-         [=](auto& t, auto&) {
-           Vec y = bmm(t[0], 1, t[1], 1, 5, 4, 3, false, true);
-           return broadcast(y, {5, 3}, t[2], {3}, [](double a, double b) { return a + b; });
-         }},
+        {"Linear/bias_3d", [=](auto& t, auto&) { return linear_bias(t, 6, 4, 6); }},
+        {"Linear/bias_only_grad", [=](auto& t, auto&) { return linear_bias(t, 5, 4, 3); }},
         {"Linear/transposed_input_bias",  // x stored (4, 5), used as its transpose (5, 4)
-         [=](auto& t, auto&) {
-           Vec y = bmm(t[0], 1, t[1], 1, 5, 4, 3, true, true);
-           return broadcast(y, {5, 3}, t[2], {3}, [](double a, double b) { return a + b; });
-         }},
-        {"Linear/attn_proj_2x196x64",
-         [=](auto& t, auto&) {
-           Vec y = bmm(t[0], 1, t[1], 1, 392, 64, 64, false, true);
-           return broadcast(y, {392, 64}, t[2], {64}, [](double a, double b) { return a + b; });
-         }},
+         [=](auto& t, auto&) { return linear_bias(t, 5, 4, 3, true); }},
+        {"Linear/attn_proj_2x196x64", [=](auto& t, auto&) { return linear_bias(t, 392, 64, 64); }},
         {"Matmul/2d", [=](auto& t, auto&) { return bmm(t[0], 1, t[1], 1, 3, 4, 5); }},
         {"Matmul/batched", [=](auto& t, auto&) { return bmm(t[0], 6, t[1], 6, 3, 4, 2); }},
         {"Matmul/transposed_views",
