@@ -92,7 +92,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
           return detail::work(4.0 * double(BH) * double(Lq) * double(Lk) * double(D), {&q, &k, &v, &o, &lse});
         },
         [&]<typename T, bool Cuda>() {
-          T* lp = lse.defined() ? lse.data<T>() : nullptr;
+          T* lp = detail::data_or_null<T>(lse);
           if constexpr (!Cuda && std::is_same_v<T, float>) {
             if (layout == Layout::Blhd)
               return kern::cpu::attention_forward_blhd(B, H, Lq, Lk, D, scale, qc.data<T>(), kc.data<T>(),

@@ -8,13 +8,6 @@
 
 namespace engine {
 
-namespace {
-template <typename T>
-const T* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-}  // namespace
-
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opt,
               const Tensor& sample_bias, const Tensor& residual) {
   detail::check_same("conv2d", {&x, &weight, &bias, &sample_bias, &residual});
@@ -52,10 +45,11 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     auto cost = [&] { return detail::work(s.flops(), {&xc, &wc, &bc, &tc, &rc, &y}); };
     detail::dispatch_float(x, "conv2d", cost, [&]<typename T, bool Cuda>() {
       if constexpr (Cuda)
-        kern::cuda::conv2d_forward(s, xc.data<T>(), wc.data<T>(), data_or_null<T>(bc), y.data<T>());
+        kern::cuda::conv2d_forward(s, xc.data<T>(), wc.data<T>(), detail::data_or_null<T>(bc), y.data<T>());
       else
-        kern::cpu::conv2d_forward_fused<T>(s, xc.data<T>(), wc.data<T>(), data_or_null<T>(bc),
-                                           data_or_null<T>(tc), data_or_null<T>(rc), y.data<T>());
+        kern::cpu::conv2d_forward_fused<T>(s, xc.data<T>(), wc.data<T>(), detail::data_or_null<T>(bc),
+                                           detail::data_or_null<T>(tc), detail::data_or_null<T>(rc),
+                                           y.data<T>());
     });
     if (x.device().is_cuda() && (tc.defined() || rc.defined())) {  // CUDA: the epilogue as broadcast adds
       NoGradGuard no_grad;

@@ -60,6 +60,12 @@ void dispatch_float(const Tensor& x, const char* op, F&& f) {
       x, op, [] { return prof::Cost{}; }, std::forward<F>(f));
 }
 
+// t's elements as T*, or nullptr when t is undefined (an optional kernel argument: bias, gamma, lse, ...).
+template <typename T>
+T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
 // A call's work for the profiler: `flops`, and each defined tensor's bytes read or written once.
 inline prof::Cost work(double flops, std::initializer_list<const Tensor*> ts) {
   double bytes = 0;

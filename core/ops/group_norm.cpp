@@ -49,8 +49,8 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Te
           return detail::work(8.0 * double(x.numel()), {&xc, &gc, &bc, &y, &mean, &rstd});
         },  // op table
         [&]<typename T, bool Cuda>() {
-          KERN(group_norm_forward, N, C, HW, groups, eps, xc.data<T>(), gc.defined() ? gc.data<T>() : nullptr,
-               bc.defined() ? bc.data<T>() : nullptr, y.data<T>(), mean.data<T>(), rstd.data<T>());
+          KERN(group_norm_forward, N, C, HW, groups, eps, xc.data<T>(), detail::data_or_null<T>(gc),
+               detail::data_or_null<T>(bc), y.data<T>(), mean.data<T>(), rstd.data<T>());
         });
   if (any_requires_grad({&x, &gamma, &beta})) {
     Tensor sx = xc.detach(), sg = gc.defined() ? gc.detach() : Tensor();
@@ -93,9 +93,9 @@ Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& gamma, con
         },  // op table
         [&]<typename T, bool Cuda>() {
           if constexpr (!Cuda)
-            kern::cpu::group_norm_silu_forward<T>(
-                N, C, HW, groups, eps, xc.data<T>(), gc.defined() ? gc.data<T>() : nullptr,
-                bc.defined() ? bc.data<T>() : nullptr, y.data<T>(), stats.data<double>());
+            kern::cpu::group_norm_silu_forward<T>(N, C, HW, groups, eps, xc.data<T>(),
+                                                  detail::data_or_null<T>(gc), detail::data_or_null<T>(bc),
+                                                  y.data<T>(), stats.data<double>());
         });
   if (any_requires_grad({&x, &gamma, &beta})) {
     Tensor sx = xc.detach(), sg = gc.defined() ? gc.detach() : Tensor(),
