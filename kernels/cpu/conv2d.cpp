@@ -135,7 +135,7 @@ void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T*
         for (int64_t k = 0; k < s.K; ++k) {
           const int64_t nk = n * s.K + k;
           T* yk = yn + k * PQ;
-          const T e = b && t ? b[k] + t[nk] : b ? b[k] : t ? t[nk] : T(0);
+          const T e = winograd_epilogue_bias(b, t, k, nk);  // the Winograd outputs' e, for any T
           if (!r)
             std::fill(yk, yk + PQ, e);
           else if (b || t)

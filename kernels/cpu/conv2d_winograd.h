@@ -51,12 +51,14 @@ struct WinogradAdd {
 };
 
 // The per-(n, k) term added to an output tile: b[k] + t[nk] (nk = n * K + k), either term only where its
-// pointer is given, 0 if neither is. Every output transform (portable and SIMD) uses this one function, so
+// pointer is given, 0 if neither is. Every output transform (portable and SIMD) and the im2col forward's
+// prefill (kernels/cpu/conv2d.cpp, float and double) use this one function, so
 // the bits agree. static: internal linkage, so that the copy compiled into an AVX-512 file can never be
 // linked into another caller (cf. conv2d_winograd_simd_impl.h).
-static inline float winograd_epilogue_bias(const float* b, const float* t, int64_t k, int64_t nk) {
+template <typename T>
+static inline T winograd_epilogue_bias(const T* b, const T* t, int64_t k, int64_t nk) {
   if (b && t) return b[k] + t[nk];
-  return b ? b[k] : t ? t[nk] : 0.0f;
+  return b ? b[k] : t ? t[nk] : T(0);
 }
 
 // y (N, K, H, W) = conv(x (N, C, H, W), w (K, C, 3, 3)) + b (K; may be nullptr) [+ add.t (N, K)]
