@@ -42,6 +42,7 @@ void dispatch_float(const Tensor& x, const char* op, CostFn&& cost, F&& f) {
     f.template operator()<float, true>();
     return;
   }
+  ::kern::cpu::check_cpu_settings();  // a bad ENGINE_CPU_* value throws here, not inside a kernel's threads
   switch (x.dtype()) {
     case DType::F32:
       f.template operator()<float, false>();

@@ -322,9 +322,8 @@ const char* cpu_conv_algo_name(CpuConvAlgo a) {
 }
 
 CpuConvAlgo cpu_conv_algo() {
-  if (g_override != CpuConvAlgo::Auto) return g_override;
-  static const CpuConvAlgo env = env_algo();
-  return env;
+  static const CpuConvAlgo env = env_algo();  // read even under an override (check_cpu_settings)
+  return g_override != CpuConvAlgo::Auto ? g_override : env;
 }
 
 void set_cpu_conv_algo(CpuConvAlgo a) { g_override = a; }

@@ -77,6 +77,12 @@ const char* cpu_isa_name(CpuIsa isa);
 CpuIsa cpu_isa();
 // The best ISA this CPU supports.
 CpuIsa cpu_isa_supported();
+// Reads the CPU settings from the environment now (ENGINE_CPU_ISA, ENGINE_CPU_PRECISION, ENGINE_CPU_CONV;
+// each once per process), so that an invalid value throws engine::Error here, on the calling thread,
+// instead of at its first use, which may be inside an OpenMP region (where a throw ends the process).
+// Every CPU op calls it first (engine::detail::dispatch_float); after the first success it costs three
+// initialised-static checks. kernels/cpu/cpu_settings.cpp.
+void check_cpu_settings();
 // Forces a path (tests, benchmarks); Auto restores the default. Throws engine::Error if unsupported.
 // Not thread-safe: call it outside parallel work.
 void set_cpu_isa(CpuIsa isa);

@@ -93,10 +93,11 @@ MatmulPrecision read_precision_env() {
 bool g_precision_set = false;
 MatmulPrecision g_precision = MatmulPrecision::Fp32;
 
+// The environment is read (and validated) on the first call even under an override, so that
+// check_cpu_settings() reports a bad value whatever the overrides.
 CpuIsa active_isa() {
-  if (g_isa_override != CpuIsa::Auto) return g_isa_override;
   static const CpuIsa isa = select_isa();
-  return isa;
+  return g_isa_override != CpuIsa::Auto ? g_isa_override : isa;
 }
 
 template <typename T>
@@ -330,9 +331,8 @@ void set_cpu_isa(CpuIsa isa) {
 }
 
 MatmulPrecision matmul_precision() {
-  if (g_precision_set) return g_precision;
-  static const MatmulPrecision env = read_precision_env();
-  return env;
+  static const MatmulPrecision env = read_precision_env();  // read even when set: see active_isa
+  return g_precision_set ? g_precision : env;
 }
 
 void set_matmul_precision(MatmulPrecision p) {
