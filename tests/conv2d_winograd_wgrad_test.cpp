@@ -286,6 +286,68 @@ TEST_F(WinogradWgrad, SimdTransformsBitwiseThePortableOnes) {
   if (!ran) GTEST_SKIP() << "no AVX2 / AVX-512 path on this CPU: only the portable transforms exist here";
 }
 
+// The tile-major SIMD transforms (winograd_input_tm_*, winograd_dy_tm_*: what the SIMD paths' GEMMs read)
+// equal the portable channel-major ones bit for bit, on channel sub-ranges (C, K not multiples of 8 or 16,
+// c0 not 0) and tile ranges that start mid-row, end mid-image and span images; and they write nothing
+// outside their channel columns (AVX-512) or past round8(c1 - c0) (AVX2), nor outside the nt tile rows.
+TEST_F(WinogradWgrad, TileMajorTransformsBitwiseThePortableOnes) {
+  const int64_t shapes[][5] = {{1, 1, 1, 1, 1},    {2, 3, 1, 1, 5},     {3, 5, 5, 17, 9},
+                               {1, 21, 3, 33, 19}, {2, 1, 7, 31, 3},    {1, 5, 4, 150, 2},
+                               {2, 24, 9, 8, 40},  {3, 19, 14, 14, 33}, {2, 17, 7, 7, 16}};
+  bool ran = false;
+  for (CpuIsa isa : supported_isas()) {
+    if (isa == CpuIsa::Scalar) continue;
+#if defined(__x86_64__)
+    ran = true;
+    for (const auto& sh : shapes) {
+      const auto s = shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]);
+      const int64_t T = tiles(s);
+      const auto x = random_vector(s.N * s.C * s.H * s.W, 91), dy = random_vector(s.N * s.K * s.H * s.W, 92);
+      std::vector<float> buf(kc::detail::winograd_tm_buf_floats(s));
+      for (int is_dy = 0; is_dy < 2; ++is_dy) {
+        const int64_t CH = is_dy ? s.K : s.C;
+        for (int64_t t0 : {int64_t(0), T / 3, T - 1})
+          for (int64_t nt : {T - t0, std::min<int64_t>(1, T - t0), std::min<int64_t>(37, T - t0)})
+            for (int64_t c0 : {int64_t(0), CH / 3})
+              for (int64_t c1 : {CH, std::min<int64_t>(CH, c0 + 9)}) {
+                SCOPED_TRACE(::testing::Message()
+                             << kc::cpu_isa_name(isa) << (is_dy ? " dy" : " x") << " N" << s.N << " C" << s.C
+                             << " H" << s.H << " W" << s.W << " K" << s.K << " t0 " << t0 << " nt " << nt
+                             << " c " << c0 << ".." << c1);
+                const int64_t ld = nt, ldo = (c1 - c0 + 7) / 8 * 8 + 3, xs = (nt + 1) * ldo + 5;
+                std::vector<float> ref(16 * CH * ld), out(16 * xs, -7.0f);
+                if (is_dy) {
+                  kc::detail::winograd_dy_portable(s, dy.data(), t0, nt, ref.data(), ld);
+                  (isa == CpuIsa::Avx512 ? kc::detail::winograd_dy_tm_avx512
+                                         : kc::detail::winograd_dy_tm_avx2)(s, dy.data(), c0, c1, t0, nt,
+                                                                            out.data(), xs, ldo, buf.data());
+                } else {
+                  kc::detail::winograd_input_portable(s, x.data(), t0, nt, ref.data(), ld);
+                  (isa == CpuIsa::Avx512 ? kc::detail::winograd_input_tm_avx512
+                                         : kc::detail::winograd_input_tm_avx2)(
+                      s, x.data(), c0, c1, t0, nt, out.data(), xs, ldo, buf.data());
+                }
+                // Columns the version may write: its channels, and on AVX2 up to round8(c1 - c0).
+                const int64_t writable = isa == CpuIsa::Avx512 ? c1 - c0 : (c1 - c0 + 7) / 8 * 8;
+                for (int xi = 0; xi < 16; ++xi)
+                  for (int64_t j = 0; j < xs; ++j) {
+                    const int64_t t = j / ldo, c = j % ldo;
+                    const float got = out[xi * xs + j];
+                    if (t < nt && c < c1 - c0) {
+                      ASSERT_EQ(std::memcmp(&got, &ref[(xi * CH + c0 + c) * ld + t], sizeof(float)), 0)
+                          << "point " << xi << " tile " << t0 + t << " channel " << c0 + c;
+                    } else if (t >= nt || c >= writable) {
+                      ASSERT_EQ(got, -7.0f) << "written outside: point " << xi << " offset " << j;
+                    }
+                  }
+              }
+      }
+    }
+#endif
+  }
+  if (!ran) GTEST_SKIP() << "no AVX2 / AVX-512 path on this CPU: only the portable transforms exist here";
+}
+
 // The 8-row block transposes (the tile-major staging of V and Mdy) against the definition, every width
 // 1 .. 19 (full and ragged 8-column groups); nothing is written outside the n rows of 8.
 TEST_F(WinogradWgrad, Transpose8IsATranspose) {

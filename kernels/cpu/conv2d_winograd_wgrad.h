@@ -22,6 +22,23 @@ void winograd_dy_avx512(const Conv2dShape& s, const float* dy, int64_t t0, int64
 void winograd_input_portable(const Conv2dShape& s, const float* x, int64_t t0, int64_t nt, float* V,
                              int64_t ld);
 
+// The tile-major transforms the weight gradient's GEMMs read in place (conv2d_winograd_wgrad_tm_impl.h):
+//   out[xi * xs + (t - t0) * ldo + (c - c0)] = point xi (of 16) of channel c, global tile t,
+// for c in [c0, c1), t in [t0, t0 + nt) (any images, tiles numbered as above): the input transform
+// B^T d_t B of x (N, C, H, W) (winograd_input_tm_*, bitwise winograd_input_portable) or A dy_t A^T of dy
+// (N, K, H, W) (winograd_dy_tm_*, bitwise winograd_dy_portable). ldo >= round8(c1 - c0): the AVX2 version
+// writes whole 8-channel vectors into the padding columns (the AVX-512 one masks them off). buf: scratch of
+// winograd_tm_buf_floats(s) floats. Throws nothing; the shapes are the caller's to check.
+int64_t winograd_tm_buf_floats(const Conv2dShape& s);
+void winograd_input_tm_avx2(const Conv2dShape& s, const float* x, int64_t c0, int64_t c1, int64_t t0,
+                            int64_t nt, float* out, int64_t xs, int64_t ldo, float* buf);
+void winograd_input_tm_avx512(const Conv2dShape& s, const float* x, int64_t c0, int64_t c1, int64_t t0,
+                              int64_t nt, float* out, int64_t xs, int64_t ldo, float* buf);
+void winograd_dy_tm_avx2(const Conv2dShape& s, const float* dy, int64_t c0, int64_t c1, int64_t t0,
+                         int64_t nt, float* out, int64_t xs, int64_t ldo, float* buf);
+void winograd_dy_tm_avx512(const Conv2dShape& s, const float* dy, int64_t c0, int64_t c1, int64_t t0,
+                           int64_t nt, float* out, int64_t xs, int64_t ldo, float* buf);
+
 // An 8-row block transposed: dst[j * ldd + r] = src[r * lds + j] for r < 8, j < n (a copy, no arithmetic).
 // The AVX2 version (also used on AVX-512 CPUs) reads src columns up to the next multiple of 8 past n (src
 // must hold them); both write only the n rows of 8 floats of dst.
