@@ -1,7 +1,7 @@
 // Tests of the Winograd F(2x2, 3x3) weight gradient (kernels/cpu/conv2d_winograd_wgrad.cpp) against the
 // float64 definition dw[k][c][r][q] = sum_{n,p,o} dy[n][k][p][o] x[n][c][p + r - 1][o + q - 1], with a
-// rounding-error bound derived here; its bitwise invariance (thread count, ISA path); the SIMD dy
-// transforms against the portable one; non-finite propagation; the dispatch in conv2d_backward_weight.
+// rounding-error bound derived here; its bitwise invariance (thread count, ISA path); the SIMD tile-major
+// transforms against the portable ones; non-finite propagation; the dispatch in conv2d_backward_weight.
 //
 // The bound: the algorithm is a straight-line program of additions and multiplications, so its float32
 // result is the exact one with each product path perturbed by at most n roundings (Higham, ch. 3):
@@ -238,9 +238,10 @@ TEST_F(WinogradWgrad, DynamicAndNestedTeamsGiveTheSameBits) {
   omp_set_max_active_levels(levels);
 }
 
-// The AVX2 / AVX-512 dy transforms and the SIMD input transforms equal the portable ones bit for bit on
-// every tile range (the nt columns; the SIMD ones may write up to 15 more).
-TEST_F(WinogradWgrad, SimdTransformsBitwiseThePortableOnes) {
+// The forward's SIMD input transforms (conv2d_winograd_simd.h, tile 2) equal winograd_input_portable bit
+// for bit on every tile range (the nt columns; the SIMD ones may write up to 15 more): so the portable
+// transform, the reference of the wgrad's tile-major ones below, computes the forward's V.
+TEST_F(WinogradWgrad, SimdInputTransformsBitwiseThePortableOne) {
   const int64_t shapes[][5] = {{1, 1, 1, 1, 1},  {2, 3, 1, 1, 5},   {3, 5, 5, 17, 9}, {1, 3, 3, 33, 4},
                                {2, 1, 7, 31, 3}, {1, 5, 4, 150, 2}, {2, 4, 9, 35, 6}, {3, 3, 28, 28, 2}};
   bool ran = false;
@@ -251,7 +252,7 @@ TEST_F(WinogradWgrad, SimdTransformsBitwiseThePortableOnes) {
     for (const auto& sh : shapes) {
       const auto s = shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]);
       const int64_t T = tiles(s);
-      const auto x = random_vector(s.N * s.C * s.H * s.W, 81), dy = random_vector(s.N * s.K * s.H * s.W, 82);
+      const auto x = random_vector(s.N * s.C * s.H * s.W, 81);
       // Ranges: everything, a range starting mid-row, single tiles, 64-tile pieces.
       for (int64_t t0 : {int64_t(0), T / 3, T - 1})
         for (int64_t nt : {T - t0, std::min<int64_t>(1, T - t0), std::min<int64_t>(64, T - t0)}) {
@@ -259,16 +260,6 @@ TEST_F(WinogradWgrad, SimdTransformsBitwiseThePortableOnes) {
                        << kc::cpu_isa_name(isa) << " N" << s.N << " C" << s.C << " H" << s.H << " W" << s.W
                        << " K" << s.K << " t0 " << t0 << " nt " << nt);
           const int64_t ld = nt + 16;
-          std::vector<float> d_ref(16 * s.K * ld, -7.0f), d(d_ref.size(), -7.0f);
-          kc::detail::winograd_dy_portable(s, dy.data(), t0, nt, d_ref.data(), ld);
-          if (isa == CpuIsa::Avx512)
-            kc::detail::winograd_dy_avx512(s, dy.data(), t0, nt, d.data(), ld);
-          else
-            kc::detail::winograd_dy_avx2(s, dy.data(), t0, nt, d.data(), ld);
-          for (int64_t row = 0; row < 16 * s.K; ++row)
-            for (int64_t j = 0; j < nt; ++j)
-              ASSERT_EQ(std::memcmp(&d[row * ld + j], &d_ref[row * ld + j], sizeof(float)), 0)
-                  << "dy transform row " << row << " column " << j;
           std::vector<float> v_ref(16 * s.C * ld, -7.0f), v(v_ref.size(), -7.0f);
           kc::detail::winograd_input_portable(s, x.data(), t0, nt, v_ref.data(), ld);
           if (isa == CpuIsa::Avx512)
@@ -348,34 +339,21 @@ TEST_F(WinogradWgrad, TileMajorTransformsBitwiseThePortableOnes) {
   if (!ran) GTEST_SKIP() << "no AVX2 / AVX-512 path on this CPU: only the portable transforms exist here";
 }
 
-// The 8-row block transposes (the tile-major staging of V and Mdy) against the definition, every width
-// 1 .. 19 (full and ragged 8-column groups); nothing is written outside the n rows of 8.
+// The portable 8-row block transpose (the scalar path's tile-major staging of V and Mdy) against the
+// definition, every width 1 .. 19; nothing is written outside the n rows of 8.
 TEST_F(WinogradWgrad, Transpose8IsATranspose) {
   const int64_t lds = 24 + 3, ldd = 11;
   const auto src = random_vector(8 * lds, 61);
-  bool simd = false;
-  for (int64_t n = 1; n <= 19; ++n)
-    for (int which = 0; which < 2; ++which) {
-      std::vector<float> dst((n + 1) * ldd, -7.0f);
-      if (which == 0) {
-        kc::detail::transpose8_portable(src.data(), lds, n, dst.data(), ldd);
-      } else {
-#if defined(__x86_64__)
-        if (kc::cpu_isa_supported() == CpuIsa::Scalar) continue;
-        simd = true;
-        kc::detail::transpose8_avx2(src.data(), lds, n, dst.data(), ldd);
-#else
-        continue;
-#endif
+  for (int64_t n = 1; n <= 19; ++n) {
+    std::vector<float> dst((n + 1) * ldd, -7.0f);
+    kc::detail::transpose8_portable(src.data(), lds, n, dst.data(), ldd);
+    for (int64_t j = 0; j <= n; ++j)
+      for (int64_t r = 0; r < ldd; ++r) {
+        const float want = j < n && r < 8 ? src[r * lds + j] : -7.0f;
+        ASSERT_EQ(std::memcmp(&dst[j * ldd + r], &want, sizeof(float)), 0)
+            << "n " << n << " row " << j << " column " << r;
       }
-      for (int64_t j = 0; j <= n; ++j)
-        for (int64_t r = 0; r < ldd; ++r) {
-          const float want = j < n && r < 8 ? src[r * lds + j] : -7.0f;
-          ASSERT_EQ(std::memcmp(&dst[j * ldd + r], &want, sizeof(float)), 0)
-              << (which ? "avx2" : "portable") << " n " << n << " row " << j << " column " << r;
-        }
-    }
-  if (!simd) std::printf("Transpose8IsATranspose: no AVX2 on this CPU, only the portable transpose ran\n");
+  }
 }
 
 // The portable dy transform against A dy_t A^T written from the matrices.

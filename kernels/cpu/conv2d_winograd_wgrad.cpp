@@ -5,8 +5,9 @@
 //                                                                                     outside the image)
 //   dg[k][c]     = G^T dU[.][k][c] G                                                 (float64, rounded once)
 // The tiles of all images are processed in chunks, chunk after chunk in tile order: V (the forward's
-// input transform, the same SIMD code) and Mdy of a chunk are built tile-major (V[xi][t][c], Mdy[xi][t][k]:
-// the channel-major transforms staged in L1 and transposed 8 x 8 in registers), then per transform point
+// input transform, the same expressions) and Mdy of a chunk are built tile-major (V[xi][t][c],
+// Mdy[xi][t][k]: on the SIMD paths straight from registers with 8 or 16 channels per vector,
+// conv2d_winograd_wgrad_tm_impl.h; on the portable one staged and transposed 8 x 8), then per transform point
 // xi one kern::cpu::gemm dU[xi] (C x K) += V[xi]^T (C x T) @ Mdy[xi] (T x K), both operands read in place,
 // with beta = 1 continuing each element's FMA chain (gemm's contract), so every dU element is one chain
 // over the tiles in order. Mdy is built once per chunk, shared out over the threads; the GEMMs split the
@@ -42,7 +43,7 @@ void winograd_dy_portable(const Conv2dShape& s, const float* dy, int64_t t0, int
       float e[2][2], rw[2][4];
       for (int i = 0; i < 2; ++i)
         for (int c = 0; c < 2; ++c) e[i][c] = p0 + i < H && q0 + c < W ? plane[(p0 + i) * W + q0 + c] : 0.0f;
-      for (int i = 0; i < 2; ++i) {  // along the row: e A^T (conv2d_winograd_wgrad_simd_impl.h's dy_1d)
+      for (int i = 0; i < 2; ++i) {  // along the row: e A^T (the tile-major SIMD versions' expressions)
         rw[i][0] = e[i][0];
         rw[i][1] = e[i][0] + e[i][1];
         rw[i][2] = e[i][0] - e[i][1];
@@ -97,8 +98,8 @@ void transpose8_portable(const float* src, int64_t lds, int64_t n, float* dst, i
 namespace {
 
 constexpr int kA2 = 16;              // transform points of F(2x2, 3x3)
-constexpr int64_t kBlk = 32;         // tiles per staged transform block
-constexpr int64_t kLds = kBlk + 16;  // stage row stride: the SIMD transforms write up to 14 columns past nt
+constexpr int64_t kBlk = 32;         // tiles per transform item
+constexpr int64_t kLds = kBlk + 16;  // the portable path's stage row stride
 
 // Tiles per chunk: one thread's V (half the channels) and Mdy within about 1 MiB (its L2 on the target
 // Zen 4), a multiple of 16 in [32, 1024]. C and K only, never the thread count (fp32 results do not depend
@@ -125,22 +126,20 @@ float* scratch(int slot, int64_t n) {
   return buf[slot].data();
 }
 
-// The tile-major transform of at most 8 channels [c0, c1) of one of x (N, C, H, W) or dy (N, K, H, W)
-// (`is_dy`) for the tiles t0 .. t0 + nt - 1 (nt <= kBlk, all of image n = t0 / TT):
+// The portable path's tile-major transform of at most 8 channels [c0, c1) of one of x (N, C, H, W) or dy
+// (N, K, H, W) (`is_dy`) for the tiles t0 .. t0 + nt - 1 (nt <= kBlk, all of image n = t0 / TT):
 //   out[xi * xs + j * ldo + (c - c0)] = the transform's point xi of channel c, tile t0 + j.
-// The channel-major transforms (the forward's SIMD input transform, winograd_dy_*) write the staging block
-// stage[xi][c - c0][j] (L1-sized), which 8 x 8 register transposes then store tile-major: the layout the
-// GEMM reads in place (no packing). Columns c1 - c0 .. 7 of out are written with stale stage rows (the
-// caller's padding, never read). The values are the transforms', copied.
-void transform_block(CpuIsa isa, bool is_dy, const Conv2dShape& s, const float* src, int64_t c0, int64_t c1,
-                     int64_t t0, int64_t nt, float* stage, float* out, int64_t xs, int64_t ldo) {
+// The channel-major portable transforms write the staging block stage[xi][c - c0][j] (L1-sized), which
+// 8-row transposes then store tile-major: the layout the GEMM reads in place (no packing). Columns
+// c1 - c0 .. 7 of out are written with stale stage rows (the caller's padding, never read).
+void transform_block(bool is_dy, const Conv2dShape& s, const float* src, int64_t c0, int64_t c1, int64_t t0,
+                     int64_t nt, float* stage, float* out, int64_t xs, int64_t ldo) {
   const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2), n = t0 / TT, CH = is_dy ? s.K : s.C;
   Conv2dShape one = s;
   one.N = 1;
   (is_dy ? one.K : one.C) = c1 - c0;
   const float* img = src + (n * CH + c0) * s.H * s.W;
   const int64_t tl = t0 - n * TT;
-  (void)isa;
   if (is_dy)
     detail::winograd_dy_portable(one, img, tl, nt, stage, kLds);
   else
@@ -190,7 +189,7 @@ void transform_items(CpuIsa isa, bool is_dy, const Conv2dShape& s, const float* 
                                                                                  o, xs, ldo, stage);
         else
 #endif
-          transform_block(isa, is_dy, s, src, cb, cend, t, tb - t, stage, o, xs, ldo);
+          transform_block(is_dy, s, src, cb, cend, t, tb - t, stage, o, xs, ldo);
       }
       t = tb;
     }
