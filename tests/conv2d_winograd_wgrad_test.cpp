@@ -1,7 +1,7 @@
 // Tests of the Winograd F(2x2, 3x3) weight gradient (kernels/cpu/conv2d_winograd_wgrad.cpp) against the
 // float64 definition dw[k][c][r][q] = sum_{n,p,o} dy[n][k][p][o] x[n][c][p + r - 1][o + q - 1], with a
-// rounding-error bound derived here; its bitwise invariance (thread count, ISA path); the SIMD dy
-// transforms against the portable one; non-finite propagation; the dispatch in conv2d_backward_weight.
+// rounding-error bound derived here; its bitwise invariance (thread count, ISA path); the SIMD tile-major
+// transforms against the portable ones; non-finite propagation; the dispatch in conv2d_backward_weight.
 //
 // The bound: the algorithm is a straight-line program of additions and multiplications, so its float32
 // result is the exact one with each product path perturbed by at most n roundings (Higham, ch. 3):
@@ -238,9 +238,10 @@ TEST_F(WinogradWgrad, DynamicAndNestedTeamsGiveTheSameBits) {
   omp_set_max_active_levels(levels);
 }
 
-// The AVX2 / AVX-512 dy transforms and the SIMD input transforms equal the portable ones bit for bit on
-// every tile range (the nt columns; the SIMD ones may write up to 15 more).
-TEST_F(WinogradWgrad, SimdTransformsBitwiseThePortableOnes) {
+// The forward's SIMD input transforms (conv2d_winograd_simd.h, tile 2) equal winograd_input_portable bit
+// for bit on every tile range (the nt columns; the SIMD ones may write up to 15 more): so the portable
+// transform, the reference of the wgrad's tile-major ones below, computes the forward's V.
+TEST_F(WinogradWgrad, SimdInputTransformsBitwiseThePortableOne) {
   const int64_t shapes[][5] = {{1, 1, 1, 1, 1},  {2, 3, 1, 1, 5},   {3, 5, 5, 17, 9}, {1, 3, 3, 33, 4},
                                {2, 1, 7, 31, 3}, {1, 5, 4, 150, 2}, {2, 4, 9, 35, 6}, {3, 3, 28, 28, 2}};
   bool ran = false;
@@ -251,7 +252,7 @@ TEST_F(WinogradWgrad, SimdTransformsBitwiseThePortableOnes) {
     for (const auto& sh : shapes) {
       const auto s = shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]);
       const int64_t T = tiles(s);
-      const auto x = random_vector(s.N * s.C * s.H * s.W, 81), dy = random_vector(s.N * s.K * s.H * s.W, 82);
+      const auto x = random_vector(s.N * s.C * s.H * s.W, 81);
       // Ranges: everything, a range starting mid-row, single tiles, 64-tile pieces.
       for (int64_t t0 : {int64_t(0), T / 3, T - 1})
         for (int64_t nt : {T - t0, std::min<int64_t>(1, T - t0), std::min<int64_t>(64, T - t0)}) {
@@ -259,16 +260,6 @@ TEST_F(WinogradWgrad, SimdTransformsBitwiseThePortableOnes) {
                        << kc::cpu_isa_name(isa) << " N" << s.N << " C" << s.C << " H" << s.H << " W" << s.W
                        << " K" << s.K << " t0 " << t0 << " nt " << nt);
           const int64_t ld = nt + 16;
-          std::vector<float> d_ref(16 * s.K * ld, -7.0f), d(d_ref.size(), -7.0f);
-          kc::detail::winograd_dy_portable(s, dy.data(), t0, nt, d_ref.data(), ld);
-          if (isa == CpuIsa::Avx512)
-            kc::detail::winograd_dy_avx512(s, dy.data(), t0, nt, d.data(), ld);
-          else
-            kc::detail::winograd_dy_avx2(s, dy.data(), t0, nt, d.data(), ld);
-          for (int64_t row = 0; row < 16 * s.K; ++row)
-            for (int64_t j = 0; j < nt; ++j)
-              ASSERT_EQ(std::memcmp(&d[row * ld + j], &d_ref[row * ld + j], sizeof(float)), 0)
-                  << "dy transform row " << row << " column " << j;
           std::vector<float> v_ref(16 * s.C * ld, -7.0f), v(v_ref.size(), -7.0f);
           kc::detail::winograd_input_portable(s, x.data(), t0, nt, v_ref.data(), ld);
           if (isa == CpuIsa::Avx512)
@@ -286,34 +277,83 @@ TEST_F(WinogradWgrad, SimdTransformsBitwiseThePortableOnes) {
   if (!ran) GTEST_SKIP() << "no AVX2 / AVX-512 path on this CPU: only the portable transforms exist here";
 }
 
-// The 8-row block transposes (the tile-major staging of V and Mdy) against the definition, every width
-// 1 .. 19 (full and ragged 8-column groups); nothing is written outside the n rows of 8.
+// The tile-major SIMD transforms (winograd_input_tm_*, winograd_dy_tm_*: what the SIMD paths' GEMMs read)
+// equal the portable channel-major ones bit for bit, on channel sub-ranges (C, K not multiples of 8 or 16,
+// c0 not 0) and tile ranges that start mid-row, end mid-image and span images; and they write nothing
+// outside their channel columns (AVX-512) or past round8(c1 - c0) (AVX2), nor outside the nt tile rows.
+TEST_F(WinogradWgrad, TileMajorTransformsBitwiseThePortableOnes) {
+  const int64_t shapes[][5] = {{1, 1, 1, 1, 1},    {2, 3, 1, 1, 5},     {3, 5, 5, 17, 9},
+                               {1, 21, 3, 33, 19}, {2, 1, 7, 31, 3},    {1, 5, 4, 150, 2},
+                               {2, 24, 9, 8, 40},  {3, 19, 14, 14, 33}, {2, 17, 7, 7, 16}};
+  bool ran = false;
+  for (CpuIsa isa : supported_isas()) {
+    if (isa == CpuIsa::Scalar) continue;
+#if defined(__x86_64__)
+    ran = true;
+    for (const auto& sh : shapes) {
+      const auto s = shape3x3(sh[0], sh[1], sh[2], sh[3], sh[4]);
+      const int64_t T = tiles(s);
+      const auto x = random_vector(s.N * s.C * s.H * s.W, 91), dy = random_vector(s.N * s.K * s.H * s.W, 92);
+      std::vector<float> buf(kc::detail::winograd_tm_buf_floats(s));
+      for (int is_dy = 0; is_dy < 2; ++is_dy) {
+        const int64_t CH = is_dy ? s.K : s.C;
+        for (int64_t t0 : {int64_t(0), T / 3, T - 1})
+          for (int64_t nt : {T - t0, std::min<int64_t>(1, T - t0), std::min<int64_t>(37, T - t0)})
+            for (int64_t c0 : {int64_t(0), CH / 3})
+              for (int64_t c1 : {CH, std::min<int64_t>(CH, c0 + 9)}) {
+                SCOPED_TRACE(::testing::Message()
+                             << kc::cpu_isa_name(isa) << (is_dy ? " dy" : " x") << " N" << s.N << " C" << s.C
+                             << " H" << s.H << " W" << s.W << " K" << s.K << " t0 " << t0 << " nt " << nt
+                             << " c " << c0 << ".." << c1);
+                const int64_t ld = nt, ldo = (c1 - c0 + 7) / 8 * 8 + 3, xs = (nt + 1) * ldo + 5;
+                std::vector<float> ref(16 * CH * ld), out(16 * xs, -7.0f);
+                if (is_dy) {
+                  kc::detail::winograd_dy_portable(s, dy.data(), t0, nt, ref.data(), ld);
+                  (isa == CpuIsa::Avx512 ? kc::detail::winograd_dy_tm_avx512
+                                         : kc::detail::winograd_dy_tm_avx2)(s, dy.data(), c0, c1, t0, nt,
+                                                                            out.data(), xs, ldo, buf.data());
+                } else {
+                  kc::detail::winograd_input_portable(s, x.data(), t0, nt, ref.data(), ld);
+                  (isa == CpuIsa::Avx512 ? kc::detail::winograd_input_tm_avx512
+                                         : kc::detail::winograd_input_tm_avx2)(
+                      s, x.data(), c0, c1, t0, nt, out.data(), xs, ldo, buf.data());
+                }
+                // Columns the version may write: its channels, and on AVX2 up to round8(c1 - c0).
+                const int64_t writable = isa == CpuIsa::Avx512 ? c1 - c0 : (c1 - c0 + 7) / 8 * 8;
+                for (int xi = 0; xi < 16; ++xi)
+                  for (int64_t j = 0; j < xs; ++j) {
+                    const int64_t t = j / ldo, c = j % ldo;
+                    const float got = out[xi * xs + j];
+                    if (t < nt && c < c1 - c0) {
+                      ASSERT_EQ(std::memcmp(&got, &ref[(xi * CH + c0 + c) * ld + t], sizeof(float)), 0)
+                          << "point " << xi << " tile " << t0 + t << " channel " << c0 + c;
+                    } else if (t >= nt || c >= writable) {
+                      ASSERT_EQ(got, -7.0f) << "written outside: point " << xi << " offset " << j;
+                    }
+                  }
+              }
+      }
+    }
+#endif
+  }
+  if (!ran) GTEST_SKIP() << "no AVX2 / AVX-512 path on this CPU: only the portable transforms exist here";
+}
+
+// The portable 8-row block transpose (the scalar path's tile-major staging of V and Mdy) against the
+// definition, every width 1 .. 19; nothing is written outside the n rows of 8.
 TEST_F(WinogradWgrad, Transpose8IsATranspose) {
   const int64_t lds = 24 + 3, ldd = 11;
   const auto src = random_vector(8 * lds, 61);
-  bool simd = false;
-  for (int64_t n = 1; n <= 19; ++n)
-    for (int which = 0; which < 2; ++which) {
-      std::vector<float> dst((n + 1) * ldd, -7.0f);
-      if (which == 0) {
-        kc::detail::transpose8_portable(src.data(), lds, n, dst.data(), ldd);
-      } else {
-#if defined(__x86_64__)
-        if (kc::cpu_isa_supported() == CpuIsa::Scalar) continue;
-        simd = true;
-        kc::detail::transpose8_avx2(src.data(), lds, n, dst.data(), ldd);
-#else
-        continue;
-#endif
+  for (int64_t n = 1; n <= 19; ++n) {
+    std::vector<float> dst((n + 1) * ldd, -7.0f);
+    kc::detail::transpose8_portable(src.data(), lds, n, dst.data(), ldd);
+    for (int64_t j = 0; j <= n; ++j)
+      for (int64_t r = 0; r < ldd; ++r) {
+        const float want = j < n && r < 8 ? src[r * lds + j] : -7.0f;
+        ASSERT_EQ(std::memcmp(&dst[j * ldd + r], &want, sizeof(float)), 0)
+            << "n " << n << " row " << j << " column " << r;
       }
-      for (int64_t j = 0; j <= n; ++j)
-        for (int64_t r = 0; r < ldd; ++r) {
-          const float want = j < n && r < 8 ? src[r * lds + j] : -7.0f;
-          ASSERT_EQ(std::memcmp(&dst[j * ldd + r], &want, sizeof(float)), 0)
-              << (which ? "avx2" : "portable") << " n " << n << " row " << j << " column " << r;
-        }
-    }
-  if (!simd) std::printf("Transpose8IsATranspose: no AVX2 on this CPU, only the portable transpose ran\n");
+  }
 }
 
 // The portable dy transform against A dy_t A^T written from the matrices.

@@ -5,8 +5,9 @@
 //                                                                                     outside the image)
 //   dg[k][c]     = G^T dU[.][k][c] G                                                 (float64, rounded once)
 // The tiles of all images are processed in chunks, chunk after chunk in tile order: V (the forward's
-// input transform, the same SIMD code) and Mdy of a chunk are built tile-major (V[xi][t][c], Mdy[xi][t][k]:
-// the channel-major transforms staged in L1 and transposed 8 x 8 in registers), then per transform point
+// input transform, the same expressions) and Mdy of a chunk are built tile-major (V[xi][t][c],
+// Mdy[xi][t][k]: on the SIMD paths straight from registers with 8 or 16 channels per vector,
+// conv2d_winograd_wgrad_tm_impl.h; on the portable one staged and transposed 8 x 8), then per transform point
 // xi one kern::cpu::gemm dU[xi] (C x K) += V[xi]^T (C x T) @ Mdy[xi] (T x K), both operands read in place,
 // with beta = 1 continuing each element's FMA chain (gemm's contract), so every dU element is one chain
 // over the tiles in order. Mdy is built once per chunk, shared out over the threads; the GEMMs split the
@@ -42,7 +43,7 @@ void winograd_dy_portable(const Conv2dShape& s, const float* dy, int64_t t0, int
       float e[2][2], rw[2][4];
       for (int i = 0; i < 2; ++i)
         for (int c = 0; c < 2; ++c) e[i][c] = p0 + i < H && q0 + c < W ? plane[(p0 + i) * W + q0 + c] : 0.0f;
-      for (int i = 0; i < 2; ++i) {  // along the row: e A^T (conv2d_winograd_wgrad_simd_impl.h's dy_1d)
+      for (int i = 0; i < 2; ++i) {  // along the row: e A^T (the tile-major SIMD versions' expressions)
         rw[i][0] = e[i][0];
         rw[i][1] = e[i][0] + e[i][1];
         rw[i][2] = e[i][0] - e[i][1];
@@ -97,8 +98,8 @@ void transpose8_portable(const float* src, int64_t lds, int64_t n, float* dst, i
 namespace {
 
 constexpr int kA2 = 16;              // transform points of F(2x2, 3x3)
-constexpr int64_t kBlk = 32;         // tiles per staged transform block
-constexpr int64_t kLds = kBlk + 16;  // stage row stride: the SIMD transforms write up to 14 columns past nt
+constexpr int64_t kBlk = 32;         // tiles per transform item
+constexpr int64_t kLds = kBlk + 16;  // the portable path's stage row stride
 
 // Tiles per chunk: one thread's V (half the channels) and Mdy within about 1 MiB (its L2 on the target
 // Zen 4), a multiple of 16 in [32, 1024]. C and K only, never the thread count (fp32 results do not depend
@@ -110,6 +111,14 @@ int64_t chunk_tiles(int64_t C, int64_t K) {
 
 int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
 
+}  // namespace
+
+int64_t detail::winograd_tm_buf_floats(const Conv2dShape& s) {
+  return 5 * ((s.W + 1) / 2 * 2 + 2) * 16;  // 4 ring rows + 1 zero row of tm_cols <= 2 TX + 2 columns
+}
+
+namespace {
+
 // Per-thread buffer `slot` of at least n floats, kept between calls (it only grows; new space is zero).
 float* scratch(int slot, int64_t n) {
   thread_local std::vector<float> buf[4];  // V, Mdy (the calling thread's, shared by the team), dU, stage
@@ -117,81 +126,94 @@ float* scratch(int slot, int64_t n) {
   return buf[slot].data();
 }
 
-// The tile-major transform of at most 8 channels [c0, c1) of one of x (N, C, H, W) or dy (N, K, H, W)
-// (`is_dy`) for the tiles t0 .. t0 + nt - 1 (nt <= kBlk, all of image n = t0 / TT):
+// The portable path's tile-major transform of at most 8 channels [c0, c1) of one of x (N, C, H, W) or dy
+// (N, K, H, W) (`is_dy`) for the tiles t0 .. t0 + nt - 1 (nt <= kBlk, all of image n = t0 / TT):
 //   out[xi * xs + j * ldo + (c - c0)] = the transform's point xi of channel c, tile t0 + j.
-// The channel-major transforms (the forward's SIMD input transform, winograd_dy_*) write the staging block
-// stage[xi][c - c0][j] (L1-sized), which 8 x 8 register transposes then store tile-major: the layout the
-// GEMM reads in place (no packing). Columns c1 - c0 .. 7 of out are written with stale stage rows (the
-// caller's padding, never read). The values are the transforms', copied.
-void transform_block(CpuIsa isa, bool is_dy, const Conv2dShape& s, const float* src, int64_t c0, int64_t c1,
-                     int64_t t0, int64_t nt, float* stage, float* out, int64_t xs, int64_t ldo) {
+// The channel-major portable transforms write the staging block stage[xi][c - c0][j] (L1-sized), which
+// 8-row transposes then store tile-major: the layout the GEMM reads in place (no packing). Columns
+// c1 - c0 .. 7 of out are written with stale stage rows (the caller's padding, never read).
+void transform_block(bool is_dy, const Conv2dShape& s, const float* src, int64_t c0, int64_t c1, int64_t t0,
+                     int64_t nt, float* stage, float* out, int64_t xs, int64_t ldo) {
   const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2), n = t0 / TT, CH = is_dy ? s.K : s.C;
   Conv2dShape one = s;
   one.N = 1;
   (is_dy ? one.K : one.C) = c1 - c0;
   const float* img = src + (n * CH + c0) * s.H * s.W;
   const int64_t tl = t0 - n * TT;
-#if defined(__x86_64__)
-  if (isa == CpuIsa::Avx512) {
-    if (is_dy)
-      detail::winograd_dy_avx512(one, img, tl, nt, stage, kLds);
-    else
-      detail::winograd_input_avx512(2, one, img, tl, nt, stage, kLds);
-  } else if (isa == CpuIsa::Avx2) {
-    if (is_dy)
-      detail::winograd_dy_avx2(one, img, tl, nt, stage, kLds);
-    else
-      detail::winograd_input_avx2(2, one, img, tl, nt, stage, kLds);
-  } else
-#endif
-  {
-    if (is_dy)
-      detail::winograd_dy_portable(one, img, tl, nt, stage, kLds);
-    else
-      detail::winograd_input_portable(one, img, tl, nt, stage, kLds);
-  }
+  if (is_dy)
+    detail::winograd_dy_portable(one, img, tl, nt, stage, kLds);
+  else
+    detail::winograd_input_portable(one, img, tl, nt, stage, kLds);
   const int64_t cc = c1 - c0;
   for (int xi = 0; xi < kA2; ++xi) {
     const float* blk = stage + xi * cc * kLds;  // rows cc .. 7 past it: the next point's rows (or spare)
-#if defined(__x86_64__)
-    if (isa != CpuIsa::Scalar) {
-      detail::transpose8_avx2(blk, kLds, nt, out + xi * xs, ldo);
-      continue;
-    }
-#endif
     detail::transpose8_portable(blk, kLds, nt, out + xi * xs, ldo);
   }
 }
 
-// The tile-major transform of channels [c0, c1) (blocks of 8 from c0) for the chunk's tiles t0 .. t0 + nt
-// - 1 at out[xi * xs + (t - t0) * ldo + (c - c0)] (ldo >= round8(c1 - c0)), in staged blocks of at most
-// kBlk tiles of one image. Items: the (channel block, tile block) pairs (block_items counts them), of
-// which transform_items does [i0, i1) (so that threads can share one transform).
-int64_t block_items(const Conv2dShape& s, int64_t c0, int64_t c1, int64_t t0, int64_t nt) {
-  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2);
+// The channel block of one transform item: the tile-major transforms' vector width (16 channels on
+// AVX-512), 8 for the staged portable path.
+int64_t chan_block(CpuIsa isa) { return isa == CpuIsa::Avx512 ? 16 : 8; }
+
+// The tile-major transform of channels [c0, c1) (blocks of chan_block(isa) from c0) for the chunk's tiles
+// t0 .. t0 + nt - 1 at out[xi * xs + (t - t0) * ldo + (c - c0)] (ldo >= round8(c1 - c0)), in blocks of at
+// most kBlk tiles of one image. Items: the (channel block, tile block) pairs (block_items counts them), of
+// which transform_items does [i0, i1) (so that threads can share one transform). The SIMD paths write
+// straight from registers (winograd_*_tm_*), the portable one through transform_block's staging.
+int64_t block_items(CpuIsa isa, const Conv2dShape& s, int64_t c0, int64_t c1, int64_t t0, int64_t nt) {
+  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2), cw = chan_block(isa);
   int64_t nb = 0;
   for (int64_t t = t0, end = t0 + nt; t < end; ++nb) t = std::min({end, (t / TT + 1) * TT, t + kBlk});
-  return (c1 - c0 + 7) / 8 * nb;
+  return (c1 - c0 + cw - 1) / cw * nb;
 }
 
 void transform_items(CpuIsa isa, bool is_dy, const Conv2dShape& s, const float* src, int64_t c0, int64_t c1,
                      int64_t t0, int64_t nt, int64_t i0, int64_t i1, float* out, int64_t xs, int64_t ldo) {
   if (i0 >= i1) return;
-  float* stage = scratch(3, kA2 * 8 * kLds);
-  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2), nb = block_items(s, 0, 1, t0, nt);
+  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2), nb = block_items(isa, s, 0, 1, t0, nt),
+                cw = chan_block(isa);
+  float* stage = scratch(3, std::max(kA2 * 8 * kLds, detail::winograd_tm_buf_floats(s)));
   // Item i: channel block i / nb, tile block i % nb (threads building neighbouring items write different
   // rows of out, not neighbouring columns of the same cache lines).
-  for (int64_t cb = c0 + i0 / nb * 8, item = i0 / nb * nb; cb < c1 && item < i1; cb += 8) {
+  for (int64_t cb = c0 + i0 / nb * cw, item = i0 / nb * nb; cb < c1 && item < i1; cb += cw) {
     for (int64_t t = t0, end = t0 + nt; t < end && item < i1; ++item) {
-      const int64_t tb = std::min({end, (t / TT + 1) * TT, t + kBlk});
-      if (item >= i0)
-        transform_block(isa, is_dy, s, src, cb, std::min(c1, cb + 8), t, tb - t, stage,
-                        out + (t - t0) * ldo + (cb - c0), xs, ldo);
+      const int64_t tb = std::min({end, (t / TT + 1) * TT, t + kBlk}), cend = std::min(c1, cb + cw);
+      float* o = out + (t - t0) * ldo + (cb - c0);
+      if (item >= i0) {
+#if defined(__x86_64__)
+        if (isa == CpuIsa::Avx512)
+          (is_dy ? detail::winograd_dy_tm_avx512 : detail::winograd_input_tm_avx512)(
+              s, src, cb, cend, t, tb - t, o, xs, ldo, stage);
+        else if (isa == CpuIsa::Avx2)
+          (is_dy ? detail::winograd_dy_tm_avx2 : detail::winograd_input_tm_avx2)(s, src, cb, cend, t, tb - t,
+                                                                                 o, xs, ldo, stage);
+        else
+#endif
+          transform_block(is_dy, s, src, cb, cend, t, tb - t, stage, o, xs, ldo);
+      }
       t = tb;
     }
   }
 }
+
+// The tile-major input transform of channels [c0, c1) of the chunk's tiles (transform_items' layout), in
+// one call on the SIMD paths (its row ring then spans the whole chunk).
+void transform_x(CpuIsa isa, const Conv2dShape& s, const float* x, int64_t c0, int64_t c1, int64_t t0,
+                 int64_t nt, float* out, int64_t xs, int64_t ldo) {
+#if defined(__x86_64__)
+  if (isa != CpuIsa::Scalar) {
+    float* buf = scratch(3, std::max(kA2 * 8 * kLds, detail::winograd_tm_buf_floats(s)));
+    (isa == CpuIsa::Avx512 ? detail::winograd_input_tm_avx512 : detail::winograd_input_tm_avx2)(
+        s, x, c0, c1, t0, nt, out, xs, ldo, buf);
+    return;
+  }
+#endif
+  transform_items(isa, false, s, x, c0, c1, t0, nt, 0, block_items(isa, s, c0, c1, t0, nt), out, xs, ldo);
+}
+
+// A per-transform-point stride of at least n floats that is not a multiple of 4 KiB: the 16 points'
+// stores of one tile then fall into different L1 sets (1 KiB apart) instead of all into one.
+int64_t point_stride(int64_t n) { return (n + 1023) / 1024 * 1024 + 64; }
 
 // Waits until count >= target: spins briefly, then yields the core (the thread it waits for may need it
 // when the machine has more runnable threads than cores).
@@ -251,7 +273,7 @@ void conv2d_backward_weight_winograd(const Conv2dShape& s, const float* dy, cons
   const int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
   const int64_t cblk = std::max<int64_t>(8, (C + nth - 1) / nth + 7) / 8 * 8, parts = (C + cblk - 1) / cblk;
   const int want = static_cast<int>(std::min<int64_t>(nth, parts));
-  const int64_t ldk = round8(K), xs = TB * ldk;
+  const int64_t ldk = round8(K), xs = point_stride(TB * ldk);
   float* dU = scratch(2, kA2 * K * C);  // dU[xi][c][k]
   float* Dbuf = scratch(1, 3 * kA2 * xs);
   const CpuIsa isa = cpu_isa();
@@ -259,7 +281,7 @@ void conv2d_backward_weight_winograd(const Conv2dShape& s, const float* dy, cons
     std::atomic<int64_t> claimed{0}, built{0}, gemms_done{0};
   };
   std::unique_ptr<ChunkState[]> st(new ChunkState[static_cast<size_t>(chunks)]);
-  auto items_of = [&](int64_t ch) { return block_items(s, 0, K, ch * TB, std::min(TB, T - ch * TB)); };
+  auto items_of = [&](int64_t ch) { return block_items(isa, s, 0, K, ch * TB, std::min(TB, T - ch * TB)); };
   // Builds the unclaimed items of chunk ch (the caller has made sure buffer ch % 3 is free).
   auto help = [&](int64_t ch) {
     const int64_t t0 = ch * TB, nt = std::min(TB, T - t0), items = items_of(ch);
@@ -281,11 +303,11 @@ void conv2d_backward_weight_winograd(const Conv2dShape& s, const float* dy, cons
       const float* D = Dbuf + (ch % 3) * kA2 * xs;
       for (int64_t part = tid; part < parts; part += team) {
         const int64_t c0 = part * cblk, c1 = std::min(C, c0 + cblk), Cc = c1 - c0, ldc = round8(Cc);
-        float* V = scratch(0, kA2 * TB * ldc);
-        transform_items(isa, false, s, x, c0, c1, t0, nt, 0, block_items(s, c0, c1, t0, nt), V, TB * ldc,
-                        ldc);
+        const int64_t xsv = point_stride(TB * ldc);
+        float* V = scratch(0, kA2 * xsv);
+        transform_x(isa, s, x, c0, c1, t0, nt, V, xsv, ldc);
         for (int xi = 0; xi < kA2; ++xi)
-          gemm<float>(true, false, Cc, K, nt, 1.0f, V + xi * TB * ldc, ldc, D + xi * xs, ldk,
+          gemm<float>(true, false, Cc, K, nt, 1.0f, V + xi * xsv, ldc, D + xi * xs, ldk,
                       ch == 0 ? 0.0f : 1.0f, dU + xi * C * K + c0 * K, K);
       }
       st[ch].gemms_done.fetch_add(1, std::memory_order_release);

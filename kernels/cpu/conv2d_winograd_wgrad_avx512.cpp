@@ -1,16 +1,19 @@
-// The AVX-512 (16 lanes where a tile row fills them, else 8) dy transform of the Winograd weight gradient
+// The AVX-512 (16 channels per vector) tile-major transforms of the Winograd weight gradient
 // (conv2d_winograd_wgrad.h). This file alone is compiled with -mavx512f -ffp-contract=off;
 // conv2d_winograd_wgrad.cpp calls it only when cpu_isa() allows.
 #include "kernels/cpu/conv2d_winograd_wgrad.h"
-#include "kernels/cpu/conv2d_winograd_wgrad_simd_impl.h"
+#include "kernels/cpu/conv2d_winograd_wgrad_tm_impl.h"
 
 namespace kern::cpu::detail {
 
-void winograd_dy_avx512(const Conv2dShape& s, const float* dy, int64_t t0, int64_t nt, float* D, int64_t ld) {
-  if (use16(s, 2))
-    dy_tiles<16>(s, dy, t0, nt, D, ld);
-  else
-    dy_tiles<8>(s, dy, t0, nt, D, ld);
+void winograd_input_tm_avx512(const Conv2dShape& s, const float* x, int64_t c0, int64_t c1, int64_t t0,
+                              int64_t nt, float* out, int64_t xs, int64_t ldo, float* buf) {
+  tm_transform<16, false>(s, x, c0, c1, t0, nt, out, xs, ldo, buf);
+}
+
+void winograd_dy_tm_avx512(const Conv2dShape& s, const float* dy, int64_t c0, int64_t c1, int64_t t0,
+                           int64_t nt, float* out, int64_t xs, int64_t ldo, float* buf) {
+  tm_transform<16, true>(s, dy, c0, c1, t0, nt, out, xs, ldo, buf);
 }
 
 }  // namespace kern::cpu::detail
