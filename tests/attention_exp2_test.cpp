@@ -2,7 +2,8 @@
 // kern::cpu::detail::attn_small_exp2_*) and the softmax rows it produces:
 //  * relative error <= 1.75e-7 against exp2 in double over -126 <= t <= 0 (every 257th float of the whole
 //    range, every 16th of [-1, -1/4]; the exhaustive sweep measured 1.72e-7, bench/RESULTS.md);
-//  * 2^0 = 1 exactly, 0 below -126 and for -inf, NaN for NaN; bitwise equal on every ISA path;
+//  * 2^0 = 1 exactly, 0 below -126 and for -inf, NaN for NaN; bitwise equal on every ISA path (also on
+//    every float of [-126, -125] and on 0 < t < 127);
 //  * softmax rows (read off o with v = the identity) within an a-priori bound of the float64 softmax of the
 //    same inputs, and summing to 1 within (Lk + 8) u, on every ISA path.
 #include <gtest/gtest.h>
@@ -104,6 +105,26 @@ TEST(AttentionSmall, Exp2SpecialValuesAndIsaPathsBitwiseEqual) {
     builds[b](all.data(), y.data(), int64_t(all.size()));
     for (size_t i = 0; i < all.size(); ++i)
       ASSERT_TRUE(same_bits_nan_equal(y[i], ref[i])) << "build " << b << " t = " << all[i];
+  }
+}
+
+// The AVX-512 exp2 applies 2^n by vscalefps instead of multiplying by a constructed 2^n (simd_math_avx512.h):
+// bitwise equal builds on every float of [-126, -125] (results at the smallest normals, n = -126 and -125),
+// on the whole-range sweep, and on slightly positive t (the backward's s - l2 can round above 0) up to 127.
+TEST(AttentionSmall, Exp2IsaPathsBitwiseEqualNearUnderflowAndSlightlyAboveZero) {
+  std::vector<float> t = sweep(257, 16);
+  for (uint32_t b = 0xC2FA0000u; b <= 0xC2FC0000u; ++b) t.push_back(from_bits(b));  // [-125, -126]
+  for (float x = 1e-9f; x < 127.0f; x *= 1.001f) t.push_back(x);
+  while (t.size() % 16) t.push_back(0.0f);
+  const std::vector<Exp2Fn> builds = exp2_builds();
+  std::vector<float> ref(t.size());
+  builds[0](t.data(), ref.data(), int64_t(t.size()));
+  EXPECT_EQ(ref[t.size() - 1], 1.0f);
+  for (size_t b = 1; b < builds.size(); ++b) {
+    std::vector<float> y(t.size());
+    builds[b](t.data(), y.data(), int64_t(t.size()));
+    for (size_t i = 0; i < t.size(); ++i)
+      ASSERT_TRUE(same_bits_nan_equal(y[i], ref[i])) << "build " << b << " t = " << t[i];
   }
 }
 

@@ -2,7 +2,7 @@
 // kern::cpu::attention_forward / attention_backward:
 //  * forward and backward against a float64 naive reference written here, with an error bound derived
 //    from D, Lq, Lk and the score magnitudes (not from the kernel's output), for D = 1..16 and odd
-//    lengths (1, 7, 49, 196, 197, Lq != Lk), on every ISA path this CPU has;
+//    lengths (1, 7, 17, 49, 196, 197, Lq != Lk), on every ISA path this CPU has;
 //  * the ISA paths (scalar, AVX2, AVX-512) bitwise equal, finite and non-finite inputs alike;
 //  * bitwise independent of the OpenMP thread count and of how many heads share a call (BH);
 //  * non-finite rows with torch.softmax semantics (NaN score, +inf score, all -inf -> NaN row; one -inf
@@ -155,7 +155,8 @@ TEST(AttentionSmall, MatchesFloat64ReferenceOnEveryIsa) {
   struct Shape {
     int64_t Lq, Lk;
   };
-  const Shape shapes[] = {{1, 1}, {7, 7}, {49, 49}, {196, 196}, {197, 197}, {5, 49}, {49, 7}, {1, 197}};
+  const Shape shapes[] = {{1, 1},     {7, 7},  {17, 17}, {49, 49},  {196, 196},
+                          {197, 197}, {5, 49}, {49, 7},  {17, 196}, {1, 197}};
   for (int64_t D = 1; D <= 16; ++D)
     for (const Shape sh : shapes) {
       if (sh.Lq * sh.Lk > 2000 && D != 1 && D != 8 && D != 9 && D != 16) continue;  // long rows: 4 D's
