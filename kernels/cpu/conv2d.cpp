@@ -215,20 +215,40 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
 // channel: the pixel i of each image goes to partial i % 8 (in image order), and the partials are added
 // pairwise ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)). A fixed order (the threads split the
 // channels): the same bits for any thread count; eight independent chains instead of one (a float64 add's
-// latency per element) let the loop run at vector width.
+// latency per element) let the loop run at vector width, and kBiasGroup channels interleaved (each with
+// its own partials, in the same order) hide the add latency.
+constexpr int64_t kBiasGroup = 4;
+
+template <typename T, int G>
+void bias_grad_group(const Conv2dShape& s, const T* dy, int64_t k0, T* db) {
+  const int64_t PQ = s.P * s.Q, PQ8 = PQ / 8 * 8;
+  double p[G][8] = {};
+  for (int64_t n = 0; n < s.N; ++n) {
+    const T* d = dy + (n * s.K + k0) * PQ;
+    for (int64_t i = 0; i < PQ8; i += 8)
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; ++l) p[g][l] += static_cast<double>(d[g * PQ + i + l]);
+    for (int g = 0; g < G; ++g)
+      for (int64_t i = PQ8; i < PQ; ++i) p[g][i - PQ8] += static_cast<double>(d[g * PQ + i]);
+  }
+  for (int g = 0; g < G; ++g)
+    db[k0 + g] = static_cast<T>(((p[g][0] + p[g][1]) + (p[g][2] + p[g][3])) +
+                                ((p[g][4] + p[g][5]) + (p[g][6] + p[g][7])));
+}
+
 template <typename T>
 void bias_grad(const Conv2dShape& s, const T* dy, T* db) {
-  const int64_t PQ = s.P * s.Q, PQ8 = PQ / 8 * 8;
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && s.N * s.K * PQ >= (int64_t(1) << 15))
-  for (int64_t k = 0; k < s.K; ++k) {
-    double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int64_t n = 0; n < s.N; ++n) {
-      const T* d = dy + (n * s.K + k) * PQ;
-      for (int64_t i = 0; i < PQ8; i += 8)
-        for (int l = 0; l < 8; ++l) p[l] += static_cast<double>(d[i + l]);
-      for (int64_t i = PQ8; i < PQ; ++i) p[i - PQ8] += static_cast<double>(d[i]);
-    }
-    db[k] = static_cast<T>(((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7])));
+  const int64_t groups = (s.K + kBiasGroup - 1) / kBiasGroup;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && \
+                                              s.N * s.K * s.P * s.Q >= (int64_t(1) << 15))
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    const int64_t k0 = gi * kBiasGroup;
+    if (k0 + kBiasGroup <= s.K)
+      bias_grad_group<T, kBiasGroup>(s, dy, k0, db);
+    else
+      for (int64_t k = k0; k < s.K; ++k) bias_grad_group<T, 1>(s, dy, k, db);
   }
 }
 
