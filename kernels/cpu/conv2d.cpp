@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/gemm_a_rows.h"
 
 namespace kern::cpu {
 namespace {
@@ -185,30 +186,50 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
   const bool pw = is_pointwise(s);
   // dw (K, C*R*S) = sum over images n of dy_n (K, P*Q) @ cols_n^T, accumulated image after image with
   // beta = 1. gemm continues each element's FMA chain exactly (it reloads C between calls), so dw is one
-  // chain over (n, p, q) in order. The threads split dw's columns (rows of cols): each thread builds
-  // only its own rows of cols and runs the whole image loop for its columns, with no barrier. A column
-  // block changes which thread computes an element, never its chain: the same bits for any thread
+  // chain over (n, p, q) in order, fma(dy, col, acc). Of the two operands (both P*Q-contiguous), the one
+  // with more rows is the GEMM's A, read in place (gemm_a_rows: no packing), and the other is its
+  // transposed B, packed: with C*R*S > K the GEMM computes dw^T = sum cols_n @ dy_n^T into a scratch
+  // (the same chains: an FMA's two factors commute exactly) and transposes it at the end. The threads
+  // split A's rows (multiples of 8, so that 2 threads get equal halves on the UNet's shapes): each runs
+  // the whole image loop for its rows with no barrier (building only its own im2col rows when A is cols).
+  // A row block changes which thread computes an element, never its chain: the same bits for any thread
   // count (and, by gemm's invariant, any block boundaries).
+  const bool transposed = CRS > s.K;  // A = cols (C*R*S rows), B = dy; else A = dy (K rows), B = cols
+  const int64_t rows = transposed ? CRS : s.K;
+  if (rows == 0) return;  // dw is empty
   const int64_t work = s.K * CRS * PQ;
   const int nthreads = omp_in_parallel() || work < (int64_t(1) << 16) ? 1 : omp_get_max_threads();
-  // Column blocks: a multiple of 32 (the widest register tile) so that no thread gets a ragged tile.
-  const int64_t chunk = std::max<int64_t>(32, (CRS + nthreads - 1) / nthreads + 31) / 32 * 32;
-  const int64_t nblocks = (CRS + chunk - 1) / chunk;
+  const int64_t chunk = ((rows + nthreads - 1) / nthreads + 7) / 8 * 8;
+  const int64_t nblocks = (rows + chunk - 1) / chunk;
+  std::vector<T> dwt(transposed ? CRS * s.K : 0);  // dw^T (C*R*S, K) when transposed
 #pragma omp parallel for schedule(static, 1) num_threads(nthreads) if (nblocks > 1)
   for (int64_t blk = 0; blk < nblocks; ++blk) {
-    const int64_t r0 = blk * chunk, nr = std::min(chunk, CRS - r0);
-    std::vector<T> cols(pw ? 0 : nr * PQ);  // rows [r0, r0 + nr) of this image's (C*R*S, P*Q) im2col
+    const int64_t r0 = blk * chunk, nr = std::min(chunk, rows - r0);
+    // This image's im2col: rows [r0, r0 + nr) when transposed, all of it otherwise (pointwise: x_n).
+    std::vector<T> cols(pw ? 0 : (transposed ? nr : CRS) * PQ);
     for (int64_t n = 0; n < s.N; ++n) {
-      const T* src = x + n * CHW + r0 * PQ;  // pointwise: cols_n is x_n itself
+      const T beta = n == 0 ? T(0) : T(1);
+      const T* dyn = dy + n * s.K * PQ;
+      const T* src = x + n * CHW + (transposed ? r0 * PQ : 0);
       if (!pw) {
-        im2col_rows(s, x + n * CHW, r0, nr, cols.data());
+        if (transposed)
+          im2col_rows(s, x + n * CHW, r0, nr, cols.data());
+        else
+          im2col(s, x + n * CHW, cols.data());
         src = cols.data();
       }
-      gemm<T>(false, true, s.K, nr, PQ, T(1), dy + n * s.K * PQ, PQ, src, PQ, n == 0 ? T(0) : T(1), dw + r0,
-              CRS);
+      if (transposed)
+        gemm_a_rows<T>(true, nr, s.K, PQ, src, PQ, dyn, PQ, beta, dwt.data() + r0 * s.K, s.K);
+      else
+        gemm_a_rows<T>(true, nr, CRS, PQ, dyn + r0 * PQ, PQ, src, PQ, beta, dw + r0 * CRS, CRS);
     }
   }
-  if (s.N == 0) std::fill(dw, dw + s.K * CRS, T(0));
+  if (s.N == 0) {
+    std::fill(dw, dw + s.K * CRS, T(0));
+  } else if (transposed) {
+    for (int64_t k = 0; k < s.K; ++k)
+      for (int64_t c = 0; c < CRS; ++c) dw[k * CRS + c] = dwt[c * s.K + k];
+  }
 }
 
 // db[k] = sum of dy[n][k][.][.] over n and the pixels, in float64, rounded once. Eight partial sums per
