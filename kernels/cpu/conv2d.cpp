@@ -1,11 +1,16 @@
 // CPU conv2d (NCHW) via im2col + GEMM, OpenMP-parallel over the batch. 1x1 stride-1 pad-0 convolutions
-// skip im2col. Every output is bitwise independent of the thread count: forward and backward-data work
-// per image, and the weight gradient is one FMA chain per element over the images in order (gemm.cpp).
-// float32 3x3 stride-1 pad-1 convs take Winograd F(2x2, 3x3) instead where winograd_selected(s)
-// (conv2d_winograd.cpp, conv2d_winograd_wgrad.cpp).
+// skip im2col; stride-1 forwards with K <= 4 output channels run a direct conv (the same FMA chains). Every
+// output is bitwise independent of the thread count: forward and backward-data work per image, and the weight
+// gradient is one FMA chain per element over the images in order (gemm.cpp). float32 3x3 stride-1 pad-1 convs
+// take Winograd F(2x2, 3x3) instead where winograd_selected(s) (conv2d_winograd.cpp,
+// conv2d_winograd_wgrad.cpp).
 #include <omp.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -91,6 +96,81 @@ void col2im(const Conv2dShape& s, const T* cols, T* dx) {
       }
 }
 
+// Stride-1 convs with few output channels (conv_out: K = 1) run direct instead of im2col + GEMM, whose
+// register tile would be mostly padding rows (MR = 8 or 6) and whose im2col copies the input R*S times:
+// conv_out's forward 5-7x faster (bench/RESULTS.md, 2026-12-01). Not for more channels: conv_in (K = 32)
+// measured 2x slower direct (no reuse of the loaded inputs across k).
+constexpr int64_t kDirectMaxK = 4;
+bool direct_selected(const Conv2dShape& s) {
+  return s.stride_h == 1 && s.stride_w == 1 && s.K <= kDirectMaxK && !is_pointwise(s);
+}
+
+// One image's outputs y_n (K, P, Q) by the direct conv: each element is the im2col GEMM's chain exactly,
+// acc = y_n (the prefilled epilogue e + r; +0 when init_zero); for (c, r, s) in order:
+// acc = fma(w[k][c][r][s], xv, acc), with xv = +0 outside the image (read from the zero-padded copy xp
+// (C, Hp, Wp) of x_n, as im2col would write it). Vectorised over q (32 outputs of a row at a time,
+// reading 32 consecutive xp values: lanes past Q read the next row and are never stored).
+template <typename T>
+void direct_rows(const Conv2dShape& s, const T* xp, int64_t Hp, int64_t Wp, const T* w, bool init_zero,
+                 T* yn) {
+  const int64_t CRS = s.C * s.R * s.S;
+  constexpr int64_t kB = 32;
+  // ENGINE_CPU_ISA=scalar takes the portable loop (the same bits: one std::fma per lane and step).
+  const bool simd = cpu_isa() != CpuIsa::Scalar;
+  for (int64_t k = 0; k < s.K; ++k)
+    for (int64_t p = 0; p < s.P; ++p)
+      for (int64_t q0 = 0; q0 < s.Q; q0 += kB) {
+        const int64_t nq = std::min(kB, s.Q - q0);
+        T* yo = yn + (k * s.P + p) * s.Q + q0;
+        const T* xo = xp + p * Wp + q0;
+        const T* wk = w + k * CRS;
+#ifdef __AVX2__
+        if constexpr (std::is_same_v<T, float>) {
+          if (simd) {
+            __m256i mask[4];
+            __m256 acc[4];
+            for (int v = 0; v < 4; ++v) {
+              const int lanes = static_cast<int>(std::clamp<int64_t>(nq - 8 * v, 0, 8));
+              mask[v] =
+                  _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+              acc[v] = init_zero ? _mm256_setzero_ps() : _mm256_maskload_ps(yo + 8 * v, mask[v]);
+            }
+            for (int64_t c = 0, i = 0; c < s.C; ++c)
+              for (int64_t r = 0; r < s.R; ++r)
+                for (int64_t sc = 0; sc < s.S; ++sc, ++i) {
+                  const __m256 wv = _mm256_set1_ps(wk[i]);
+                  const float* xr = xo + (c * Hp + r) * Wp + sc;
+                  for (int v = 0; v < 4; ++v)
+                    acc[v] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr + 8 * v), acc[v]);
+                }
+            for (int v = 0; v < 4; ++v) _mm256_maskstore_ps(yo + 8 * v, mask[v], acc[v]);
+            continue;
+          }
+        }
+#endif
+        T acc[kB];
+        for (int64_t j = 0; j < kB; ++j) acc[j] = init_zero || j >= nq ? T(0) : yo[j];
+        for (int64_t c = 0, i = 0; c < s.C; ++c)
+          for (int64_t r = 0; r < s.R; ++r)
+            for (int64_t sc = 0; sc < s.S; ++sc, ++i) {
+              const T wv = wk[i];
+              const T* xr = xo + (c * Hp + r) * Wp + sc;
+              for (int64_t j = 0; j < kB; ++j) acc[j] = std::fma(wv, xr[j], acc[j]);
+            }
+        for (int64_t j = 0; j < nq; ++j) yo[j] = acc[j];
+      }
+}
+
+// xp (C, Hp, Wp) <- x_n zero-padded by (pad_h, pad_w); xp has room past the end for the vector reads.
+template <typename T>
+void pad_image(const Conv2dShape& s, const T* xn, int64_t Hp, int64_t Wp, T* xp) {
+  for (int64_t c = 0; c < s.C; ++c) {
+    T* plane = xp + c * Hp * Wp;
+    for (int64_t h = 0; h < s.H; ++h)
+      std::memcpy(plane + (h + s.pad_h) * Wp + s.pad_w, xn + (c * s.H + h) * s.W, sizeof(T) * s.W);
+  }
+}
+
 // Parallelise over the batch only when there is enough of it; otherwise let OpenBLAS use the threads.
 bool batch_parallel(int64_t N) {
   return !omp_in_parallel() && omp_get_max_threads() > 1 && N >= omp_get_max_threads();
@@ -116,16 +196,21 @@ void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T*
   if constexpr (std::is_same_v<T, float>) {
     if (winograd_selected(s)) return conv2d_forward_winograd(s, x, w, b, y, kWinogradTile, {t, r});
   }
-  const bool pw = is_pointwise(s);
+  const bool pw = is_pointwise(s), direct = direct_selected(s);
+  // The direct conv's zero-padded image (C, Hp, Wp), with room for its reads past the last row.
+  const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w, xp_size = s.C * Hp * Wp + Wp + s.S + 64;
 #pragma omp parallel if (batch_parallel(s.N))
   {
-    std::vector<T> cols(pw ? 0 : CRS * PQ);  // (C*R*S, P*Q)
+    std::vector<T> cols(pw || direct ? 0 : CRS * PQ);  // (C*R*S, P*Q)
+    std::vector<T> xp(direct ? xp_size : 0);           // zeros outside the image, kept between images
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < s.N; ++n) {
       const T* xn = x + n * CHW;
       T* yn = y + n * s.K * PQ;  // (K, P*Q)
       const T* src = xn;
-      if (!pw) {
+      if (direct) {
+        pad_image(s, xn, Hp, Wp, xp.data());
+      } else if (!pw) {
         im2col(s, xn, cols.data());
         src = cols.data();
       }
@@ -146,7 +231,10 @@ void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T*
         }
         beta = T(1);
       }
-      gemm<T>(false, false, s.K, PQ, CRS, T(1), w, CRS, src, PQ, beta, yn, PQ);
+      if (direct)
+        direct_rows(s, xp.data(), Hp, Wp, w, beta == T(0), yn);
+      else
+        gemm<T>(false, false, s.K, PQ, CRS, T(1), w, CRS, src, PQ, beta, yn, PQ);
     }
   }
 }
