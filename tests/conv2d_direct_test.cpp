@@ -83,3 +83,55 @@ TEST_F(ConvDirect, ForwardIsTheIm2colFmaChainBitwiseOnEveryIsaAndThreadCount) {
     }
   }
 }
+
+namespace {
+
+// The backward-data definition that gemm + col2im computes: col[c][r][s][p][q] = the chain acc = +0,
+// acc = fma(w[k][c][r][s], dy[k][p][q], acc) over k in order; dx = +0, then each col value added in at
+// its input position, rows in (c, r, s) order.
+std::vector<float> bwd_input_reference(const kern::Conv2dShape& s, const std::vector<float>& dy,
+                                       const std::vector<float>& w) {
+  std::vector<float> dx(s.N * s.C * s.H * s.W, 0.f);
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t c = 0; c < s.C; ++c)
+      for (int64_t rr = 0; rr < s.R; ++rr)
+        for (int64_t ss = 0; ss < s.S; ++ss)
+          for (int64_t p = 0; p < s.P; ++p)
+            for (int64_t q = 0; q < s.Q; ++q) {
+              const int64_t h = p * s.stride_h - s.pad_h + rr, ww = q * s.stride_w - s.pad_w + ss;
+              if (h < 0 || h >= s.H || ww < 0 || ww >= s.W) continue;
+              float col = 0.f;
+              for (int64_t k = 0; k < s.K; ++k)
+                col = std::fma(w[((k * s.C + c) * s.R + rr) * s.S + ss],
+                               dy[((n * s.K + k) * s.P + p) * s.Q + q], col);
+              dx[((n * s.C + c) * s.H + h) * s.W + ww] += col;
+            }
+  return dx;
+}
+
+}  // namespace
+
+// Backward-data with K <= 4 output channels (conv_out) computes each cols row as it adds it: the same bits
+// as gemm + col2im, on every ISA path and thread count, any stride.
+TEST_F(ConvDirect, BackwardInputWithFewOutputChannelsIsTheGemmCol2imDefinitionBitwise) {
+  const kern::Conv2dShape shapes[] = {
+      kern::conv2d_shape(3, 32, 28, 28, 1, 3, 3, 1, 1, 1, 1),  // conv_out
+      kern::conv2d_shape(2, 3, 9, 11, 4, 3, 3, 2, 2, 1, 1),    // stride 2, odd sizes
+      kern::conv2d_shape(1, 5, 6, 5, 2, 5, 3, 1, 2, 2, 0),     // batch 1, 5x3, stride (1, 2)
+  };
+  for (const auto& s : shapes) {
+    const auto dy = random_vector<float>(s.N * s.K * s.P * s.Q, 41),
+               w = random_vector<float>(s.K * s.C * s.R * s.S, 42);
+    const auto ref = bwd_input_reference(s, dy, w);
+    for (kc::CpuIsa isa : engine::test::supported_isas()) {
+      kc::set_cpu_isa(isa);
+      for (int threads : {1, 2, 3}) {
+        omp_set_num_threads(threads);
+        std::vector<float> dx(ref.size(), 99.f);
+        kc::conv2d_backward_input<float>(s, dy.data(), w.data(), dx.data());
+        EXPECT_TRUE(bitwise_equal(dx, ref))
+            << kc::cpu_isa_name(isa) << " threads " << threads << " C=" << s.C << " K=" << s.K;
+      }
+    }
+  }
+}

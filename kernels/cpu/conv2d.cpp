@@ -71,28 +71,60 @@ void im2col(const Conv2dShape& s, const T* x, T* cols) {
   im2col_rows(s, x, 0, s.C * s.R * s.S, cols);
 }
 
-// cols (C*R*S, P*Q) -> dx (C, H, W), overwriting dx.
+// Output channels up to which the forward runs direct and backward-data skips the cols matrix.
+constexpr int64_t kDirectMaxK = 4;
+
+// dx (C, H, W) += the im2col row (c, r, sc) of a cols matrix (P*Q values).
+template <typename T>
+void col2im_row(const Conv2dShape& s, int64_t c, int64_t r, int64_t sc, const T* row, T* dx) {
+  const int64_t Q = s.Q;
+  int64_t q0, q1;
+  q_range(s, sc, q0, q1);
+  for (int64_t p = 0; p < s.P; ++p) {
+    const int64_t h = p * s.stride_h - s.pad_h + r;
+    if (h < 0 || h >= s.H) continue;
+    const T* src = row + p * Q;
+    T* dst = dx + (c * s.H + h) * s.W - s.pad_w + sc;
+    if (s.stride_w == 1) {
+      for (int64_t q = q0; q < q1; ++q) dst[q] += src[q];
+    } else {
+      for (int64_t q = q0; q < q1; ++q) dst[q * s.stride_w] += src[q];
+    }
+  }
+}
+
+// cols (C*R*S, P*Q) -> dx (C, H, W), overwriting dx: +0, then the rows added in (c, r, sc) order.
 template <typename T>
 void col2im(const Conv2dShape& s, const T* cols, T* dx) {
-  const int64_t P = s.P, Q = s.Q;
   std::fill(dx, dx + s.C * s.H * s.W, T(0));
   for (int64_t c = 0; c < s.C; ++c)
     for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t sc = 0; sc < s.S; ++sc)
+        col2im_row(s, c, r, sc, cols + ((c * s.R + r) * s.S + sc) * s.P * s.Q, dx);
+}
+
+// Backward-data of one image with few output channels (K <= kDirectMaxK: conv_out): each cols row is
+// computed when it is added (into `row`, P*Q values) instead of a (C*R*S, P*Q) GEMM of depth K whose
+// register tiles would be all stores: row = the GEMM's chain, acc = +0, acc = fma(w[k][c][r][sc], dy[k], acc)
+// for k in order; then col2im's adds in its order. The same bits as gemm + col2im.
+template <typename T>
+void backward_input_small_k(const Conv2dShape& s, const T* w, const T* __restrict dyn, T* dxn,
+                            T* __restrict row) {
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
+  std::fill(dxn, dxn + s.C * s.H * s.W, T(0));
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
       for (int64_t sc = 0; sc < s.S; ++sc) {
-        const T* row = cols + ((c * s.R + r) * s.S + sc) * P * Q;
-        int64_t q0, q1;
-        q_range(s, sc, q0, q1);
-        for (int64_t p = 0; p < P; ++p) {
-          const int64_t h = p * s.stride_h - s.pad_h + r;
-          if (h < 0 || h >= s.H) continue;
-          const T* src = row + p * Q;
-          T* dst = dx + (c * s.H + h) * s.W - s.pad_w + sc;
-          if (s.stride_w == 1) {
-            for (int64_t q = q0; q < q1; ++q) dst[q] += src[q];
-          } else {
-            for (int64_t q = q0; q < q1; ++q) dst[q * s.stride_w] += src[q];
-          }
+        const int64_t crs = (c * s.R + r) * s.S + sc;
+        for (int64_t k = 0; k < s.K; ++k) {  // k = 0 starts the chains from +0 (no separate fill)
+          const T wv = w[k * CRS + crs];
+          const T* __restrict d = dyn + k * PQ;
+          if (k == 0)
+            for (int64_t i = 0; i < PQ; ++i) row[i] = std::fma(wv, d[i], T(0));
+          else
+            for (int64_t i = 0; i < PQ; ++i) row[i] = std::fma(wv, d[i], row[i]);
         }
+        col2im_row(s, c, r, sc, row, dxn);
       }
 }
 
@@ -100,7 +132,6 @@ void col2im(const Conv2dShape& s, const T* cols, T* dx) {
 // register tile would be mostly padding rows (MR = 8 or 6) and whose im2col copies the input R*S times:
 // conv_out's forward 5-7x faster (bench/RESULTS.md, 2026-12-01). Not for more channels: conv_in (K = 32)
 // measured 2x slower direct (no reuse of the loaded inputs across k).
-constexpr int64_t kDirectMaxK = 4;
 bool direct_selected(const Conv2dShape& s) {
   return s.stride_h == 1 && s.stride_w == 1 && s.K <= kDirectMaxK && !is_pointwise(s);
 }
@@ -247,15 +278,17 @@ void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx)
     if (winograd_selected(s)) return conv2d_backward_input_winograd(s, dy, w, dx);
   }
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
-  const bool pw = is_pointwise(s);
+  const bool pw = is_pointwise(s), small_k = !pw && s.K <= kDirectMaxK;
 #pragma omp parallel if (batch_parallel(s.N))
   {
-    std::vector<T> cols(pw ? 0 : CRS * PQ);  // (C*R*S, P*Q)
+    std::vector<T> cols(pw ? 0 : small_k ? PQ : CRS * PQ);  // (C*R*S, P*Q); small_k: one row
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < s.N; ++n) {
       const T* dyn = dy + n * s.K * PQ;
       T* dxn = dx + n * CHW;
-      if (pw) {
+      if (small_k) {
+        backward_input_small_k(s, w, dyn, dxn, cols.data());
+      } else if (pw) {
         gemm<T>(true, false, s.C, PQ, s.K, T(1), w, CRS, dyn, PQ, T(0), dxn, PQ);
       } else {
         gemm<T>(true, false, CRS, PQ, s.K, T(1), w, CRS, dyn, PQ, T(0), cols.data(), PQ);
