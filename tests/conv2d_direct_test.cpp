@@ -3,6 +3,7 @@
 // convolution's index formula (not from the kernel): acc = the epilogue's e + r (the terms given; +0 with
 // none), then acc = fma(w[k][c][r][s], x value or +0 outside the image, acc) for (c, r, s) in order. Every
 // ISA path, 1 to 3 threads, odd sizes (Q > 32: two column blocks), batch 1, every epilogue combination.
+// Also the im2col forward with stride 2 (its vectorised even-column copy, Q >= 8) against the same chain.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -38,7 +39,7 @@ std::vector<float> chain_reference(const kern::Conv2dShape& s, const std::vector
           for (int64_t c = 0; c < s.C; ++c)
             for (int64_t rr = 0; rr < s.R; ++rr)
               for (int64_t ss = 0; ss < s.S; ++ss) {
-                const int64_t h = p - s.pad_h + rr, ww = q - s.pad_w + ss;
+                const int64_t h = p * s.stride_h - s.pad_h + rr, ww = q * s.stride_w - s.pad_w + ss;
                 const bool in = h >= 0 && h < s.H && ww >= 0 && ww < s.W;
                 const float xv = in ? x[((n * s.C + c) * s.H + h) * s.W + ww] : 0.f;
                 acc = std::fma(w[((k * s.C + c) * s.R + rr) * s.S + ss], xv, acc);
@@ -131,6 +132,30 @@ TEST_F(ConvDirect, BackwardInputWithFewOutputChannelsIsTheGemmCol2imDefinitionBi
         kc::conv2d_backward_input<float>(s, dy.data(), w.data(), dx.data());
         EXPECT_TRUE(bitwise_equal(dx, ref))
             << kc::cpu_isa_name(isa) << " threads " << threads << " C=" << s.C << " K=" << s.K;
+      }
+    }
+  }
+}
+
+// The im2col + GEMM forward with stride 2 along W, where im2col copies every other input column 8 at a
+// time (Q >= 8: full blocks, an overlapping last block, and rows clipped by the padding): the same chain.
+TEST_F(ConvDirect, Im2colStride2ForwardIsTheFmaChainBitwise) {
+  const kern::Conv2dShape shapes[] = {
+      kern::conv2d_shape(2, 3, 37, 35, 8, 3, 3, 2, 2, 1, 1),    // Q = 18: blocks at 0, 8, 10 (overlapping)
+      kern::conv2d_shape(1, 2, 20, 16, 5, 3, 3, 1, 2, 1, 0),    // stride (1, 2), Q = 7 and 8 per column shift
+      kern::conv2d_shape(3, 32, 28, 28, 32, 3, 3, 2, 2, 1, 1),  // the UNet's downsample 28 -> 14
+  };
+  for (const auto& s : shapes) {
+    const auto x = random_vector<float>(s.N * s.C * s.H * s.W, 51),
+               w = random_vector<float>(s.K * s.C * s.R * s.S, 52), b = random_vector<float>(s.K, 53);
+    const auto ref = chain_reference(s, x, w, b.data(), nullptr, nullptr);
+    for (kc::CpuIsa isa : engine::test::supported_isas()) {
+      kc::set_cpu_isa(isa);
+      for (int threads : {1, 2}) {
+        omp_set_num_threads(threads);
+        std::vector<float> y(ref.size(), 99.f);
+        kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data());
+        EXPECT_TRUE(bitwise_equal(y, ref)) << kc::cpu_isa_name(isa) << " threads " << threads << " W=" << s.W;
       }
     }
   }
