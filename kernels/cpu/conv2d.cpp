@@ -155,8 +155,18 @@ void backward_input_small_k(const Conv2dShape& s, const T* w, const T* __restric
 // register tile would be mostly padding rows (MR = 8 or 6) and whose im2col copies the input R*S times:
 // conv_out's forward 5-7x faster (bench/RESULTS.md, 2026-12-01). Not for more channels: conv_in (K = 32)
 // measured 2x slower direct (no reuse of the loaded inputs across k).
+// float32 only while gemm<float> runs Fp32: in bf16 mode (docs/apps.md "Precision") these convs keep
+// im2col + the bf16 GEMM, as documented.
+template <typename T>
+bool small_k_selected(const Conv2dShape& s) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (matmul_precision_active() != MatmulPrecision::Fp32) return false;
+  }
+  return s.K <= kDirectMaxK && !is_pointwise(s);
+}
+template <typename T>
 bool direct_selected(const Conv2dShape& s) {
-  return s.stride_h == 1 && s.stride_w == 1 && s.K <= kDirectMaxK && !is_pointwise(s);
+  return s.stride_h == 1 && s.stride_w == 1 && small_k_selected<T>(s);
 }
 
 // One image's outputs y_n (K, P, Q) by the direct conv: each element is the im2col GEMM's chain exactly,
@@ -250,7 +260,7 @@ void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T*
   if constexpr (std::is_same_v<T, float>) {
     if (winograd_selected(s)) return conv2d_forward_winograd(s, x, w, b, y, kWinogradTile, {t, r});
   }
-  const bool pw = is_pointwise(s), direct = direct_selected(s);
+  const bool pw = is_pointwise(s), direct = direct_selected<T>(s);
   // The direct conv's zero-padded image (C, Hp, Wp), with room for its reads past the last row.
   const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w, xp_size = s.C * Hp * Wp + Wp + s.S + 64;
 #pragma omp parallel if (batch_parallel(s.N))
@@ -301,7 +311,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx)
     if (winograd_selected(s)) return conv2d_backward_input_winograd(s, dy, w, dx);
   }
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
-  const bool pw = is_pointwise(s), small_k = !pw && s.K <= kDirectMaxK;
+  const bool pw = is_pointwise(s), small_k = small_k_selected<T>(s);
 #pragma omp parallel if (batch_parallel(s.N))
   {
     std::vector<T> cols(pw ? 0 : small_k ? PQ : CRS * PQ);  // (C*R*S, P*Q); small_k: one row
