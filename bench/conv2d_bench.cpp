@@ -13,6 +13,15 @@ namespace {
 
 constexpr int64_t kBatch = 128;
 
+// UNet convs that bench/unet_shapes.h's kConvs (shared with the kernel benchmarks) leaves out: conv_in,
+// conv_out and the shortcuts it lists under another row.
+constexpr bench::ConvCase kExtraConvs[] = {
+    {"conv_in 2->32", 2, 32, 28, 3, 1, 1},    // conv_in (noisy image + class channel)
+    {"conv_out 32->1", 32, 1, 28, 3, 1, 1},   // conv_out
+    {"conv1x1 64->32", 64, 32, 28, 1, 1, 0},  // up_blocks.2 resnets.1/2 shortcut
+    {"conv1x1 32->64", 32, 64, 14, 1, 1, 0},  // down_blocks.1 resnets.0 shortcut
+};
+
 enum class Pass { Forward, BackwardInput, BackwardWeight };
 
 void BM_Conv(benchmark::State& state, bench::ConvCase c, Pass pass) {
@@ -39,19 +48,22 @@ void BM_Conv(benchmark::State& state, bench::ConvCase c, Pass pass) {
       benchmark::Counter(s.flops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+void register_case(const bench::ConvCase& c) {
+  const std::string id = bench::conv_id(c);
+  benchmark::RegisterBenchmark(("conv2d_fwd/" + id).c_str(), BM_Conv, c, Pass::Forward)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark(("conv2d_bwd_input/" + id).c_str(), BM_Conv, c, Pass::BackwardInput)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark(("conv2d_bwd_weight/" + id).c_str(), BM_Conv, c, Pass::BackwardWeight)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+}
+
 int register_all() {
-  for (const bench::ConvCase& c : bench::kConvs) {
-    const std::string id = bench::conv_id(c);
-    benchmark::RegisterBenchmark(("conv2d_fwd/" + id).c_str(), BM_Conv, c, Pass::Forward)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
-    benchmark::RegisterBenchmark(("conv2d_bwd_input/" + id).c_str(), BM_Conv, c, Pass::BackwardInput)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
-    benchmark::RegisterBenchmark(("conv2d_bwd_weight/" + id).c_str(), BM_Conv, c, Pass::BackwardWeight)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
-  }
+  for (const bench::ConvCase& c : bench::kConvs) register_case(c);
+  for (const bench::ConvCase& c : kExtraConvs) register_case(c);
   return 0;
 }
 const int registered = register_all();

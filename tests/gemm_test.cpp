@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/gemm_a_rows.h"
 #include "kernels/cpu/gemm_detail.h"
 #include "tests/test_util.h"
 
@@ -115,6 +116,45 @@ TEST(Gemm, EveryIsaAndThreadCountEqualsTheFmaChainDefinitionBitwise) {
       for (const Case& c : cases()) {
         check_case<float>(c, "float");
         check_case<double>(c, "double");
+      }
+    }
+  }
+}
+
+// gemm_a_rows (an untransposed A read in place, alpha = 1: the conv weight gradient's GEMMs) against
+// the definition: full panels read in place, a partial last row panel packed, N = 1 and other narrow
+// widths, the half-width AVX-512 tile, K over one K block (784 = 3 x 256 + 16), beta 0, 1 and other.
+TEST(Gemm, ARowsInPlaceEqualsTheFmaChainDefinitionBitwise) {
+  IsaGuard guard;
+  const Case a_rows_cases[] = {
+      {48, 32, 784, false, true, 1, 0},  {48, 32, 784, false, true, 1, 1},     // 1x1 96->32 dw^T block
+      {16, 18, 784, false, true, 1, 1},  {13, 1, 784, false, true, 1, 0},      // conv_in; conv_out (N = 1)
+      {144, 64, 196, false, true, 1, 1}, {50, 49, 300, false, false, 1, 0.5},  // odd M, untransposed B
+      {8, 45, 33, false, true, 1, 0},    {1, 40, 7, false, false, 1, 1},       // M = 1: packed only
+      {37, 96, 257, false, true, 1, 2},
+  };
+  for (CpuIsa isa : supported_isas()) {
+    kc::set_cpu_isa(isa);
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      for (const Case& c : a_rows_cases) {
+        auto run = [&](auto zero) {
+          using T = decltype(zero);
+          const int64_t lda = c.K + 3, ldb = (c.tb ? c.K : c.N) + 1, ldc = c.N + 2;
+          const auto A = random_vector<T>(c.M * lda, 1);
+          const auto B = random_vector<T>((c.tb ? c.N : c.K) * ldb, 2);
+          auto C = random_vector<T>(c.M * ldc, 3);
+          auto ref = C;
+          kc::gemm_reference<T>(false, c.tb, c.M, c.N, c.K, T(1), A.data(), lda, B.data(), ldb, T(c.beta),
+                                ref.data(), ldc);
+          kc::gemm_a_rows<T>(c.tb, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, T(c.beta), C.data(), ldc);
+          EXPECT_TRUE(bitwise_equal(C, ref))
+              << (sizeof(T) == 4 ? "float" : "double") << " isa=" << kc::cpu_isa_name(isa)
+              << " threads=" << threads << " M=" << c.M << " N=" << c.N << " K=" << c.K << " tb=" << c.tb
+              << " beta=" << c.beta;
+        };
+        run(0.f);
+        run(0.0);
       }
     }
   }

@@ -1,17 +1,23 @@
 // CPU conv2d (NCHW) via im2col + GEMM, OpenMP-parallel over the batch. 1x1 stride-1 pad-0 convolutions
-// skip im2col. Every output is bitwise independent of the thread count: forward and backward-data work
-// per image, and the weight gradient is one FMA chain per element over the images in order (gemm.cpp).
-// float32 3x3 stride-1 pad-1 convs take Winograd F(2x2, 3x3) instead where winograd_selected(s)
-// (conv2d_winograd.cpp, conv2d_winograd_wgrad.cpp).
+// skip im2col; stride-1 forwards with K <= 4 output channels run a direct conv (the same FMA chains). Every
+// output is bitwise independent of the thread count: forward and backward-data work per image, and the weight
+// gradient is one FMA chain per element over the images in order (gemm.cpp). float32 3x3 stride-1 pad-1 convs
+// take Winograd F(2x2, 3x3) instead where winograd_selected(s) (conv2d_winograd.cpp,
+// conv2d_winograd_wgrad.cpp).
 #include <omp.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/gemm_a_rows.h"
 
 namespace kern::cpu {
 namespace {
@@ -28,6 +34,29 @@ void q_range(const Conv2dShape& s, int64_t sc, int64_t& q0, int64_t& q1) {
   q0 = std::max<int64_t>(0, ceil_div(s.pad_w - sc, s.stride_w));
   q1 = std::min<int64_t>(s.Q, floor_div(s.W - 1 + s.pad_w - sc, s.stride_w) + 1);
   if (q1 < q0) q1 = q0;
+}
+
+// dst[q] = src[q * stride] for q in [q0, q1). Float with stride 2 (the downsample convs) and AVX2, at
+// least 8 outputs: 8 at a time from two loads, src[2q .. 2q+7] and src[2q+7 .. 2q+14] (never past the
+// last value used), the last block overlapping the one before (no masked loads or stores: slow on AMD);
+// a plain loop otherwise. Data movement only: the values are the same either way.
+template <typename T>
+void copy_strided(const T* src, int64_t stride, int64_t q0, int64_t q1, T* dst) {
+#ifdef __AVX2__
+  if constexpr (std::is_same_v<T, float>) {
+    if (stride == 2 && q1 - q0 >= 8) {
+      for (int64_t q = q0;; q += 8) {
+        q = std::min(q, q1 - 8);
+        const __m256 a = _mm256_loadu_ps(src + 2 * q), b = _mm256_loadu_ps(src + 2 * q + 7);
+        const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 2, 0));  // a0 a2 b1 b3 | a4 a6 b5 b7
+        _mm256_storeu_ps(
+            dst + q, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0))));
+        if (q + 8 >= q1) return;
+      }
+    }
+  }
+#endif
+  for (int64_t q = q0; q < q1; ++q) dst[q] = src[q * stride];
 }
 
 // Rows [r0, r0 + nr) of the im2col of x (C, H, W), row (c, r, sc) = (c * R + r) * S + sc
@@ -53,7 +82,7 @@ void im2col_rows(const Conv2dShape& s, const T* x, int64_t r0, int64_t nr, T* co
       if (s.stride_w == 1) {
         std::memcpy(dst + q0, src + q0, sizeof(T) * (q1 - q0));
       } else {
-        for (int64_t q = q0; q < q1; ++q) dst[q] = src[q * s.stride_w];
+        copy_strided(src, s.stride_w, q0, q1, dst);
       }
     }
   }
@@ -65,29 +94,145 @@ void im2col(const Conv2dShape& s, const T* x, T* cols) {
   im2col_rows(s, x, 0, s.C * s.R * s.S, cols);
 }
 
-// cols (C*R*S, P*Q) -> dx (C, H, W), overwriting dx.
+// Output channels up to which the forward runs direct and backward-data skips the cols matrix.
+constexpr int64_t kDirectMaxK = 4;
+
+// dx (C, H, W) += the im2col row (c, r, sc) of a cols matrix (P*Q values).
+template <typename T>
+void col2im_row(const Conv2dShape& s, int64_t c, int64_t r, int64_t sc, const T* row, T* dx) {
+  const int64_t Q = s.Q;
+  int64_t q0, q1;
+  q_range(s, sc, q0, q1);
+  for (int64_t p = 0; p < s.P; ++p) {
+    const int64_t h = p * s.stride_h - s.pad_h + r;
+    if (h < 0 || h >= s.H) continue;
+    const T* src = row + p * Q;
+    T* dst = dx + (c * s.H + h) * s.W - s.pad_w + sc;
+    if (s.stride_w == 1) {
+      for (int64_t q = q0; q < q1; ++q) dst[q] += src[q];
+    } else {
+      for (int64_t q = q0; q < q1; ++q) dst[q * s.stride_w] += src[q];
+    }
+  }
+}
+
+// cols (C*R*S, P*Q) -> dx (C, H, W), overwriting dx: +0, then the rows added in (c, r, sc) order.
 template <typename T>
 void col2im(const Conv2dShape& s, const T* cols, T* dx) {
-  const int64_t P = s.P, Q = s.Q;
   std::fill(dx, dx + s.C * s.H * s.W, T(0));
   for (int64_t c = 0; c < s.C; ++c)
     for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t sc = 0; sc < s.S; ++sc)
+        col2im_row(s, c, r, sc, cols + ((c * s.R + r) * s.S + sc) * s.P * s.Q, dx);
+}
+
+// Backward-data of one image with few output channels (K <= kDirectMaxK: conv_out): each cols row is
+// computed when it is added (into `row`, P*Q values) instead of a (C*R*S, P*Q) GEMM of depth K whose
+// register tiles would be all stores: row = the GEMM's chain, acc = +0, acc = fma(w[k][c][r][sc], dy[k], acc)
+// for k in order; then col2im's adds in its order. The same bits as gemm + col2im.
+template <typename T>
+void backward_input_small_k(const Conv2dShape& s, const T* w, const T* __restrict dyn, T* dxn,
+                            T* __restrict row) {
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
+  std::fill(dxn, dxn + s.C * s.H * s.W, T(0));
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
       for (int64_t sc = 0; sc < s.S; ++sc) {
-        const T* row = cols + ((c * s.R + r) * s.S + sc) * P * Q;
-        int64_t q0, q1;
-        q_range(s, sc, q0, q1);
-        for (int64_t p = 0; p < P; ++p) {
-          const int64_t h = p * s.stride_h - s.pad_h + r;
-          if (h < 0 || h >= s.H) continue;
-          const T* src = row + p * Q;
-          T* dst = dx + (c * s.H + h) * s.W - s.pad_w + sc;
-          if (s.stride_w == 1) {
-            for (int64_t q = q0; q < q1; ++q) dst[q] += src[q];
-          } else {
-            for (int64_t q = q0; q < q1; ++q) dst[q * s.stride_w] += src[q];
+        const int64_t crs = (c * s.R + r) * s.S + sc;
+        for (int64_t k = 0; k < s.K; ++k) {  // k = 0 starts the chains from +0 (no separate fill)
+          const T wv = w[k * CRS + crs];
+          const T* __restrict d = dyn + k * PQ;
+          if (k == 0)
+            for (int64_t i = 0; i < PQ; ++i) row[i] = std::fma(wv, d[i], T(0));
+          else
+            for (int64_t i = 0; i < PQ; ++i) row[i] = std::fma(wv, d[i], row[i]);
+        }
+        col2im_row(s, c, r, sc, row, dxn);
+      }
+}
+
+// Stride-1 convs with few output channels (conv_out: K = 1) run direct instead of im2col + GEMM, whose
+// register tile would be mostly padding rows (MR = 8 or 6) and whose im2col copies the input R*S times:
+// conv_out's forward 5-7x faster (bench/RESULTS.md, 2026-12-01). Not for more channels: conv_in (K = 32)
+// measured 2x slower direct (no reuse of the loaded inputs across k).
+// float32 only while gemm<float> runs Fp32: in bf16 mode (docs/apps.md "Precision") these convs keep
+// im2col + the bf16 GEMM, as documented.
+template <typename T>
+bool small_k_selected(const Conv2dShape& s) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (matmul_precision_active() != MatmulPrecision::Fp32) return false;
+  }
+  return s.K <= kDirectMaxK && !is_pointwise(s);
+}
+template <typename T>
+bool direct_selected(const Conv2dShape& s) {
+  return s.stride_h == 1 && s.stride_w == 1 && small_k_selected<T>(s);
+}
+
+// One image's outputs y_n (K, P, Q) by the direct conv: each element is the im2col GEMM's chain exactly,
+// acc = y_n (the prefilled epilogue e + r; +0 when init_zero); for (c, r, s) in order:
+// acc = fma(w[k][c][r][s], xv, acc), with xv = +0 outside the image (read from the zero-padded copy xp
+// (C, Hp, Wp) of x_n, as im2col would write it). Vectorised over q (32 outputs of a row at a time,
+// reading 32 consecutive xp values: lanes past Q read the next row and are never stored).
+template <typename T>
+void direct_rows(const Conv2dShape& s, const T* xp, int64_t Hp, int64_t Wp, const T* w, bool init_zero,
+                 T* yn) {
+  const int64_t CRS = s.C * s.R * s.S;
+  constexpr int64_t kB = 32;
+  // ENGINE_CPU_ISA=scalar takes the portable loop (the same bits: one std::fma per lane and step).
+  const bool simd = cpu_isa() != CpuIsa::Scalar;
+  for (int64_t k = 0; k < s.K; ++k)
+    for (int64_t p = 0; p < s.P; ++p)
+      for (int64_t q0 = 0; q0 < s.Q; q0 += kB) {
+        const int64_t nq = std::min(kB, s.Q - q0);
+        T* yo = yn + (k * s.P + p) * s.Q + q0;
+        const T* xo = xp + p * Wp + q0;
+        const T* wk = w + k * CRS;
+#ifdef __AVX2__
+        if constexpr (std::is_same_v<T, float>) {
+          if (simd) {
+            __m256i mask[4];
+            __m256 acc[4];
+            for (int v = 0; v < 4; ++v) {
+              const int lanes = static_cast<int>(std::clamp<int64_t>(nq - 8 * v, 0, 8));
+              mask[v] =
+                  _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+              acc[v] = init_zero ? _mm256_setzero_ps() : _mm256_maskload_ps(yo + 8 * v, mask[v]);
+            }
+            for (int64_t c = 0, i = 0; c < s.C; ++c)
+              for (int64_t r = 0; r < s.R; ++r)
+                for (int64_t sc = 0; sc < s.S; ++sc, ++i) {
+                  const __m256 wv = _mm256_set1_ps(wk[i]);
+                  const float* xr = xo + (c * Hp + r) * Wp + sc;
+                  for (int v = 0; v < 4; ++v)
+                    acc[v] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr + 8 * v), acc[v]);
+                }
+            for (int v = 0; v < 4; ++v) _mm256_maskstore_ps(yo + 8 * v, mask[v], acc[v]);
+            continue;
           }
         }
+#endif
+        T acc[kB];
+        for (int64_t j = 0; j < kB; ++j) acc[j] = init_zero || j >= nq ? T(0) : yo[j];
+        for (int64_t c = 0, i = 0; c < s.C; ++c)
+          for (int64_t r = 0; r < s.R; ++r)
+            for (int64_t sc = 0; sc < s.S; ++sc, ++i) {
+              const T wv = wk[i];
+              const T* xr = xo + (c * Hp + r) * Wp + sc;
+              for (int64_t j = 0; j < kB; ++j) acc[j] = std::fma(wv, xr[j], acc[j]);
+            }
+        for (int64_t j = 0; j < nq; ++j) yo[j] = acc[j];
       }
+}
+
+// xp (C, Hp, Wp) <- x_n zero-padded by (pad_h, pad_w); xp has room past the end for the vector reads.
+template <typename T>
+void pad_image(const Conv2dShape& s, const T* xn, int64_t Hp, int64_t Wp, T* xp) {
+  for (int64_t c = 0; c < s.C; ++c) {
+    T* plane = xp + c * Hp * Wp;
+    for (int64_t h = 0; h < s.H; ++h)
+      std::memcpy(plane + (h + s.pad_h) * Wp + s.pad_w, xn + (c * s.H + h) * s.W, sizeof(T) * s.W);
+  }
 }
 
 // Parallelise over the batch only when there is enough of it; otherwise let OpenBLAS use the threads.
@@ -115,16 +260,21 @@ void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T*
   if constexpr (std::is_same_v<T, float>) {
     if (winograd_selected(s)) return conv2d_forward_winograd(s, x, w, b, y, kWinogradTile, {t, r});
   }
-  const bool pw = is_pointwise(s);
+  const bool pw = is_pointwise(s), direct = direct_selected<T>(s);
+  // The direct conv's zero-padded image (C, Hp, Wp), with room for its reads past the last row.
+  const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w, xp_size = s.C * Hp * Wp + Wp + s.S + 64;
 #pragma omp parallel if (batch_parallel(s.N))
   {
-    std::vector<T> cols(pw ? 0 : CRS * PQ);  // (C*R*S, P*Q)
+    std::vector<T> cols(pw || direct ? 0 : CRS * PQ);  // (C*R*S, P*Q)
+    std::vector<T> xp(direct ? xp_size : 0);           // zeros outside the image, kept between images
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < s.N; ++n) {
       const T* xn = x + n * CHW;
       T* yn = y + n * s.K * PQ;  // (K, P*Q)
       const T* src = xn;
-      if (!pw) {
+      if (direct) {
+        pad_image(s, xn, Hp, Wp, xp.data());
+      } else if (!pw) {
         im2col(s, xn, cols.data());
         src = cols.data();
       }
@@ -145,7 +295,10 @@ void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T*
         }
         beta = T(1);
       }
-      gemm<T>(false, false, s.K, PQ, CRS, T(1), w, CRS, src, PQ, beta, yn, PQ);
+      if (direct)
+        direct_rows(s, xp.data(), Hp, Wp, w, beta == T(0), yn);
+      else
+        gemm<T>(false, false, s.K, PQ, CRS, T(1), w, CRS, src, PQ, beta, yn, PQ);
     }
   }
 }
@@ -158,15 +311,17 @@ void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx)
     if (winograd_selected(s)) return conv2d_backward_input_winograd(s, dy, w, dx);
   }
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
-  const bool pw = is_pointwise(s);
+  const bool pw = is_pointwise(s), small_k = small_k_selected<T>(s);
 #pragma omp parallel if (batch_parallel(s.N))
   {
-    std::vector<T> cols(pw ? 0 : CRS * PQ);  // (C*R*S, P*Q)
+    std::vector<T> cols(pw ? 0 : small_k ? PQ : CRS * PQ);  // (C*R*S, P*Q); small_k: one row
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < s.N; ++n) {
       const T* dyn = dy + n * s.K * PQ;
       T* dxn = dx + n * CHW;
-      if (pw) {
+      if (small_k) {
+        backward_input_small_k(s, w, dyn, dxn, cols.data());
+      } else if (pw) {
         gemm<T>(true, false, s.C, PQ, s.K, T(1), w, CRS, dyn, PQ, T(0), dxn, PQ);
       } else {
         gemm<T>(true, false, CRS, PQ, s.K, T(1), w, CRS, dyn, PQ, T(0), cols.data(), PQ);
@@ -185,50 +340,90 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
   const bool pw = is_pointwise(s);
   // dw (K, C*R*S) = sum over images n of dy_n (K, P*Q) @ cols_n^T, accumulated image after image with
   // beta = 1. gemm continues each element's FMA chain exactly (it reloads C between calls), so dw is one
-  // chain over (n, p, q) in order. The threads split dw's columns (rows of cols): each thread builds
-  // only its own rows of cols and runs the whole image loop for its columns, with no barrier. A column
-  // block changes which thread computes an element, never its chain: the same bits for any thread
+  // chain over (n, p, q) in order, fma(dy, col, acc). Of the two operands (both P*Q-contiguous), the one
+  // with more rows is the GEMM's A, read in place (gemm_a_rows: no packing), and the other is its
+  // transposed B, packed: with C*R*S > K the GEMM computes dw^T = sum cols_n @ dy_n^T into a scratch
+  // (the same chains: an FMA's two factors commute exactly) and transposes it at the end. The threads
+  // split A's rows (multiples of 8, so that 2 threads get equal halves on the UNet's shapes): each runs
+  // the whole image loop for its rows with no barrier (building only its own im2col rows when A is cols).
+  // A row block changes which thread computes an element, never its chain: the same bits for any thread
   // count (and, by gemm's invariant, any block boundaries).
+  const bool transposed = CRS > s.K;  // A = cols (C*R*S rows), B = dy; else A = dy (K rows), B = cols
+  const int64_t rows = transposed ? CRS : s.K;
+  if (rows == 0) return;  // dw is empty
   const int64_t work = s.K * CRS * PQ;
   const int nthreads = omp_in_parallel() || work < (int64_t(1) << 16) ? 1 : omp_get_max_threads();
-  // Column blocks: a multiple of 32 (the widest register tile) so that no thread gets a ragged tile.
-  const int64_t chunk = std::max<int64_t>(32, (CRS + nthreads - 1) / nthreads + 31) / 32 * 32;
-  const int64_t nblocks = (CRS + chunk - 1) / chunk;
+  const int64_t chunk = ((rows + nthreads - 1) / nthreads + 7) / 8 * 8;
+  const int64_t nblocks = (rows + chunk - 1) / chunk;
+  std::vector<T> dwt(transposed ? CRS * s.K : 0);  // dw^T (C*R*S, K) when transposed
 #pragma omp parallel for schedule(static, 1) num_threads(nthreads) if (nblocks > 1)
   for (int64_t blk = 0; blk < nblocks; ++blk) {
-    const int64_t r0 = blk * chunk, nr = std::min(chunk, CRS - r0);
-    std::vector<T> cols(pw ? 0 : nr * PQ);  // rows [r0, r0 + nr) of this image's (C*R*S, P*Q) im2col
+    const int64_t r0 = blk * chunk, nr = std::min(chunk, rows - r0);
+    // This image's im2col: rows [r0, r0 + nr) when transposed, all of it otherwise (pointwise: x_n).
+    std::vector<T> cols(pw ? 0 : (transposed ? nr : CRS) * PQ);
     for (int64_t n = 0; n < s.N; ++n) {
-      const T* src = x + n * CHW + r0 * PQ;  // pointwise: cols_n is x_n itself
+      const T beta = n == 0 ? T(0) : T(1);
+      const T* dyn = dy + n * s.K * PQ;
+      const T* src = x + n * CHW + (transposed ? r0 * PQ : 0);
       if (!pw) {
-        im2col_rows(s, x + n * CHW, r0, nr, cols.data());
+        if (transposed)
+          im2col_rows(s, x + n * CHW, r0, nr, cols.data());
+        else
+          im2col(s, x + n * CHW, cols.data());
         src = cols.data();
       }
-      gemm<T>(false, true, s.K, nr, PQ, T(1), dy + n * s.K * PQ, PQ, src, PQ, n == 0 ? T(0) : T(1), dw + r0,
-              CRS);
+      if (transposed)
+        gemm_a_rows<T>(true, nr, s.K, PQ, src, PQ, dyn, PQ, beta, dwt.data() + r0 * s.K, s.K);
+      else
+        gemm_a_rows<T>(true, nr, CRS, PQ, dyn + r0 * PQ, PQ, src, PQ, beta, dw + r0 * CRS, CRS);
     }
   }
-  if (s.N == 0) std::fill(dw, dw + s.K * CRS, T(0));
+  if (s.N == 0) {
+    std::fill(dw, dw + s.K * CRS, T(0));
+  } else if (transposed) {
+    for (int64_t k = 0; k < s.K; ++k)
+      for (int64_t c = 0; c < CRS; ++c) dw[k * CRS + c] = dwt[c * s.K + k];
+  }
 }
 
 // db[k] = sum of dy[n][k][.][.] over n and the pixels, in float64, rounded once. Eight partial sums per
 // channel: the pixel i of each image goes to partial i % 8 (in image order), and the partials are added
 // pairwise ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)). A fixed order (the threads split the
 // channels): the same bits for any thread count; eight independent chains instead of one (a float64 add's
-// latency per element) let the loop run at vector width.
+// latency per element) let the loop run at vector width, and kBiasGroup channels interleaved (each with
+// its own partials, in the same order) hide the add latency.
+constexpr int64_t kBiasGroup = 4;
+
+template <typename T, int G>
+void bias_grad_group(const Conv2dShape& s, const T* dy, int64_t k0, T* db) {
+  const int64_t PQ = s.P * s.Q, PQ8 = PQ / 8 * 8;
+  double p[G][8] = {};
+  for (int64_t n = 0; n < s.N; ++n) {
+    const T* d = dy + (n * s.K + k0) * PQ;
+    for (int64_t i = 0; i < PQ8; i += 8)
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; ++l) p[g][l] += static_cast<double>(d[g * PQ + i + l]);
+    for (int g = 0; g < G; ++g)
+      for (int64_t i = PQ8; i < PQ; ++i) p[g][i - PQ8] += static_cast<double>(d[g * PQ + i]);
+  }
+  for (int g = 0; g < G; ++g)
+    db[k0 + g] = static_cast<T>(((p[g][0] + p[g][1]) + (p[g][2] + p[g][3])) +
+                                ((p[g][4] + p[g][5]) + (p[g][6] + p[g][7])));
+}
+
 template <typename T>
 void bias_grad(const Conv2dShape& s, const T* dy, T* db) {
-  const int64_t PQ = s.P * s.Q, PQ8 = PQ / 8 * 8;
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && s.N * s.K * PQ >= (int64_t(1) << 15))
-  for (int64_t k = 0; k < s.K; ++k) {
-    double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int64_t n = 0; n < s.N; ++n) {
-      const T* d = dy + (n * s.K + k) * PQ;
-      for (int64_t i = 0; i < PQ8; i += 8)
-        for (int l = 0; l < 8; ++l) p[l] += static_cast<double>(d[i + l]);
-      for (int64_t i = PQ8; i < PQ; ++i) p[i - PQ8] += static_cast<double>(d[i]);
-    }
-    db[k] = static_cast<T>(((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7])));
+  const int64_t groups = (s.K + kBiasGroup - 1) / kBiasGroup;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && \
+                                              s.N * s.K * s.P * s.Q >= (int64_t(1) << 15))
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    const int64_t k0 = gi * kBiasGroup;
+    if (k0 + kBiasGroup <= s.K)
+      bias_grad_group<T, kBiasGroup>(s, dy, k0, db);
+    else
+      for (int64_t k = k0; k < s.K; ++k) bias_grad_group<T, 1>(s, dy, k, db);
   }
 }
 

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/gemm_a_rows.h"
 #include "kernels/cpu/gemm_detail.h"
 #ifdef __AVX2__
 #include "kernels/cpu/transpose8x8_avx2.h"
@@ -205,9 +206,13 @@ void pack_b(const View<T>& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, in
 }
 
 // One macro tile C[i0 : i0+mc, j0 : j0+nc], all K blocks in order, with the caller's packing buffers.
+// a_rows: an untransposed A with alpha == 1 is read in place for full-height panels (gemm_a_rows).
 template <typename T>
 void macro_tile(const Microkernel<T>& uk, const View<T>& A, const View<T>& B, int64_t K, T alpha, T beta,
-                T* C, int64_t ldc, int64_t i0, int64_t mc, int64_t j0, int64_t nc, T* Ap, T* Bp) {
+                T* C, int64_t ldc, int64_t i0, int64_t mc, int64_t j0, int64_t nc, T* Ap, T* Bp,
+                bool a_rows) {
+  // An untransposed A read in place (gemm_a_rows: the conv weight gradient's images, read once each).
+  const bool rows_in_place = a_rows && !A.trans && alpha == T(1) && uk.fn_ar;
   for (int64_t k0 = 0; k0 < K; k0 += kKC) {
     const int64_t kc = std::min(kKC, K - k0);
     const Init init = k0 > 0         ? Init::Load
@@ -220,13 +225,14 @@ void macro_tile(const Microkernel<T>& uk, const View<T>& A, const View<T>& B, in
     if (full < nc) pack_b(B, k0, kc, j0 + full, nc - full, uk.NR, Bp);
     // Likewise a transposed A with alpha == 1 (the Winograd GEMMs, conv backward-data) is read in place
     // for full-height panels: alpha * A == A, so the values are those packing would have written.
-    const int64_t full_a = A.trans && alpha == T(1) ? mc / uk.MR * uk.MR : 0;
+    const int64_t full_a = (A.trans && alpha == T(1)) || rows_in_place ? mc / uk.MR * uk.MR : 0;
     if (full_a < mc) pack_a(A, alpha, i0 + full_a, mc - full_a, k0, kc, uk.MR, Ap);
     for (int64_t jr = 0; jr < nc; jr += uk.NR)
       for (int64_t ir = 0; ir < mc; ir += uk.MR) {
         const bool direct = jr < full, direct_a = ir < full_a;
+        const T* a_in_place = rows_in_place ? A.p + (i0 + ir) * A.ld + k0 : A.p + k0 * A.ld + i0 + ir;
         MicroArgs<T> a{kc,
-                       direct_a ? A.p + k0 * A.ld + i0 + ir : Ap + (ir - full_a) * kc,
+                       direct_a ? a_in_place : Ap + (ir - full_a) * kc,
                        direct_a ? A.ld : int64_t(uk.MR),
                        direct ? B.p + k0 * B.ld + j0 + jr : Bp + (jr - full) * kc,
                        direct ? B.ld : int64_t(uk.NR),
@@ -236,7 +242,11 @@ void macro_tile(const Microkernel<T>& uk, const View<T>& A, const View<T>& B, in
                        static_cast<int>(std::min<int64_t>(uk.NR, nc - jr)),
                        init,
                        beta};
-        (a.n <= uk.NR / 2 && uk.half ? uk.half : uk.fn)(a);
+        const bool half = a.n <= uk.NR / 2 && uk.half;
+        if (direct_a && rows_in_place)
+          (half && uk.half_ar ? uk.half_ar : uk.fn_ar)(a);
+        else
+          (half ? uk.half : uk.fn)(a);
       }
   }
 }
@@ -353,9 +363,11 @@ MatmulPrecision matmul_precision_active() {
              : MatmulPrecision::Fp32;
 }
 
+namespace {
+
 template <typename T>
-void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+void gemm_impl(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+               const T* B, int64_t ldb, T beta, T* C, int64_t ldc, bool a_rows) {
   if (M <= 0 || N <= 0) return;
   const Microkernel<T> uk = microkernel_for<T>(active_isa());
   const View<T> a{A, lda, transA}, b{B, ldb, transB};
@@ -412,13 +424,28 @@ void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, co
       const int64_t ti = t / p.ntiles, tj = t % p.ntiles;
       const int64_t i0 = p.row_start(ti), i1 = std::min(M, p.row_start(ti + 1));
       const int64_t j0 = p.col_start(tj), j1 = std::min(N, p.col_start(tj + 1));
-      if (i1 > i0 && j1 > j0) macro_tile(uk, a, b, K, alpha, beta, C, ldc, i0, i1 - i0, j0, j1 - j0, Ap, Bp);
+      if (i1 > i0 && j1 > j0)
+        macro_tile(uk, a, b, K, alpha, beta, C, ldc, i0, i1 - i0, j0, j1 - j0, Ap, Bp, a_rows);
     }
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < strip_tasks; ++t)
       uk.narrow(NarrowArgs<T>{t * strip_rows, std::min(M, (t + 1) * strip_rows), n_strip, K, alpha, a.p, a.ld,
                               a.trans, b_strip.p, b_strip.ld, beta, C + N, ldc});
   }
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  gemm_impl(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, false);
+}
+
+template <typename T>
+void gemm_a_rows(bool transB, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                 int64_t ldb, T beta, T* C, int64_t ldc) {
+  gemm_impl(false, transB, M, N, K, T(1), A, lda, B, ldb, beta, C, ldc, true);
 }
 
 template <typename T>
@@ -450,6 +477,10 @@ void gemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N,
 
 KERN_INSTANTIATE_CPU(gemm)
 KERN_INSTANTIATE_CPU(gemm_batched)
+template void gemm_a_rows<float>(bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                                 int64_t, float, float*, int64_t);
+template void gemm_a_rows<double>(bool, int64_t, int64_t, int64_t, const double*, int64_t, const double*,
+                                  int64_t, double, double*, int64_t);
 template void gemm_reference<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
                                     const float*, int64_t, float, float*, int64_t);
 template void gemm_reference<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,

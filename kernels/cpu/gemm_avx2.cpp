@@ -33,10 +33,16 @@ struct F64x4 {
 
 void f32(const MicroArgs<float>& a) { microkernel<F32x8, 6, 2>(a); }
 void f64(const MicroArgs<double>& a) { microkernel<F64x4, 6, 2>(a); }
+void f32_ar(const MicroArgs<float>& a) { microkernel<F32x8, 6, 2, true>(a); }
+void f64_ar(const MicroArgs<double>& a) { microkernel<F64x4, 6, 2, true>(a); }
 
 }  // namespace
 
-Microkernel<float> microkernel_f32_avx2() { return {6, 16, f32, "avx2", false, narrow_f32_avx2()}; }
-Microkernel<double> microkernel_f64_avx2() { return {6, 8, f64, "avx2"}; }
+Microkernel<float> microkernel_f32_avx2() {
+  return {6, 16, f32, "avx2", false, narrow_f32_avx2(), nullptr, f32_ar, nullptr};
+}
+Microkernel<double> microkernel_f64_avx2() {
+  return {6, 8, f64, "avx2", false, nullptr, nullptr, f64_ar, nullptr};
+}
 
 }  // namespace kern::cpu::gemm_detail

@@ -35,12 +35,17 @@ struct F64x8 {
 void f32(const MicroArgs<float>& a) { microkernel<F32x16, 8, 2>(a); }
 void f32_half(const MicroArgs<float>& a) { microkernel<F32x16, 8, 1>(a); }
 void f64(const MicroArgs<double>& a) { microkernel<F64x8, 12, 2>(a); }
+void f32_ar(const MicroArgs<float>& a) { microkernel<F32x16, 8, 2, true>(a); }
+void f32_half_ar(const MicroArgs<float>& a) { microkernel<F32x16, 8, 1, true>(a); }
+void f64_ar(const MicroArgs<double>& a) { microkernel<F64x8, 12, 2, true>(a); }
 
 }  // namespace
 
 Microkernel<float> microkernel_f32_avx512() {
-  return {8, 32, f32, "avx512", true, narrow_f32_avx2(), f32_half};
+  return {8, 32, f32, "avx512", true, narrow_f32_avx2(), f32_half, f32_ar, f32_half_ar};
 }
-Microkernel<double> microkernel_f64_avx512() { return {12, 16, f64, "avx512"}; }
+Microkernel<double> microkernel_f64_avx512() {
+  return {12, 16, f64, "avx512", false, nullptr, nullptr, f64_ar, nullptr};
+}
 
 }  // namespace kern::cpu::gemm_detail

@@ -69,6 +69,9 @@ struct Microkernel {
   // An MR x NR/2 tile (the same chains), for a right-edge panel at most half full (nullptr: the NR-wide
   // kernel computes it). Its Bp is a packed NR-wide panel, of which it reads the first NR/2 columns.
   MicroFn<T> half = nullptr;
+  // fn and half with A read in place row-major (Ap = &A[i][k0], lda = A's row stride; the same chains):
+  // gemm_a_rows' full-height panels (nullptr: A is packed).
+  MicroFn<T> fn_ar = nullptr, half_ar = nullptr;
 };
 
 // Per-ISA microkernels (defined in the file of that ISA; the AVX ones may only be called on CPUs that

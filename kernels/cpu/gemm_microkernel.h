@@ -17,8 +17,10 @@ namespace kern::cpu::gemm_detail {
 namespace {
 
 // C tile (MR x NR, row stride ldc) += Ap (kc x MR, row stride lda) * Bp (kc x NR, row stride ldb), all
-// rows and columns valid. init: how the accumulators start (see gemm_detail.h).
-template <class V, int MR, int NV>
+// rows and columns valid. init: how the accumulators start (see gemm_detail.h). AR: A is read in place
+// row-major instead (A[i][k] = Ap[i * lda + k]: an untransposed A, alpha == 1); the values broadcast and
+// the FMA sequence are the same, only their addresses differ.
+template <class V, int MR, int NV, bool AR = false>
 inline void microkernel_full(int64_t kc, const typename V::T* __restrict Ap, int64_t lda,
                              const typename V::T* __restrict Bp, int64_t ldb, typename V::T* __restrict C,
                              int64_t ldc, Init init, typename V::T beta) {
@@ -47,10 +49,10 @@ inline void microkernel_full(int64_t kc, const typename V::T* __restrict Ap, int
     R b[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) b[v] = V::load(Bp + k * ldb + v * W);
-    const T* a = Ap + k * lda;
+    const T* a = AR ? Ap + k : Ap + k * lda;
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const R ai = V::broadcast(a[i]);
+      const R ai = V::broadcast(AR ? a[i * lda] : a[i]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(ai, b[v], acc[i][v]);
     }
@@ -63,12 +65,12 @@ inline void microkernel_full(int64_t kc, const typename V::T* __restrict Ap, int
 
 // Same for an edge tile with only m <= MR rows and n <= NR columns valid: the valid part of C goes
 // through a full-size local tile, so every valid element sees the exact same operation sequence.
-template <class V, int MR, int NV>
+template <class V, int MR, int NV, bool AR = false>
 inline void microkernel(const MicroArgs<typename V::T>& a) {
   using T = typename V::T;
   constexpr int NR = NV * V::W;
   if (a.m == MR && a.n == NR) {
-    microkernel_full<V, MR, NV>(a.kc, a.Ap, a.lda, a.Bp, a.ldb, a.C, a.ldc, a.init, a.beta);
+    microkernel_full<V, MR, NV, AR>(a.kc, a.Ap, a.lda, a.Bp, a.ldb, a.C, a.ldc, a.init, a.beta);
     return;
   }
   alignas(64) T tile[MR * NR];
@@ -76,7 +78,7 @@ inline void microkernel(const MicroArgs<typename V::T>& a) {
   if (a.init != Init::Zero)
     for (int i = 0; i < a.m; ++i)
       for (int j = 0; j < a.n; ++j) tile[i * NR + j] = a.C[i * a.ldc + j];
-  microkernel_full<V, MR, NV>(a.kc, a.Ap, a.lda, a.Bp, a.ldb, tile, NR, a.init, a.beta);
+  microkernel_full<V, MR, NV, AR>(a.kc, a.Ap, a.lda, a.Bp, a.ldb, tile, NR, a.init, a.beta);
   for (int i = 0; i < a.m; ++i)
     for (int j = 0; j < a.n; ++j) a.C[i * a.ldc + j] = tile[i * NR + j];
 }

@@ -23,10 +23,16 @@ struct Scalar {
 
 void f32(const MicroArgs<float>& a) { microkernel<Scalar<float>, 4, 4>(a); }
 void f64(const MicroArgs<double>& a) { microkernel<Scalar<double>, 4, 4>(a); }
+void f32_ar(const MicroArgs<float>& a) { microkernel<Scalar<float>, 4, 4, true>(a); }
+void f64_ar(const MicroArgs<double>& a) { microkernel<Scalar<double>, 4, 4, true>(a); }
 
 }  // namespace
 
-Microkernel<float> microkernel_f32_scalar() { return {4, 4, f32, "scalar"}; }
-Microkernel<double> microkernel_f64_scalar() { return {4, 4, f64, "scalar"}; }
+Microkernel<float> microkernel_f32_scalar() {
+  return {4, 4, f32, "scalar", false, nullptr, nullptr, f32_ar, nullptr};
+}
+Microkernel<double> microkernel_f64_scalar() {
+  return {4, 4, f64, "scalar", false, nullptr, nullptr, f64_ar, nullptr};
+}
 
 }  // namespace kern::cpu::gemm_detail
