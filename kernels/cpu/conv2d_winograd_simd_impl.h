@@ -346,6 +346,66 @@ void input_tiles(const Conv2dShape& s, const float* x, int64_t t0, int64_t nt, f
   });
 }
 
+// output_tiles' channel-outer loop for F(2x2): the operations of output_piece (same bits), inlined into one
+// loop over the vectors of the pieces per output channel, the 16 M rows of channel k addressed from 4 row
+// pointers and the row stride. output_piece, called once per piece and channel, kept its 16 row offsets
+// in vector registers (moved back before each load) and reloaded spills: perf put a third of its time
+// there. 1.3-1.5x less time at 28x28 (bench/RESULTS.md 2026-12-01 15:40).
+template <int L>
+void output_rows_f23(const Conv2dShape& s, const float* M, int64_t ld, const Piece* pieces, int64_t np,
+                     const float* b, const WinogradAdd& add, float* y) {
+  using VT = typename Vec<L>::F;
+  const int64_t H = s.H, W = s.W, K = s.K, HW = H * W, S = K * ld, S3 = 3 * S;
+  const bool has_e = b || add.t;
+  for (int64_t k = 0; k < K; ++k) {
+    const float* mk = M + k * ld;
+    for (int64_t ip = 0, v = 0; ip < np;) {  // vector v of piece ip: its tiles tx0 + v L ..
+      const Piece& p = pieces[ip];
+      const int64_t tx0 = p.tx0 + v * L, cnt = imin(L, p.cnt - v * L);
+      if ((v + 1) * L < p.cnt)
+        ++v;
+      else
+        ++ip, v = 0;
+      VT Mt[4][4], T2[2][4], Y[2][2];
+      for (int i = 0; i < 4; ++i) {
+        const float* r = mk + 4 * i * S + p.col + (tx0 - p.tx0);
+        Mt[i][0] = load<VT>(r), Mt[i][1] = load<VT>(r + S), Mt[i][2] = load<VT>(r + 2 * S);
+        Mt[i][3] = load<VT>(r + S3);
+      }
+      for (int j = 0; j < 4; ++j) {
+        VT cj[4], o[2];
+        for (int i = 0; i < 4; ++i) cj[i] = Mt[i][j];
+        F23v::output(cj, o);  // A^T M
+        T2[0][j] = o[0], T2[1][j] = o[1];
+      }
+      for (int i = 0; i < 2; ++i) F23v::output(T2[i], Y[i]);  // (.) A
+      const int64_t nk = p.n * K + k;
+      if (has_e) {
+        const float bias = winograd_epilogue_bias(b, add.t, k, nk);
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j) Y[i][j] = Y[i][j] + bias;
+      }
+      const int64_t q0 = 2 * tx0, ncols = imin(2 * cnt, W - q0);
+      const int mi = static_cast<int>(imin(2, H - p.ty * 2));
+      for (int i = 0; i < mi; ++i) {
+        const int64_t off = nk * HW + (p.ty * 2 + i) * W + q0;
+        float* row = y + off;
+        VT lo = Vec<L>::zip_lo(Y[i][0], Y[i][1]), hi = Vec<L>::zip_hi(Y[i][0], Y[i][1]);
+        if (add.r) {
+          lo = add_row<L>(lo, add.r + off, ncols);
+          if (ncols > L) hi = add_row<L>(hi, add.r + off + L, ncols - L);
+        }
+        if (ncols >= L) {
+          store(row, lo);
+          Vec<L>::store_n(row + L, hi, ncols - L);
+        } else {
+          Vec<L>::store_n(row, lo, ncols);
+        }
+      }
+    }
+  }
+}
+
 // Rows of at least this many tiles run the output transform channel by channel (outer), piece by piece
 // (inner): the M rows [xi][k] are read front to back, each cache line once (piece-outer order reads 16 K
 // partial lines per piece, more than L1 holds, so each line comes from L2 two or three times). Measured
@@ -369,6 +429,7 @@ void output_tiles(const Conv2dShape& s, const float* M, int64_t ld, int64_t t0, 
   for_row_pieces(s, F::m, t0, nt, [&](int64_t n, int64_t ty, int64_t tx0, int64_t cnt, int64_t col) {
     pieces[np++] = Piece{n, ty, tx0, cnt, col};
   });
+  if constexpr (F::m == 2) return output_rows_f23<L>(s, M, ld, pieces, np, b, add, y);
   for (int64_t k = 0; k < s.K; ++k)
     for (int64_t i = 0; i < np; ++i) {
       const Piece& p = pieces[i];
