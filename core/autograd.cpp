@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "core/ops.h"
+#include "core/ops/dispatch.h"
 #include "runtime/profiler.h"
 
 namespace engine {
@@ -56,6 +57,31 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs,
 namespace {
 int cuda_index(const Tensor& t) { return t.is_cuda() ? t.device().index : -1; }
 
+// True when t is a contiguous CPU tensor that nothing else can observe: its TensorImpl has no other
+// owner (no user handle, no saved value) and its storage no other view. Writing into it in place is then
+// invisible to everything but the caller.
+bool exclusive(const Tensor& t) {
+  return t.defined() && t.device().is_cpu() && t.impl_ptr().use_count() == 1 && t.storage() &&
+         t.storage().use_count() == 1 && t.is_contiguous();
+}
+
+// acc + g, the same values as add(acc, g) bit for bit (the same a[i] + b[i] in the same operand order), but
+// written into acc or g when one of them is exclusive (no new buffer, one pass less over memory), else a
+// new tensor. Both are taken by value: the caller moves its handles in, so that use counts are honest.
+Tensor sum_grads(Tensor acc, Tensor g) {
+  if (acc.dtype() == g.dtype() && acc.device() == g.device()) {
+    if (exclusive(acc)) {
+      detail::add_into(acc, g, acc);
+      return acc;
+    }
+    if (exclusive(g)) {
+      detail::add_into(acc, g, g);
+      return g;
+    }
+  }
+  return add(acc, g);
+}
+
 void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
   prof::Scope scope("accumulate_grad", nullptr, cuda_index(g), prof::kNoWork);
   Tensor gd = g.detach().contiguous();
@@ -63,7 +89,10 @@ void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
     // Own the buffer: a gradient may alias a saved tensor or another leaf's grad.
     leaf.grad = (gd.impl_ptr().use_count() > 1 ? gd.clone() : gd).impl_ptr();
   } else {
-    leaf.grad = add(Tensor(leaf.grad), gd).impl_ptr();
+    // leaf.grad is moved out so that a grad no one else holds is summed in place; a grad the user holds
+    // (p.grad()) or that shares its storage is left untouched and replaced by a new sum.
+    Tensor acc(std::move(leaf.grad));
+    leaf.grad = sum_grads(std::move(acc), std::move(gd)).impl_ptr();
   }
 }
 }  // namespace
@@ -133,17 +162,19 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
     for (size_t i = 0; i < n->next.size(); ++i) {
       const Edge& e = n->next[i];
       if (!e.defined() || i >= in_grads.size() || !in_grads[i].defined()) continue;
-      const Tensor& gi = in_grads[i];
+      Tensor gi = std::move(in_grads[i]);  // moved: an exclusive gradient can take the sum in place
       ENGINE_CHECK(gi.shape() == n->input_shapes[i], "backward", "op '", n->name,
                    "' produced a gradient of shape ", shape_str(gi.shape()), " for an input of shape ",
                    shape_str(n->input_shapes[i]));
       if (e.leaf) {
         accumulate_leaf(*e.leaf, gi);
       } else {
-        auto [slot, inserted] = grads.try_emplace(e.node.get(), gi);
-        if (!inserted) {
+        auto [slot, inserted] = grads.try_emplace(e.node.get());
+        if (inserted) {
+          slot->second = std::move(gi);
+        } else {
           prof::Scope scope("accumulate_grad", nullptr, cuda_index(gi), prof::kNoWork);
-          slot->second = add(slot->second, gi);
+          slot->second = sum_grads(std::move(slot->second), std::move(gi));
         }
       }
     }

@@ -115,4 +115,12 @@ inline Shape broadcast_strides(const Tensor& t, const Shape& out) {
 // Copies src (any layout) into dst (any layout, same shape, same dtype and device).
 void copy_into(const Tensor& src, const Tensor& dst);
 
+// y = a + b elementwise, written into the existing tensor y, which must be a CPU tensor, contiguous, of
+// a's and b's shape and dtype, and may be a itself or b itself (the same storage, offset and layout: the
+// in-place gradient sums of core/autograd.cpp); a and b may have any layout. Each element is the same
+// a[i] + b[i] that add(a, b) computes, so the result is bitwise add's. No autograd recording; the
+// profiler names the call "add". Throws engine::Error on a shape, dtype or device mismatch, a
+// non-contiguous or non-CPU y.
+void add_into(const Tensor& a, const Tensor& b, const Tensor& y);
+
 }  // namespace engine::detail

@@ -27,6 +27,24 @@ void copy_into(const Tensor& src, const Tensor& dst) {
   visit_dtype(src.dtype(),
               [&]<typename T>() { kern::cpu::copy_strided<T>(sl, src.data<T>(), dl, dst.data<T>()); });
 }
+
+void add_into(const Tensor& a, const Tensor& b, const Tensor& y) {
+  check_same("add", {&a, &b, &y});
+  ENGINE_CHECK(a.shape() == y.shape() && b.shape() == y.shape(), "add",
+               "in-place sum needs equal shapes, got ", shape_str(a.shape()), ", ", shape_str(b.shape()),
+               " into ", shape_str(y.shape()));
+  ENGINE_CHECK(y.device().is_cpu() && y.is_contiguous(), "add",
+               "in-place sum needs a contiguous CPU destination");
+  if (y.numel() == 0) return;
+  const Shape& shape = y.shape();
+  kern::Strided ol = layout_of(shape, contiguous_strides(shape), "add");
+  kern::Strided al = layout_of(a, "add"), bl = layout_of(b, "add");
+  auto cost = [&] { return work(static_cast<double>(y.numel()), {&a, &b, &y}); };
+  dispatch_float(y, "add", cost, [&]<typename T, bool Cuda>() {
+    if constexpr (!Cuda)
+      kern::cpu::binary<T>(kern::Binary::Add, ol, a.data<T>(), al, b.data<T>(), bl, y.data<T>());
+  });
+}
 }  // namespace detail
 
 namespace {
