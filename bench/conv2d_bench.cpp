@@ -14,12 +14,16 @@ namespace {
 constexpr int64_t kBatch = 128;
 
 // UNet convs that bench/unet_shapes.h's kConvs (shared with the kernel benchmarks) leaves out: conv_in,
-// conv_out and the shortcuts it lists under another row.
+// conv_out, the shortcuts it lists under another row and the attention projections.
 constexpr bench::ConvCase kExtraConvs[] = {
     {"conv_in 2->32", 2, 32, 28, 3, 1, 1},    // conv_in (noisy image + class channel)
     {"conv_out 32->1", 32, 1, 28, 3, 1, 1},   // conv_out
     {"conv1x1 64->32", 64, 32, 28, 1, 1, 0},  // up_blocks.2 resnets.1/2 shortcut
     {"conv1x1 32->64", 32, 64, 14, 1, 1, 0},  // down_blocks.1 resnets.0 shortcut
+    // The attention blocks' to_q / to_k / to_v / to_out (nn::Attention's channel_linear: 1x1 convs), 4 per
+    // block: 5 blocks at 14x14 and 6 at 7x7 per step (20 + 24 calls, with to_out's residual epilogue).
+    {"attn proj 64->64", 64, 64, 14, 1, 1, 0},
+    {"attn proj 64->64", 64, 64, 7, 1, 1, 0},
 };
 
 enum class Pass { Forward, BackwardInput, BackwardWeight };

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -59,5 +60,56 @@ void check_documented_order() {
 
 TEST_F(ConvBiasGrad, Float64IsTheDocumentedSumBitForBit) { check_documented_order<double>(); }
 TEST_F(ConvBiasGrad, Float32IsTheDocumentedSumBitForBit) { check_documented_order<float>(); }
+
+// conv2d_backward_weight_fused: dw and db are conv2d_backward_weight's bits, and dt (N, K) is the
+// documented per-image sum (one float64 chain over the pixels in order, rounded once: sum(dy, {2, 3})),
+// for any thread count; db and dt each optional. The ragged 9x9 and 1x1 shapes exercise the tails.
+template <typename T>
+void check_fused_sample_bias_grad() {
+  const kern::Conv2dShape shapes[] = {kern::conv2d_shape(3, 4, 1, 1, 5, 1, 1, 1, 1, 0, 0),
+                                      kern::conv2d_shape(5, 8, 7, 7, 40, 3, 3, 1, 1, 1, 1),
+                                      kern::conv2d_shape(2, 3, 18, 18, 6, 3, 3, 2, 2, 1, 1),
+                                      kern::conv2d_shape(4, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1),
+                                      kern::conv2d_shape(2, 16, 28, 28, 24, 1, 1, 1, 1, 0, 0)};
+  unsigned seed = 1900;
+  for (const auto& s : shapes) {
+    const int64_t PQ = s.P * s.Q;
+    auto dy = engine::test::random_vector<T>(s.N * s.K * PQ, ++seed);
+    for (size_t i = 0; i < dy.size(); ++i) dy[i] *= T(std::ldexp(1.0, int(i % 23) - 11));
+    const auto x = engine::test::random_vector<T>(s.N * s.C * s.H * s.W, ++seed);
+    std::vector<T> want_dt(s.N * s.K);
+    for (int64_t nk = 0; nk < s.N * s.K; ++nk) {
+      double acc = 0;
+      for (int64_t i = 0; i < PQ; ++i) acc += double(dy[nk * PQ + i]);
+      want_dt[nk] = T(acc);
+    }
+    const auto want_db = documented_db(s, dy);
+    std::vector<T> want_dw(s.K * s.C * s.R * s.S);
+    kc::conv2d_backward_weight<T>(s, dy.data(), x.data(), want_dw.data(), nullptr);
+    for (int threads : {1, 2, 4}) {
+      omp_set_num_threads(threads);
+      for (bool with_db : {true, false}) {
+        std::vector<T> dw(want_dw.size(), T(7)), db(s.K, T(99)), dt(s.N * s.K, T(99));
+        kc::conv2d_backward_weight_fused<T>(s, dy.data(), x.data(), dw.data(), with_db ? db.data() : nullptr,
+                                            dt.data());
+        const std::string where = "N" + std::to_string(s.N) + " K" + std::to_string(s.K) + " P" +
+                                  std::to_string(s.P) + " threads " + std::to_string(threads) +
+                                  (with_db ? " with db" : " without db");
+        EXPECT_TRUE(bitwise_equal(dt, want_dt)) << where;
+        EXPECT_TRUE(bitwise_equal(dw, want_dw)) << where;
+        if (with_db) {
+          EXPECT_TRUE(bitwise_equal(db, want_db)) << where;
+        }
+      }
+    }
+  }
+}
+
+TEST_F(ConvBiasGrad, FusedSampleBiasGradFloat64IsThePerImageSumBitForBit) {
+  check_fused_sample_bias_grad<double>();
+}
+TEST_F(ConvBiasGrad, FusedSampleBiasGradFloat32IsThePerImageSumBitForBit) {
+  check_fused_sample_bias_grad<float>();
+}
 
 }  // namespace

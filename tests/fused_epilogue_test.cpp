@@ -10,7 +10,11 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <vector>
 
 #include "core/autograd.h"
@@ -211,6 +215,51 @@ TEST(FusedConvOp, BadEpilogueShapesAreClearErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("residual"), std::string::npos) << e.what();
   }
+}
+
+// The op's sample-bias gradient (N, K) is dy summed over (P, Q), the bits of sum(dy, {2, 3}), computed on
+// the CPU in the weight gradient's bias pass: no separate sum op runs in the backward. Float32 and float64,
+// Winograd (3x3, C * K >= 1024) and im2col shapes, with and without a residual.
+TEST(FusedConvOp, SampleBiasGradientIsThePixelSumFromTheBiasPass) {
+  for (DType dt : {DType::F32, DType::F64})
+    for (int64_t c : {3, 32}) {
+      const int64_t N = 3, K = 32, H = 9, W = 7;
+      Tensor x = Tensor::from_vector(random_vector<double>(N * c * H * W, 71), {N, c, H, W}).to(dt);
+      Tensor w = Tensor::from_vector(random_vector<double>(K * c * 9, 72), {K, c, 3, 3}).to(dt);
+      Tensor b = Tensor::from_vector(random_vector<double>(K, 73), {K}).to(dt);
+      Tensor t = Tensor::from_vector(random_vector<double>(N * K, 74), {N, K}).to(dt);
+      Tensor r = Tensor::from_vector(random_vector<double>(N * K * H * W, 75), {N, K, H, W}).to(dt);
+      std::vector<double> gv = random_vector<double>(N * K * H * W, 76);
+      for (size_t i = 0; i < gv.size(); ++i) gv[i] *= std::ldexp(1.0, int(i % 23) - 11);  // many binades
+      Tensor g = Tensor::from_vector(gv, {N, K, H, W}).to(dt);
+      for (bool with_r : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " C " << c << " residual " << with_r);
+        w.set_requires_grad(true), b.set_requires_grad(true), t.set_requires_grad(true);
+        w.zero_grad(), b.zero_grad(), t.zero_grad();
+        Tensor y = conv2d(x, w, b, Conv2dOptions::same(1, 1), t, with_r ? r : Tensor());
+        prof::start({.trace = true});
+        y.backward(g);
+        prof::stop();
+        const std::string path = ::testing::TempDir() + "fused_conv_dt_trace.json";
+        prof::write_trace(path);
+        prof::clear();
+        std::ifstream in(path);
+        const std::string trace((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::remove(path.c_str());
+        EXPECT_NE(trace.find("\"conv2d_backward\""), std::string::npos) << "no conv2d_backward in the trace";
+        EXPECT_EQ(trace.find("\"sum\""), std::string::npos) << "a separate sum op ran in the backward";
+        Tensor want;
+        {
+          NoGradGuard ng;
+          want = engine::sum(g, {2, 3});
+        }
+        ASSERT_TRUE(t.grad().defined());
+        if (dt == DType::F32)
+          EXPECT_TRUE(bitwise_equal(t.grad().to_vector<float>(), want.to_vector<float>()));
+        else
+          EXPECT_TRUE(bitwise_equal(t.grad().to_vector<double>(), want.to_vector<double>()));
+      }
+    }
 }
 
 // linear's float32 output is gemm's definition (gemm_reference: one FMA chain per element) started from

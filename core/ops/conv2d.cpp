@@ -71,17 +71,28 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     if (epi) inputs.insert(inputs.end(), {sample_bias, residual});
     record("conv2d", y, inputs, [=](const Tensor& g) {
       Tensor gc = g.contiguous();
-      Tensor dx, dw, db;
+      Tensor dx, dw, db, dsb;
       if (gx) dx = Tensor::empty({s.N, s.C, s.H, s.W}, dt, dev);
       if (gw) dw = Tensor::empty({s.K, s.C, s.R, s.S}, dt, dev);
       if (gb) db = Tensor::empty({s.K}, dt, dev);
+      // CPU: d sample_bias (dy summed over (P, Q)) in the weight gradient's bias pass over dy (the bits
+      // of sum(gc, {2, 3}), which runs otherwise: a second pass over dy).
+      const bool fused_dt = gt && gw && !dev.is_cuda();
+      if (fused_dt) dsb = Tensor::empty({s.N, s.K}, dt, dev);
       auto cost = [&] {  // each requested gradient: one conv's FLOPs, g + the saved operand + the result
-        prof::Cost c = detail::work((gx + gw) * s.flops(), {&sw, &dx, &sx, &dw, &db});
+        prof::Cost c = detail::work((gx + gw) * s.flops(), {&sw, &dx, &sx, &dw, &db, &dsb});
         c.bytes += (gx + gw) * static_cast<double>(gc.numel()) * static_cast<double>(dtype_size(gc.dtype()));
         return c;
       };
       detail::dispatch_float(gc, "conv2d_backward", cost, [&]<typename T, bool Cuda>() {
         if (gx) KERN(conv2d_backward_input, s, gc.data<T>(), sw.data<T>(), dx.data<T>());
+        if constexpr (!Cuda) {
+          if (fused_dt) {
+            kern::cpu::conv2d_backward_weight_fused<T>(s, gc.data<T>(), sx.data<T>(), dw.data<T>(),
+                                                       gb ? db.data<T>() : nullptr, dsb.data<T>());
+            return;
+          }
+        }
         if (gw)
           KERN(conv2d_backward_weight, s, gc.data<T>(), sx.data<T>(), dw.data<T>(),
                gb ? db.data<T>() : nullptr);
@@ -89,7 +100,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
       if (gb && !gw) db = sum(gc, {0, 2, 3});  // bias only: sum over (N, P, Q)
       std::vector<Tensor> grads{dx, gw ? dw : Tensor(), gb ? db : Tensor()};
       if (epi)
-        grads.insert(grads.end(), {gt ? sum(gc, {2, 3}) : Tensor(), gr ? gc : Tensor()});  // dt: (N, K)
+        grads.insert(grads.end(), {fused_dt ? dsb : gt ? sum(gc, {2, 3}) : Tensor(), gr ? gc : Tensor()});
       return grads;
     });
   }

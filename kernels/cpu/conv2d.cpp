@@ -392,45 +392,74 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
 // channels): the same bits for any thread count; eight independent chains instead of one (a float64 add's
 // latency per element) let the loop run at vector width, and kBiasGroup channels interleaved (each with
 // its own partials, in the same order) hide the add latency.
+// With dt: also dt[n][k] = sum of dy[n][k][.][.] over the pixels, one float64 chain per (n, k) over the
+// pixels in order, rounded once: the order of sum(dy, {2, 3}) (kernels/cpu/reduce.cpp sum_rows), so the
+// same bits, from the same pass over dy (the G chains of a group interleaved).
 constexpr int64_t kBiasGroup = 4;
 
-template <typename T, int G>
-void bias_grad_group(const Conv2dShape& s, const T* dy, int64_t k0, T* db) {
+template <typename T, int G, bool DB, bool DT>
+void bias_grad_group(const Conv2dShape& s, const T* dy, int64_t k0, T* db, T* dt) {
   const int64_t PQ = s.P * s.Q, PQ8 = PQ / 8 * 8;
   double p[G][8] = {};
   for (int64_t n = 0; n < s.N; ++n) {
     const T* d = dy + (n * s.K + k0) * PQ;
+    double a[G] = {};  // dt's chains of this image
     for (int64_t i = 0; i < PQ8; i += 8)
 #pragma GCC unroll 4
       for (int g = 0; g < G; ++g)
 #pragma GCC unroll 8
-        for (int l = 0; l < 8; ++l) p[g][l] += static_cast<double>(d[g * PQ + i + l]);
+        for (int l = 0; l < 8; ++l) {
+          if constexpr (DB) p[g][l] += static_cast<double>(d[g * PQ + i + l]);
+          if constexpr (DT) a[g] += static_cast<double>(d[g * PQ + i + l]);
+        }
     for (int g = 0; g < G; ++g)
-      for (int64_t i = PQ8; i < PQ; ++i) p[g][i - PQ8] += static_cast<double>(d[g * PQ + i]);
+      for (int64_t i = PQ8; i < PQ; ++i) {
+        if constexpr (DB) p[g][i - PQ8] += static_cast<double>(d[g * PQ + i]);
+        if constexpr (DT) a[g] += static_cast<double>(d[g * PQ + i]);
+      }
+    if constexpr (DT)
+      for (int g = 0; g < G; ++g) dt[n * s.K + k0 + g] = static_cast<T>(a[g]);
   }
-  for (int g = 0; g < G; ++g)
-    db[k0 + g] = static_cast<T>(((p[g][0] + p[g][1]) + (p[g][2] + p[g][3])) +
-                                ((p[g][4] + p[g][5]) + (p[g][6] + p[g][7])));
+  if constexpr (DB)
+    for (int g = 0; g < G; ++g)
+      db[k0 + g] = static_cast<T>(((p[g][0] + p[g][1]) + (p[g][2] + p[g][3])) +
+                                  ((p[g][4] + p[g][5]) + (p[g][6] + p[g][7])));
 }
 
-template <typename T>
-void bias_grad(const Conv2dShape& s, const T* dy, T* db) {
+template <typename T, bool DB, bool DT>
+void bias_grad_impl(const Conv2dShape& s, const T* dy, T* db, T* dt) {
   const int64_t groups = (s.K + kBiasGroup - 1) / kBiasGroup;
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && \
                                               s.N * s.K * s.P * s.Q >= (int64_t(1) << 15))
   for (int64_t gi = 0; gi < groups; ++gi) {
     const int64_t k0 = gi * kBiasGroup;
     if (k0 + kBiasGroup <= s.K)
-      bias_grad_group<T, kBiasGroup>(s, dy, k0, db);
+      bias_grad_group<T, kBiasGroup, DB, DT>(s, dy, k0, db, dt);
     else
-      for (int64_t k = k0; k < s.K; ++k) bias_grad_group<T, 1>(s, dy, k, db);
+      for (int64_t k = k0; k < s.K; ++k) bias_grad_group<T, 1, DB, DT>(s, dy, k, db, dt);
   }
+}
+
+// db (K) and / or dt (N, K) from one pass over dy (either may be nullptr).
+template <typename T>
+void bias_grad(const Conv2dShape& s, const T* dy, T* db, T* dt) {
+  if (db && dt)
+    bias_grad_impl<T, true, true>(s, dy, db, dt);
+  else if (db)
+    bias_grad_impl<T, true, false>(s, dy, db, dt);
+  else if (dt)
+    bias_grad_impl<T, false, true>(s, dy, db, dt);
 }
 
 }  // namespace
 
 template <typename T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw, T* db) {
+  conv2d_backward_weight_fused<T>(s, dy, x, dw, db, nullptr);
+}
+
+template <typename T>
+void conv2d_backward_weight_fused(const Conv2dShape& s, const T* dy, const T* x, T* dw, T* db, T* dt) {
   // float32 3x3 stride-1 pad-1 on the forward's rule (winograd_selected): Winograd F(2x2, 3x3), one FMA
   // chain per transform-domain element over the tiles in order (conv2d_winograd_wgrad.cpp); float64 and
   // every other shape: im2col + GEMM.
@@ -442,7 +471,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw
   } else {
     backward_weight_im2col(s, dy, x, dw);
   }
-  if (db) bias_grad(s, dy, db);
+  bias_grad(s, dy, db, dt);
 }
 
 KERN_INSTANTIATE_CPU(conv2d_forward)
@@ -450,6 +479,10 @@ template void conv2d_forward_fused<float>(const Conv2dShape&, const float*, cons
                                           const float*, const float*, float*);
 template void conv2d_forward_fused<double>(const Conv2dShape&, const double*, const double*, const double*,
                                            const double*, const double*, double*);
+template void conv2d_backward_weight_fused<float>(const Conv2dShape&, const float*, const float*, float*,
+                                                  float*, float*);
+template void conv2d_backward_weight_fused<double>(const Conv2dShape&, const double*, const double*, double*,
+                                                   double*, double*);
 KERN_INSTANTIATE_CPU(conv2d_backward_input)
 KERN_INSTANTIATE_CPU(conv2d_backward_weight)
 

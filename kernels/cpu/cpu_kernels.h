@@ -54,6 +54,14 @@ template <typename T>
 void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T* b, const T* t, const T* r,
                           T* y);
 
+// ---- conv2d weight gradient with the epilogue's sample-bias gradient (CPU only): conv2d_backward_weight
+// (dw (K, C, R, S) from dy (N, K, P, Q) and x (N, C, H, W); db (K) when not nullptr), plus, when dt is not
+// nullptr, dt (N, K) = dy summed over (P, Q), from the same pass over dy as db: one float64 chain per
+// (n, k) over the pixels in order, rounded once, i.e. the bits of sum(dy, {2, 3}) (kernels/cpu/reduce.cpp
+// sum_rows). Bitwise independent of the thread count.
+template <typename T>
+void conv2d_backward_weight_fused(const Conv2dShape& s, const T* dy, const T* x, T* dw, T* db, T* dt);
+
 // ---- group_norm_silu (CPU only): y = silu(group_norm(x)) over x (N, C, HW), G groups, in one kernel.
 // gamma/beta (C) may be nullptr (no affine). stats (N*G*2, double) receives each group's mean and rstd
 // in double, which the backward needs to recompute gn(x) exactly (nothing else is saved besides x).
