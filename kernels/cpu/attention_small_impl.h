@@ -181,29 +181,33 @@ inline bool finite(float x) { return x - x == 0.0f; }  // false for NaN and +-in
 // Scratch floats (the larger lane width, so the count does not depend on D's width class).
 inline int64_t scratch_floats(int64_t Lq, int64_t Lk, int64_t D, bool backward) {
   const int64_t ld = pad16(Lk);
-  if (!backward) return D * pad16(Lq) + 2 * Lk * D + Lk * 16;
+  if (!backward) return D * pad16(Lq) + Lk * 16;
   return 3 * Lq * 16 + 4 * D * ld + Lk * 16 + 2 * kRows * ld;
 }
 
 // The forward, vectorised over query lanes (Q: V16 or V8; lane-wise operations only, so every query's
 // bits are the same whatever Q and the block it falls in). kD: D at compile time (0: runtime D).
-// One block of nq <= Q::kLanes queries starting at i0: qt (D, ldq) = (q * scale2)^T, kr and vr (Lk, D) rows,
-// S (Lk, Q::kLanes) scratch for the scores.
+// One block of nq <= Q::kLanes queries starting at i0: qt (D, ldq) = (q * scale2)^T; k and v read in place
+// (element (j, d) at j * rk + d * ck: each key's D values are broadcast from memory, so they need no
+// packed copy); S (Lk, Q::kLanes) scratch for the scores.
 template <class Q, int kD>
 void forward_block(int64_t i0, int nq, int64_t Lk, int64_t Dr, int64_t rq, int64_t cq, const float* qt,
-                   int64_t ldq, const float* kr, const float* vr, float* S, float* o, float* lse) {
+                   int64_t ldq, const float* k, const float* v, int64_t rk, int64_t ck, float* S, float* o,
+                   float* lse) {
   constexpr int W = Q::kLanes;
   const int64_t D = kD > 0 ? kD : Dr;
   Q qv[kAttnSmallMaxD];
   for (int64_t d = 0; d < D; ++d) qv[d] = vload<Q>(qt + d * ldq + i0);
+  const float* kd[kAttnSmallMaxD];  // column d of k and v: kd[d][j * rk] = k(j, d)
+  const float* vd[kAttnSmallMaxD];
+  for (int64_t d = 0; d < D; ++d) kd[d] = k + d * ck, vd[d] = v + d * ck;
   // Pass 1: S^T[j] = the score chain k[j][0] * qs2[0], fma(k[j][d], qs2[d], .) (the same bits as
   // block_scores' qs2 * k chain: a product and an FMA do not depend on their factors' order); m = the
   // lane-wise running max m > s ? m : s in key order.
   Q m = vzero<Q>();
-  for (int64_t j = 0; j < Lk; ++j) {
-    const float* kj = kr + j * D;
-    Q s = vmul(vset<Q>(kj[0]), qv[0]);
-    for (int64_t d = 1; d < D; ++d) s = vfma(vset<Q>(kj[d]), qv[d], s);
+  for (int64_t j = 0, off = 0; j < Lk; ++j, off += rk) {
+    Q s = vmul(vset<Q>(kd[0][off]), qv[0]);
+    for (int64_t d = 1; d < D; ++d) s = vfma(vset<Q>(kd[d][off]), qv[d], s);
     vstore(S + j * W, s);
     m = j == 0 ? s : vmax(m, s);
   }
@@ -211,11 +215,10 @@ void forward_block(int64_t i0, int nq, int64_t Lk, int64_t Dr, int64_t rq, int64
   // FMA chain p_j * v[j][d] from 0 in key order.
   Q sum = vzero<Q>(), acc[kAttnSmallMaxD];
   for (int64_t d = 0; d < D; ++d) acc[d] = vzero<Q>();
-  for (int64_t j = 0; j < Lk; ++j) {
+  for (int64_t j = 0, off = 0; j < Lk; ++j, off += rk) {
     const Q p = vexp2(vsub(vload<Q>(S + j * W), m));
     sum = vadd(sum, p);
-    const float* vj = vr + j * D;
-    for (int64_t d = 0; d < D; ++d) acc[d] = vfma(p, vset<Q>(vj[d]), acc[d]);
+    for (int64_t d = 0; d < D; ++d) acc[d] = vfma(p, vset<Q>(vd[d][off]), acc[d]);
   }
   // Per query: a row whose max is not finite (NaN after a NaN score as the last key, +inf, or -inf: only
   // -inf scores) or whose sum is NaN (any NaN score: exp2(NaN) = NaN) is NaN in o and lse.
@@ -243,17 +246,15 @@ void forward_block(int64_t i0, int nq, int64_t Lk, int64_t Dr, int64_t rq, int64
   }
 }
 
-// One head of the forward: packs q^T * scale2 (D, pad16(Lq)), k and v rows (Lk, D), then runs the query
+// One head of the forward: packs q^T * scale2 (D, pad16(Lq)) (k and v are read in place), then runs the query
 // blocks: QW-wide while more than QN::kLanes queries are left, then QN-wide. lse may be null (not written).
 template <class QW, class QN>
 void forward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int64_t rk, int64_t ck,
                   float scale, const float* q, const float* k, const float* v, float* o, float* lse,
                   float* ws) {
   const int64_t ldq = pad16(Lq);
-  float* qt = ws;            // (D, ldq): q^T * scale2, columns Lq.. zero
-  float* kr = qt + D * ldq;  // (Lk, D): k
-  float* vr = kr + Lk * D;   // (Lk, D): v
-  float* S = vr + Lk * D;    // (Lk, 16): one block's scores
+  float* qt = ws;           // (D, ldq): q^T * scale2, columns Lq.. zero
+  float* S = qt + D * ldq;  // (Lk, 16): one block's scores
   const float s2 = base2_scale(scale);
   for (int64_t d = 0; d < D; ++d) {
     float* row = qt + d * ldq;
@@ -265,23 +266,21 @@ void forward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int
     }
     for (int64_t i = Lq; i < ldq; ++i) row[i] = 0.0f;
   }
-  pack_rows(k, Lk, D, rk, ck, static_cast<int>(D), 1.0f, false, kr);
-  pack_rows(v, Lk, D, rk, ck, static_cast<int>(D), 1.0f, false, vr);
   for (int64_t i0 = 0; i0 < Lq;) {
     const int64_t left = Lq - i0;
     if (left > QN::kLanes) {
       const int nq = static_cast<int>(lo_of(QW::kLanes, left));
       if (D == 8)
-        forward_block<QW, 8>(i0, nq, Lk, D, rq, cq, qt, ldq, kr, vr, S, o, lse);
+        forward_block<QW, 8>(i0, nq, Lk, D, rq, cq, qt, ldq, k, v, rk, ck, S, o, lse);
       else
-        forward_block<QW, 0>(i0, nq, Lk, D, rq, cq, qt, ldq, kr, vr, S, o, lse);
+        forward_block<QW, 0>(i0, nq, Lk, D, rq, cq, qt, ldq, k, v, rk, ck, S, o, lse);
       i0 += nq;
     } else {
       const int nq = static_cast<int>(left);
       if (D == 8)
-        forward_block<QN, 8>(i0, nq, Lk, D, rq, cq, qt, ldq, kr, vr, S, o, lse);
+        forward_block<QN, 8>(i0, nq, Lk, D, rq, cq, qt, ldq, k, v, rk, ck, S, o, lse);
       else
-        forward_block<QN, 0>(i0, nq, Lk, D, rq, cq, qt, ldq, kr, vr, S, o, lse);
+        forward_block<QN, 0>(i0, nq, Lk, D, rq, cq, qt, ldq, k, v, rk, ck, S, o, lse);
       i0 += nq;
     }
   }
