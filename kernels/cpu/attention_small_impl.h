@@ -45,8 +45,22 @@ inline int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
 inline int64_t lo_of(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // dst (n, W) = src (n rows of D; element (i, c) at i * rs + c * cs) * s (when scaled), lanes D..W-1 zero.
+// For rs == 1 (the (B, H, D, L) layout) column by column, so that the reads run along src's rows.
 inline void pack_rows(const float* src, int64_t n, int64_t D, int64_t rs, int64_t cs, int W, float s,
                       bool scaled, float* dst) {
+  if (rs == 1) {
+    for (int64_t c = 0; c < D; ++c) {
+      const float* x = src + c * cs;
+      if (scaled) {
+        for (int64_t i = 0; i < n; ++i) dst[i * W + c] = x[i] * s;
+      } else {
+        for (int64_t i = 0; i < n; ++i) dst[i * W + c] = x[i];
+      }
+    }
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = D; c < W; ++c) dst[i * W + c] = 0.0f;
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     float* d = dst + i * W;
     const float* x = src + i * rs;
@@ -320,7 +334,7 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
       float* ds = dS + r * ld;
       for (int64_t j = Lk; j < ld; ++j) row[j] = ninf;
       double delta = 0;  // rowsum(dO * O)
-      for (int64_t d = 0; d < D; ++d) delta += double(dout[i * rq + d * cq]) * double(o[i * rq + d * cq]);
+      for (int64_t d = 0; d < D; ++d) delta += double(dor[i * W + d]) * double(o[i * rq + d * cq]);
       const float l2 = static_cast<float>(double(lse[i]) * 1.4426950408889634074);  // lse in base 2
       const V16 vl = vset<V16>(l2), vdl = vset<V16>(static_cast<float>(delta));
       for (int64_t jb = 0; jb < ld; jb += 16) {
@@ -335,11 +349,19 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
     accumulate_keys(P, ld, nr, D, dor + i0 * W, W, dvt);
     accumulate_keys(dS, ld, nr, D, qs + i0 * W, W, dkt);
   }
-  for (int64_t j = 0; j < Lk; ++j)
-    for (int64_t d = 0; d < D; ++d) {
-      dk[j * rk + d * ck] = dkt[d * ld + j];
-      dv[j * rk + d * ck] = dvt[d * ld + j];
-    }
+  if (rk == 1) {  // (B, H, D, L): dk and dv rows are dkt and dvt rows
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t j = 0; j < Lk; ++j) {
+        dk[j + d * ck] = dkt[d * ld + j];
+        dv[j + d * ck] = dvt[d * ld + j];
+      }
+  } else {
+    for (int64_t j = 0; j < Lk; ++j)
+      for (int64_t d = 0; d < D; ++d) {
+        dk[j * rk + d * ck] = dkt[d * ld + j];
+        dv[j * rk + d * ck] = dvt[d * ld + j];
+      }
+  }
 }
 
 }  // namespace
