@@ -45,8 +45,22 @@ inline int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
 inline int64_t lo_of(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // dst (n, W) = src (n rows of D; element (i, c) at i * rs + c * cs) * s (when scaled), lanes D..W-1 zero.
+// For rs == 1 (the (B, H, D, L) layout) column by column, so that the reads run along src's rows.
 inline void pack_rows(const float* src, int64_t n, int64_t D, int64_t rs, int64_t cs, int W, float s,
                       bool scaled, float* dst) {
+  if (rs == 1) {
+    for (int64_t c = 0; c < D; ++c) {
+      const float* x = src + c * cs;
+      if (scaled) {
+        for (int64_t i = 0; i < n; ++i) dst[i * W + c] = x[i] * s;
+      } else {
+        for (int64_t i = 0; i < n; ++i) dst[i * W + c] = x[i];
+      }
+    }
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = D; c < W; ++c) dst[i * W + c] = 0.0f;
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     float* d = dst + i * W;
     const float* x = src + i * rs;
@@ -181,29 +195,33 @@ inline bool finite(float x) { return x - x == 0.0f; }  // false for NaN and +-in
 // Scratch floats (the larger lane width, so the count does not depend on D's width class).
 inline int64_t scratch_floats(int64_t Lq, int64_t Lk, int64_t D, bool backward) {
   const int64_t ld = pad16(Lk);
-  if (!backward) return D * pad16(Lq) + 2 * Lk * D + Lk * 16;
+  if (!backward) return D * pad16(Lq) + Lk * 16;
   return 3 * Lq * 16 + 4 * D * ld + Lk * 16 + 2 * kRows * ld;
 }
 
 // The forward, vectorised over query lanes (Q: V16 or V8; lane-wise operations only, so every query's
 // bits are the same whatever Q and the block it falls in). kD: D at compile time (0: runtime D).
-// One block of nq <= Q::kLanes queries starting at i0: qt (D, ldq) = (q * scale2)^T, kr and vr (Lk, D) rows,
-// S (Lk, Q::kLanes) scratch for the scores.
+// One block of nq <= Q::kLanes queries starting at i0: qt (D, ldq) = (q * scale2)^T; k and v read in place
+// (element (j, d) at j * rk + d * ck: each key's D values are broadcast from memory, so they need no
+// packed copy); S (Lk, Q::kLanes) scratch for the scores.
 template <class Q, int kD>
 void forward_block(int64_t i0, int nq, int64_t Lk, int64_t Dr, int64_t rq, int64_t cq, const float* qt,
-                   int64_t ldq, const float* kr, const float* vr, float* S, float* o, float* lse) {
+                   int64_t ldq, const float* k, const float* v, int64_t rk, int64_t ck, float* S, float* o,
+                   float* lse) {
   constexpr int W = Q::kLanes;
   const int64_t D = kD > 0 ? kD : Dr;
   Q qv[kAttnSmallMaxD];
   for (int64_t d = 0; d < D; ++d) qv[d] = vload<Q>(qt + d * ldq + i0);
+  const float* kd[kAttnSmallMaxD];  // column d of k and v: kd[d][j * rk] = k(j, d)
+  const float* vd[kAttnSmallMaxD];
+  for (int64_t d = 0; d < D; ++d) kd[d] = k + d * ck, vd[d] = v + d * ck;
   // Pass 1: S^T[j] = the score chain k[j][0] * qs2[0], fma(k[j][d], qs2[d], .) (the same bits as
   // block_scores' qs2 * k chain: a product and an FMA do not depend on their factors' order); m = the
   // lane-wise running max m > s ? m : s in key order.
   Q m = vzero<Q>();
-  for (int64_t j = 0; j < Lk; ++j) {
-    const float* kj = kr + j * D;
-    Q s = vmul(vset<Q>(kj[0]), qv[0]);
-    for (int64_t d = 1; d < D; ++d) s = vfma(vset<Q>(kj[d]), qv[d], s);
+  for (int64_t j = 0, off = 0; j < Lk; ++j, off += rk) {
+    Q s = vmul(vset<Q>(kd[0][off]), qv[0]);
+    for (int64_t d = 1; d < D; ++d) s = vfma(vset<Q>(kd[d][off]), qv[d], s);
     vstore(S + j * W, s);
     m = j == 0 ? s : vmax(m, s);
   }
@@ -211,11 +229,10 @@ void forward_block(int64_t i0, int nq, int64_t Lk, int64_t Dr, int64_t rq, int64
   // FMA chain p_j * v[j][d] from 0 in key order.
   Q sum = vzero<Q>(), acc[kAttnSmallMaxD];
   for (int64_t d = 0; d < D; ++d) acc[d] = vzero<Q>();
-  for (int64_t j = 0; j < Lk; ++j) {
+  for (int64_t j = 0, off = 0; j < Lk; ++j, off += rk) {
     const Q p = vexp2(vsub(vload<Q>(S + j * W), m));
     sum = vadd(sum, p);
-    const float* vj = vr + j * D;
-    for (int64_t d = 0; d < D; ++d) acc[d] = vfma(p, vset<Q>(vj[d]), acc[d]);
+    for (int64_t d = 0; d < D; ++d) acc[d] = vfma(p, vset<Q>(vd[d][off]), acc[d]);
   }
   // Per query: a row whose max is not finite (NaN after a NaN score as the last key, +inf, or -inf: only
   // -inf scores) or whose sum is NaN (any NaN score: exp2(NaN) = NaN) is NaN in o and lse.
@@ -243,17 +260,15 @@ void forward_block(int64_t i0, int nq, int64_t Lk, int64_t Dr, int64_t rq, int64
   }
 }
 
-// One head of the forward: packs q^T * scale2 (D, pad16(Lq)), k and v rows (Lk, D), then runs the query
+// One head of the forward: packs q^T * scale2 (D, pad16(Lq)) (k and v are read in place), then runs the query
 // blocks: QW-wide while more than QN::kLanes queries are left, then QN-wide. lse may be null (not written).
 template <class QW, class QN>
 void forward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int64_t rk, int64_t ck,
                   float scale, const float* q, const float* k, const float* v, float* o, float* lse,
                   float* ws) {
   const int64_t ldq = pad16(Lq);
-  float* qt = ws;            // (D, ldq): q^T * scale2, columns Lq.. zero
-  float* kr = qt + D * ldq;  // (Lk, D): k
-  float* vr = kr + Lk * D;   // (Lk, D): v
-  float* S = vr + Lk * D;    // (Lk, 16): one block's scores
+  float* qt = ws;           // (D, ldq): q^T * scale2, columns Lq.. zero
+  float* S = qt + D * ldq;  // (Lk, 16): one block's scores
   const float s2 = base2_scale(scale);
   for (int64_t d = 0; d < D; ++d) {
     float* row = qt + d * ldq;
@@ -265,23 +280,21 @@ void forward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int
     }
     for (int64_t i = Lq; i < ldq; ++i) row[i] = 0.0f;
   }
-  pack_rows(k, Lk, D, rk, ck, static_cast<int>(D), 1.0f, false, kr);
-  pack_rows(v, Lk, D, rk, ck, static_cast<int>(D), 1.0f, false, vr);
   for (int64_t i0 = 0; i0 < Lq;) {
     const int64_t left = Lq - i0;
     if (left > QN::kLanes) {
       const int nq = static_cast<int>(lo_of(QW::kLanes, left));
       if (D == 8)
-        forward_block<QW, 8>(i0, nq, Lk, D, rq, cq, qt, ldq, kr, vr, S, o, lse);
+        forward_block<QW, 8>(i0, nq, Lk, D, rq, cq, qt, ldq, k, v, rk, ck, S, o, lse);
       else
-        forward_block<QW, 0>(i0, nq, Lk, D, rq, cq, qt, ldq, kr, vr, S, o, lse);
+        forward_block<QW, 0>(i0, nq, Lk, D, rq, cq, qt, ldq, k, v, rk, ck, S, o, lse);
       i0 += nq;
     } else {
       const int nq = static_cast<int>(left);
       if (D == 8)
-        forward_block<QN, 8>(i0, nq, Lk, D, rq, cq, qt, ldq, kr, vr, S, o, lse);
+        forward_block<QN, 8>(i0, nq, Lk, D, rq, cq, qt, ldq, k, v, rk, ck, S, o, lse);
       else
-        forward_block<QN, 0>(i0, nq, Lk, D, rq, cq, qt, ldq, kr, vr, S, o, lse);
+        forward_block<QN, 0>(i0, nq, Lk, D, rq, cq, qt, ldq, k, v, rk, ck, S, o, lse);
       i0 += nq;
     }
   }
@@ -321,7 +334,7 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
       float* ds = dS + r * ld;
       for (int64_t j = Lk; j < ld; ++j) row[j] = ninf;
       double delta = 0;  // rowsum(dO * O)
-      for (int64_t d = 0; d < D; ++d) delta += double(dout[i * rq + d * cq]) * double(o[i * rq + d * cq]);
+      for (int64_t d = 0; d < D; ++d) delta += double(dor[i * W + d]) * double(o[i * rq + d * cq]);
       const float l2 = static_cast<float>(double(lse[i]) * 1.4426950408889634074);  // lse in base 2
       const V16 vl = vset<V16>(l2), vdl = vset<V16>(static_cast<float>(delta));
       for (int64_t jb = 0; jb < ld; jb += 16) {
@@ -336,11 +349,19 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
     accumulate_keys(P, ld, nr, D, dor + i0 * W, W, dvt);
     accumulate_keys(dS, ld, nr, D, qs + i0 * W, W, dkt);
   }
-  for (int64_t j = 0; j < Lk; ++j)
-    for (int64_t d = 0; d < D; ++d) {
-      dk[j * rk + d * ck] = dkt[d * ld + j];
-      dv[j * rk + d * ck] = dvt[d * ld + j];
-    }
+  if (rk == 1) {  // (B, H, D, L): dk and dv rows are dkt and dvt rows
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t j = 0; j < Lk; ++j) {
+        dk[j + d * ck] = dkt[d * ld + j];
+        dv[j + d * ck] = dvt[d * ld + j];
+      }
+  } else {
+    for (int64_t j = 0; j < Lk; ++j)
+      for (int64_t d = 0; d < D; ++d) {
+        dk[j * rk + d * ck] = dkt[d * ld + j];
+        dv[j * rk + d * ck] = dvt[d * ld + j];
+      }
+  }
 }
 
 }  // namespace
