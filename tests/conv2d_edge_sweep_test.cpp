@@ -1,6 +1,7 @@
 // An edge-shape sweep of the CPU conv2d kernels (forward, backward-data, weight and bias gradient), meant
-// above all for the ASan/UBSan build: tiny and odd images (1x1, one row, one column, 17x17), batch 1,
-// channel counts 1..9 and 17 (never a multiple of 8 or 16), every algorithm the dispatch can pick (the
+// above all for the ASan/UBSan build: tiny and odd images (1x1, one row, one column, 17x17; 29 and 33 wide:
+// the Winograd output transform's channel-outer rows of >= 12 tiles), batch 1,
+// channel counts 1..9 and 17 (8 the only multiple of 8), every algorithm the dispatch can pick (the
 // direct conv for K <= 4, im2col + GEMM with A read in place, the stride-2 vector copy, pointwise, the
 // Winograd forward and weight gradient with its tile-major transforms, row ring and prefetch) on every ISA
 // path and 1 and 3 threads. The inputs are exactly sized vectors, so a read or write past any of them is
@@ -102,7 +103,7 @@ TEST_F(ConvEdgeSweep, OddShapesEveryAlgorithmIsaAndThreadCount) {
   // non-square kernel with uneven padding.
   const int64_t kernels[][6] = {
       {3, 3, 1, 1, 1, 1}, {3, 3, 2, 2, 1, 1}, {1, 1, 1, 1, 0, 0}, {3, 2, 1, 2, 2, 0}};
-  const int64_t sides[][2] = {{1, 1}, {1, 17}, {17, 1}, {2, 3}, {5, 5}, {9, 16}, {17, 17}};
+  const int64_t sides[][2] = {{1, 1}, {1, 17}, {17, 1}, {2, 3}, {5, 5}, {9, 16}, {17, 17}, {3, 29}, {6, 33}};
   const int64_t chans[][2] = {{1, 1}, {3, 4}, {9, 1}, {1, 9}, {17, 5}, {8, 3}};
   int checked = 0;
   for (const auto& kr : kernels)
