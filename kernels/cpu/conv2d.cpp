@@ -36,12 +36,13 @@ void q_range(const Conv2dShape& s, int64_t sc, int64_t& q0, int64_t& q1) {
   if (q1 < q0) q1 = q0;
 }
 
-// dst[q] = src[q * stride] for q in [q0, q1). Float with stride 2 (the downsample convs) and AVX2, at
-// least 8 outputs: 8 at a time from two loads, src[2q .. 2q+7] and src[2q+7 .. 2q+14] (never past the
-// last value used), the last block overlapping the one before (no masked loads or stores: slow on AMD);
-// a plain loop otherwise. Data movement only: the values are the same either way.
+// dst[q] = src[q * stride] for q in [q0, q1) (an image row's strided columns; not kern::cpu::copy_strided).
+// Float with stride 2 (the downsample convs) and AVX2, at least 8 outputs: 8 at a time from two loads, src[2q
+// .. 2q+7] and src[2q+7 .. 2q+14] (never past the last value used), the last block overlapping the one before
+// (no masked loads or stores: slow on AMD); a plain loop otherwise. Data movement only: the values are the
+// same either way.
 template <typename T>
-void copy_strided(const T* src, int64_t stride, int64_t q0, int64_t q1, T* dst) {
+void copy_every_stride(const T* src, int64_t stride, int64_t q0, int64_t q1, T* dst) {
 #ifdef __AVX2__
   if constexpr (std::is_same_v<T, float>) {
     if (stride == 2 && q1 - q0 >= 8) {
@@ -82,7 +83,7 @@ void im2col_rows(const Conv2dShape& s, const T* x, int64_t r0, int64_t nr, T* co
       if (s.stride_w == 1) {
         std::memcpy(dst + q0, src + q0, sizeof(T) * (q1 - q0));
       } else {
-        copy_strided(src, s.stride_w, q0, q1, dst);
+        copy_every_stride(src, s.stride_w, q0, q1, dst);
       }
     }
   }

@@ -242,6 +242,25 @@ typename Vec<L>::F add_row(typename Vec<L>::F v, const float* r, int64_t n) {
   return v + (n >= L ? load<VT>(r) : Vec<L>::load_masked(r, Vec<L>::range(0, n)));
 }
 
+// One F(2x2) output row of a vector's tiles: lane l's two outputs y0[l], y1[l] interleaved into columns
+// 2 l, 2 l + 1 of row (ncols of them), plus the residual row r's pixels where r is given, then stored (masked
+// at the row's end). Shared by output_piece and output_rows_f23: the same operations on every path.
+template <int L>
+inline void store_row_f23(typename Vec<L>::F y0, typename Vec<L>::F y1, const float* r, int64_t ncols,
+                          float* row) {
+  typename Vec<L>::F lo = Vec<L>::zip_lo(y0, y1), hi = Vec<L>::zip_hi(y0, y1);
+  if (r) {
+    lo = add_row<L>(lo, r, ncols);
+    if (ncols > L) hi = add_row<L>(hi, r + L, ncols - L);
+  }
+  if (ncols >= L) {
+    store(row, lo);
+    Vec<L>::store_n(row + L, hi, ncols - L);
+  } else {
+    Vec<L>::store_n(row, lo, ncols);
+  }
+}
+
 // The output pixels of tiles tx0 .. tx0 + cnt - 1 of tile row ty of image n from M columns col ..:
 // (A^T M A + e) + r, the portable transform_output_block's operations (e = winograd_epilogue_bias, added
 // in the tile layout; the residual r added in the image layout, after the zips, before the stores).
@@ -279,17 +298,7 @@ void output_piece(const Conv2dShape& s, const float* M, int64_t ld, int64_t col,
         float* row = plane + (ty * m + i) * W + q0;
         const float* rrow = rplane ? rplane + (ty * m + i) * W + q0 : nullptr;
         if constexpr (m == 2) {
-          VT lo = Vec<L>::zip_lo(Y[i][0], Y[i][1]), hi = Vec<L>::zip_hi(Y[i][0], Y[i][1]);
-          if (rrow) {
-            lo = add_row<L>(lo, rrow, ncols);
-            if (ncols > L) hi = add_row<L>(hi, rrow + L, ncols - L);
-          }
-          if (ncols >= L) {
-            store(row, lo);
-            Vec<L>::store_n(row + L, hi, ncols - L);
-          } else {
-            Vec<L>::store_n(row, lo, ncols);
-          }
+          store_row_f23<L>(Y[i][0], Y[i][1], rrow, ncols, row);
         } else {
           // m = 4: two rounds of zips interleave the 4 outputs of each lane into 4 L consecutive columns.
           const VT p0 = Vec<L>::zip_lo(Y[i][0], Y[i][2]), p1 = Vec<L>::zip_hi(Y[i][0], Y[i][2]);
@@ -389,18 +398,7 @@ void output_rows_f23(const Conv2dShape& s, const float* M, int64_t ld, const Pie
       const int mi = static_cast<int>(imin(2, H - p.ty * 2));
       for (int i = 0; i < mi; ++i) {
         const int64_t off = nk * HW + (p.ty * 2 + i) * W + q0;
-        float* row = y + off;
-        VT lo = Vec<L>::zip_lo(Y[i][0], Y[i][1]), hi = Vec<L>::zip_hi(Y[i][0], Y[i][1]);
-        if (add.r) {
-          lo = add_row<L>(lo, add.r + off, ncols);
-          if (ncols > L) hi = add_row<L>(hi, add.r + off + L, ncols - L);
-        }
-        if (ncols >= L) {
-          store(row, lo);
-          Vec<L>::store_n(row + L, hi, ncols - L);
-        } else {
-          Vec<L>::store_n(row, lo, ncols);
-        }
+        store_row_f23<L>(Y[i][0], Y[i][1], add.r ? add.r + off : nullptr, ncols, y + off);
       }
     }
   }
