@@ -18,6 +18,7 @@
 // when mean >> spread.
 // Every sum has a fixed order that depends only on the group size, so a group's results do not
 // depend on N, on the group's position or on the thread count. NaN/Inf in a group make it NaN.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <type_traits>
@@ -38,22 +39,34 @@ void forward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const
                   const T* beta, T* y, T* mean, T* rstd, double* stats) {
   const int64_t Cg = C / G, M = Cg * HW;  // channels per group, elements per group
   if (M == 0) return;
+  const int64_t NG = N * G;
+  // Groups in pairs (2p, 2p + 1): their statistics in one interleaved loop (group_stats2, bitwise
+  // group_stats of each), then each group's affine while the pair is in L1/L2.
 #pragma omp parallel for schedule(static)
-  for (int64_t ng = 0; ng < N * G; ++ng) {
-    const T* xg = x + ng * M;  // (Cg, HW)
-    T* yg = y + ng * M;
-    const auto [mu, rs] = gn::group_stats(xg, M, eps);
-    if (mean) mean[ng] = static_cast<T>(mu);
-    if (rstd) rstd[ng] = static_cast<T>(rs);
-    if (stats) stats[2 * ng] = mu, stats[2 * ng + 1] = rs;
-    const int64_t c0 = (ng % G) * Cg;
-    for (int64_t cc = 0; cc < Cg; ++cc) {
-      const double a = rs * (gamma ? double(gamma[c0 + cc]) : 1.0);
-      const double b = beta ? double(beta[c0 + cc]) : 0.0;
-      if constexpr (Silu)  // y = silu(gn(x)) while the channel is in registers
-        gn::affine_silu(xg + cc * HW, HW, mu, a, b, yg + cc * HW);
-      else
-        gn::affine(xg + cc * HW, HW, mu, a, b, yg + cc * HW);
+  for (int64_t p = 0; p < (NG + 1) / 2; ++p) {
+    const int64_t ng0 = 2 * p, cnt = std::min<int64_t>(2, NG - ng0);
+    std::array<double, 2> st[2];
+    if (cnt == 2)
+      gn::group_stats2(x + ng0 * M, x + (ng0 + 1) * M, M, eps, st);
+    else
+      st[0] = gn::group_stats(x + ng0 * M, M, eps);
+    for (int64_t k = 0; k < cnt; ++k) {
+      const int64_t ng = ng0 + k;
+      const T* xg = x + ng * M;  // (Cg, HW)
+      T* yg = y + ng * M;
+      const double mu = st[k][0], rs = st[k][1];
+      if (mean) mean[ng] = static_cast<T>(mu);
+      if (rstd) rstd[ng] = static_cast<T>(rs);
+      if (stats) stats[2 * ng] = mu, stats[2 * ng + 1] = rs;
+      const int64_t c0 = (ng % G) * Cg;
+      for (int64_t cc = 0; cc < Cg; ++cc) {
+        const double a = rs * (gamma ? double(gamma[c0 + cc]) : 1.0);
+        const double b = beta ? double(beta[c0 + cc]) : 0.0;
+        if constexpr (Silu)  // y = silu(gn(x)) while the channel is in registers
+          gn::affine_silu(xg + cc * HW, HW, mu, a, b, yg + cc * HW);
+        else
+          gn::affine(xg + cc * HW, HW, mu, a, b, yg + cc * HW);
+      }
     }
   }
 }

@@ -125,6 +125,40 @@ std::array<double, 3> gn_backward_sums_avx512(const float* x, const float* dy, i
   return {hsum(s0), hsum(s1), hsum(s2)};
 }
 
+// Two groups interleaved: each has its own partial sums in exactly the order of
+// gn_shifted_sums_avx512, so the results are bitwise two calls of it; the second set of accumulator chains
+// hides the add/fma latency that bounds one span (one chain step per 16 elements).
+void gn_shifted_sums2_avx512(const float* xa, const float* xb, int64_t n, double Ka, double Kb,
+                             std::array<double, 2>* out) {
+  const __m512d ka = _mm512_set1_pd(Ka), kb = _mm512_set1_pd(Kb);
+  __m512d sa0 = _mm512_setzero_pd(), sa1 = sa0, qa0 = sa0, qa1 = sa0;
+  __m512d sb0 = sa0, sb1 = sa0, qb0 = sa0, qb1 = sa0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 va = _mm512_loadu_ps(xa + i), vb = _mm512_loadu_ps(xb + i);
+    const __m512d da0 = _mm512_sub_pd(lo_pd(va), ka), da1 = _mm512_sub_pd(hi_pd(va), ka);
+    const __m512d db0 = _mm512_sub_pd(lo_pd(vb), kb), db1 = _mm512_sub_pd(hi_pd(vb), kb);
+    sa0 = _mm512_add_pd(sa0, da0), sa1 = _mm512_add_pd(sa1, da1);
+    sb0 = _mm512_add_pd(sb0, db0), sb1 = _mm512_add_pd(sb1, db1);
+    qa0 = _mm512_fmadd_pd(da0, da0, qa0), qa1 = _mm512_fmadd_pd(da1, da1, qa1);
+    qb0 = _mm512_fmadd_pd(db0, db0, qb0), qb1 = _mm512_fmadd_pd(db1, db1, qb1);
+  }
+  if (i < n) {  // the tail (< 16): dead lanes add 0, as in gn_shifted_sums_avx512
+    const int64_t r = n - i;
+    const __m512 va = load16(xa + i, r), vb = load16(xb + i, r);
+    const __m512d da0 = _mm512_maskz_sub_pd(lanes(r), lo_pd(va), ka),
+                  da1 = _mm512_maskz_sub_pd(lanes(r - 8), hi_pd(va), ka);
+    const __m512d db0 = _mm512_maskz_sub_pd(lanes(r), lo_pd(vb), kb),
+                  db1 = _mm512_maskz_sub_pd(lanes(r - 8), hi_pd(vb), kb);
+    sa0 = _mm512_add_pd(sa0, da0), sa1 = _mm512_add_pd(sa1, da1);
+    sb0 = _mm512_add_pd(sb0, db0), sb1 = _mm512_add_pd(sb1, db1);
+    qa0 = _mm512_fmadd_pd(da0, da0, qa0), qa1 = _mm512_fmadd_pd(da1, da1, qa1);
+    qb0 = _mm512_fmadd_pd(db0, db0, qb0), qb1 = _mm512_fmadd_pd(db1, db1, qb1);
+  }
+  out[0] = {hsum(_mm512_add_pd(sa0, sa1)), hsum(_mm512_add_pd(qa0, qa1))};
+  out[1] = {hsum(_mm512_add_pd(sb0, sb1)), hsum(_mm512_add_pd(qb0, qb1))};
+}
+
 void gn_affine_avx512(const float* x, int64_t n, float mh, float ml, float a, float b, float* y) {
   const Affine16 f(mh, ml, a, b);
   for (int64_t i = 0; i < n; i += 16) store16(y + i, n - i, f(load16(x + i, n - i)));

@@ -24,6 +24,12 @@ void gn_affine_avx512(const float* x, int64_t n, float mh, float ml, float a, fl
 void gn_dx_avx512(const float* x, const float* dy, int64_t n, double mu, double rs, double gm, double m1,
                   double m2, float* dx);
 
+// gn_shifted_sums_avx512 of two groups of n floats at once: out[0] of (xa, Ka), out[1] of (xb, Kb), bitwise
+// (each keeps its own partial sums in the same order); the two sets of accumulator chains run in parallel
+// where one group's chains are latency-bound (one add/fma chain step per 16 floats).
+void gn_shifted_sums2_avx512(const float* xa, const float* xb, int64_t n, double Ka, double Kb,
+                             std::array<double, 2>* out);
+
 // The fused group_norm_silu loops (16 floats per step; the same bits as gn_affine_avx512 followed by
 // silu_span.h's SiLU, silu_math.h on 16 lanes):
 // y_i = silu(v_i), v_i = fmaf((x_i - mh) - ml, a, b)

@@ -222,23 +222,45 @@ double group_mean(const T* xg, int64_t M) {
   return K + sum_dev<false>(xg, M, K) / double(M);
 }
 
+// The float statistics from shifted_sums' {s1, s2} around K = xg[0] (the two-pass fallback reads xg again).
+inline std::array<double, 2> finish_stats(const float* xg, int64_t M, double eps, std::array<double, 2> s) {
+  const double K = xg[0], s1 = s[0], s2 = s[1];
+  const double q = s1 / double(M);
+  const double mu = K + q;
+  double ss = std::fma(-s1, q, s2);
+  if (ss < s2 * 0x1p-10) ss = sum_dev<true>(xg, M, mu);  // cancellation (or ss < 0): around the mean
+  return {mu, 1.0 / std::sqrt(ss / double(M) + eps)};
+}
+
 // The mean and 1 / sqrt(var + eps) (biased variance) of the M >= 1 elements at xg, in double: float by
 // shifted_sums (one pass) with the two-pass fallback described in the header comment, double by two passes.
 template <typename T>
 std::array<double, 2> group_stats(const T* xg, int64_t M, double eps) {
-  double mu, ss;
   if constexpr (std::is_same_v<T, float>) {
-    const double K = xg[0];
-    const auto [s1, s2] = shifted_sums(xg, M, K);
-    const double q = s1 / double(M);
-    mu = K + q;
-    ss = std::fma(-s1, q, s2);
-    if (ss < s2 * 0x1p-10) ss = sum_dev<true>(xg, M, mu);  // cancellation (or ss < 0): around the mean
+    return finish_stats(xg, M, eps, shifted_sums(xg, M, double(xg[0])));
   } else {
-    mu = group_mean(xg, M);
-    ss = sum_dev<true>(xg, M, mu);
+    const double mu = group_mean(xg, M);
+    const double ss = sum_dev<true>(xg, M, mu);
+    return {mu, 1.0 / std::sqrt(ss / double(M) + eps)};
   }
-  return {mu, 1.0 / std::sqrt(ss / double(M) + eps)};
+}
+
+// group_stats of two groups of M elements: out[0] of xa, out[1] of xb, bitwise two calls (AVX-512: their
+// shifted sums in one loop, gn_shifted_sums2_avx512).
+template <typename T>
+void group_stats2(const T* xa, const T* xb, int64_t M, double eps, std::array<double, 2>* out) {
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>)
+    if (use_avx512()) {
+      std::array<double, 2> s[2];
+      detail::gn_shifted_sums2_avx512(xa, xb, M, double(xa[0]), double(xb[0]), s);
+      out[0] = finish_stats(xa, M, eps, s[0]);
+      out[1] = finish_stats(xb, M, eps, s[1]);
+      return;
+    }
+#endif
+  out[0] = group_stats(xa, M, eps);
+  out[1] = group_stats(xb, M, eps);
 }
 
 // The group-norm value v_i for i < n: float fmaf((x_i - mh) - ml, a, b) with affine_consts(mu, a, b),
