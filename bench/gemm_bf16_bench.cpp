@@ -7,7 +7,10 @@
 //   1x1 / linear  one GEMM per call, parallel over the OpenMP threads as gemm plans it
 //   conv  the seed UNet's 3x3 stride-1 convs at --batch (default 16): forward + input gradient + weight
 //         gradient (Winograd in both modes: the transforms are float32, only the GEMMs change)
-// Usage: gemm_bf16_bench [--reps N] [--batch N] [--filter SUBSTRING]   (threads: OMP_NUM_THREADS)
+// Usage: gemm_bf16_bench [--reps N] [--batch N] [--filter SUBSTRING] [--cpu-time]   (threads:
+// OMP_NUM_THREADS)
+// --cpu-time: time by the process's CPU time (CLOCK_PROCESS_CPUTIME_ID, all threads summed) instead of
+// the wall clock: steadier on a shared machine (use it with OMP_NUM_THREADS=1).
 // Prints, per shape, the min time of both paths and fp32 / bf16. Needs a CPU with AVX512_BF16 (else the
 // bf16 column is the float32 fallback and the tool says so).
 #include <omp.h>
@@ -17,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -58,6 +62,19 @@ const Shape kShapes[] = {
     {"512^3", 512, 512, 512, false, false, 0, false},
 };
 
+bool g_cpu_time = false;  // --cpu-time
+
+// Milliseconds on the wall clock, or of the process's CPU time under --cpu-time.
+double now_ms() {
+  if (g_cpu_time) {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+  }
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // Min over reps of fn()'s time in fp32 and in bf16 mode, interleaved.
 template <class F>
 void time_both(int reps, F&& fn, double best[2]) {
@@ -65,16 +82,10 @@ void time_both(int reps, F&& fn, double best[2]) {
   for (int r = 0; r < reps; ++r)
     for (int p = 0; p < 2; ++p) {
       kc::set_matmul_precision(p ? kc::MatmulPrecision::Bf16 : kc::MatmulPrecision::Fp32);
-      const auto t0 = std::chrono::steady_clock::now();
+      const double t0 = now_ms();
       fn();
-      best[p] = std::min(
-          best[p], std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      best[p] = std::min(best[p], now_ms() - t0);
     }
-}
-
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
 }
 
 }  // namespace
@@ -91,8 +102,11 @@ int main(int argc, char** argv) {
       batch = std::atoll(argv[++i]);
     } else if (a == "--filter" && i + 1 < argc) {
       filter = argv[++i];
+    } else if (a == "--cpu-time") {
+      g_cpu_time = true;
     } else {
-      std::fprintf(stderr, "usage: gemm_bf16_bench [--reps N>0] [--batch N>0] [--filter SUBSTRING]\n");
+      std::fprintf(stderr,
+                   "usage: gemm_bf16_bench [--reps N>0] [--batch N>0] [--filter SUBSTRING] [--cpu-time]\n");
       return 2;
     }
   }
@@ -103,7 +117,8 @@ int main(int argc, char** argv) {
   kc::set_matmul_precision(kc::MatmulPrecision::Bf16);
   const bool bf16 = kc::matmul_precision_active() == kc::MatmulPrecision::Bf16;
   const int nth = omp_get_max_threads();
-  std::printf("gemm_bf16_bench: %d thread(s), min of %d; bf16 path: %s\n", nth, reps,
+  std::printf("gemm_bf16_bench: %d thread(s), min of %d (%s); bf16 path: %s\n", nth, reps,
+              g_cpu_time ? "process CPU time" : "wall clock",
               bf16 ? "AVX512_BF16" : "NOT available (fp32 fallback)");
   std::printf("%-24s %16s %10s %10s %8s %9s\n", "shape", "MxNxK", "fp32 ms", "bf16 ms", "speedup",
               "bf16 GF/s");
