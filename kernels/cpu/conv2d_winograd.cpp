@@ -3,7 +3,8 @@
 //
 //   U[xi][k][c] = (G g_kc G^T)[xi]           weights, in float64, rounded once (per call)
 //   V[xi][c][t] = (B^T d_ct B)[xi]           input tiles (a x a, a = m + 2), zero-padded at the borders
-//   M[xi]       = U[xi] (K x C) @ V[xi] (C x T)   one kern::cpu::gemm per transform point xi
+//   M[xi]       = U[xi] (K x C) @ V[xi] (C x T)   one kern::cpu::gemm per transform point xi (bf16 mode:
+//                 gemm_bf16_packed_a on U rounded and packed once per call; gemm<float>'s bits)
 //   y tile      = (A^T M[.][k][t] A + e[n][k]) + r[n][k][tile]   e = b[k] + t[n][k] (the terms given)
 // The tiles of all images are processed in chunks of TB tiles (the chunk is a unit of OpenMP work and
 // keeps V and M in cache). Bitwise determinism: each transform is a fixed sequence of float operations

@@ -257,10 +257,12 @@ void macro_tile(const Bf16GemmArgs& q, int64_t i0, int64_t mc, int64_t j0, int64
         pack_rows(q.A + (i0 + ir) * q.lda + k0, q.lda, static_cast<int>(min64(kMR, mc - ir)), kc, q.alpha,
                   kMR, Ap + ir * kc2);
     // A transposed B panel is packed right before the micro tiles that use it; an untransposed one by the
-    // panel's first tile, as it computes (the same words).
+    // panel's first tile, as it computes (the same words). Each panel is used only by its own tiles, so
+    // all of them share one panel buffer (kNR x kc2 words, L1-sized; was nc x kc2: end to end within the
+    // noise, 1% less process CPU time in two contended pairs, bench/RESULTS.md).
     for (int64_t jr = 0; jr < nc; jr += kNR) {
       const int n = static_cast<int>(min64(kNR, nc - jr));
-      uint32_t* bp = Bp + jr * kc2;
+      uint32_t* bp = Bp;
       PackSrc src{nullptr, 0, 0, 0};
       if (!q.transB)
         src = PackSrc{q.B + k0 * q.ldb + j0 + jr, q.ldb, kc, n};
@@ -302,7 +304,7 @@ bool gemm_f32_bf16_avx512(const Bf16GemmArgs& g) {
   const TilePlan pl = plan_tiles(g.M, g.N, kMR, kNR, g.parallel ? g.nthreads : 1);
   const int64_t tiles = pl.mtiles * pl.ntiles;
   const int64_t kc2_max = (min64(kKC, g.K) + 1) / 2;
-  const int64_t a_size = pl.mc_max * kc2_max, b_size = pl.nc_max * kc2_max;
+  const int64_t a_size = pl.mc_max * kc2_max, b_size = kNR * kc2_max;
   bool ok = true;
 #pragma omp parallel num_threads(pl.threads) if (pl.threads > 1) reduction(&& : ok)
   {
