@@ -7,7 +7,12 @@
 //   1x1 / linear  one GEMM per call, parallel over the OpenMP threads as gemm plans it
 //   conv  the seed UNet's 3x3 stride-1 convs at --batch (default 16): forward + input gradient + weight
 //         gradient (Winograd in both modes: the transforms are float32, only the GEMMs change)
-// Usage: gemm_bf16_bench [--reps N] [--batch N] [--filter SUBSTRING]   (threads: OMP_NUM_THREADS)
+// Usage: gemm_bf16_bench [--reps N] [--batch N] [--filter SUBSTRING] [--cpu-time] [--hash]   (threads:
+// OMP_NUM_THREADS)
+// --hash: also print, per conv row, an FNV-1a hash of the fp32 and of the bf16 results (y, dx, dw, db
+// bytes), to check that a change keeps the bits (run before and after, any thread count).
+// --cpu-time: time by the process's CPU time (CLOCK_PROCESS_CPUTIME_ID, all threads summed) instead of
+// the wall clock: steadier on a shared machine (use it with OMP_NUM_THREADS=1).
 // Prints, per shape, the min time of both paths and fp32 / bf16. Needs a CPU with AVX512_BF16 (else the
 // bf16 column is the float32 fallback and the tool says so).
 #include <omp.h>
@@ -17,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -58,6 +64,26 @@ const Shape kShapes[] = {
     {"512^3", 512, 512, 512, false, false, 0, false},
 };
 
+bool g_cpu_time = false;  // --cpu-time
+
+// FNV-1a over the bytes of the given vectors, continuing from h.
+uint64_t fnv1a(uint64_t h, const std::vector<float>& v) {
+  const auto* p = reinterpret_cast<const unsigned char*>(v.data());
+  for (size_t i = 0; i < v.size() * sizeof(float); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+// Milliseconds on the wall clock, or of the process's CPU time under --cpu-time.
+double now_ms() {
+  if (g_cpu_time) {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+  }
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // Min over reps of fn()'s time in fp32 and in bf16 mode, interleaved.
 template <class F>
 void time_both(int reps, F&& fn, double best[2]) {
@@ -65,16 +91,10 @@ void time_both(int reps, F&& fn, double best[2]) {
   for (int r = 0; r < reps; ++r)
     for (int p = 0; p < 2; ++p) {
       kc::set_matmul_precision(p ? kc::MatmulPrecision::Bf16 : kc::MatmulPrecision::Fp32);
-      const auto t0 = std::chrono::steady_clock::now();
+      const double t0 = now_ms();
       fn();
-      best[p] = std::min(
-          best[p], std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      best[p] = std::min(best[p], now_ms() - t0);
     }
-}
-
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
 }
 
 }  // namespace
@@ -83,6 +103,7 @@ int main(int argc, char** argv) {
   int reps = 15;
   int64_t batch = 16;
   std::string filter;
+  bool hash = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) {
@@ -91,8 +112,14 @@ int main(int argc, char** argv) {
       batch = std::atoll(argv[++i]);
     } else if (a == "--filter" && i + 1 < argc) {
       filter = argv[++i];
+    } else if (a == "--cpu-time") {
+      g_cpu_time = true;
+    } else if (a == "--hash") {
+      hash = true;
     } else {
-      std::fprintf(stderr, "usage: gemm_bf16_bench [--reps N>0] [--batch N>0] [--filter SUBSTRING]\n");
+      std::fprintf(
+          stderr,
+          "usage: gemm_bf16_bench [--reps N>0] [--batch N>0] [--filter SUBSTRING] [--cpu-time] [--hash]\n");
       return 2;
     }
   }
@@ -103,7 +130,8 @@ int main(int argc, char** argv) {
   kc::set_matmul_precision(kc::MatmulPrecision::Bf16);
   const bool bf16 = kc::matmul_precision_active() == kc::MatmulPrecision::Bf16;
   const int nth = omp_get_max_threads();
-  std::printf("gemm_bf16_bench: %d thread(s), min of %d; bf16 path: %s\n", nth, reps,
+  std::printf("gemm_bf16_bench: %d thread(s), min of %d (%s); bf16 path: %s\n", nth, reps,
+              g_cpu_time ? "process CPU time" : "wall clock",
               bf16 ? "AVX512_BF16" : "NOT available (fp32 fallback)");
   std::printf("%-24s %16s %10s %10s %8s %9s\n", "shape", "MxNxK", "fp32 ms", "bf16 ms", "speedup",
               "bf16 GF/s");
@@ -166,8 +194,20 @@ int main(int argc, char** argv) {
     char shape[48];
     std::snprintf(shape, sizeof shape, "N=%lld fwd+dx+dw", (long long)batch);
     const double flops = 3 * 2.0 * s.N * s.K * s.C * 9 * s.P * s.Q;  // direct-conv FLOPs
-    std::printf("%-24s %16s %10.4f %10.4f %7.2fx %9.1f\n", name.c_str(), shape, best[0], best[1],
+    std::printf("%-24s %16s %10.4f %10.4f %7.2fx %9.1f", name.c_str(), shape, best[0], best[1],
                 best[0] / best[1], flops / best[1] * 1e-6);
+    if (hash) {
+      uint64_t h[2];
+      for (int p = 0; p < 2; ++p) {
+        kc::set_matmul_precision(p ? kc::MatmulPrecision::Bf16 : kc::MatmulPrecision::Fp32);
+        kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data());
+        kc::conv2d_backward_input<float>(s, dy.data(), w.data(), dx.data());
+        kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), dw.data(), db.data());
+        h[p] = fnv1a(fnv1a(fnv1a(fnv1a(14695981039346656037ull, y), dx), dw), db);
+      }
+      std::printf("  fp32 %016llx bf16 %016llx", (unsigned long long)h[0], (unsigned long long)h[1]);
+    }
+    std::printf("\n");
   }
   return 0;
 }

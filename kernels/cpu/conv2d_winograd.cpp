@@ -3,7 +3,8 @@
 //
 //   U[xi][k][c] = (G g_kc G^T)[xi]           weights, in float64, rounded once (per call)
 //   V[xi][c][t] = (B^T d_ct B)[xi]           input tiles (a x a, a = m + 2), zero-padded at the borders
-//   M[xi]       = U[xi] (K x C) @ V[xi] (C x T)   one kern::cpu::gemm per transform point xi
+//   M[xi]       = U[xi] (K x C) @ V[xi] (C x T)   one kern::cpu::gemm per transform point xi (bf16 mode:
+//                 gemm_bf16_packed_a on U rounded and packed once per call; gemm<float>'s bits)
 //   y tile      = (A^T M[.][k][t] A + e[n][k]) + r[n][k][tile]   e = b[k] + t[n][k] (the terms given)
 // The tiles of all images are processed in chunks of TB tiles (the chunk is a unit of OpenMP work and
 // keeps V and M in cache). Bitwise determinism: each transform is a fixed sequence of float operations
@@ -20,8 +21,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -29,6 +32,7 @@
 #include "kernels/cpu/conv2d_winograd_f43.h"
 #include "kernels/cpu/conv2d_winograd_simd.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/gemm_bf16.h"
 
 namespace kern::cpu {
 namespace {
@@ -229,6 +233,13 @@ float* scratch(int slot, int64_t n) {
   return buf[slot].data();
 }
 
+// The calling thread's buffer for the bf16-packed U (at least n words), kept between calls (only grows).
+uint32_t* packed_u_scratch(int64_t n) {
+  thread_local std::vector<uint32_t> buf;
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  return buf.data();
+}
+
 // The SIMD transforms of one chunk (tiles t0 .. t0 + nt - 1) for the ISA path; false where there is none
 // (the scalar path, or a build without the AVX files). V and M need ld >= nt + 15 (the vectors' tails).
 bool transform_input_simd(CpuIsa isa, int m, const Conv2dShape& s, const float* x, int64_t t0, int64_t nt,
@@ -275,6 +286,22 @@ void winograd(const Conv2dShape& s, const float* x, const float* w, const float*
   // The input / output transforms: the AVX-512 or AVX2 version (conv2d_winograd_simd.h: the same bits, on
   // 8 or 16 tiles of a tile row at once) where the ISA path allows, else the portable blocks below.
   const CpuIsa isa = cpu_isa();
+  // bf16 mode, where each chunk's GEMMs are serial anyway (every thread its own chunks, or one thread): U is
+  // rounded to bf16 and packed once per call (gemm_bf16.h) instead of by every chunk's GEMMs, the same
+  // words and bits as gemm<float> (GemmBf16Packed.*). A single chunk on several threads keeps gemm<float>,
+  // which splits that chunk's GEMMs over the threads.
+  const uint32_t* Up = nullptr;
+  int64_t up_words = 0;
+#if defined(__x86_64__)
+  if ((par || nth == 1) && matmul_precision_active() == MatmulPrecision::Bf16) {
+    up_words = gemm_detail::bf16_packed_a_words(s.K, s.C);
+    uint32_t* p = packed_u_scratch(A2 * up_words);
+    for (int xi = 0; xi < A2; ++xi)
+      gemm_detail::bf16_pack_a(true, s.K, s.C, 1.0f, U + xi * s.K * s.C, s.K, p + xi * up_words);
+    Up = p;
+  }
+#endif
+  std::atomic<bool> oom{false};
 #pragma omp parallel if (par)
   {
     float* V = scratch(1, A2 * s.C * ld);
@@ -285,14 +312,24 @@ void winograd(const Conv2dShape& s, const float* x, const float* w, const float*
       if (!transform_input_simd(isa, m, s, x, t_begin, nt, V, ld))
         for (int64_t col = 0; col < nt; col += kL)
           transform_input_block<F>(s, x, locate(t_begin + col, T, TY, TX, m), V, ld, col);
-      for (int xi = 0; xi < A2; ++xi)
+      for (int xi = 0; xi < A2; ++xi) {
+#if defined(__x86_64__)
+        if (Up) {
+          if (!gemm_detail::gemm_bf16_packed_a(s.K, nt, s.C, Up + xi * up_words, false, V + xi * s.C * ld, ld,
+                                               0.0f, M + xi * s.K * ld, ld))
+            oom.store(true, std::memory_order_relaxed);
+          continue;
+        }
+#endif
         gemm<float>(true, false, s.K, nt, s.C, 1.0f, U + xi * s.K * s.C, s.K, V + xi * s.C * ld, ld, 0.0f,
                     M + xi * s.K * ld, ld);
+      }
       if (!transform_output_simd(isa, m, s, M, ld, t_begin, nt, b, add, y))
         for (int64_t col = 0; col < nt; col += kL)
           transform_output_block<F>(s, M, ld, col, locate(t_begin + col, T, TY, TX, m), b, add, y);
     }
   }
+  if (oom.load()) throw std::bad_alloc();
 }
 
 CpuConvAlgo g_override = CpuConvAlgo::Auto;

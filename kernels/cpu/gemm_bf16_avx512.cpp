@@ -8,9 +8,12 @@
 // ones are converted a k-pair row at a time, and an untransposed B panel is packed by its first micro tile
 // while it computes. Packing only changes where the rounded words go, never their values or their order.
 //
-// Everything except the one entry point has internal linkage and no standard-library template is
+// bf16_pack_a / gemm_bf16_packed_a (gemm_bf16.h) split the same GEMM into packing A once and a serial
+// product reusing it: the same words, the same per-element instruction sequence, the same bits.
+//
+// Everything except the entry points has internal linkage and no standard-library template is
 // instantiated here, so the linker can never pick an AVX-512 copy of a shared (COMDAT) function for a
-// CPU without it (`nm -C` on the object lists the entry point as its only defined global symbol).
+// CPU without it (`nm -C` on the object lists the entry points as its only defined global symbols).
 //
 // Per C element, with a'[i][k] = bf16(float(alpha * A[i][k])) and b'[k][j] = bf16(B[k][j]) (round to
 // nearest even, NaN stays NaN, denormals flush to signed zero), and acc = the beta-initialised C:
@@ -29,6 +32,7 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "kernels/cpu/gemm_bf16.h"
 #include "kernels/cpu/gemm_detail.h"
 
 namespace kern::cpu::gemm_detail {
@@ -253,10 +257,12 @@ void macro_tile(const Bf16GemmArgs& q, int64_t i0, int64_t mc, int64_t j0, int64
         pack_rows(q.A + (i0 + ir) * q.lda + k0, q.lda, static_cast<int>(min64(kMR, mc - ir)), kc, q.alpha,
                   kMR, Ap + ir * kc2);
     // A transposed B panel is packed right before the micro tiles that use it; an untransposed one by the
-    // panel's first tile, as it computes (the same words).
+    // panel's first tile, as it computes (the same words). Each panel is used only by its own tiles, so
+    // all of them share one panel buffer (kNR x kc2 words, L1-sized; was nc x kc2: end to end within the
+    // noise, 1% less process CPU time in two contended pairs, bench/RESULTS.md).
     for (int64_t jr = 0; jr < nc; jr += kNR) {
       const int n = static_cast<int>(min64(kNR, nc - jr));
-      uint32_t* bp = Bp + jr * kc2;
+      uint32_t* bp = Bp;
       PackSrc src{nullptr, 0, 0, 0};
       if (!q.transB)
         src = PackSrc{q.B + k0 * q.ldb + j0 + jr, q.ldb, kc, n};
@@ -298,7 +304,7 @@ bool gemm_f32_bf16_avx512(const Bf16GemmArgs& g) {
   const TilePlan pl = plan_tiles(g.M, g.N, kMR, kNR, g.parallel ? g.nthreads : 1);
   const int64_t tiles = pl.mtiles * pl.ntiles;
   const int64_t kc2_max = (min64(kKC, g.K) + 1) / 2;
-  const int64_t a_size = pl.mc_max * kc2_max, b_size = pl.nc_max * kc2_max;
+  const int64_t a_size = pl.mc_max * kc2_max, b_size = kNR * kc2_max;
   bool ok = true;
 #pragma omp parallel num_threads(pl.threads) if (pl.threads > 1) reduction(&& : ok)
   {
@@ -318,6 +324,55 @@ bool gemm_f32_bf16_avx512(const Bf16GemmArgs& g) {
     }
   }
   return ok;
+}
+
+int64_t bf16_packed_a_words(int64_t M, int64_t K) { return round_up(M, kMR) * ((K + 1) / 2); }
+
+// Per K block of kKC (from k = 0) at Ap + round_up(M, kMR) * k0 / 2, the panels of kMR rows at ir * kc2:
+// the layout macro_tile packs for a tile with i0 = 0 and mc = M (every K block but the last is even).
+void bf16_pack_a(bool transA, int64_t M, int64_t K, float alpha, const float* A, int64_t lda, uint32_t* Ap) {
+  const int64_t Mp = round_up(M, kMR);
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    const int64_t kc = min64(kKC, K - k0), kc2 = (kc + 1) / 2;
+    uint32_t* dst = Ap + Mp * (k0 / 2);
+    if (transA)
+      pack_kpairs(A + k0 * lda, lda, M, kc, alpha, kMR, dst);
+    else
+      for (int64_t ir = 0; ir < M; ir += kMR)
+        pack_rows(A + ir * lda + k0, lda, static_cast<int>(min64(kMR, M - ir)), kc, alpha, kMR,
+                  dst + ir * kc2);
+  }
+}
+
+// macro_tile's loops over the whole of C with A already packed; B one panel at a time through a single
+// panel buffer (each panel is used only by the tiles of its columns, right after it is packed).
+bool gemm_bf16_packed_a(int64_t M, int64_t N, int64_t K, const uint32_t* Ap, bool transB, const float* B,
+                        int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int64_t Mp = round_up(M, kMR);
+  uint32_t* Bp = t_scratch[1].get(kNR * ((min64(kKC, K) + 1) / 2));
+  if (!Bp) return false;
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    const int64_t kc = min64(kKC, K - k0), kc2 = (kc + 1) / 2;
+    const Init init = k0 > 0         ? Init::Load
+                      : beta == 0.0f ? Init::Zero
+                      : beta == 1.0f ? Init::Load
+                                     : Init::Scale;
+    const uint32_t* a = Ap + Mp * (k0 / 2);
+    for (int64_t jr = 0; jr < N; jr += kNR) {
+      const int n = static_cast<int>(min64(kNR, N - jr));
+      PackSrc src{nullptr, 0, 0, 0};
+      if (!transB)
+        src = PackSrc{B + k0 * ldb + jr, ldb, kc, n};
+      else
+        pack_rows(B + jr * ldb + k0, ldb, n, kc, 1.0f, kNR, Bp);
+      for (int64_t ir = 0; ir < M; ir += kMR) {
+        micro(kc2, a + ir * kc2, Bp, C + ir * ldc + jr, ldc, static_cast<int>(min64(kMR, M - ir)), n, init,
+              beta, src);
+        src.B = nullptr;
+      }
+    }
+  }
+  return true;
 }
 
 }  // namespace kern::cpu::gemm_detail
