@@ -350,22 +350,32 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
   // A row block changes which thread computes an element, never its chain: the same bits for any thread
   // count (and, by gemm's invariant, any block boundaries).
   const bool transposed = CRS > s.K;  // A = cols (C*R*S rows), B = dy; else A = dy (K rows), B = cols
-  const int64_t rows = transposed ? CRS : s.K;
-  if (rows == 0) return;  // dw is empty
+  const int64_t rows = transposed ? CRS : s.K, brows = transposed ? s.K : CRS;  // A's and B's rows
+  if (rows == 0 || brows == 0) return;                                          // dw is empty
   const int64_t work = s.K * CRS * PQ;
   const int nthreads = omp_in_parallel() || work < (int64_t(1) << 16) ? 1 : omp_get_max_threads();
-  const int64_t chunk = ((rows + nthreads - 1) / nthreads + 7) / 8 * 8;
-  const int64_t nblocks = (rows + chunk - 1) / chunk;
+  // Pointwise (no im2col to build per thread): the threads split B's rows (dw's columns when not
+  // transposed; multiples of 16, a whole AVX2 tile or half an AVX-512 one), so that each packs only its
+  // share of B^T (the attention projections' 64 x 64 at 14 x 14: the transposing pack was a fifth of the
+  // time, and split by A's rows both threads packed all of it). Otherwise they split A's rows, each
+  // building only its own im2col rows when A is cols.
+  const bool split_b = pw;
+  const int64_t split = split_b ? brows : rows, align = split_b ? 16 : 8;
+  const int64_t chunk = ((split + nthreads - 1) / nthreads + align - 1) / align * align;
+  const int64_t nblocks = (split + chunk - 1) / chunk;
   std::vector<T> dwt(transposed ? CRS * s.K : 0);  // dw^T (C*R*S, K) when transposed
 #pragma omp parallel for schedule(static, 1) num_threads(nthreads) if (nblocks > 1)
   for (int64_t blk = 0; blk < nblocks; ++blk) {
-    const int64_t r0 = blk * chunk, nr = std::min(chunk, rows - r0);
+    const int64_t s0 = blk * chunk, ns = std::min(chunk, split - s0);
+    // A's rows [r0, r0 + nr) and B's rows [c0, c0 + nc) of this block.
+    const int64_t r0 = split_b ? 0 : s0, nr = split_b ? rows : ns;
+    const int64_t c0 = split_b ? s0 : 0, nc = split_b ? ns : brows;
     // This image's im2col: rows [r0, r0 + nr) when transposed, all of it otherwise (pointwise: x_n).
     std::vector<T> cols(pw ? 0 : (transposed ? nr : CRS) * PQ);
     for (int64_t n = 0; n < s.N; ++n) {
       const T beta = n == 0 ? T(0) : T(1);
       const T* dyn = dy + n * s.K * PQ;
-      const T* src = x + n * CHW + (transposed ? r0 * PQ : 0);
+      const T* src = x + n * CHW + (transposed ? r0 : c0) * PQ;
       if (!pw) {
         if (transposed)
           im2col_rows(s, x + n * CHW, r0, nr, cols.data());
@@ -374,9 +384,9 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
         src = cols.data();
       }
       if (transposed)
-        gemm_a_rows<T>(true, nr, s.K, PQ, src, PQ, dyn, PQ, beta, dwt.data() + r0 * s.K, s.K);
+        gemm_a_rows<T>(true, nr, nc, PQ, src, PQ, dyn + c0 * PQ, PQ, beta, dwt.data() + r0 * s.K + c0, s.K);
       else
-        gemm_a_rows<T>(true, nr, CRS, PQ, dyn + r0 * PQ, PQ, src, PQ, beta, dw + r0 * CRS, CRS);
+        gemm_a_rows<T>(true, nr, nc, PQ, dyn + r0 * PQ, PQ, src, PQ, beta, dw + r0 * CRS + c0, CRS);
     }
   }
   if (s.N == 0) {
@@ -402,25 +412,67 @@ template <typename T, int G, bool DB, bool DT>
 void bias_grad_group(const Conv2dShape& s, const T* dy, int64_t k0, T* db, T* dt) {
   const int64_t PQ = s.P * s.Q, PQ8 = PQ / 8 * 8;
   double p[G][8] = {};
+#ifdef __AVX2__
+  // float with AVX2: db's partials p[g][0..3] and p[g][4..7] in two vectors of float64, the 8 pixels
+  // converted by two vcvtps2pd (exact) and added lane by lane: the same adds in the same order as the loop
+  // below (which GCC left as scalar conversions and shuffles: 4-5x slower).
+  constexpr bool kVec = std::is_same_v<T, float> && DB;
+  __m256d pv[G][2];
+  if constexpr (kVec)
+    for (int g = 0; g < G; ++g) pv[g][0] = pv[g][1] = _mm256_setzero_pd();
+#endif
   for (int64_t n = 0; n < s.N; ++n) {
     const T* d = dy + (n * s.K + k0) * PQ;
     double a[G] = {};  // dt's chains of this image
-    for (int64_t i = 0; i < PQ8; i += 8)
+#ifdef __AVX2__
+    if constexpr (kVec) {
+      for (int64_t i = 0; i < PQ8; i += 8)
 #pragma GCC unroll 4
-      for (int g = 0; g < G; ++g)
-#pragma GCC unroll 8
-        for (int l = 0; l < 8; ++l) {
-          if constexpr (DB) p[g][l] += static_cast<double>(d[g * PQ + i + l]);
-          if constexpr (DT) a[g] += static_cast<double>(d[g * PQ + i + l]);
+        for (int g = 0; g < G; ++g) {
+          const __m256 v = _mm256_loadu_ps(d + g * PQ + i);
+          pv[g][0] = _mm256_add_pd(pv[g][0], _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+          pv[g][1] = _mm256_add_pd(pv[g][1], _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+          if constexpr (DT)
+            for (int l = 0; l < 8; ++l) a[g] += static_cast<double>(d[g * PQ + i + l]);
         }
+      if (PQ8 < PQ)  // the tail's partials continue from the vectors' values
+        for (int g = 0; g < G; ++g) {
+          _mm256_storeu_pd(p[g], pv[g][0]);
+          _mm256_storeu_pd(p[g] + 4, pv[g][1]);
+        }
+    } else
+#endif
+      for (int64_t i = 0; i < PQ8; i += 8)
+#pragma GCC unroll 4
+        for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+          for (int l = 0; l < 8; ++l) {
+            if constexpr (DB) p[g][l] += static_cast<double>(d[g * PQ + i + l]);
+            if constexpr (DT) a[g] += static_cast<double>(d[g * PQ + i + l]);
+          }
     for (int g = 0; g < G; ++g)
       for (int64_t i = PQ8; i < PQ; ++i) {
         if constexpr (DB) p[g][i - PQ8] += static_cast<double>(d[g * PQ + i]);
         if constexpr (DT) a[g] += static_cast<double>(d[g * PQ + i]);
       }
+#ifdef __AVX2__
+    if constexpr (kVec)
+      if (PQ8 < PQ)
+        for (int g = 0; g < G; ++g) {
+          pv[g][0] = _mm256_loadu_pd(p[g]);
+          pv[g][1] = _mm256_loadu_pd(p[g] + 4);
+        }
+#endif
     if constexpr (DT)
       for (int g = 0; g < G; ++g) dt[n * s.K + k0 + g] = static_cast<T>(a[g]);
   }
+#ifdef __AVX2__
+  if constexpr (kVec)
+    for (int g = 0; g < G; ++g) {
+      _mm256_storeu_pd(p[g], pv[g][0]);
+      _mm256_storeu_pd(p[g] + 4, pv[g][1]);
+    }
+#endif
   if constexpr (DB)
     for (int g = 0; g < G; ++g)
       db[k0 + g] = static_cast<T>(((p[g][0] + p[g][1]) + (p[g][2] + p[g][3])) +
