@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/conv2d_bias_grad.h"
 #include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/gemm_a_rows.h"
@@ -334,9 +335,14 @@ void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx)
 
 namespace {
 
-// dw (K, C*R*S) by im2col + GEMM (overwrites dw).
+using conv2d_detail::bias_grad;
+using conv2d_detail::BiasGrad;
+using conv2d_detail::BiasPartials;
+
+// dw (K, C*R*S) by im2col + GEMM (overwrites dw), and the bias gradients bg asks for (conv2d_bias_grad.h),
+// each image's added right after its GEMM, while its dy is in cache (the bits of bias_grad's own pass).
 template <typename T>
-void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw) {
+void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw, const BiasGrad<T>& bg) {
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
   const bool pw = is_pointwise(s);
   // dw (K, C*R*S) = sum over images n of dy_n (K, P*Q) @ cols_n^T, accumulated image after image with
@@ -351,7 +357,7 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
   // count (and, by gemm's invariant, any block boundaries).
   const bool transposed = CRS > s.K;  // A = cols (C*R*S rows), B = dy; else A = dy (K rows), B = cols
   const int64_t rows = transposed ? CRS : s.K, brows = transposed ? s.K : CRS;  // A's and B's rows
-  if (rows == 0 || brows == 0) return;                                          // dw is empty
+  if (rows == 0 || brows == 0) return bias_grad(s, dy, bg.db, bg.dt);           // dw is empty
   const int64_t work = s.K * CRS * PQ;
   const int nthreads = omp_in_parallel() || work < (int64_t(1) << 16) ? 1 : omp_get_max_threads();
   // Pointwise (no im2col to build per thread): the threads split B's rows (dw's columns when not
@@ -372,6 +378,12 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
     const int64_t c0 = split_b ? s0 : 0, nc = split_b ? ns : brows;
     // This image's im2col: rows [r0, r0 + nr) when transposed, all of it otherwise (pointwise: x_n).
     std::vector<T> cols(pw ? 0 : (transposed ? nr : CRS) * PQ);
+    // The bias channels [k0, k1) of this block: its own dy rows when A = dy split by rows; otherwise (every
+    // block reads all of dy_n) an even share of the K channels.
+    const bool own_rows = !split_b && !transposed;
+    const int64_t k0 = own_rows ? r0 : blk * s.K / nblocks,
+                  k1 = own_rows ? r0 + nr : (blk + 1) * s.K / nblocks;
+    std::vector<BiasPartials> bp(bg.any() ? k1 - k0 : 0, BiasPartials{});
     for (int64_t n = 0; n < s.N; ++n) {
       const T beta = n == 0 ? T(0) : T(1);
       const T* dyn = dy + n * s.K * PQ;
@@ -387,7 +399,9 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
         gemm_a_rows<T>(true, nr, nc, PQ, src, PQ, dyn + c0 * PQ, PQ, beta, dwt.data() + r0 * s.K + c0, s.K);
       else
         gemm_a_rows<T>(true, nr, nc, PQ, dyn + r0 * PQ, PQ, src, PQ, beta, dw + r0 * CRS + c0, CRS);
+      if (bg.any()) bg.add_image(n, k0, k1, bp.data());
     }
+    bg.finish(k0, k1, bp.data());
   }
   if (s.N == 0) {
     std::fill(dw, dw + s.K * CRS, T(0));
@@ -395,113 +409,6 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
     for (int64_t k = 0; k < s.K; ++k)
       for (int64_t c = 0; c < CRS; ++c) dw[k * CRS + c] = dwt[c * s.K + k];
   }
-}
-
-// db[k] = sum of dy[n][k][.][.] over n and the pixels, in float64, rounded once. Eight partial sums per
-// channel: the pixel i of each image goes to partial i % 8 (in image order), and the partials are added
-// pairwise ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)). A fixed order (the threads split the
-// channels): the same bits for any thread count; eight independent chains instead of one (a float64 add's
-// latency per element) let the loop run at vector width, and kBiasGroup channels interleaved (each with
-// its own partials, in the same order) hide the add latency.
-// With dt: also dt[n][k] = sum of dy[n][k][.][.] over the pixels, one float64 chain per (n, k) over the
-// pixels in order, rounded once: the order of sum(dy, {2, 3}) (kernels/cpu/reduce.cpp sum_rows), so the
-// same bits, from the same pass over dy (the G chains of a group interleaved).
-constexpr int64_t kBiasGroup = 4;
-
-template <typename T, int G, bool DB, bool DT>
-void bias_grad_group(const Conv2dShape& s, const T* dy, int64_t k0, T* db, T* dt) {
-  const int64_t PQ = s.P * s.Q, PQ8 = PQ / 8 * 8;
-  double p[G][8] = {};
-#ifdef __AVX2__
-  // float with AVX2: db's partials p[g][0..3] and p[g][4..7] in two vectors of float64, the 8 pixels
-  // converted by two vcvtps2pd (exact) and added lane by lane: the same adds in the same order as the loop
-  // below (which GCC left as scalar conversions and shuffles: 4-5x slower).
-  constexpr bool kVec = std::is_same_v<T, float> && DB;
-  __m256d pv[G][2];
-  if constexpr (kVec)
-    for (int g = 0; g < G; ++g) pv[g][0] = pv[g][1] = _mm256_setzero_pd();
-#endif
-  for (int64_t n = 0; n < s.N; ++n) {
-    const T* d = dy + (n * s.K + k0) * PQ;
-    double a[G] = {};  // dt's chains of this image
-#ifdef __AVX2__
-    if constexpr (kVec) {
-      for (int64_t i = 0; i < PQ8; i += 8)
-#pragma GCC unroll 4
-        for (int g = 0; g < G; ++g) {
-          const __m256 v = _mm256_loadu_ps(d + g * PQ + i);
-          pv[g][0] = _mm256_add_pd(pv[g][0], _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
-          pv[g][1] = _mm256_add_pd(pv[g][1], _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
-          if constexpr (DT)
-            for (int l = 0; l < 8; ++l) a[g] += static_cast<double>(d[g * PQ + i + l]);
-        }
-      if (PQ8 < PQ)  // the tail's partials continue from the vectors' values
-        for (int g = 0; g < G; ++g) {
-          _mm256_storeu_pd(p[g], pv[g][0]);
-          _mm256_storeu_pd(p[g] + 4, pv[g][1]);
-        }
-    } else
-#endif
-      for (int64_t i = 0; i < PQ8; i += 8)
-#pragma GCC unroll 4
-        for (int g = 0; g < G; ++g)
-#pragma GCC unroll 8
-          for (int l = 0; l < 8; ++l) {
-            if constexpr (DB) p[g][l] += static_cast<double>(d[g * PQ + i + l]);
-            if constexpr (DT) a[g] += static_cast<double>(d[g * PQ + i + l]);
-          }
-    for (int g = 0; g < G; ++g)
-      for (int64_t i = PQ8; i < PQ; ++i) {
-        if constexpr (DB) p[g][i - PQ8] += static_cast<double>(d[g * PQ + i]);
-        if constexpr (DT) a[g] += static_cast<double>(d[g * PQ + i]);
-      }
-#ifdef __AVX2__
-    if constexpr (kVec)
-      if (PQ8 < PQ)
-        for (int g = 0; g < G; ++g) {
-          pv[g][0] = _mm256_loadu_pd(p[g]);
-          pv[g][1] = _mm256_loadu_pd(p[g] + 4);
-        }
-#endif
-    if constexpr (DT)
-      for (int g = 0; g < G; ++g) dt[n * s.K + k0 + g] = static_cast<T>(a[g]);
-  }
-#ifdef __AVX2__
-  if constexpr (kVec)
-    for (int g = 0; g < G; ++g) {
-      _mm256_storeu_pd(p[g], pv[g][0]);
-      _mm256_storeu_pd(p[g] + 4, pv[g][1]);
-    }
-#endif
-  if constexpr (DB)
-    for (int g = 0; g < G; ++g)
-      db[k0 + g] = static_cast<T>(((p[g][0] + p[g][1]) + (p[g][2] + p[g][3])) +
-                                  ((p[g][4] + p[g][5]) + (p[g][6] + p[g][7])));
-}
-
-template <typename T, bool DB, bool DT>
-void bias_grad_impl(const Conv2dShape& s, const T* dy, T* db, T* dt) {
-  const int64_t groups = (s.K + kBiasGroup - 1) / kBiasGroup;
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && \
-                                              s.N * s.K * s.P * s.Q >= (int64_t(1) << 15))
-  for (int64_t gi = 0; gi < groups; ++gi) {
-    const int64_t k0 = gi * kBiasGroup;
-    if (k0 + kBiasGroup <= s.K)
-      bias_grad_group<T, kBiasGroup, DB, DT>(s, dy, k0, db, dt);
-    else
-      for (int64_t k = k0; k < s.K; ++k) bias_grad_group<T, 1, DB, DT>(s, dy, k, db, dt);
-  }
-}
-
-// db (K) and / or dt (N, K) from one pass over dy (either may be nullptr).
-template <typename T>
-void bias_grad(const Conv2dShape& s, const T* dy, T* db, T* dt) {
-  if (db && dt)
-    bias_grad_impl<T, true, true>(s, dy, db, dt);
-  else if (db)
-    bias_grad_impl<T, true, false>(s, dy, db, dt);
-  else if (dt)
-    bias_grad_impl<T, false, true>(s, dy, db, dt);
 }
 
 }  // namespace
@@ -516,15 +423,15 @@ void conv2d_backward_weight_fused(const Conv2dShape& s, const T* dy, const T* x,
   // float32 3x3 stride-1 pad-1 on the forward's rule (winograd_selected): Winograd F(2x2, 3x3), one FMA
   // chain per transform-domain element over the tiles in order (conv2d_winograd_wgrad.cpp); float64 and
   // every other shape: im2col + GEMM.
+  // The bias gradients: in the im2col path's image loop, after the Winograd weight gradient in a pass of
+  // their own.
   if constexpr (std::is_same_v<T, float>) {
-    if (winograd_selected(s))
+    if (winograd_selected(s)) {
       conv2d_backward_weight_winograd(s, dy, x, dw);
-    else
-      backward_weight_im2col(s, dy, x, dw);
-  } else {
-    backward_weight_im2col(s, dy, x, dw);
+      return bias_grad(s, dy, db, dt);
+    }
   }
-  bias_grad(s, dy, db, dt);
+  backward_weight_im2col(s, dy, x, dw, BiasGrad<T>{s, dy, db, dt});
 }
 
 KERN_INSTANTIATE_CPU(conv2d_forward)
