@@ -93,4 +93,43 @@ TEST_F(ConvPointwise, EveryPassIsItsFmaChainOnEveryIsaAndThreadCount) {
   }
 }
 
+// The fused epilogue (to_out's residual; a per-sample bias) on the grouped small-image path and the
+// per-image one: acc = (b[k] + t[n][k]) + r[n][k][p] (the terms given), then the chain over c.
+TEST_F(ConvPointwise, FusedEpilogueIsItsFmaChainOnEveryIsaAndThreadCount) {
+  const int64_t shapes[][5] = {{7, 64, 64, 7, 7}, {3, 24, 40, 14, 14}, {5, 9, 17, 3, 5}};
+  unsigned seed = 5100;
+  for (const auto& sh : shapes) {
+    const auto s = kern::conv2d_shape(sh[0], sh[1], sh[3], sh[4], sh[2], 1, 1, 1, 1, 0, 0);
+    const int64_t L = s.P * s.Q;
+    const auto x = engine::test::random_vector(s.N * s.C * L, ++seed),
+               w = engine::test::random_vector(s.K * s.C, ++seed),
+               b = engine::test::random_vector(s.K, ++seed),
+               t = engine::test::random_vector(s.N * s.K, ++seed),
+               r = engine::test::random_vector(s.N * s.K * L, ++seed);
+    for (int terms = 0; terms < 4; ++terms) {  // bit 0: the per-sample bias t, bit 1: the residual r
+      const float* tp = terms & 1 ? t.data() : nullptr;
+      const float* rp = terms & 2 ? r.data() : nullptr;
+      std::vector<float> want(s.N * s.K * L);
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t k = 0; k < s.K; ++k)
+          for (int64_t p = 0; p < L; ++p) {
+            const float e = tp ? b[k] + tp[n * s.K + k] : b[k];
+            float acc = rp ? e + rp[(n * s.K + k) * L + p] : e;
+            for (int64_t c = 0; c < s.C; ++c) acc = std::fma(w[k * s.C + c], x[(n * s.C + c) * L + p], acc);
+            want[(n * s.K + k) * L + p] = acc;
+          }
+      for (kc::CpuIsa isa : engine::test::supported_isas())
+        for (int threads : {1, 2, 3}) {
+          kc::set_cpu_isa(isa);
+          omp_set_num_threads(threads);
+          std::vector<float> y(want.size(), 7.0f);
+          kc::conv2d_forward_fused<float>(s, x.data(), w.data(), b.data(), tp, rp, y.data());
+          EXPECT_TRUE(bitwise_equal(y, want))
+              << "N" << s.N << " C" << s.C << " K" << s.K << " " << s.H << "x" << s.W << " terms " << terms
+              << " isa " << kc::cpu_isa_name(isa) << " threads " << threads;
+        }
+    }
+  }
+}
+
 }  // namespace

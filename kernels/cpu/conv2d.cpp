@@ -242,6 +242,98 @@ bool batch_parallel(int64_t N) {
   return !omp_in_parallel() && omp_get_max_threads() > 1 && N >= omp_get_max_threads();
 }
 
+// Pointwise convs on small images (P*Q <= kGroupMaxPQ: the attention projections and shortcuts at 7x7)
+// run one GEMM over about kGroupCols columns of several images side by side (their channel rows gathered
+// into a (rows, g*P*Q) buffer, the result scattered back) instead of one per image, whose 49 columns
+// leave a half tile and a one-column narrow strip per image and a call per 0.4 MFLOP. Each thread takes
+// a contiguous range of images, in groups. Every output element keeps its FMA chain (over the input
+// channels, from its prefilled value): the same bits as per image, for any grouping and thread count.
+// float32 only while gemm<float> runs Fp32 (the bf16 path keeps one GEMM per image).
+constexpr int64_t kGroupMaxPQ = 64, kGroupCols = 512;
+
+template <typename T>
+bool grouped_selected(const Conv2dShape& s) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (matmul_precision_active() != MatmulPrecision::Fp32) return false;
+  }
+  return is_pointwise(s) && s.P * s.Q <= kGroupMaxPQ && s.N > 1;
+}
+
+// dst (rows, g * PQ) <- images [0, g) of src (image stride img, rows of PQ values each), side by side.
+template <typename T>
+void gather_images(const T* src, int64_t img, int64_t rows, int64_t PQ, int64_t g, T* dst) {
+  for (int64_t j = 0; j < g; ++j)
+    for (int64_t c = 0; c < rows; ++c)
+      std::memcpy(dst + (c * g + j) * PQ, src + j * img + c * PQ, sizeof(T) * PQ);
+}
+
+// The inverse: images [0, g) of dst <- src (rows, g * PQ).
+template <typename T>
+void scatter_images(const T* src, int64_t img, int64_t rows, int64_t PQ, int64_t g, T* dst) {
+  for (int64_t j = 0; j < g; ++j)
+    for (int64_t c = 0; c < rows; ++c)
+      std::memcpy(dst + j * img + c * PQ, src + (c * g + j) * PQ, sizeof(T) * PQ);
+}
+
+// The calling thread's contiguous share [n0, n1) of N images.
+void thread_images(int64_t N, int64_t& n0, int64_t& n1) {
+  const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+  n0 = N * id / nt, n1 = N * (id + 1) / nt;
+}
+
+// conv2d_forward_fused's pointwise forward, grouped (see grouped_selected).
+template <typename T>
+void forward_grouped(const Conv2dShape& s, const T* x, const T* w, const T* b, const T* t, const T* r, T* y) {
+  const int64_t PQ = s.P * s.Q, G = std::max<int64_t>(1, kGroupCols / PQ);
+#pragma omp parallel if (batch_parallel(s.N))
+  {
+    int64_t n0, n1;
+    thread_images(s.N, n0, n1);
+    std::vector<T> xg(s.C * G * PQ), yg(s.K * G * PQ);
+    for (int64_t g0 = n0; g0 < n1; g0 += G) {
+      const int64_t g = std::min(G, n1 - g0), L = g * PQ;
+      gather_images(x + g0 * s.C * PQ, s.C * PQ, s.C, PQ, g, xg.data());
+      // The epilogue's prefill (as conv2d_forward_fused's), in the grouped layout.
+      T beta = T(0);
+      if (b || t || r) {
+        for (int64_t j = 0; j < g; ++j)
+          for (int64_t k = 0; k < s.K; ++k) {
+            const int64_t nk = (g0 + j) * s.K + k;
+            T* yk = yg.data() + k * L + j * PQ;
+            const T e = winograd_epilogue_bias(b, t, k, nk);
+            if (!r)
+              std::fill(yk, yk + PQ, e);
+            else if (b || t)
+              for (int64_t i = 0; i < PQ; ++i) yk[i] = e + r[nk * PQ + i];
+            else
+              std::memcpy(yk, r + nk * PQ, sizeof(T) * PQ);
+          }
+        beta = T(1);
+      }
+      gemm<T>(false, false, s.K, L, s.C, T(1), w, s.C, xg.data(), L, beta, yg.data(), L);
+      scatter_images(yg.data(), s.K * PQ, s.K, PQ, g, y + g0 * s.K * PQ);
+    }
+  }
+}
+
+// conv2d_backward_input's pointwise pass, grouped (see grouped_selected).
+template <typename T>
+void backward_input_grouped(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
+  const int64_t PQ = s.P * s.Q, G = std::max<int64_t>(1, kGroupCols / PQ);
+#pragma omp parallel if (batch_parallel(s.N))
+  {
+    int64_t n0, n1;
+    thread_images(s.N, n0, n1);
+    std::vector<T> dyg(s.K * G * PQ), dxg(s.C * G * PQ);
+    for (int64_t g0 = n0; g0 < n1; g0 += G) {
+      const int64_t g = std::min(G, n1 - g0), L = g * PQ;
+      gather_images(dy + g0 * s.K * PQ, s.K * PQ, s.K, PQ, g, dyg.data());
+      gemm<T>(true, false, s.C, L, s.K, T(1), w, s.C, dyg.data(), L, T(0), dxg.data(), L);
+      scatter_images(dxg.data(), s.C * PQ, s.C, PQ, g, dx + g0 * s.C * PQ);
+    }
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -262,6 +354,7 @@ void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T*
   if constexpr (std::is_same_v<T, float>) {
     if (winograd_selected(s)) return conv2d_forward_winograd(s, x, w, b, y, kWinogradTile, {t, r});
   }
+  if (grouped_selected<T>(s)) return forward_grouped(s, x, w, b, t, r, y);
   const bool pw = is_pointwise(s), direct = direct_selected<T>(s);
   // The direct conv's zero-padded image (C, Hp, Wp), with room for its reads past the last row.
   const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w, xp_size = s.C * Hp * Wp + Wp + s.S + 64;
@@ -312,6 +405,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx)
   if constexpr (std::is_same_v<T, float>) {
     if (winograd_selected(s)) return conv2d_backward_input_winograd(s, dy, w, dx);
   }
+  if (grouped_selected<T>(s)) return backward_input_grouped(s, dy, w, dx);
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
   const bool pw = is_pointwise(s), small_k = small_k_selected<T>(s);
 #pragma omp parallel if (batch_parallel(s.N))
