@@ -242,14 +242,15 @@ bool batch_parallel(int64_t N) {
   return !omp_in_parallel() && omp_get_max_threads() > 1 && N >= omp_get_max_threads();
 }
 
-// Pointwise convs on small images (P*Q <= kGroupMaxPQ: the attention projections and shortcuts at 7x7)
-// run one GEMM over about kGroupCols columns of several images side by side (their channel rows gathered
-// into a (rows, g*P*Q) buffer, the result scattered back) instead of one per image, whose 49 columns
-// leave a half tile and a one-column narrow strip per image and a call per 0.4 MFLOP. Each thread takes
-// a contiguous range of images, in groups. Every output element keeps its FMA chain (over the input
-// channels, from its prefilled value): the same bits as per image, for any grouping and thread count.
-// float32 only while gemm<float> runs Fp32 (the bf16 path keeps one GEMM per image).
-constexpr int64_t kGroupMaxPQ = 64, kGroupCols = 512;
+// Pointwise convs on small images (P*Q <= kGroupMaxPQ: the attention projections and shortcuts at 14x14
+// and 7x7) run one GEMM over about kGroupCols columns of several images side by side (their channel rows
+// gathered into a (rows, g*P*Q) buffer, the result scattered back) instead of one per image, whose 196 or
+// 49 columns leave a narrow strip (4 columns; 7x7: a half tile and 1 column) per image and a call per
+// 1.6 or 0.4 MFLOP. Each thread takes a contiguous range of images, in groups. Every output element keeps
+// its FMA chain (over the input channels, from its prefilled value): the same bits as per image, for any
+// grouping and thread count. kGroupCols: 512 measured as fast as 1024 or faster (bench/RESULTS.md,
+// 2026-12-01). float32 only while gemm<float> runs Fp32 (the bf16 path keeps one GEMM per image).
+constexpr int64_t kGroupMaxPQ = 196, kGroupCols = 512;
 
 template <typename T>
 bool grouped_selected(const Conv2dShape& s) {
