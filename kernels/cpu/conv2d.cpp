@@ -479,22 +479,35 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
     const int64_t k0 = own_rows ? r0 : blk * s.K / nblocks,
                   k1 = own_rows ? r0 + nr : (blk + 1) * s.K / nblocks;
     std::vector<BiasPartials> bp(bg.any() ? k1 - k0 : 0, BiasPartials{});
-    for (int64_t n = 0; n < s.N; ++n) {
+    // Pointwise on small images (grouped_selected): G images per GEMM, their A and B rows gathered side by
+    // side, so that the reduction runs over (image, pixel) in order, as image after image: the same chains.
+    const int64_t G = grouped_selected<T>(s) ? std::max<int64_t>(1, kGroupCols / PQ) : 1;
+    std::vector<T> ag(G > 1 ? nr * G * PQ : 0), bgt(G > 1 ? nc * G * PQ : 0);
+    for (int64_t n = 0; n < s.N; n += G) {
+      const int64_t g = std::min(G, s.N - n), L = g * PQ;
       const T beta = n == 0 ? T(0) : T(1);
       const T* dyn = dy + n * s.K * PQ;
       const T* src = x + n * CHW + (transposed ? r0 : c0) * PQ;
-      if (!pw) {
+      // A's rows (transposed: x's [r0, r0 + nr), else dy's) and B's rows (dy's or x's [c0, c0 + nc)).
+      const T* a = transposed ? src : dyn + r0 * PQ;
+      const T* b = transposed ? dyn + c0 * PQ : src;
+      if (G > 1) {
+        gather_images(a, transposed ? CHW : s.K * PQ, nr, PQ, g, ag.data());
+        gather_images(b, transposed ? s.K * PQ : CHW, nc, PQ, g, bgt.data());
+        a = ag.data(), b = bgt.data();
+      } else if (!pw) {
         if (transposed)
           im2col_rows(s, x + n * CHW, r0, nr, cols.data());
         else
           im2col(s, x + n * CHW, cols.data());
-        src = cols.data();
+        (transposed ? a : b) = cols.data();
       }
       if (transposed)
-        gemm_a_rows<T>(true, nr, nc, PQ, src, PQ, dyn + c0 * PQ, PQ, beta, dwt.data() + r0 * s.K + c0, s.K);
+        gemm_a_rows<T>(true, nr, nc, L, a, L, b, L, beta, dwt.data() + r0 * s.K + c0, s.K);
       else
-        gemm_a_rows<T>(true, nr, nc, PQ, dyn + r0 * PQ, PQ, src, PQ, beta, dw + r0 * CRS + c0, CRS);
-      if (bg.any()) bg.add_image(n, k0, k1, bp.data());
+        gemm_a_rows<T>(true, nr, nc, L, a, L, b, L, beta, dw + r0 * CRS + c0, CRS);
+      if (bg.any())
+        for (int64_t j = 0; j < g; ++j) bg.add_image(n + j, k0, k1, bp.data());
     }
     bg.finish(k0, k1, bp.data());
   }
