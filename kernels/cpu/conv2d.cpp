@@ -1,7 +1,9 @@
 // CPU conv2d (NCHW) via im2col + GEMM, OpenMP-parallel over the batch. 1x1 stride-1 pad-0 convolutions
 // skip im2col; stride-1 forwards with K <= 4 output channels run a direct conv (the same FMA chains). Every
-// output is bitwise independent of the thread count: forward and backward-data work per image, and the weight
-// gradient is one FMA chain per element over the images in order (gemm.cpp). float32 3x3 stride-1 pad-1 convs
+// output is bitwise independent of the thread count: forward and backward-data work per image (pointwise
+// convs on small images: per group of images side by side, the same chains), and the weight gradient is one
+// FMA chain per element over the images in order (gemm.cpp), the bias gradient added in the same image loop
+// (conv2d_bias_grad.h). float32 3x3 stride-1 pad-1 convs
 // take Winograd F(2x2, 3x3) instead where winograd_selected(s) (conv2d_winograd.cpp,
 // conv2d_winograd_wgrad.cpp).
 #include <omp.h>
@@ -446,10 +448,10 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
   // with more rows is the GEMM's A, read in place (gemm_a_rows: no packing), and the other is its
   // transposed B, packed: with C*R*S > K the GEMM computes dw^T = sum cols_n @ dy_n^T into a scratch
   // (the same chains: an FMA's two factors commute exactly) and transposes it at the end. The threads
-  // split A's rows (multiples of 8, so that 2 threads get equal halves on the UNet's shapes): each runs
-  // the whole image loop for its rows with no barrier (building only its own im2col rows when A is cols).
-  // A row block changes which thread computes an element, never its chain: the same bits for any thread
-  // count (and, by gemm's invariant, any block boundaries).
+  // split A's or B's rows (below; multiples of 8 or 16, so that 2 threads get equal halves on the UNet's
+  // shapes): each runs the whole image loop for its block with no barrier. A block changes which thread
+  // computes an element, never its chain: the same bits for any thread count (and, by gemm's invariant,
+  // any block boundaries).
   const bool transposed = CRS > s.K;  // A = cols (C*R*S rows), B = dy; else A = dy (K rows), B = cols
   const int64_t rows = transposed ? CRS : s.K, brows = transposed ? s.K : CRS;  // A's and B's rows
   if (rows == 0 || brows == 0) return bias_grad(s, dy, bg.db, bg.dt);           // dw is empty
