@@ -1,8 +1,10 @@
 // CPU benchmark of the conv2d kernels (forward, backward-input, backward-weight) at every conv shape
-// of the seed UNet (bench/unet_shapes.h), batch 128. Prints GFLOP/s per case (Google Benchmark counters).
+// of the seed UNet (bench/unet_shapes.h), batch 128 (and the attention projections' forward at the
+// sampling batch 160). Prints GFLOP/s per case (Google Benchmark counters).
 //   OMP_NUM_THREADS=2 build/bin/conv2d_bench [--benchmark_filter=32to32_28x28]
 #include <benchmark/benchmark.h>
 
+#include <string>
 #include <vector>
 
 #include "bench/bench_random.h"
@@ -28,8 +30,8 @@ constexpr bench::ConvCase kExtraConvs[] = {
 
 enum class Pass { Forward, BackwardInput, BackwardWeight };
 
-void BM_Conv(benchmark::State& state, bench::ConvCase c, Pass pass) {
-  const kern::Conv2dShape s = bench::conv_shape(c, kBatch);
+void BM_Conv(benchmark::State& state, bench::ConvCase c, Pass pass, int64_t batch) {
+  const kern::Conv2dShape s = bench::conv_shape(c, batch);
   auto x = bench::random_vec(s.N * s.C * s.H * s.W, 1), w = bench::random_vec(s.K * s.C * s.R * s.S, 2),
        b = bench::random_vec(s.K, 3);
   auto y = bench::random_vec(s.N * s.K * s.P * s.Q, 4);
@@ -54,20 +56,30 @@ void BM_Conv(benchmark::State& state, bench::ConvCase c, Pass pass) {
 
 void register_case(const bench::ConvCase& c) {
   const std::string id = bench::conv_id(c);
-  benchmark::RegisterBenchmark(("conv2d_fwd/" + id).c_str(), BM_Conv, c, Pass::Forward)
+  benchmark::RegisterBenchmark(("conv2d_fwd/" + id).c_str(), BM_Conv, c, Pass::Forward, kBatch)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
-  benchmark::RegisterBenchmark(("conv2d_bwd_input/" + id).c_str(), BM_Conv, c, Pass::BackwardInput)
+  benchmark::RegisterBenchmark(("conv2d_bwd_input/" + id).c_str(), BM_Conv, c, Pass::BackwardInput, kBatch)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
-  benchmark::RegisterBenchmark(("conv2d_bwd_weight/" + id).c_str(), BM_Conv, c, Pass::BackwardWeight)
+  benchmark::RegisterBenchmark(("conv2d_bwd_weight/" + id).c_str(), BM_Conv, c, Pass::BackwardWeight, kBatch)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
 }
 
+// The sampling batch: 80 images with CFG run the UNet forward on 2 x 80 (the attention projections'
+// forward only; rows conv2d_fwd/attn_proj_64to64_<side>_b160).
+constexpr int64_t kSampleBatch = 160;
+
 int register_all() {
   for (const bench::ConvCase& c : bench::kConvs) register_case(c);
   for (const bench::ConvCase& c : kExtraConvs) register_case(c);
+  for (const bench::ConvCase& c : kExtraConvs)
+    if (std::string(c.name).rfind("attn proj", 0) == 0)
+      benchmark::RegisterBenchmark(("conv2d_fwd/" + bench::conv_id(c) + "_b160").c_str(), BM_Conv, c,
+                                   Pass::Forward, kSampleBatch)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
   return 0;
 }
 const int registered = register_all();

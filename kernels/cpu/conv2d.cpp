@@ -1,7 +1,9 @@
 // CPU conv2d (NCHW) via im2col + GEMM, OpenMP-parallel over the batch. 1x1 stride-1 pad-0 convolutions
 // skip im2col; stride-1 forwards with K <= 4 output channels run a direct conv (the same FMA chains). Every
-// output is bitwise independent of the thread count: forward and backward-data work per image, and the weight
-// gradient is one FMA chain per element over the images in order (gemm.cpp). float32 3x3 stride-1 pad-1 convs
+// output is bitwise independent of the thread count: forward and backward-data work per image (pointwise
+// convs on small images: per group of images side by side, the same chains), and the weight gradient is one
+// FMA chain per element over the images in order (gemm.cpp), the bias gradient added in the same image loop
+// (conv2d_bias_grad.h). float32 3x3 stride-1 pad-1 convs
 // take Winograd F(2x2, 3x3) instead where winograd_selected(s) (conv2d_winograd.cpp,
 // conv2d_winograd_wgrad.cpp).
 #include <omp.h>
@@ -15,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/conv2d_bias_grad.h"
 #include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/gemm_a_rows.h"
@@ -241,6 +244,99 @@ bool batch_parallel(int64_t N) {
   return !omp_in_parallel() && omp_get_max_threads() > 1 && N >= omp_get_max_threads();
 }
 
+// Pointwise convs on small images (P*Q <= kGroupMaxPQ: the attention projections and shortcuts at 14x14
+// and 7x7) run one GEMM over about kGroupCols columns of several images side by side (their channel rows
+// gathered into a (rows, g*P*Q) buffer, the result scattered back) instead of one per image, whose 196 or
+// 49 columns leave a narrow strip (4 columns; 7x7: a half tile and 1 column) per image and a call per
+// 1.6 or 0.4 MFLOP. Each thread takes a contiguous range of images, in groups. Every output element keeps
+// its FMA chain (over the input channels, from its prefilled value): the same bits as per image, for any
+// grouping and thread count. kGroupCols: 512 measured as fast as 1024 or faster (bench/RESULTS.md,
+// 2026-12-01). float32 only while gemm<float> runs Fp32 (the bf16 path keeps one GEMM per image).
+constexpr int64_t kGroupMaxPQ = 196, kGroupCols = 512;
+
+template <typename T>
+bool grouped_selected(const Conv2dShape& s) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (matmul_precision_active() != MatmulPrecision::Fp32) return false;
+  }
+  return is_pointwise(s) && s.P * s.Q <= kGroupMaxPQ && s.N > 1;
+}
+
+// dst (rows, g * PQ) <- images [0, g) of src (image stride img, rows of PQ values each), side by side.
+template <typename T>
+void gather_images(const T* src, int64_t img, int64_t rows, int64_t PQ, int64_t g, T* dst) {
+  for (int64_t j = 0; j < g; ++j)
+    for (int64_t c = 0; c < rows; ++c)
+      std::memcpy(dst + (c * g + j) * PQ, src + j * img + c * PQ, sizeof(T) * PQ);
+}
+
+// The inverse: images [0, g) of dst <- src (rows, g * PQ).
+template <typename T>
+void scatter_images(const T* src, int64_t img, int64_t rows, int64_t PQ, int64_t g, T* dst) {
+  for (int64_t j = 0; j < g; ++j)
+    for (int64_t c = 0; c < rows; ++c)
+      std::memcpy(dst + j * img + c * PQ, src + (c * g + j) * PQ, sizeof(T) * PQ);
+}
+
+// The calling thread's contiguous share [n0, n1) of N images.
+void thread_images(int64_t N, int64_t& n0, int64_t& n1) {
+  const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+  n0 = N * id / nt, n1 = N * (id + 1) / nt;
+}
+
+// conv2d_forward_fused's pointwise forward, grouped (see grouped_selected).
+template <typename T>
+void forward_grouped(const Conv2dShape& s, const T* x, const T* w, const T* b, const T* t, const T* r, T* y) {
+  const int64_t PQ = s.P * s.Q, G = std::max<int64_t>(1, kGroupCols / PQ);
+#pragma omp parallel if (batch_parallel(s.N))
+  {
+    int64_t n0, n1;
+    thread_images(s.N, n0, n1);
+    std::vector<T> xg(s.C * G * PQ), yg(s.K * G * PQ);
+    for (int64_t g0 = n0; g0 < n1; g0 += G) {
+      const int64_t g = std::min(G, n1 - g0), L = g * PQ;
+      gather_images(x + g0 * s.C * PQ, s.C * PQ, s.C, PQ, g, xg.data());
+      // The epilogue's prefill (as conv2d_forward_fused's), in the grouped layout.
+      T beta = T(0);
+      if (b || t || r) {
+        for (int64_t j = 0; j < g; ++j)
+          for (int64_t k = 0; k < s.K; ++k) {
+            const int64_t nk = (g0 + j) * s.K + k;
+            T* yk = yg.data() + k * L + j * PQ;
+            const T e = winograd_epilogue_bias(b, t, k, nk);
+            if (!r)
+              std::fill(yk, yk + PQ, e);
+            else if (b || t)
+              for (int64_t i = 0; i < PQ; ++i) yk[i] = e + r[nk * PQ + i];
+            else
+              std::memcpy(yk, r + nk * PQ, sizeof(T) * PQ);
+          }
+        beta = T(1);
+      }
+      gemm<T>(false, false, s.K, L, s.C, T(1), w, s.C, xg.data(), L, beta, yg.data(), L);
+      scatter_images(yg.data(), s.K * PQ, s.K, PQ, g, y + g0 * s.K * PQ);
+    }
+  }
+}
+
+// conv2d_backward_input's pointwise pass, grouped (see grouped_selected).
+template <typename T>
+void backward_input_grouped(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
+  const int64_t PQ = s.P * s.Q, G = std::max<int64_t>(1, kGroupCols / PQ);
+#pragma omp parallel if (batch_parallel(s.N))
+  {
+    int64_t n0, n1;
+    thread_images(s.N, n0, n1);
+    std::vector<T> dyg(s.K * G * PQ), dxg(s.C * G * PQ);
+    for (int64_t g0 = n0; g0 < n1; g0 += G) {
+      const int64_t g = std::min(G, n1 - g0), L = g * PQ;
+      gather_images(dy + g0 * s.K * PQ, s.K * PQ, s.K, PQ, g, dyg.data());
+      gemm<T>(true, false, s.C, L, s.K, T(1), w, s.C, dyg.data(), L, T(0), dxg.data(), L);
+      scatter_images(dxg.data(), s.C * PQ, s.C, PQ, g, dx + g0 * s.C * PQ);
+    }
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -261,6 +357,7 @@ void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T*
   if constexpr (std::is_same_v<T, float>) {
     if (winograd_selected(s)) return conv2d_forward_winograd(s, x, w, b, y, kWinogradTile, {t, r});
   }
+  if (grouped_selected<T>(s)) return forward_grouped(s, x, w, b, t, r, y);
   const bool pw = is_pointwise(s), direct = direct_selected<T>(s);
   // The direct conv's zero-padded image (C, Hp, Wp), with room for its reads past the last row.
   const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w, xp_size = s.C * Hp * Wp + Wp + s.S + 64;
@@ -311,6 +408,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx)
   if constexpr (std::is_same_v<T, float>) {
     if (winograd_selected(s)) return conv2d_backward_input_winograd(s, dy, w, dx);
   }
+  if (grouped_selected<T>(s)) return backward_input_grouped(s, dy, w, dx);
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
   const bool pw = is_pointwise(s), small_k = small_k_selected<T>(s);
 #pragma omp parallel if (batch_parallel(s.N))
@@ -334,9 +432,14 @@ void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx)
 
 namespace {
 
-// dw (K, C*R*S) by im2col + GEMM (overwrites dw).
+using conv2d_detail::bias_grad;
+using conv2d_detail::BiasGrad;
+using conv2d_detail::BiasPartials;
+
+// dw (K, C*R*S) by im2col + GEMM (overwrites dw), and the bias gradients bg asks for (conv2d_bias_grad.h),
+// each image's added right after its GEMM, while its dy is in cache (the bits of bias_grad's own pass).
 template <typename T>
-void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw) {
+void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw, const BiasGrad<T>& bg) {
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
   const bool pw = is_pointwise(s);
   // dw (K, C*R*S) = sum over images n of dy_n (K, P*Q) @ cols_n^T, accumulated image after image with
@@ -345,39 +448,70 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
   // with more rows is the GEMM's A, read in place (gemm_a_rows: no packing), and the other is its
   // transposed B, packed: with C*R*S > K the GEMM computes dw^T = sum cols_n @ dy_n^T into a scratch
   // (the same chains: an FMA's two factors commute exactly) and transposes it at the end. The threads
-  // split A's rows (multiples of 8, so that 2 threads get equal halves on the UNet's shapes): each runs
-  // the whole image loop for its rows with no barrier (building only its own im2col rows when A is cols).
-  // A row block changes which thread computes an element, never its chain: the same bits for any thread
-  // count (and, by gemm's invariant, any block boundaries).
+  // split A's or B's rows (below; multiples of 8 or 16, so that 2 threads get equal halves on the UNet's
+  // shapes): each runs the whole image loop for its block with no barrier. A block changes which thread
+  // computes an element, never its chain: the same bits for any thread count (and, by gemm's invariant,
+  // any block boundaries).
   const bool transposed = CRS > s.K;  // A = cols (C*R*S rows), B = dy; else A = dy (K rows), B = cols
-  const int64_t rows = transposed ? CRS : s.K;
-  if (rows == 0) return;  // dw is empty
+  const int64_t rows = transposed ? CRS : s.K, brows = transposed ? s.K : CRS;  // A's and B's rows
+  if (rows == 0 || brows == 0) return bias_grad(s, dy, bg.db, bg.dt);           // dw is empty
   const int64_t work = s.K * CRS * PQ;
   const int nthreads = omp_in_parallel() || work < (int64_t(1) << 16) ? 1 : omp_get_max_threads();
-  const int64_t chunk = ((rows + nthreads - 1) / nthreads + 7) / 8 * 8;
-  const int64_t nblocks = (rows + chunk - 1) / chunk;
+  // Pointwise (no im2col to build per thread): the threads split B's rows (dw's columns when not
+  // transposed; multiples of 16, a whole AVX2 tile or half an AVX-512 one), so that each packs only its
+  // share of B^T (the attention projections' 64 x 64 at 14 x 14: the transposing pack was a fifth of the
+  // time, and split by A's rows both threads packed all of it). Otherwise they split A's rows, each
+  // building only its own im2col rows when A is cols.
+  const bool split_b = pw;
+  const int64_t split = split_b ? brows : rows, align = split_b ? 16 : 8;
+  const int64_t chunk = ((split + nthreads - 1) / nthreads + align - 1) / align * align;
+  const int64_t nblocks = (split + chunk - 1) / chunk;
   std::vector<T> dwt(transposed ? CRS * s.K : 0);  // dw^T (C*R*S, K) when transposed
 #pragma omp parallel for schedule(static, 1) num_threads(nthreads) if (nblocks > 1)
   for (int64_t blk = 0; blk < nblocks; ++blk) {
-    const int64_t r0 = blk * chunk, nr = std::min(chunk, rows - r0);
+    const int64_t s0 = blk * chunk, ns = std::min(chunk, split - s0);
+    // A's rows [r0, r0 + nr) and B's rows [c0, c0 + nc) of this block.
+    const int64_t r0 = split_b ? 0 : s0, nr = split_b ? rows : ns;
+    const int64_t c0 = split_b ? s0 : 0, nc = split_b ? ns : brows;
     // This image's im2col: rows [r0, r0 + nr) when transposed, all of it otherwise (pointwise: x_n).
     std::vector<T> cols(pw ? 0 : (transposed ? nr : CRS) * PQ);
-    for (int64_t n = 0; n < s.N; ++n) {
+    // The bias channels [k0, k1) of this block: its own dy rows when A = dy split by rows; otherwise (every
+    // block reads all of dy_n) an even share of the K channels.
+    const bool own_rows = !split_b && !transposed;
+    const int64_t k0 = own_rows ? r0 : blk * s.K / nblocks,
+                  k1 = own_rows ? r0 + nr : (blk + 1) * s.K / nblocks;
+    std::vector<BiasPartials> bp(bg.any() ? k1 - k0 : 0, BiasPartials{});
+    // Pointwise on small images (grouped_selected): G images per GEMM, their A and B rows gathered side by
+    // side, so that the reduction runs over (image, pixel) in order, as image after image: the same chains.
+    const int64_t G = grouped_selected<T>(s) ? std::max<int64_t>(1, kGroupCols / PQ) : 1;
+    std::vector<T> ag(G > 1 ? nr * G * PQ : 0), bgt(G > 1 ? nc * G * PQ : 0);
+    for (int64_t n = 0; n < s.N; n += G) {
+      const int64_t g = std::min(G, s.N - n), L = g * PQ;
       const T beta = n == 0 ? T(0) : T(1);
       const T* dyn = dy + n * s.K * PQ;
-      const T* src = x + n * CHW + (transposed ? r0 * PQ : 0);
-      if (!pw) {
+      const T* src = x + n * CHW + (transposed ? r0 : c0) * PQ;
+      // A's rows (transposed: x's [r0, r0 + nr), else dy's) and B's rows (dy's or x's [c0, c0 + nc)).
+      const T* a = transposed ? src : dyn + r0 * PQ;
+      const T* b = transposed ? dyn + c0 * PQ : src;
+      if (G > 1) {
+        gather_images(a, transposed ? CHW : s.K * PQ, nr, PQ, g, ag.data());
+        gather_images(b, transposed ? s.K * PQ : CHW, nc, PQ, g, bgt.data());
+        a = ag.data(), b = bgt.data();
+      } else if (!pw) {
         if (transposed)
           im2col_rows(s, x + n * CHW, r0, nr, cols.data());
         else
           im2col(s, x + n * CHW, cols.data());
-        src = cols.data();
+        (transposed ? a : b) = cols.data();
       }
       if (transposed)
-        gemm_a_rows<T>(true, nr, s.K, PQ, src, PQ, dyn, PQ, beta, dwt.data() + r0 * s.K, s.K);
+        gemm_a_rows<T>(true, nr, nc, L, a, L, b, L, beta, dwt.data() + r0 * s.K + c0, s.K);
       else
-        gemm_a_rows<T>(true, nr, CRS, PQ, dyn + r0 * PQ, PQ, src, PQ, beta, dw + r0 * CRS, CRS);
+        gemm_a_rows<T>(true, nr, nc, L, a, L, b, L, beta, dw + r0 * CRS + c0, CRS);
+      if (bg.any())
+        for (int64_t j = 0; j < g; ++j) bg.add_image(n + j, k0, k1, bp.data());
     }
+    bg.finish(k0, k1, bp.data());
   }
   if (s.N == 0) {
     std::fill(dw, dw + s.K * CRS, T(0));
@@ -385,71 +519,6 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
     for (int64_t k = 0; k < s.K; ++k)
       for (int64_t c = 0; c < CRS; ++c) dw[k * CRS + c] = dwt[c * s.K + k];
   }
-}
-
-// db[k] = sum of dy[n][k][.][.] over n and the pixels, in float64, rounded once. Eight partial sums per
-// channel: the pixel i of each image goes to partial i % 8 (in image order), and the partials are added
-// pairwise ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)). A fixed order (the threads split the
-// channels): the same bits for any thread count; eight independent chains instead of one (a float64 add's
-// latency per element) let the loop run at vector width, and kBiasGroup channels interleaved (each with
-// its own partials, in the same order) hide the add latency.
-// With dt: also dt[n][k] = sum of dy[n][k][.][.] over the pixels, one float64 chain per (n, k) over the
-// pixels in order, rounded once: the order of sum(dy, {2, 3}) (kernels/cpu/reduce.cpp sum_rows), so the
-// same bits, from the same pass over dy (the G chains of a group interleaved).
-constexpr int64_t kBiasGroup = 4;
-
-template <typename T, int G, bool DB, bool DT>
-void bias_grad_group(const Conv2dShape& s, const T* dy, int64_t k0, T* db, T* dt) {
-  const int64_t PQ = s.P * s.Q, PQ8 = PQ / 8 * 8;
-  double p[G][8] = {};
-  for (int64_t n = 0; n < s.N; ++n) {
-    const T* d = dy + (n * s.K + k0) * PQ;
-    double a[G] = {};  // dt's chains of this image
-    for (int64_t i = 0; i < PQ8; i += 8)
-#pragma GCC unroll 4
-      for (int g = 0; g < G; ++g)
-#pragma GCC unroll 8
-        for (int l = 0; l < 8; ++l) {
-          if constexpr (DB) p[g][l] += static_cast<double>(d[g * PQ + i + l]);
-          if constexpr (DT) a[g] += static_cast<double>(d[g * PQ + i + l]);
-        }
-    for (int g = 0; g < G; ++g)
-      for (int64_t i = PQ8; i < PQ; ++i) {
-        if constexpr (DB) p[g][i - PQ8] += static_cast<double>(d[g * PQ + i]);
-        if constexpr (DT) a[g] += static_cast<double>(d[g * PQ + i]);
-      }
-    if constexpr (DT)
-      for (int g = 0; g < G; ++g) dt[n * s.K + k0 + g] = static_cast<T>(a[g]);
-  }
-  if constexpr (DB)
-    for (int g = 0; g < G; ++g)
-      db[k0 + g] = static_cast<T>(((p[g][0] + p[g][1]) + (p[g][2] + p[g][3])) +
-                                  ((p[g][4] + p[g][5]) + (p[g][6] + p[g][7])));
-}
-
-template <typename T, bool DB, bool DT>
-void bias_grad_impl(const Conv2dShape& s, const T* dy, T* db, T* dt) {
-  const int64_t groups = (s.K + kBiasGroup - 1) / kBiasGroup;
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && \
-                                              s.N * s.K * s.P * s.Q >= (int64_t(1) << 15))
-  for (int64_t gi = 0; gi < groups; ++gi) {
-    const int64_t k0 = gi * kBiasGroup;
-    if (k0 + kBiasGroup <= s.K)
-      bias_grad_group<T, kBiasGroup, DB, DT>(s, dy, k0, db, dt);
-    else
-      for (int64_t k = k0; k < s.K; ++k) bias_grad_group<T, 1, DB, DT>(s, dy, k, db, dt);
-  }
-}
-
-// db (K) and / or dt (N, K) from one pass over dy (either may be nullptr).
-template <typename T>
-void bias_grad(const Conv2dShape& s, const T* dy, T* db, T* dt) {
-  if (db && dt)
-    bias_grad_impl<T, true, true>(s, dy, db, dt);
-  else if (db)
-    bias_grad_impl<T, true, false>(s, dy, db, dt);
-  else if (dt)
-    bias_grad_impl<T, false, true>(s, dy, db, dt);
 }
 
 }  // namespace
@@ -464,15 +533,15 @@ void conv2d_backward_weight_fused(const Conv2dShape& s, const T* dy, const T* x,
   // float32 3x3 stride-1 pad-1 on the forward's rule (winograd_selected): Winograd F(2x2, 3x3), one FMA
   // chain per transform-domain element over the tiles in order (conv2d_winograd_wgrad.cpp); float64 and
   // every other shape: im2col + GEMM.
+  // The bias gradients: in the im2col path's image loop, after the Winograd weight gradient in a pass of
+  // their own.
   if constexpr (std::is_same_v<T, float>) {
-    if (winograd_selected(s))
+    if (winograd_selected(s)) {
       conv2d_backward_weight_winograd(s, dy, x, dw);
-    else
-      backward_weight_im2col(s, dy, x, dw);
-  } else {
-    backward_weight_im2col(s, dy, x, dw);
+      return bias_grad(s, dy, db, dt);
+    }
   }
-  bias_grad(s, dy, db, dt);
+  backward_weight_im2col(s, dy, x, dw, BiasGrad<T>{s, dy, db, dt});
 }
 
 KERN_INSTANTIATE_CPU(conv2d_forward)
