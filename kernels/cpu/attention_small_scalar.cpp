@@ -98,6 +98,8 @@ Lanes<N> vmax(Lanes<N> a, Lanes<N> b) {
 }
 // The forward's query block: 8 lanes.
 using QWide = V8;
+// The backward's rows per register block of scores and dP (as the AVX2 build).
+constexpr int kProbRows = 2;
 
 }  // namespace
 }  // namespace kern::cpu::detail
