@@ -5,7 +5,10 @@
 //   vload<V>(p), vset<V>(x), vzero<V>(), vstore(p, V), vmul, vfma(a, b, c) = a * b + c (one rounding),
 //     vsub and vexp2 (2^t for t <= 0: simd_math.h's exp2_nonpos, bitwise on every ISA) for V = V8 and V16;
 //     vadd and vmax(a, b) = a > b ? a : b (lane-wise) for V8 and QWide;
-//   QWide: the forward's query block type (V16 or V8).
+//   QWide: the forward's query block type (V16 or V8);
+//   kProbRows and KProb (V16 or V8): the backward's block of query rows and keys whose scores and dP are
+//   computed together; kFuseProbs: whether they stay in registers through the exp and dS (else they are
+//   stored and reloaded); chosen per ISA by measurement (the bits depend on none of the three).
 // Everything here has internal linkage (anonymous namespace; no std:: templates or inline functions), so no
 // function compiled for one ISA can be picked by the linker for another caller.
 //
@@ -21,12 +24,12 @@
 //   log; skipped when lse is null) = float(double(m2) * ln 2 + log(double(sum))). Every step is lane-wise,
 //   so a query's bits do not depend on the block width, its lane or the ISA.
 // - Backward (vectorised over keys and d): blocks of up to 8 query rows; per block, the scores and dP of
-//   kProbRows rows (an ISA build's constant) and 16 keys (8 in the last key block where Lk8 = Lk rounded up
-//   to a multiple of 8 is an odd multiple of 8) in registers, turned into p and dS there and stored in 8 x
-//   Lk8 row buffers (the padding keys' lanes hold values never read back). Every product over keys or query
-//   rows (dS K, P^T dO, dS^T qs) is an FMA chain from 0 in key or query order per output element: dS K
-//   vectorised over d (8 lanes for D <= 8, else 16), P^T dO and dS^T qs over 16 (8) keys; no lane
-//   reductions.
+//   kProbRows rows and KProb keys (an ISA build's constants; 8 keys in the last key block where Lk8 = Lk
+//   rounded up to a multiple of 8 is an odd multiple of 8), turned into p and dS in registers (kFuseProbs)
+//   or after a store, and kept in 8 x Lk8 row buffers (the padding keys' lanes hold values never read back).
+//   Every product over keys or query rows (dS K, P^T dO, dS^T qs) is an FMA chain from 0 in key or query
+//   order per output element: dS K vectorised over d (8 lanes for D <= 8, else 16), P^T dO and dS^T qs over
+//   16 (8) keys; no lane reductions.
 // - Backward: p = exp2(s2 - float(double(lse) * log2(e))) recomputed with the forward's score bits, dP =
 //   dO V^T as the scores' chain, delta = sum_d dO*O in double, dS = p * (dP - float(delta)); dq = (dS k) *
 //   scale, dk = dS^T qs (qs = q * scale, rounded once),
@@ -129,29 +132,66 @@ inline void probs_group(const float* qs2, const float* dor, int W, int64_t D, co
     vstore(dS + r * ld + jb, vmul(p, vsub(dp[r], vset<KV>(dl[r]))));
   }
 }
-// probs_group over the block's nr rows (groups of kProbRows, then one row at a time) and all ld keys (16
-// at a time, then one 8-key block where ld is an odd multiple of 8).
+// S[r][jb..jb+KV::kLanes) (row stride ld) = the chain A[r][0]*B[0][j], fma(A[r][d], B[d][j], .) for the
+// G rows at A (stride W); B: (D, ld). The unfused backward's score and dP chains (the same as probs_group's).
+template <class KV, int G>
+inline void scores_group(const float* A, int W, int64_t D, const float* B, int64_t ld, int64_t jb, float* S) {
+  KV s[G];
+  KV b = vload<KV>(B + jb);
+#pragma GCC unroll 8
+  for (int r = 0; r < G; ++r) s[r] = vmul(vset<KV>(A[r * W]), b);
+  for (int64_t d = 1; d < D; ++d) {
+    b = vload<KV>(B + d * ld + jb);
+#pragma GCC unroll 8
+    for (int r = 0; r < G; ++r) s[r] = vfma(vset<KV>(A[r * W + d]), b, s[r]);
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < G; ++r) vstore(S + r * ld + jb, s[r]);
+}
+// One row's keys jb..jb+KV::kLanes: P = p = exp2(P - l2), dS = p * (dS - dl) (the scores and dP stored
+// there).
+template <class KV>
+inline void probs_row(float* P, float* dS, int64_t jb, float l2, float dl) {
+  const KV p = vexp2(vsub(vload<KV>(P + jb), vset<KV>(l2)));
+  vstore(P + jb, p);
+  vstore(dS + jb, vmul(p, vsub(vload<KV>(dS + jb), vset<KV>(dl))));
+}
+// G rows: probs_group (kFuseProbs: the scores and dP stay in registers) or scores_group twice, then probs_row
+// per row (more independent work between the exps; AVX2's 16 registers hold too few chains for the fused
+// form). Keys KProb::kLanes at a time, then one 8-key block where ld is an odd multiple of 8.
+template <int G>
+inline void rows_probs(const float* qs2, const float* dor, int W, int64_t D, const float* kt, const float* vt,
+                       int64_t ld, const float* l2, const float* dl, float* P, float* dS) {
+  constexpr int K = KProb::kLanes;
+  int64_t jb = 0;
+  if constexpr (kFuseProbs) {
+    for (; jb + K <= ld; jb += K) probs_group<KProb, G>(qs2, dor, W, D, kt, vt, ld, jb, l2, dl, P, dS);
+    if (jb < ld) probs_group<V8, G>(qs2, dor, W, D, kt, vt, ld, jb, l2, dl, P, dS);
+  } else {
+    for (; jb + K <= ld; jb += K) {
+      scores_group<KProb, G>(qs2, W, D, kt, ld, jb, P);
+      scores_group<KProb, G>(dor, W, D, vt, ld, jb, dS);
+    }
+    if (jb < ld) {
+      scores_group<V8, G>(qs2, W, D, kt, ld, jb, P);
+      scores_group<V8, G>(dor, W, D, vt, ld, jb, dS);
+    }
+    for (int r = 0; r < G; ++r) {
+      int64_t j = 0;
+      for (; j + K <= ld; j += K) probs_row<KProb>(P + r * ld, dS + r * ld, j, l2[r], dl[r]);
+      if (j < ld) probs_row<V8>(P + r * ld, dS + r * ld, j, l2[r], dl[r]);
+    }
+  }
+}
+// rows_probs over the block's nr rows: groups of kProbRows, then one row at a time.
 inline void block_probs(const float* qs2, const float* dor, int W, int nr, int64_t D, const float* kt,
                         const float* vt, int64_t ld, const float* l2, const float* dl, float* P, float* dS) {
   int r = 0;
-  for (; r + kProbRows <= nr; r += kProbRows) {
-    int64_t jb = 0;
-    for (; jb + 16 <= ld; jb += 16)
-      probs_group<V16, kProbRows>(qs2 + r * W, dor + r * W, W, D, kt, vt, ld, jb, l2 + r, dl + r, P + r * ld,
-                                  dS + r * ld);
-    if (jb < ld)
-      probs_group<V8, kProbRows>(qs2 + r * W, dor + r * W, W, D, kt, vt, ld, jb, l2 + r, dl + r, P + r * ld,
-                                 dS + r * ld);
-  }
-  for (; r < nr; ++r) {
-    int64_t jb = 0;
-    for (; jb + 16 <= ld; jb += 16)
-      probs_group<V16, 1>(qs2 + r * W, dor + r * W, W, D, kt, vt, ld, jb, l2 + r, dl + r, P + r * ld,
+  for (; r + kProbRows <= nr; r += kProbRows)
+    rows_probs<kProbRows>(qs2 + r * W, dor + r * W, W, D, kt, vt, ld, l2 + r, dl + r, P + r * ld,
                           dS + r * ld);
-    if (jb < ld)
-      probs_group<V8, 1>(qs2 + r * W, dor + r * W, W, D, kt, vt, ld, jb, l2 + r, dl + r, P + r * ld,
-                         dS + r * ld);
-  }
+  for (; r < nr; ++r)
+    rows_probs<1>(qs2 + r * W, dor + r * W, W, D, kt, vt, ld, l2 + r, dl + r, P + r * ld, dS + r * ld);
 }
 
 // acc[r] = sum_j P[r][j] * B[j] for j = 0..n-1 in order (an FMA chain from 0), r < NR: P rows of stride
