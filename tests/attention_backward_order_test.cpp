@@ -2,9 +2,9 @@
 // scalar emulation, written here, of the operation order its header documents: score and dP chains in d
 // order, p = exp2(s - l2), ds = p * (dp - float(delta)), dq = (FMA chain over keys in key order) * scale,
 // dk and dv = FMA chains over queries in query order. Bitwise, on every ISA path this CPU has, for 1, 2 and
-// 3 threads, lengths that are not multiples of 16 or 8 (1, 17, 49, 196, Lq != Lk), D in {1, 3, 8, 9, 16},
-// finite and non-finite inputs. Any re-vectorisation of the backward must keep these bits (a one-ulp change
-// of l2's rounding fails it). The float64 error bounds are attention_small_test.cpp's.
+// 3 threads, lengths that are and are not multiples of 16 or 8 (1, 6, 16, 17, 23, 32, 40, 49, 196, Lq != Lk),
+// D in {1, 3, 8, 9, 16}, finite and non-finite inputs. Any re-vectorisation of the backward must keep these
+// bits (a one-ulp change of l2's rounding fails it). The float64 error bounds are attention_small_test.cpp's.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -123,8 +123,12 @@ int64_t first_difference(const std::vector<float>& a, const std::vector<float>& 
   return -1;
 }
 
-const std::pair<int64_t, int64_t> kLengths[] = {{1, 1},     {1, 17},   {17, 1},   {17, 17}, {49, 49},
-                                                {196, 196}, {49, 196}, {196, 49}, {23, 40}};
+// Lk rounded up to 8 is an odd multiple of 8 (an 8-key last block) for 1, 17, 40, 49, 196 and an even one
+// (16-key blocks only) for 16, 32; the last query block has 1 (1, 17, 49), 4 (196), 6 (6), 7 (23) or 8 (16,
+// 32) rows (the backward's register groups of rows and their remainders).
+const std::pair<int64_t, int64_t> kLengths[] = {{1, 1},   {1, 17},    {17, 1},   {17, 17},
+                                                {49, 49}, {196, 196}, {49, 196}, {196, 49},
+                                                {23, 40}, {6, 32},    {32, 16}};
 
 TEST(AttentionSmallBackward, MatchesTheDocumentedOrderBitwiseOnEveryIsa) {
   IsaGuard guard;

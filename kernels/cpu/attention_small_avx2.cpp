@@ -64,6 +64,11 @@ V8 vexp2(V8 a) { return {simd::exp2_nonpos(a.x)}; }
 V8 vmax(V8 a, V8 b) { return {_mm256_max_ps(a.x, b.x)}; }
 // The forward's query block: 8 lanes (one ymm; 16 would not leave registers for the 8 accumulators).
 using QWide = V8;
+// The backward's block of scores and dP (4 rows x 16 keys stored, then the exps: the fused form (4 x 8 or 2 x
+// 16 in registers) was 4-15% slower than this on AVX2).
+constexpr int kProbRows = 4;
+using KProb = V16;
+constexpr bool kFuseProbs = false;
 
 }  // namespace
 }  // namespace kern::cpu::detail

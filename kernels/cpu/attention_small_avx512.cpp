@@ -65,6 +65,10 @@ V16 vmax(V16 a, V16 b) { return {_mm512_max_ps(a.x, b.x)}; }
 V8 vmax(V8 a, V8 b) { return {_mm256_max_ps(a.x, b.x)}; }
 // The forward's query block: 16 lanes (the last <= 8 queries of a head: V8).
 using QWide = V16;
+// The backward's block of scores and dP (4 rows x 16 keys: 8 zmm accumulators, fused).
+constexpr int kProbRows = 4;
+using KProb = V16;
+constexpr bool kFuseProbs = true;
 
 }  // namespace
 }  // namespace kern::cpu::detail

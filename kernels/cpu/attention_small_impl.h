@@ -5,7 +5,10 @@
 //   vload<V>(p), vset<V>(x), vzero<V>(), vstore(p, V), vmul, vfma(a, b, c) = a * b + c (one rounding),
 //     vsub and vexp2 (2^t for t <= 0: simd_math.h's exp2_nonpos, bitwise on every ISA) for V = V8 and V16;
 //     vadd and vmax(a, b) = a > b ? a : b (lane-wise) for V8 and QWide;
-//   QWide: the forward's query block type (V16 or V8).
+//   QWide: the forward's query block type (V16 or V8);
+//   kProbRows and KProb (V16 or V8): the backward's block of query rows and keys whose scores and dP are
+//   computed together; kFuseProbs: whether they stay in registers through the exp and dS (else they are
+//   stored and reloaded); chosen per ISA by measurement (the bits depend on none of the three).
 // Everything here has internal linkage (anonymous namespace; no std:: templates or inline functions), so no
 // function compiled for one ISA can be picked by the linker for another caller.
 //
@@ -20,15 +23,18 @@
 //   order; o[d] = (the FMA chain p_j * v[j][d] from 0 in key order) * float(1 / double(sum)); lse (natural
 //   log; skipped when lse is null) = float(double(m2) * ln 2 + log(double(sum))). Every step is lane-wise,
 //   so a query's bits do not depend on the block width, its lane or the ISA.
-// - Backward (vectorised over keys and d): the scores of up to 8 query rows against all keys (padded to a
-//   multiple of 16 with -inf) in an 8 x Lk16 row buffer. Every product over keys or query rows (dS K,
-//   P^T dO, dS^T qs) is an FMA chain from 0 in key or query order per output element: dS K vectorised over
-//   d (8 lanes for D <= 8, else 16), P^T dO and dS^T qs over 16 keys; no lane reductions.
+// - Backward (vectorised over keys and d): blocks of up to 8 query rows; per block, the scores and dP of
+//   kProbRows rows and KProb keys (an ISA build's constants; 8 keys in the last key block where Lk8 = Lk
+//   rounded up to a multiple of 8 is an odd multiple of 8), turned into p and dS in registers (kFuseProbs)
+//   or after a store, and kept in 8 x Lk8 row buffers (the padding keys' lanes hold values never read back).
+//   Every product over keys or query rows (dS K, P^T dO, dS^T qs) is an FMA chain from 0 in key or query
+//   order per output element: dS K vectorised over d (8 lanes for D <= 8, else 16), P^T dO and dS^T qs over
+//   16 (8) keys; no lane reductions.
 // - Backward: p = exp2(s2 - float(double(lse) * log2(e))) recomputed with the forward's score bits, dP =
 //   dO V^T as the scores' chain, delta = sum_d dO*O in double, dS = p * (dP - float(delta)); dq = (dS k) *
 //   scale, dk = dS^T qs (qs = q * scale, rounded once),
-//   dv = P^T dO, the last two accumulated over query blocks in a (D, Lk16) buffer in query order,
-//   vectorised over 16 keys (the padding keys' lanes are never read back).
+//   dv = P^T dO, the last two accumulated over query blocks in a (D, Lk8) buffer in query order,
+//   vectorised over 16 (8) keys (the padding keys' lanes are never read back).
 // Non-finite semantics (as attention.cpp, torch.softmax): a row whose max is NaN (any NaN score), +inf or
 // -inf (only -inf scores) gets NaN in o and lse; a -inf score alone gets probability 0. NaN and inf in q,
 // k, v and dout propagate through the chains as in the definition.
@@ -42,6 +48,7 @@ namespace {
 constexpr int kRows = 8;  // query rows per block
 
 inline int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
+inline int64_t pad8(int64_t n) { return (n + 7) / 8 * 8; }
 inline int64_t lo_of(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // dst (n, W) = src (n rows of D; element (i, c) at i * rs + c * cs) * s (when scaled), lanes D..W-1 zero.
@@ -97,77 +104,155 @@ inline void store_d(float* dst, int64_t D, int64_t cs, V x) {
 // float(scale * log2(e)): the base-2 score scale (the same float on every ISA build).
 inline float base2_scale(float scale) { return static_cast<float>(double(scale) * 1.4426950408889634074); }
 
-// S[r][j] (row stride ld) = the chain A[r][0]*B[0][j], fma(A[r][d], B[d][j], .) for d < D, r < nr <= 8,
-// j < ld (a multiple of 16). A: rows of stride W; B: (D, ld). Four rows share each B load; a group past
-// nr recomputes row nr - 1 and does not store it.
-inline void block_scores(const float* A, int W, int nr, int64_t D, const float* B, int64_t ld, float* S) {
-  for (int g = 0; g < nr; g += 4) {
-    const float* a0 = A + g * W;
-    const float* a1 = A + lo_of(g + 1, nr - 1) * W;
-    const float* a2 = A + lo_of(g + 2, nr - 1) * W;
-    const float* a3 = A + lo_of(g + 3, nr - 1) * W;
-    for (int64_t jb = 0; jb < ld; jb += 16) {
-      V16 b = vload<V16>(B + jb);
-      V16 s0 = vmul(vset<V16>(a0[0]), b), s1 = vmul(vset<V16>(a1[0]), b);
-      V16 s2 = vmul(vset<V16>(a2[0]), b), s3 = vmul(vset<V16>(a3[0]), b);
-      for (int64_t d = 1; d < D; ++d) {
-        b = vload<V16>(B + d * ld + jb);
-        s0 = vfma(vset<V16>(a0[d]), b, s0);
-        s1 = vfma(vset<V16>(a1[d]), b, s1);
-        s2 = vfma(vset<V16>(a2[d]), b, s2);
-        s3 = vfma(vset<V16>(a3[d]), b, s3);
-      }
-      vstore(S + g * ld + jb, s0);
-      if (g + 1 < nr) vstore(S + (g + 1) * ld + jb, s1);
-      if (g + 2 < nr) vstore(S + (g + 2) * ld + jb, s2);
-      if (g + 3 < nr) vstore(S + (g + 3) * ld + jb, s3);
+// S rows r0..r0+G-1 of the block, keys jb..jb+KV::kLanes-1: the scores s = the chain qs2[r][0]*kt[0][j],
+// fma(qs2[r][d], kt[d][j], .) and dp = the same chain of dor and vt (d order), kept in registers; then
+// P[r][j] = p = exp2(s - l2[r]) and dS[r][j] = p * (dp - dl[r]). qs2, dor: the block's rows (stride W);
+// kt, vt: (D, ld). G rows share each kt / vt load.
+template <class KV, int G>
+inline void probs_group(const float* qs2, const float* dor, int W, int64_t D, const float* kt,
+                        const float* vt, int64_t ld, int64_t jb, const float* l2, const float* dl, float* P,
+                        float* dS) {
+  KV s[G], dp[G];
+  KV b = vload<KV>(kt + jb), c = vload<KV>(vt + jb);
+#pragma GCC unroll 8
+  for (int r = 0; r < G; ++r) s[r] = vmul(vset<KV>(qs2[r * W]), b), dp[r] = vmul(vset<KV>(dor[r * W]), c);
+  for (int64_t d = 1; d < D; ++d) {
+    b = vload<KV>(kt + d * ld + jb);
+    c = vload<KV>(vt + d * ld + jb);
+#pragma GCC unroll 8
+    for (int r = 0; r < G; ++r) {
+      s[r] = vfma(vset<KV>(qs2[r * W + d]), b, s[r]);
+      dp[r] = vfma(vset<KV>(dor[r * W + d]), c, dp[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < G; ++r) {
+    const KV p = vexp2(vsub(s[r], vset<KV>(l2[r])));
+    vstore(P + r * ld + jb, p);
+    vstore(dS + r * ld + jb, vmul(p, vsub(dp[r], vset<KV>(dl[r]))));
+  }
+}
+// S[r][jb..jb+KV::kLanes) (row stride ld) = the chain A[r][0]*B[0][j], fma(A[r][d], B[d][j], .) for the
+// G rows at A (stride W); B: (D, ld). The unfused backward's score and dP chains (the same as probs_group's).
+template <class KV, int G>
+inline void scores_group(const float* A, int W, int64_t D, const float* B, int64_t ld, int64_t jb, float* S) {
+  KV s[G];
+  KV b = vload<KV>(B + jb);
+#pragma GCC unroll 8
+  for (int r = 0; r < G; ++r) s[r] = vmul(vset<KV>(A[r * W]), b);
+  for (int64_t d = 1; d < D; ++d) {
+    b = vload<KV>(B + d * ld + jb);
+#pragma GCC unroll 8
+    for (int r = 0; r < G; ++r) s[r] = vfma(vset<KV>(A[r * W + d]), b, s[r]);
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < G; ++r) vstore(S + r * ld + jb, s[r]);
+}
+// One row's keys jb..jb+KV::kLanes: P = p = exp2(P - l2), dS = p * (dS - dl) (the scores and dP stored
+// there).
+template <class KV>
+inline void probs_row(float* P, float* dS, int64_t jb, float l2, float dl) {
+  const KV p = vexp2(vsub(vload<KV>(P + jb), vset<KV>(l2)));
+  vstore(P + jb, p);
+  vstore(dS + jb, vmul(p, vsub(vload<KV>(dS + jb), vset<KV>(dl))));
+}
+// G rows: probs_group (kFuseProbs: the scores and dP stay in registers) or scores_group twice, then probs_row
+// per row (more independent work between the exps; AVX2's 16 registers hold too few chains for the fused
+// form). Keys KProb::kLanes at a time, then one 8-key block where ld is an odd multiple of 8.
+template <int G>
+inline void rows_probs(const float* qs2, const float* dor, int W, int64_t D, const float* kt, const float* vt,
+                       int64_t ld, const float* l2, const float* dl, float* P, float* dS) {
+  constexpr int K = KProb::kLanes;
+  int64_t jb = 0;
+  if constexpr (kFuseProbs) {
+    for (; jb + K <= ld; jb += K) probs_group<KProb, G>(qs2, dor, W, D, kt, vt, ld, jb, l2, dl, P, dS);
+    if (jb < ld) probs_group<V8, G>(qs2, dor, W, D, kt, vt, ld, jb, l2, dl, P, dS);
+  } else {
+    for (; jb + K <= ld; jb += K) {
+      scores_group<KProb, G>(qs2, W, D, kt, ld, jb, P);
+      scores_group<KProb, G>(dor, W, D, vt, ld, jb, dS);
+    }
+    if (jb < ld) {
+      scores_group<V8, G>(qs2, W, D, kt, ld, jb, P);
+      scores_group<V8, G>(dor, W, D, vt, ld, jb, dS);
+    }
+    for (int r = 0; r < G; ++r) {
+      int64_t j = 0;
+      for (; j + K <= ld; j += K) probs_row<KProb>(P + r * ld, dS + r * ld, j, l2[r], dl[r]);
+      if (j < ld) probs_row<V8>(P + r * ld, dS + r * ld, j, l2[r], dl[r]);
     }
   }
 }
+// rows_probs over the block's nr rows: groups of kProbRows, then one row at a time.
+inline void block_probs(const float* qs2, const float* dor, int W, int nr, int64_t D, const float* kt,
+                        const float* vt, int64_t ld, const float* l2, const float* dl, float* P, float* dS) {
+  int r = 0;
+  for (; r + kProbRows <= nr; r += kProbRows)
+    rows_probs<kProbRows>(qs2 + r * W, dor + r * W, W, D, kt, vt, ld, l2 + r, dl + r, P + r * ld,
+                          dS + r * ld);
+  for (; r < nr; ++r)
+    rows_probs<1>(qs2 + r * W, dor + r * W, W, D, kt, vt, ld, l2 + r, dl + r, P + r * ld, dS + r * ld);
+}
 
-// acc[r] = sum_j P[r][j] * B[j] for j = 0..n-1 in order (an FMA chain from 0), r < 8: P rows of stride
-// ld (rows >= nr repeat row nr - 1), B rows of stride V::kLanes.
-template <class V>
-inline void block_rows_times(const float* P, int64_t ld, int nr, int64_t n, const float* B, V* acc) {
-  const float* p0 = P;
-  const float* p1 = P + lo_of(1, nr - 1) * ld;
-  const float* p2 = P + lo_of(2, nr - 1) * ld;
-  const float* p3 = P + lo_of(3, nr - 1) * ld;
-  const float* p4 = P + lo_of(4, nr - 1) * ld;
-  const float* p5 = P + lo_of(5, nr - 1) * ld;
-  const float* p6 = P + lo_of(6, nr - 1) * ld;
-  const float* p7 = P + lo_of(7, nr - 1) * ld;
-  V a0 = vzero<V>(), a1 = vzero<V>(), a2 = vzero<V>(), a3 = vzero<V>();
-  V a4 = vzero<V>(), a5 = vzero<V>(), a6 = vzero<V>(), a7 = vzero<V>();
+// acc[r] = sum_j P[r][j] * B[j] for j = 0..n-1 in order (an FMA chain from 0), r < NR: P rows of stride
+// ld, B rows of stride V::kLanes.
+template <class V, int NR>
+inline void rows_times_n(const float* P, int64_t ld, int64_t n, const float* B, V* acc) {
+  V a[NR];
+#pragma GCC unroll 8
+  for (int r = 0; r < NR; ++r) a[r] = vzero<V>();
   for (int64_t j = 0; j < n; ++j) {
     const V b = vload<V>(B + j * V::kLanes);
-    a0 = vfma(vset<V>(p0[j]), b, a0);
-    a1 = vfma(vset<V>(p1[j]), b, a1);
-    a2 = vfma(vset<V>(p2[j]), b, a2);
-    a3 = vfma(vset<V>(p3[j]), b, a3);
-    a4 = vfma(vset<V>(p4[j]), b, a4);
-    a5 = vfma(vset<V>(p5[j]), b, a5);
-    a6 = vfma(vset<V>(p6[j]), b, a6);
-    a7 = vfma(vset<V>(p7[j]), b, a7);
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r) a[r] = vfma(vset<V>(P[r * ld + j]), b, a[r]);
   }
-  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
+#pragma GCC unroll 8
+  for (int r = 0; r < NR; ++r) acc[r] = a[r];
+}
+template <class V>
+inline void block_rows_times(const float* P, int64_t ld, int nr, int64_t n, const float* B, V* acc) {
+  switch (nr) {
+    case 1:
+      return rows_times_n<V, 1>(P, ld, n, B, acc);
+    case 2:
+      return rows_times_n<V, 2>(P, ld, n, B, acc);
+    case 3:
+      return rows_times_n<V, 3>(P, ld, n, B, acc);
+    case 4:
+      return rows_times_n<V, 4>(P, ld, n, B, acc);
+    case 5:
+      return rows_times_n<V, 5>(P, ld, n, B, acc);
+    case 6:
+      return rows_times_n<V, 6>(P, ld, n, B, acc);
+    case 7:
+      return rows_times_n<V, 7>(P, ld, n, B, acc);
+    default:
+      return rows_times_n<V, 8>(P, ld, n, B, acc);
+  }
 }
 
-// AT[d][j] += X[r][d] * P[r][j] for r = 0..NR-1 in order, for every d < D and j < ld (a multiple of 16),
-// vectorised over 16 keys: AT (D, ld), P rows of stride ld, X rows of stride W.
+// AT[d][j] += X[r][d] * P[r][j] for r = 0..NR-1 in order, for every d < D and j in [jb, jb + KV::kLanes):
+// AT (D, ld), P rows of stride ld, X rows of stride W.
+template <class KV, int NR>
+inline void accumulate_key_block(const float* P, int64_t ld, int64_t jb, int64_t D, const float* X, int W,
+                                 float* AT) {
+  KV p[NR];
+#pragma GCC unroll 8
+  for (int r = 0; r < NR; ++r) p[r] = vload<KV>(P + r * ld + jb);
+  for (int64_t d = 0; d < D; ++d) {
+    float* at = AT + d * ld + jb;
+    KV a = vload<KV>(at);
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r) a = vfma(vset<KV>(X[r * W + d]), p[r], a);
+    vstore(at, a);
+  }
+}
+// accumulate_key_block over all ld keys (a multiple of 8): 16 at a time, then one 8-key block.
 template <int NR>
 inline void accumulate_keys_n(const float* P, int64_t ld, int64_t D, const float* X, int W, float* AT) {
-  for (int64_t jb = 0; jb < ld; jb += 16) {
-    V16 p[NR];
-    for (int r = 0; r < NR; ++r) p[r] = vload<V16>(P + r * ld + jb);
-    for (int64_t d = 0; d < D; ++d) {
-      float* at = AT + d * ld + jb;
-      V16 a = vload<V16>(at);
-#pragma GCC unroll 8
-      for (int r = 0; r < NR; ++r) a = vfma(vset<V16>(X[r * W + d]), p[r], a);
-      vstore(at, a);
-    }
-  }
+  int64_t jb = 0;
+  for (; jb + 16 <= ld; jb += 16) accumulate_key_block<V16, NR>(P, ld, jb, D, X, W, AT);
+  if (jb < ld) accumulate_key_block<V8, NR>(P, ld, jb, D, X, W, AT);
 }
 inline void accumulate_keys(const float* P, int64_t ld, int nr, int64_t D, const float* X, int W, float* AT) {
   switch (nr) {
@@ -216,8 +301,8 @@ void forward_block(int64_t i0, int nq, int64_t Lk, int64_t Dr, int64_t rq, int64
   const float* vd[kAttnSmallMaxD];
   for (int64_t d = 0; d < D; ++d) kd[d] = k + d * ck, vd[d] = v + d * ck;
   // Pass 1: S^T[j] = the score chain k[j][0] * qs2[0], fma(k[j][d], qs2[d], .) (the same bits as
-  // block_scores' qs2 * k chain: a product and an FMA do not depend on their factors' order); m = the
-  // lane-wise running max m > s ? m : s in key order.
+  // the backward's (probs_group) qs2 * k chain: a product and an FMA do not depend on their factors' order);
+  // m = the lane-wise running max m > s ? m : s in key order.
   Q m = vzero<Q>();
   for (int64_t j = 0, off = 0; j < Lk; ++j, off += rk) {
     Q s = vmul(vset<Q>(kd[0][off]), qv[0]);
@@ -300,13 +385,14 @@ void forward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int
   }
 }
 
-template <class V>
-void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, int64_t rk, int64_t ck,
+// One head of the backward (V: the d vector, V8 for D <= 8, else V16). kD: D at compile time (0: runtime D).
+template <class V, int kD>
+void backward_head(int64_t Lq, int64_t Lk, int64_t Dr, int64_t rq, int64_t cq, int64_t rk, int64_t ck,
                    float scale, const float* q, const float* k, const float* v, const float* o,
                    const float* lse, const float* dout, float* dq, float* dk, float* dv, float* ws) {
   constexpr int W = V::kLanes;
-  const int64_t ld = pad16(Lk);
-  const float ninf = -__builtin_huge_valf();
+  const int64_t D = kD > 0 ? kD : Dr;
+  const int64_t ld = pad8(Lk);
   float* qs = ws;              // (Lq, W): q * scale (for dk)
   float* qs2 = qs + Lq * W;    // (Lq, W): q * scale2 (for the base-2 scores)
   float* dor = qs2 + Lq * W;   // (Lq, W): dout
@@ -315,8 +401,8 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
   float* kr = vt + D * ld;     // (Lk, W): k
   float* dkt = kr + Lk * W;    // (D, ld): dk^T accumulator
   float* dvt = dkt + D * ld;   // (D, ld): dv^T accumulator
-  float* P = dvt + D * ld;     // (8, ld): scores, then p
-  float* dS = P + kRows * ld;  // (8, ld): dP, then dS
+  float* P = dvt + D * ld;     // (8, ld): p
+  float* dS = P + kRows * ld;  // (8, ld): dS
   pack_rows(q, Lq, D, rq, cq, W, scale, true, qs);
   pack_rows(q, Lq, D, rq, cq, W, base2_scale(scale), true, qs2);
   pack_rows(dout, Lq, D, rq, cq, W, 1.0f, false, dor);
@@ -326,23 +412,15 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
   for (int64_t i = 0; i < 2 * D * ld; ++i) dkt[i] = 0.0f;
   for (int64_t i0 = 0; i0 < Lq; i0 += kRows) {
     const int nr = static_cast<int>(lo_of(kRows, Lq - i0));
-    block_scores(qs2 + i0 * W, W, nr, D, kt, ld, P);
-    block_scores(dor + i0 * W, W, nr, D, vt, ld, dS);
+    float l2[kRows], dl[kRows];
     for (int r = 0; r < nr; ++r) {
       const int64_t i = i0 + r;
-      float* row = P + r * ld;
-      float* ds = dS + r * ld;
-      for (int64_t j = Lk; j < ld; ++j) row[j] = ninf;
       double delta = 0;  // rowsum(dO * O)
       for (int64_t d = 0; d < D; ++d) delta += double(dor[i * W + d]) * double(o[i * rq + d * cq]);
-      const float l2 = static_cast<float>(double(lse[i]) * 1.4426950408889634074);  // lse in base 2
-      const V16 vl = vset<V16>(l2), vdl = vset<V16>(static_cast<float>(delta));
-      for (int64_t jb = 0; jb < ld; jb += 16) {
-        const V16 p = vexp2(vsub(vload<V16>(row + jb), vl));
-        vstore(row + jb, p);
-        vstore(ds + jb, vmul(p, vsub(vload<V16>(ds + jb), vdl)));
-      }
+      l2[r] = static_cast<float>(double(lse[i]) * 1.4426950408889634074);  // lse in base 2
+      dl[r] = static_cast<float>(delta);
     }
+    block_probs(qs2 + i0 * W, dor + i0 * W, W, nr, D, kt, vt, ld, l2, dl, P, dS);
     V acc[kRows];
     block_rows_times<V>(dS, ld, nr, Lk, kr, acc);
     for (int r = 0; r < nr; ++r) store_d(dq + (i0 + r) * rq, D, cq, vmul(acc[r], vset<V>(scale)));
@@ -380,10 +458,12 @@ void backward_head(int64_t Lq, int64_t Lk, int64_t D, int64_t rq, int64_t cq, in
                                     int64_t ck, float scale, const float* q, const float* k, const float* v, \
                                     const float* o, const float* lse, const float* dout, float* dq,          \
                                     float* dk, float* dv, float* ws) {                                       \
-    if (D <= 8)                                                                                              \
-      backward_head<V8>(Lq, Lk, D, rq, cq, rk, ck, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);            \
+    if (D == 8)                                                                                              \
+      backward_head<V8, 8>(Lq, Lk, D, rq, cq, rk, ck, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);         \
+    else if (D < 8)                                                                                          \
+      backward_head<V8, 0>(Lq, Lk, D, rq, cq, rk, ck, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);         \
     else                                                                                                     \
-      backward_head<V16>(Lq, Lk, D, rq, cq, rk, ck, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);           \
+      backward_head<V16, 0>(Lq, Lk, D, rq, cq, rk, ck, scale, q, k, v, o, lse, dout, dq, dk, dv, ws);        \
   }                                                                                                          \
   void attn_small_exp2_##SUFFIX(const float* t, float* y, int64_t n) {                                       \
     for (int64_t i = 0; i + 16 <= n; i += 16) vstore(y + i, vexp2(vload<V16>(t + i)));                       \

@@ -98,6 +98,10 @@ Lanes<N> vmax(Lanes<N> a, Lanes<N> b) {
 }
 // The forward's query block: 8 lanes.
 using QWide = V8;
+// The backward's block of scores and dP (as the AVX2 build).
+constexpr int kProbRows = 4;
+using KProb = V16;
+constexpr bool kFuseProbs = false;
 
 }  // namespace
 }  // namespace kern::cpu::detail
