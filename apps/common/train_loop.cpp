@@ -305,6 +305,11 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
       ckpt_step = state.step;
       return;
     }
+    // Flush the scalars before the checkpoint lands, never after: a run killed between the two then
+    // has at least the scalars up to its last checkpoint (flushing after the rename left a window
+    // where the checkpoint said step N and the events file ended before N).
+    events->flush();
+    last_flush = Clock::now();
     try {
       save_checkpoint(ckpt_path, model, ema ? &ema->model() : nullptr, &opt, state);
     } catch (const CheckpointError& e) {
@@ -316,8 +321,6 @@ TrainResult train(const TrainConfig& cfg, const Checkpoint* resume) {
     }
     res.checkpoint = ckpt_path;
     ckpt_step = state.step;
-    events->flush();  // a run killed later keeps the scalars up to its last checkpoint
-    last_flush = Clock::now();
   };
   auto samples_model = [&]() -> const models::ConditionalUNet& { return ema ? ema->model() : model; };
   const std::string weights_name = ema ? "EMA weights" : "raw weights";
