@@ -111,4 +111,46 @@ TEST_F(ConvPointwiseEdges, EveryPassAndBiasGradientIsItsChainAtGroupBoundaries) 
   }
 }
 
+// The bias gradients of the im2col weight gradient's image loop when the threads' blocks outnumber the
+// output channels (K = 3 and 1: some blocks own no bias channel) and for a pointwise conv too large to be
+// grouped (P*Q = 400, dw's columns split): db and dt their documented sums, dw the 1-thread bits.
+TEST_F(ConvPointwiseEdges, BiasGradientsWhenThreadBlocksOutnumberChannels) {
+  const kern::Conv2dShape shapes[] = {kern::conv2d_shape(4, 64, 17, 17, 3, 3, 3, 2, 2, 1, 1),
+                                      kern::conv2d_shape(3, 96, 20, 20, 1, 3, 3, 2, 2, 1, 1),
+                                      kern::conv2d_shape(3, 48, 20, 20, 40, 1, 1, 1, 1, 0, 0)};
+  unsigned seed = 8300;
+  for (const auto& s : shapes) {
+    const int64_t PQ = s.P * s.Q;
+    auto dy = engine::test::random_vector(s.N * s.K * PQ, ++seed);
+    for (size_t i = 0; i < dy.size(); ++i) dy[i] *= std::ldexp(1.0f, int(i % 23) - 11);
+    const auto x = engine::test::random_vector(s.N * s.C * s.H * s.W, ++seed);
+    std::vector<float> want_db(s.K), want_dt(s.N * s.K);
+    for (int64_t k = 0; k < s.K; ++k) {
+      double q[8] = {};
+      for (int64_t n = 0; n < s.N; ++n) {
+        double a = 0.0;
+        for (int64_t p = 0; p < PQ; ++p) {
+          q[p % 8] += double(dy[(n * s.K + k) * PQ + p]);
+          a += double(dy[(n * s.K + k) * PQ + p]);
+        }
+        want_dt[n * s.K + k] = float(a);
+      }
+      want_db[k] = float(((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7])));
+    }
+    omp_set_num_threads(1);
+    std::vector<float> want_dw(s.K * s.C * s.R * s.S);
+    kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), want_dw.data(), nullptr);
+    for (int threads : {1, 2, 3, 16}) {
+      omp_set_num_threads(threads);
+      std::vector<float> dw(want_dw.size(), 7.0f), db(s.K, 99.0f), dt(s.N * s.K, 99.0f);
+      kc::conv2d_backward_weight_fused<float>(s, dy.data(), x.data(), dw.data(), db.data(), dt.data());
+      const std::string where = "C" + std::to_string(s.C) + " K" + std::to_string(s.K) + " R" +
+                                std::to_string(s.R) + " threads " + std::to_string(threads);
+      EXPECT_TRUE(bitwise_equal(dw, want_dw)) << "dw " << where;
+      EXPECT_TRUE(bitwise_equal(db, want_db)) << "db " << where;
+      EXPECT_TRUE(bitwise_equal(dt, want_dt)) << "dt " << where;
+    }
+  }
+}
+
 }  // namespace
