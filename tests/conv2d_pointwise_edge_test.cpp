@@ -1,0 +1,156 @@
+// Edge cases of the CPU pointwise (1x1) conv2d paths that group several small images into one GEMM
+// (kernels/cpu/conv2d.cpp, P*Q <= 196): the group-size boundary (P*Q = 195, 196, 197), one pixel, one
+// channel, K <= 4 output channels, batch 1 and batches that are not multiples of the group size or the
+// thread count, more threads than images (16), every combination of the epilogue terms (b, t, r, none),
+// and the bias gradients db and dt of the fused weight gradient (split over threads with dw's columns).
+// Every output is compared bit for bit with its documented chain written out here:
+//   y[n][k][p]  = e (+ r[n][k][p]), e = b[k] + t[n][k] (the terms given), then fma over c in order;
+//   dx[n][c][p] = 0, then fma over k in order;   dw[k][c] = 0, then fma over n, then p, in order;
+//   db[k]: float64 partials p[i % 8] over pixels i, images in order, ((p0+p1)+(p2+p3))+((p4+p5)+(p6+p7));
+//   dt[n][k]: one float64 chain over the pixels in order; both rounded once.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "tests/test_util.h"
+
+namespace {
+
+namespace kc = kern::cpu;
+using engine::test::bitwise_equal;
+
+class ConvPointwiseEdges : public engine::test::CpuSettingsRestored {};
+
+TEST_F(ConvPointwiseEdges, EveryPassAndBiasGradientIsItsChainAtGroupBoundaries) {
+  // {N, C, K, H, W}
+  const int64_t shapes[][5] = {{9, 1, 1, 14, 14}, {3, 5, 3, 13, 15},  {4, 6, 2, 197, 1},
+                               {17, 17, 4, 1, 1}, {2, 3, 17, 14, 14}, {5, 64, 192, 7, 7},
+                               {1, 7, 9, 14, 14}, {6, 16, 48, 2, 3},  {3, 40, 8, 14, 14}};
+  unsigned seed = 7300;
+  for (const auto& sh : shapes) {
+    const auto s = kern::conv2d_shape(sh[0], sh[1], sh[3], sh[4], sh[2], 1, 1, 1, 1, 0, 0);
+    const int64_t L = s.P * s.Q;
+    const auto x = engine::test::random_vector(s.N * s.C * L, ++seed),
+               w = engine::test::random_vector(s.K * s.C, ++seed),
+               b = engine::test::random_vector(s.K, ++seed),
+               t = engine::test::random_vector(s.N * s.K, ++seed),
+               r = engine::test::random_vector(s.N * s.K * L, ++seed);
+    auto dy = engine::test::random_vector(s.N * s.K * L, ++seed);
+    for (size_t i = 0; i < dy.size(); ++i) dy[i] *= std::ldexp(1.0f, int(i % 23) - 11);
+    // The definitions.
+    std::vector<std::vector<float>> want_y(8, std::vector<float>(s.N * s.K * L));
+    for (int terms = 0; terms < 8; ++terms)  // bit 0: b, bit 1: t, bit 2: r
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t k = 0; k < s.K; ++k)
+          for (int64_t p = 0; p < L; ++p) {
+            const bool hb = terms & 1, ht = terms & 2, hr = terms & 4;
+            const float e = hb && ht ? b[k] + t[n * s.K + k] : hb ? b[k] : ht ? t[n * s.K + k] : 0.0f;
+            float acc = hr ? ((hb || ht) ? e + r[(n * s.K + k) * L + p] : r[(n * s.K + k) * L + p]) : e;
+            for (int64_t c = 0; c < s.C; ++c) acc = std::fma(w[k * s.C + c], x[(n * s.C + c) * L + p], acc);
+            want_y[terms][(n * s.K + k) * L + p] = acc;
+          }
+    std::vector<float> want_dx(s.N * s.C * L), want_dw(s.K * s.C), want_db(s.K), want_dt(s.N * s.K);
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t c = 0; c < s.C; ++c)
+        for (int64_t p = 0; p < L; ++p) {
+          float acc = 0.0f;
+          for (int64_t k = 0; k < s.K; ++k) acc = std::fma(w[k * s.C + c], dy[(n * s.K + k) * L + p], acc);
+          want_dx[(n * s.C + c) * L + p] = acc;
+        }
+    for (int64_t k = 0; k < s.K; ++k) {
+      for (int64_t c = 0; c < s.C; ++c) {
+        float acc = 0.0f;
+        for (int64_t n = 0; n < s.N; ++n)
+          for (int64_t p = 0; p < L; ++p)
+            acc = std::fma(dy[(n * s.K + k) * L + p], x[(n * s.C + c) * L + p], acc);
+        want_dw[k * s.C + c] = acc;
+      }
+      double q[8] = {};
+      for (int64_t n = 0; n < s.N; ++n) {
+        double a = 0.0;
+        for (int64_t p = 0; p < L; ++p) {
+          q[p % 8] += double(dy[(n * s.K + k) * L + p]);
+          a += double(dy[(n * s.K + k) * L + p]);
+        }
+        want_dt[n * s.K + k] = float(a);
+      }
+      want_db[k] = float(((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7])));
+    }
+    for (kc::CpuIsa isa : engine::test::supported_isas())
+      for (int threads : {1, 2, 3, 16}) {
+        kc::set_cpu_isa(isa);
+        omp_set_num_threads(threads);
+        const std::string where = "N" + std::to_string(s.N) + " C" + std::to_string(s.C) + " K" +
+                                  std::to_string(s.K) + " " + std::to_string(s.H) + "x" +
+                                  std::to_string(s.W) + " isa " + kc::cpu_isa_name(isa) + " threads " +
+                                  std::to_string(threads);
+        for (int terms = 0; terms < 8; ++terms) {
+          std::vector<float> y(want_y[terms].size(), 7.0f);
+          kc::conv2d_forward_fused<float>(s, x.data(), w.data(), terms & 1 ? b.data() : nullptr,
+                                          terms & 2 ? t.data() : nullptr, terms & 4 ? r.data() : nullptr,
+                                          y.data());
+          EXPECT_TRUE(bitwise_equal(y, want_y[terms])) << "y terms " << terms << " " << where;
+        }
+        std::vector<float> dx(want_dx.size(), 7.0f);
+        kc::conv2d_backward_input<float>(s, dy.data(), w.data(), dx.data());
+        EXPECT_TRUE(bitwise_equal(dx, want_dx)) << "dx " << where;
+        for (int grads = 0; grads < 4; ++grads) {  // bit 0: db, bit 1: dt
+          std::vector<float> dw(want_dw.size(), 7.0f), db(s.K, 99.0f), dt(s.N * s.K, 99.0f);
+          kc::conv2d_backward_weight_fused<float>(s, dy.data(), x.data(), dw.data(),
+                                                  grads & 1 ? db.data() : nullptr,
+                                                  grads & 2 ? dt.data() : nullptr);
+          EXPECT_TRUE(bitwise_equal(dw, want_dw)) << "dw grads " << grads << " " << where;
+          if (grads & 1) EXPECT_TRUE(bitwise_equal(db, want_db)) << "db grads " << grads << " " << where;
+          if (grads & 2) EXPECT_TRUE(bitwise_equal(dt, want_dt)) << "dt grads " << grads << " " << where;
+        }
+      }
+  }
+}
+
+// The bias gradients of the im2col weight gradient's image loop when the threads' blocks outnumber the
+// output channels (K = 3 and 1: some blocks own no bias channel) and for a pointwise conv too large to be
+// grouped (P*Q = 400, dw's columns split): db and dt their documented sums, dw the 1-thread bits.
+TEST_F(ConvPointwiseEdges, BiasGradientsWhenThreadBlocksOutnumberChannels) {
+  const kern::Conv2dShape shapes[] = {kern::conv2d_shape(4, 64, 17, 17, 3, 3, 3, 2, 2, 1, 1),
+                                      kern::conv2d_shape(3, 96, 20, 20, 1, 3, 3, 2, 2, 1, 1),
+                                      kern::conv2d_shape(3, 48, 20, 20, 40, 1, 1, 1, 1, 0, 0)};
+  unsigned seed = 8300;
+  for (const auto& s : shapes) {
+    const int64_t PQ = s.P * s.Q;
+    auto dy = engine::test::random_vector(s.N * s.K * PQ, ++seed);
+    for (size_t i = 0; i < dy.size(); ++i) dy[i] *= std::ldexp(1.0f, int(i % 23) - 11);
+    const auto x = engine::test::random_vector(s.N * s.C * s.H * s.W, ++seed);
+    std::vector<float> want_db(s.K), want_dt(s.N * s.K);
+    for (int64_t k = 0; k < s.K; ++k) {
+      double q[8] = {};
+      for (int64_t n = 0; n < s.N; ++n) {
+        double a = 0.0;
+        for (int64_t p = 0; p < PQ; ++p) {
+          q[p % 8] += double(dy[(n * s.K + k) * PQ + p]);
+          a += double(dy[(n * s.K + k) * PQ + p]);
+        }
+        want_dt[n * s.K + k] = float(a);
+      }
+      want_db[k] = float(((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7])));
+    }
+    omp_set_num_threads(1);
+    std::vector<float> want_dw(s.K * s.C * s.R * s.S);
+    kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), want_dw.data(), nullptr);
+    for (int threads : {1, 2, 3, 16}) {
+      omp_set_num_threads(threads);
+      std::vector<float> dw(want_dw.size(), 7.0f), db(s.K, 99.0f), dt(s.N * s.K, 99.0f);
+      kc::conv2d_backward_weight_fused<float>(s, dy.data(), x.data(), dw.data(), db.data(), dt.data());
+      const std::string where = "C" + std::to_string(s.C) + " K" + std::to_string(s.K) + " R" +
+                                std::to_string(s.R) + " threads " + std::to_string(threads);
+      EXPECT_TRUE(bitwise_equal(dw, want_dw)) << "dw " << where;
+      EXPECT_TRUE(bitwise_equal(db, want_db)) << "db " << where;
+      EXPECT_TRUE(bitwise_equal(dt, want_dt)) << "dt " << where;
+    }
+  }
+}
+
+}  // namespace
