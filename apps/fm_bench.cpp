@@ -28,6 +28,7 @@
 #include "apps/common/checkpoint.h"
 #include "apps/common/cli_checks.h"
 #include "apps/common/flow_matching.h"
+#include "apps/common/malloc_tuning.h"
 #include "apps/common/omp_wait.h"
 #include "apps/common/run_flags.h"
 #include "core/autograd.h"
@@ -97,6 +98,7 @@ std::string device_label(Device dev, int threads) {
 
 int main(int argc, char** argv) {
   engine::app::apply_omp_wait_default(argv);  // first: before any OpenMP region (docs/apps.md "Threads")
+  engine::app::apply_malloc_defaults();       // keep freed tensor memory for reuse (docs/apps.md "Memory")
   CLI::App app{
       "fm_bench: train-step and sampling throughput of the flow-matching UNet (metrics and JSON keys of "
       "bench/torch_baseline.py)."};

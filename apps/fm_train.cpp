@@ -18,6 +18,7 @@
 #include "apps/common/checkpoint.h"
 #include "apps/common/cli_checks.h"
 #include "apps/common/dist.h"
+#include "apps/common/malloc_tuning.h"
 #include "apps/common/mnist.h"
 #include "apps/common/omp_wait.h"
 #include "apps/common/run_flags.h"
@@ -75,6 +76,7 @@ std::string shell_quote(const std::string& w) {
 
 int main(int argc, char** argv) {
   engine::app::apply_omp_wait_default(argv);  // first: before any OpenMP region (docs/apps.md "Threads")
+  engine::app::apply_malloc_defaults();       // keep freed tensor memory for reuse (docs/apps.md "Memory")
   using engine::app::TrainConfig;
   using engine::app::UsageError;
   namespace app_ns = engine::app;
