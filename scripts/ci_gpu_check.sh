@@ -17,7 +17,7 @@ fail() {
   exit 1
 }
 
-bash scripts/gpu_check.sh prepare --build-dir "$BUILD" --mnist "$MNIST" --max-mb 40
+bash scripts/gpu_check.sh prepare --build-dir "$BUILD" --mnist "$MNIST" --max-mb 48
 
 rm -rf "$OUT"
 bash .gpu-bundle/gpu_check.sh run --dry-run --out "$OUT" || fail "the dry run failed (see $OUT/summary.md)"

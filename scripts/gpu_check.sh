@@ -123,7 +123,7 @@ xz_compress() {
 }
 
 cmd_prepare() {
-  local ROOT OUT BUILD="" MNIST="" MAX_MB=40 JOBS
+  local ROOT OUT BUILD="" MNIST="" MAX_MB=48 JOBS
   ROOT=$(cd "$SELF_DIR/.." && pwd)
   [ -f "$ROOT/CMakeLists.txt" ] && [ -f "$ROOT/bench/torch_baseline.py" ] ||
     die "prepare runs from the repository (scripts/gpu_check.sh), not from a bundle"
