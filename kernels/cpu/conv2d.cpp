@@ -284,6 +284,28 @@ void thread_images(int64_t N, int64_t& n0, int64_t& n1) {
   n0 = N * id / nt, n1 = N * (id + 1) / nt;
 }
 
+// The conv epilogue's prefill of image n's output: row k (PQ values, rows ld apart from yn) becomes
+// e + r[n, k, :] per element (e = b[k] + t[n, k], the terms given; winograd_epilogue_bias, as the Winograd
+// outputs' e). Writes nothing and returns false when no term is given; returns true otherwise.
+template <typename T>
+bool prefill_epilogue(const Conv2dShape& s, const T* b, const T* t, const T* r, int64_t n, T* yn,
+                      int64_t ld) {
+  if (!b && !t && !r) return false;
+  const int64_t PQ = s.P * s.Q;
+  for (int64_t k = 0; k < s.K; ++k) {
+    const int64_t nk = n * s.K + k;
+    T* yk = yn + k * ld;
+    const T e = winograd_epilogue_bias(b, t, k, nk);
+    if (!r)
+      std::fill(yk, yk + PQ, e);
+    else if (b || t)
+      for (int64_t i = 0; i < PQ; ++i) yk[i] = e + r[nk * PQ + i];
+    else
+      std::memcpy(yk, r + nk * PQ, sizeof(T) * PQ);
+  }
+  return true;
+}
+
 // conv2d_forward_fused's pointwise forward, grouped (see grouped_selected).
 template <typename T>
 void forward_grouped(const Conv2dShape& s, const T* x, const T* w, const T* b, const T* t, const T* r, T* y) {
@@ -298,21 +320,8 @@ void forward_grouped(const Conv2dShape& s, const T* x, const T* w, const T* b, c
       gather_images(x + g0 * s.C * PQ, s.C * PQ, s.C, PQ, g, xg.data());
       // The epilogue's prefill (as conv2d_forward_fused's), in the grouped layout.
       T beta = T(0);
-      if (b || t || r) {
-        for (int64_t j = 0; j < g; ++j)
-          for (int64_t k = 0; k < s.K; ++k) {
-            const int64_t nk = (g0 + j) * s.K + k;
-            T* yk = yg.data() + k * L + j * PQ;
-            const T e = winograd_epilogue_bias(b, t, k, nk);
-            if (!r)
-              std::fill(yk, yk + PQ, e);
-            else if (b || t)
-              for (int64_t i = 0; i < PQ; ++i) yk[i] = e + r[nk * PQ + i];
-            else
-              std::memcpy(yk, r + nk * PQ, sizeof(T) * PQ);
-          }
-        beta = T(1);
-      }
+      for (int64_t j = 0; j < g; ++j)
+        if (prefill_epilogue(s, b, t, r, g0 + j, yg.data() + j * PQ, L)) beta = T(1);
       gemm<T>(false, false, s.K, L, s.C, T(1), w, s.C, xg.data(), L, beta, yg.data(), L);
       scatter_images(yg.data(), s.K * PQ, s.K, PQ, g, y + g0 * s.K * PQ);
     }
@@ -376,23 +385,8 @@ void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T*
         im2col(s, xn, cols.data());
         src = cols.data();
       }
-      // The epilogue's terms prefill y, e + r per element (e = b[k] + t[n, k], the terms given), and gemm
-      // (beta = 1) continues each element's FMA chain from that value.
-      T beta = T(0);
-      if (b || t || r) {
-        for (int64_t k = 0; k < s.K; ++k) {
-          const int64_t nk = n * s.K + k;
-          T* yk = yn + k * PQ;
-          const T e = winograd_epilogue_bias(b, t, k, nk);  // the Winograd outputs' e, for any T
-          if (!r)
-            std::fill(yk, yk + PQ, e);
-          else if (b || t)
-            for (int64_t i = 0; i < PQ; ++i) yk[i] = e + r[nk * PQ + i];
-          else
-            std::memcpy(yk, r + nk * PQ, sizeof(T) * PQ);
-        }
-        beta = T(1);
-      }
+      // The epilogue's terms prefill y and gemm (beta = 1) continues each element's FMA chain from them.
+      const T beta = prefill_epilogue(s, b, t, r, n, yn, PQ) ? T(1) : T(0);
       if (direct)
         direct_rows(s, xp.data(), Hp, Wp, w, beta == T(0), yn);
       else
