@@ -522,6 +522,79 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw
   conv2d_backward_weight_fused<T>(s, dy, x, dw, db, nullptr);
 }
 
+// The weight gradient with few output channels (direct_selected: conv_out, K = 1), without im2col: the
+// cols (C*R*S rows of P*Q per image, 0.9 MB for conv_out) cost more to build than the K-row GEMM that
+// reads them once. Each dw element is backward_weight_im2col's chain exactly: acc = +0, then for n, p, q in
+// order acc = fma(xv, dy_n[k][p][q], acc), xv = x_n[c][p + r - pad_h][q + sc - pad_w], +0 outside the image.
+// Vectorised over kLanes channels: each image's block of channels is copied channel-last into a zero-bordered
+// xt (Hp, Wp, kLanes), so that the R*S values of a (p, q) are R*S vector loads; the accumulators stay in dwt
+// between images. The threads split the channel blocks, each running every image: a block changes which
+// thread computes an element, never its chain (the same bits for any thread count and ISA path).
+template <typename T>
+void backward_weight_small_k(const Conv2dShape& s, const T* dy, const T* x, T* dw) {
+  constexpr int64_t kLanes = 8;
+  const int64_t RS = s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
+  const int64_t Hp = s.H + 2 * s.pad_h, Wp = s.W + 2 * s.pad_w;  // = P + R - 1, Q + S - 1 (stride 1)
+  const int64_t blocks = (s.C + kLanes - 1) / kLanes;
+  const int nthreads =
+      omp_in_parallel() ? 1 : static_cast<int>(std::min<int64_t>(omp_get_max_threads(), blocks));
+  const bool simd = cpu_isa() != CpuIsa::Scalar;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+  {
+    std::vector<T> xt(Hp * Wp * kLanes, T(0));  // the border and the lanes past C stay +0
+    std::vector<T> acc(s.K * RS * kLanes);      // (K, R*S, kLanes): the chains between images
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t c0 = blk * kLanes, nc = std::min(kLanes, s.C - c0);
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int64_t n = 0; n < s.N; ++n) {
+        const T* xn = x + (n * s.C + c0) * HW;
+        for (int64_t c = 0; c < nc; ++c)
+          for (int64_t h = 0; h < s.H; ++h) {
+            T* d = xt.data() + ((h + s.pad_h) * Wp + s.pad_w) * kLanes + c;
+            const T* src = xn + c * HW + h * s.W;
+            for (int64_t w = 0; w < s.W; ++w) d[w * kLanes] = src[w];
+          }
+        for (int64_t k = 0; k < s.K; ++k) {
+          T* a = acc.data() + k * RS * kLanes;
+          const T* dyk = dy + (n * s.K + k) * PQ;
+#ifdef __AVX2__
+          if constexpr (std::is_same_v<T, float>) {
+            if (simd && s.R == 3 && s.S == 3) {
+              __m256 av[9];
+              for (int i = 0; i < 9; ++i) av[i] = _mm256_loadu_ps(a + i * kLanes);
+              for (int64_t p = 0; p < s.P; ++p)
+                for (int64_t q = 0; q < s.Q; ++q) {
+                  const __m256 d = _mm256_set1_ps(dyk[p * s.Q + q]);
+                  const float* xq = xt.data() + (p * Wp + q) * kLanes;
+                  for (int r = 0; r < 3; ++r)
+                    for (int sc = 0; sc < 3; ++sc)
+                      av[r * 3 + sc] =
+                          _mm256_fmadd_ps(_mm256_loadu_ps(xq + (r * Wp + sc) * kLanes), d, av[r * 3 + sc]);
+                }
+              for (int i = 0; i < 9; ++i) _mm256_storeu_ps(a + i * kLanes, av[i]);
+              continue;
+            }
+          }
+#endif
+          for (int64_t p = 0; p < s.P; ++p)
+            for (int64_t q = 0; q < s.Q; ++q) {
+              const T d = dyk[p * s.Q + q];
+              const T* xq = xt.data() + (p * Wp + q) * kLanes;
+              for (int64_t r = 0, i = 0; r < s.R; ++r)
+                for (int64_t sc = 0; sc < s.S; ++sc, ++i)
+                  for (int64_t l = 0; l < kLanes; ++l)
+                    a[i * kLanes + l] = std::fma(xq[(r * Wp + sc) * kLanes + l], d, a[i * kLanes + l]);
+            }
+        }
+      }
+      for (int64_t k = 0; k < s.K; ++k)
+        for (int64_t c = 0; c < nc; ++c)
+          for (int64_t i = 0; i < RS; ++i) dw[(k * s.C + c0 + c) * RS + i] = acc[(k * RS + i) * kLanes + c];
+    }
+  }
+}
+
 template <typename T>
 void conv2d_backward_weight_fused(const Conv2dShape& s, const T* dy, const T* x, T* dw, T* db, T* dt) {
   // float32 3x3 stride-1 pad-1 on the forward's rule (winograd_selected): Winograd F(2x2, 3x3), one FMA
@@ -534,6 +607,10 @@ void conv2d_backward_weight_fused(const Conv2dShape& s, const T* dy, const T* x,
       conv2d_backward_weight_winograd(s, dy, x, dw);
       return bias_grad(s, dy, db, dt);
     }
+  }
+  if (direct_selected<T>(s) && s.N > 0) {
+    backward_weight_small_k(s, dy, x, dw);
+    return bias_grad(s, dy, db, dt);
   }
   backward_weight_im2col(s, dy, x, dw, BiasGrad<T>{s, dy, db, dt});
 }
