@@ -43,8 +43,8 @@ if [ "$MODE" = quick ]; then
 else
   ARGS=()
 fi
-# Passive OpenMP waiting avoids burning cycles when other processes share the cores.
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# OpenMP waiting: the apps' default (a ~10 us bounded spin, then sleep; docs/apps.md "Threads") unless
+# OMP_WAIT_POLICY or GOMP_SPINCOUNT is set in the environment.
 time build/bin/fm_train --data "$DATA" --out "$OUT" "${ARGS[@]}" "$@"
 time build/bin/fm_sample --checkpoint "$OUT/checkpoint.safetensors" --out "$OUT/grid.png"
 echo "grid written to $OUT/grid.png; loss curve $OUT/loss.png, loss per noise level $OUT/loss_sigma.png"

@@ -482,8 +482,8 @@ TEST(Apps, SampleHelpIsReadable) {
 }
 
 // OpenMP wait policy (docs/apps.md "Threads"): with neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT set, an app
-// re-executes itself with OMP_WAIT_POLICY=passive so that libgomp, which reads its environment once when
-// loaded, takes it; a user's setting of either is kept as it is (no re-exec). Observed through libgomp's
+// re-executes itself with OMP_WAIT_POLICY=passive and GOMP_SPINCOUNT=1000 (a bounded spin, then sleep) so
+// that libgomp, which reads its environment once when loaded, takes them; a user's setting of either is kept as it is (no re-exec). Observed through libgomp's
 // own report of the values it parsed (OMP_DISPLAY_ENV=verbose, printed once per process image).
 TEST(Apps, OmpWaitPolicyDefaultAndUserSettings) {
   REQUIRE_BINS();
@@ -503,10 +503,13 @@ TEST(Apps, OmpWaitPolicyDefaultAndUserSettings) {
     GTEST_SKIP() << "not libgomp (no GOMP_SPINCOUNT in OMP_DISPLAY_ENV's report): " << dflt.out;
   ASSERT_TRUE(dflt.exited && dflt.code == 0) << dflt.out;
   EXPECT_NE(dflt.out.find("Usage:"), std::string::npos) << dflt.out;
-  // Two process images: libgomp's default (300000 spins) first, then the re-executed one, passive (0).
+  // Two process images: libgomp's default (300000 spins) first, then the re-executed one: 1000 spins.
   EXPECT_EQ(count(dflt.out, kBlock), 2u) << dflt.out;
+  const std::string first = dflt.out.substr(0, dflt.out.rfind(kBlock));
+  EXPECT_NE(first.find("GOMP_SPINCOUNT = '300000'"), std::string::npos) << dflt.out;
   const std::string after = dflt.out.substr(dflt.out.rfind(kBlock));
-  EXPECT_NE(after.find("GOMP_SPINCOUNT = '0'"), std::string::npos) << dflt.out;
+  EXPECT_NE(after.find("GOMP_SPINCOUNT = '1000'"), std::string::npos) << dflt.out;
+  EXPECT_NE(after.find("OMP_WAIT_POLICY = 'PASSIVE'"), std::string::npos) << dflt.out;
   // The user's choices are kept, and the app runs once (one report).
   const RunResult active = show("OMP_WAIT_POLICY=active");
   ASSERT_TRUE(active.exited && active.code == 0) << active.out;
