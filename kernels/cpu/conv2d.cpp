@@ -527,7 +527,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* dy, const T* x, T* dw
 // reads them once. Each dw element is backward_weight_im2col's chain exactly: acc = +0, then for n, p, q in
 // order acc = fma(xv, dy_n[k][p][q], acc), xv = x_n[c][p + r - pad_h][q + sc - pad_w], +0 outside the image.
 // Vectorised over kLanes channels: each image's block of channels is copied channel-last into a zero-bordered
-// xt (Hp, Wp, kLanes), so that the R*S values of a (p, q) are R*S vector loads; the accumulators stay in dwt
+// xt (Hp, Wp, kLanes), so that the R*S values of a (p, q) are R*S vector loads; the accumulators stay in acc
 // between images. The threads split the channel blocks, each running every image: a block changes which
 // thread computes an element, never its chain (the same bits for any thread count and ISA path).
 template <typename T>
@@ -541,8 +541,10 @@ void backward_weight_small_k(const Conv2dShape& s, const T* dy, const T* x, T* d
   const bool simd = cpu_isa() != CpuIsa::Scalar;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
   {
-    std::vector<T> xt(Hp * Wp * kLanes, T(0));  // the border and the lanes past C stay +0
-    std::vector<T> acc(s.K * RS * kLanes);      // (K, R*S, kLanes): the chains between images
+    // The border stays +0. In a last, part-filled block the lanes past C hold an earlier block's values:
+    // their chains are never stored.
+    std::vector<T> xt(Hp * Wp * kLanes, T(0));
+    std::vector<T> acc(s.K * RS * kLanes);  // (K, R*S, kLanes): the chains between images
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < blocks; ++blk) {
       const int64_t c0 = blk * kLanes, nc = std::min(kLanes, s.C - c0);
