@@ -138,34 +138,6 @@ TEST_F(ConvDirect, BackwardInputWithFewOutputChannelsIsTheGemmCol2imDefinitionBi
   }
 }
 
-namespace {
-
-// The weight-gradient definition that im2col + gemm computes (one chain per element over the images,
-// gemm continuing it with beta = 1): acc = +0, then acc = fma(x value or +0 outside the image, dy, acc)
-// for n, p, q in order.
-std::vector<float> bwd_weight_reference(const kern::Conv2dShape& s, const std::vector<float>& x,
-                                        const std::vector<float>& dy) {
-  std::vector<float> dw(s.K * s.C * s.R * s.S);
-  for (int64_t k = 0; k < s.K; ++k)
-    for (int64_t c = 0; c < s.C; ++c)
-      for (int64_t rr = 0; rr < s.R; ++rr)
-        for (int64_t ss = 0; ss < s.S; ++ss) {
-          float acc = 0.f;
-          for (int64_t n = 0; n < s.N; ++n)
-            for (int64_t p = 0; p < s.P; ++p)
-              for (int64_t q = 0; q < s.Q; ++q) {
-                const int64_t h = p * s.stride_h - s.pad_h + rr, ww = q * s.stride_w - s.pad_w + ss;
-                const bool in = h >= 0 && h < s.H && ww >= 0 && ww < s.W;
-                const float xv = in ? x[((n * s.C + c) * s.H + h) * s.W + ww] : 0.f;
-                acc = std::fma(xv, dy[((n * s.K + k) * s.P + p) * s.Q + q], acc);
-              }
-          dw[((k * s.C + c) * s.R + rr) * s.S + ss] = acc;
-        }
-  return dw;
-}
-
-}  // namespace
-
 // The weight gradient with K <= 4 output channels and stride 1 (conv_out), computed without im2col: the
 // same bits as im2col + gemm's chains, on every ISA path and thread count; channel counts that are not a
 // multiple of the 8 lanes, kernels other than 3x3 (the portable loop), padding wider than needed, a zero in
@@ -182,7 +154,7 @@ TEST_F(ConvDirect, WeightGradWithFewOutputChannelsIsTheGemmChainBitwise) {
     auto dy = random_vector<float>(s.N * s.K * s.P * s.Q, 72);
     dy[1] = -0.f;
     if (s.C == 13) x[5] = std::numeric_limits<float>::infinity();
-    const auto ref = bwd_weight_reference(s, x, dy);
+    const auto ref = engine::test::conv2d_bwd_weight_chain(s, dy, x);
     for (kc::CpuIsa isa : engine::test::supported_isas()) {
       kc::set_cpu_isa(isa);
       for (int threads : {1, 2, 3}) {

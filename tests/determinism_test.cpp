@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/test_util.h"
 
 namespace kc = kern::cpu;
 
@@ -78,38 +79,12 @@ TEST(Determinism, Conv2dForwardOfAnImageDoesNotDependOnTheBatch) {
   }
 }
 
-namespace {
-// The definition of the weight gradient (kernels/cpu/conv2d.cpp): each dw element is ONE fma chain over
-// (n, p, q) in order, starting from +0, with the zero-padded im2col value (0 outside the image) as the
-// second factor. Written here from the convolution's index formula, not from the kernel's code.
-std::vector<float> bwd_weight_chain(const kern::Conv2dShape& s, const std::vector<float>& dy,
-                                    const std::vector<float>& x) {
-  std::vector<float> dw(s.K * s.C * s.R * s.S);
-  for (int64_t k = 0; k < s.K; ++k)
-    for (int64_t c = 0; c < s.C; ++c)
-      for (int64_t r = 0; r < s.R; ++r)
-        for (int64_t t = 0; t < s.S; ++t) {
-          float acc = 0.f;
-          for (int64_t n = 0; n < s.N; ++n)
-            for (int64_t p = 0; p < s.P; ++p)
-              for (int64_t q = 0; q < s.Q; ++q) {
-                const int64_t h = p * s.stride_h - s.pad_h + r, w = q * s.stride_w - s.pad_w + t;
-                const bool in = h >= 0 && h < s.H && w >= 0 && w < s.W;
-                const float xv = in ? x[((n * s.C + c) * s.H + h) * s.W + w] : 0.f;
-                acc = std::fma(dy[((n * s.K + k) * s.P + p) * s.Q + q], xv, acc);
-              }
-          dw[((k * s.C + c) * s.R + r) * s.S + t] = acc;
-        }
-  return dw;
-}
-}  // namespace
-
 TEST(Determinism, Conv2dWeightGradIsTheImageOrderedFmaChainForEveryIsaAndThreadCount) {
   const int prev = omp_get_max_threads();
   for (const auto& s : {conv(3, 16, 10, 8, 3, 1, 1), conv(2, 96, 12, 8, 1, 1, 0), conv(2, 40, 9, 12, 3, 2, 1),
                         conv(4, 1, 12, 16, 3, 1, 1)}) {
     const auto x = randv(s.N * s.C * s.H * s.W, 8), dy = randv(s.N * s.K * s.P * s.Q, 9);
-    const auto ref = bwd_weight_chain(s, dy, x);
+    const auto ref = engine::test::conv2d_bwd_weight_chain(s, dy, x);
     for (kc::CpuIsa isa : {kc::CpuIsa::Scalar, kc::CpuIsa::Avx2, kc::CpuIsa::Avx512}) {
       if (static_cast<int>(isa) > static_cast<int>(kc::cpu_isa_supported())) continue;
       kc::set_cpu_isa(isa);
