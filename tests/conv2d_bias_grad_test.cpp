@@ -1,5 +1,5 @@
 // Tests of the conv2d bias gradient (kernels/cpu/conv2d.cpp, conv2d_backward_weight's db): its documented
-// summation order, written out here, bit for bit in float64 and float32, for any thread count.
+// summation order (tests/conv2d_chains.h), bit for bit in float64 and float32, for any thread count.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/conv2d_chains.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -15,20 +16,8 @@ namespace {
 namespace kc = kern::cpu;
 using engine::test::bitwise_equal;
 
-// db[k] as documented: partial sums p[i % 8] over the pixels i of each image, images in order, in
-// float64, then ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)), rounded once to T.
-template <typename T>
-std::vector<T> documented_db(const kern::Conv2dShape& s, const std::vector<T>& dy) {
-  const int64_t PQ = s.P * s.Q;
-  std::vector<T> db(s.K);
-  for (int64_t k = 0; k < s.K; ++k) {
-    double p[8] = {};
-    for (int64_t n = 0; n < s.N; ++n)
-      for (int64_t i = 0; i < PQ; ++i) p[i % 8] += double(dy[(n * s.K + k) * PQ + i]);
-    db[k] = T(((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7])));
-  }
-  return db;
-}
+using engine::test::conv2d_db_chain;
+using engine::test::conv2d_dt_chain;
 
 class ConvBiasGrad : public engine::test::CpuSettingsRestored {};
 
@@ -47,7 +36,7 @@ void check_documented_order() {
     auto dy = engine::test::random_vector<T>(s.N * s.K * s.P * s.Q, ++seed);
     for (size_t i = 0; i < dy.size(); ++i) dy[i] *= T(std::ldexp(1.0, int(i % 23) - 11));
     const auto x = engine::test::random_vector<T>(s.N * s.C * s.H * s.W, ++seed);
-    const auto want = documented_db(s, dy);
+    const auto want = conv2d_db_chain(s, dy);
     for (int threads : {1, 2, 4}) {
       omp_set_num_threads(threads);
       std::vector<T> dw(s.K * s.C * s.R * s.S), db(s.K, T(99));
@@ -77,13 +66,8 @@ void check_fused_sample_bias_grad() {
     auto dy = engine::test::random_vector<T>(s.N * s.K * PQ, ++seed);
     for (size_t i = 0; i < dy.size(); ++i) dy[i] *= T(std::ldexp(1.0, int(i % 23) - 11));
     const auto x = engine::test::random_vector<T>(s.N * s.C * s.H * s.W, ++seed);
-    std::vector<T> want_dt(s.N * s.K);
-    for (int64_t nk = 0; nk < s.N * s.K; ++nk) {
-      double acc = 0;
-      for (int64_t i = 0; i < PQ; ++i) acc += double(dy[nk * PQ + i]);
-      want_dt[nk] = T(acc);
-    }
-    const auto want_db = documented_db(s, dy);
+    const auto want_dt = conv2d_dt_chain(s, dy);
+    const auto want_db = conv2d_db_chain(s, dy);
     std::vector<T> want_dw(s.K * s.C * s.R * s.S);
     kc::conv2d_backward_weight<T>(s, dy.data(), x.data(), want_dw.data(), nullptr);
     for (int threads : {1, 2, 4}) {

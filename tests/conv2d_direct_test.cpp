@@ -1,9 +1,10 @@
 // The direct stride-1 conv forward (kernels/cpu/conv2d.cpp, K <= 4 output channels: conv_out) against the
-// definition it must equal bit for bit: each output is the im2col GEMM's FMA chain, written here from the
-// convolution's index formula (not from the kernel): acc = the epilogue's e + r (the terms given; +0 with
-// none), then acc = fma(w[k][c][r][s], x value or +0 outside the image, acc) for (c, r, s) in order. Every
-// ISA path, 1 to 3 threads, odd sizes (Q > 32: two column blocks), batch 1, every epilogue combination.
-// Also the im2col forward with stride 2 (its vectorised even-column copy, Q >= 8) against the same chain.
+// definition it must equal bit for bit: each output is the im2col GEMM's FMA chain, written from the
+// convolution's index formula in tests/conv2d_chains.h (not from the kernel): acc = the epilogue's e + r
+// (the terms given; +0 with none), then acc = fma(w[k][c][r][s], x value or +0 outside the image, acc) for
+// (c, r, s) in order. Every ISA path, 1 to 3 threads, odd sizes (Q > 32: two column blocks), batch 1,
+// every epilogue combination. Also the im2col forward with stride 2 (its vectorised even-column copy,
+// Q >= 8) against the same chain.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/conv2d_chains.h"
 #include "tests/test_util.h"
 
 namespace kc = kern::cpu;
@@ -19,36 +21,8 @@ namespace kc = kern::cpu;
 namespace {
 
 using engine::test::bitwise_equal;
+using engine::test::conv2d_forward_chain;
 using engine::test::random_vector;
-
-std::vector<float> chain_reference(const kern::Conv2dShape& s, const std::vector<float>& x,
-                                   const std::vector<float>& w, const float* b, const float* t,
-                                   const float* r) {
-  std::vector<float> y(s.N * s.K * s.P * s.Q);
-  for (int64_t n = 0; n < s.N; ++n)
-    for (int64_t k = 0; k < s.K; ++k)
-      for (int64_t p = 0; p < s.P; ++p)
-        for (int64_t q = 0; q < s.Q; ++q) {
-          const int64_t o = ((n * s.K + k) * s.P + p) * s.Q + q;
-          float acc = 0.f;
-          if (b || t) {
-            const float e = b && t ? b[k] + t[n * s.K + k] : b ? b[k] : t[n * s.K + k];
-            acc = r ? e + r[o] : e;
-          } else if (r) {
-            acc = r[o];
-          }
-          for (int64_t c = 0; c < s.C; ++c)
-            for (int64_t rr = 0; rr < s.R; ++rr)
-              for (int64_t ss = 0; ss < s.S; ++ss) {
-                const int64_t h = p * s.stride_h - s.pad_h + rr, ww = q * s.stride_w - s.pad_w + ss;
-                const bool in = h >= 0 && h < s.H && ww >= 0 && ww < s.W;
-                const float xv = in ? x[((n * s.C + c) * s.H + h) * s.W + ww] : 0.f;
-                acc = std::fma(w[((k * s.C + c) * s.R + rr) * s.S + ss], xv, acc);
-              }
-          y[o] = acc;
-        }
-  return y;
-}
 
 }  // namespace
 
@@ -70,7 +44,7 @@ TEST_F(ConvDirect, ForwardIsTheIm2colFmaChainBitwiseOnEveryIsaAndThreadCount) {
     };
     for (const Terms& e : {Terms{nullptr, nullptr, nullptr}, Terms{b.data(), nullptr, nullptr},
                            Terms{b.data(), t.data(), r.data()}, Terms{nullptr, nullptr, r.data()}}) {
-      const auto ref = chain_reference(s, x, w, e.b, e.t, e.r);
+      const auto ref = conv2d_forward_chain(s, x, w, e.b, e.t, e.r);
       for (kc::CpuIsa isa : engine::test::supported_isas()) {
         kc::set_cpu_isa(isa);
         for (int threads : {1, 2, 3}) {
@@ -185,7 +159,7 @@ TEST_F(ConvDirect, Im2colStride2ForwardIsTheFmaChainBitwise) {
   for (const auto& s : shapes) {
     const auto x = random_vector<float>(s.N * s.C * s.H * s.W, 51),
                w = random_vector<float>(s.K * s.C * s.R * s.S, 52), b = random_vector<float>(s.K, 53);
-    const auto ref = chain_reference(s, x, w, b.data(), nullptr, nullptr);
+    const auto ref = conv2d_forward_chain(s, x, w, b.data(), nullptr, nullptr);
     for (kc::CpuIsa isa : engine::test::supported_isas()) {
       kc::set_cpu_isa(isa);
       for (int threads : {1, 2}) {

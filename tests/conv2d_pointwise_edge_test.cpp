@@ -3,7 +3,7 @@
 // channel, K <= 4 output channels, batch 1 and batches that are not multiples of the group size or the
 // thread count, more threads than images (16), every combination of the epilogue terms (b, t, r, none),
 // and the bias gradients db and dt of the fused weight gradient (split over threads with dw's columns).
-// Every output is compared bit for bit with its documented chain written out here:
+// Every output is compared bit for bit with its documented chain (tests/conv2d_chains.h):
 //   y[n][k][p]  = e (+ r[n][k][p]), e = b[k] + t[n][k] (the terms given), then fma over c in order;
 //   dx[n][c][p] = 0, then fma over k in order;   dw[k][c] = 0, then fma over n, then p, in order;
 //   db[k]: float64 partials p[i % 8] over pixels i, images in order, ((p0+p1)+(p2+p3))+((p4+p5)+(p6+p7));
@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/conv2d_chains.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -42,44 +43,14 @@ TEST_F(ConvPointwiseEdges, EveryPassAndBiasGradientIsItsChainAtGroupBoundaries) 
     auto dy = engine::test::random_vector(s.N * s.K * L, ++seed);
     for (size_t i = 0; i < dy.size(); ++i) dy[i] *= std::ldexp(1.0f, int(i % 23) - 11);
     // The definitions.
-    std::vector<std::vector<float>> want_y(8, std::vector<float>(s.N * s.K * L));
+    std::vector<std::vector<float>> want_y;
     for (int terms = 0; terms < 8; ++terms)  // bit 0: b, bit 1: t, bit 2: r
-      for (int64_t n = 0; n < s.N; ++n)
-        for (int64_t k = 0; k < s.K; ++k)
-          for (int64_t p = 0; p < L; ++p) {
-            const bool hb = terms & 1, ht = terms & 2, hr = terms & 4;
-            const float e = hb && ht ? b[k] + t[n * s.K + k] : hb ? b[k] : ht ? t[n * s.K + k] : 0.0f;
-            float acc = hr ? ((hb || ht) ? e + r[(n * s.K + k) * L + p] : r[(n * s.K + k) * L + p]) : e;
-            for (int64_t c = 0; c < s.C; ++c) acc = std::fma(w[k * s.C + c], x[(n * s.C + c) * L + p], acc);
-            want_y[terms][(n * s.K + k) * L + p] = acc;
-          }
-    std::vector<float> want_dx(s.N * s.C * L), want_dw(s.K * s.C), want_db(s.K), want_dt(s.N * s.K);
-    for (int64_t n = 0; n < s.N; ++n)
-      for (int64_t c = 0; c < s.C; ++c)
-        for (int64_t p = 0; p < L; ++p) {
-          float acc = 0.0f;
-          for (int64_t k = 0; k < s.K; ++k) acc = std::fma(w[k * s.C + c], dy[(n * s.K + k) * L + p], acc);
-          want_dx[(n * s.C + c) * L + p] = acc;
-        }
-    for (int64_t k = 0; k < s.K; ++k) {
-      for (int64_t c = 0; c < s.C; ++c) {
-        float acc = 0.0f;
-        for (int64_t n = 0; n < s.N; ++n)
-          for (int64_t p = 0; p < L; ++p)
-            acc = std::fma(dy[(n * s.K + k) * L + p], x[(n * s.C + c) * L + p], acc);
-        want_dw[k * s.C + c] = acc;
-      }
-      double q[8] = {};
-      for (int64_t n = 0; n < s.N; ++n) {
-        double a = 0.0;
-        for (int64_t p = 0; p < L; ++p) {
-          q[p % 8] += double(dy[(n * s.K + k) * L + p]);
-          a += double(dy[(n * s.K + k) * L + p]);
-        }
-        want_dt[n * s.K + k] = float(a);
-      }
-      want_db[k] = float(((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7])));
-    }
+      want_y.push_back(engine::test::conv2d_forward_chain(s, x, w, terms & 1 ? b.data() : nullptr,
+                                                          terms & 2 ? t.data() : nullptr,
+                                                          terms & 4 ? r.data() : nullptr));
+    const auto want_dx = engine::test::pointwise_backward_input_chain(s, dy, w),
+               want_dw = engine::test::conv2d_bwd_weight_chain(s, dy, x),
+               want_db = engine::test::conv2d_db_chain(s, dy), want_dt = engine::test::conv2d_dt_chain(s, dy);
     for (kc::CpuIsa isa : engine::test::supported_isas())
       for (int threads : {1, 2, 3, 16}) {
         kc::set_cpu_isa(isa);
@@ -104,8 +75,12 @@ TEST_F(ConvPointwiseEdges, EveryPassAndBiasGradientIsItsChainAtGroupBoundaries) 
                                                   grads & 1 ? db.data() : nullptr,
                                                   grads & 2 ? dt.data() : nullptr);
           EXPECT_TRUE(bitwise_equal(dw, want_dw)) << "dw grads " << grads << " " << where;
-          if (grads & 1) EXPECT_TRUE(bitwise_equal(db, want_db)) << "db grads " << grads << " " << where;
-          if (grads & 2) EXPECT_TRUE(bitwise_equal(dt, want_dt)) << "dt grads " << grads << " " << where;
+          if (grads & 1) {
+            EXPECT_TRUE(bitwise_equal(db, want_db)) << "db grads " << grads << " " << where;
+          }
+          if (grads & 2) {
+            EXPECT_TRUE(bitwise_equal(dt, want_dt)) << "dt grads " << grads << " " << where;
+          }
         }
       }
   }
@@ -124,19 +99,7 @@ TEST_F(ConvPointwiseEdges, BiasGradientsWhenThreadBlocksOutnumberChannels) {
     auto dy = engine::test::random_vector(s.N * s.K * PQ, ++seed);
     for (size_t i = 0; i < dy.size(); ++i) dy[i] *= std::ldexp(1.0f, int(i % 23) - 11);
     const auto x = engine::test::random_vector(s.N * s.C * s.H * s.W, ++seed);
-    std::vector<float> want_db(s.K), want_dt(s.N * s.K);
-    for (int64_t k = 0; k < s.K; ++k) {
-      double q[8] = {};
-      for (int64_t n = 0; n < s.N; ++n) {
-        double a = 0.0;
-        for (int64_t p = 0; p < PQ; ++p) {
-          q[p % 8] += double(dy[(n * s.K + k) * PQ + p]);
-          a += double(dy[(n * s.K + k) * PQ + p]);
-        }
-        want_dt[n * s.K + k] = float(a);
-      }
-      want_db[k] = float(((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7])));
-    }
+    const auto want_db = engine::test::conv2d_db_chain(s, dy), want_dt = engine::test::conv2d_dt_chain(s, dy);
     omp_set_num_threads(1);
     std::vector<float> want_dw(s.K * s.C * s.R * s.S);
     kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), want_dw.data(), nullptr);

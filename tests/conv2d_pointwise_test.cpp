@@ -1,8 +1,8 @@
 // Tests of the CPU pointwise (1x1, stride 1, pad 0) conv2d paths (kernels/cpu/conv2d.cpp): the attention
 // projections' and shortcuts' shapes, batch sizes that are not multiples of the thread count, odd channel
 // counts, a single pixel. Forward, backward-data and weight gradient are compared bit for bit with their
-// FMA-chain definitions written out here (docs/apps.md "Determinism"), on every ISA path the CPU has and
-// 1 to 4 threads:
+// FMA-chain definitions (tests/conv2d_chains.h; docs/apps.md "Determinism"), on every ISA path the CPU has
+// and 1 to 4 threads:
 //   y[n][k][p]  = b[k], then acc = fma(w[k][c], x[n][c][p], acc) for c in order;
 //   dx[n][c][p] = 0,    then acc = fma(w[k][c], dy[n][k][p], acc) for k in order;
 //   dw[k][c]    = 0,    then acc = fma(dy[n][k][p], x[n][c][p], acc) for n, then p, in order.
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/conv2d_chains.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -27,33 +28,9 @@ struct Chains {
 
 Chains definitions(const kern::Conv2dShape& s, const std::vector<float>& x, const std::vector<float>& w,
                    const std::vector<float>& b, const std::vector<float>& dy) {
-  const int64_t L = s.P * s.Q;
-  Chains d;
-  d.y.resize(s.N * s.K * L);
-  d.dx.resize(s.N * s.C * L);
-  d.dw.resize(s.K * s.C);
-  for (int64_t n = 0; n < s.N; ++n)
-    for (int64_t p = 0; p < L; ++p) {
-      for (int64_t k = 0; k < s.K; ++k) {
-        float acc = b[k];
-        for (int64_t c = 0; c < s.C; ++c) acc = std::fma(w[k * s.C + c], x[(n * s.C + c) * L + p], acc);
-        d.y[(n * s.K + k) * L + p] = acc;
-      }
-      for (int64_t c = 0; c < s.C; ++c) {
-        float acc = 0.0f;
-        for (int64_t k = 0; k < s.K; ++k) acc = std::fma(w[k * s.C + c], dy[(n * s.K + k) * L + p], acc);
-        d.dx[(n * s.C + c) * L + p] = acc;
-      }
-    }
-  for (int64_t k = 0; k < s.K; ++k)
-    for (int64_t c = 0; c < s.C; ++c) {
-      float acc = 0.0f;
-      for (int64_t n = 0; n < s.N; ++n)
-        for (int64_t p = 0; p < L; ++p)
-          acc = std::fma(dy[(n * s.K + k) * L + p], x[(n * s.C + c) * L + p], acc);
-      d.dw[k * s.C + c] = acc;
-    }
-  return d;
+  return {engine::test::conv2d_forward_chain(s, x, w, b.data(), nullptr, nullptr),
+          engine::test::pointwise_backward_input_chain(s, dy, w),
+          engine::test::conv2d_bwd_weight_chain(s, dy, x)};
 }
 
 class ConvPointwise : public engine::test::CpuSettingsRestored {};
@@ -109,15 +86,7 @@ TEST_F(ConvPointwise, FusedEpilogueIsItsFmaChainOnEveryIsaAndThreadCount) {
     for (int terms = 0; terms < 4; ++terms) {  // bit 0: the per-sample bias t, bit 1: the residual r
       const float* tp = terms & 1 ? t.data() : nullptr;
       const float* rp = terms & 2 ? r.data() : nullptr;
-      std::vector<float> want(s.N * s.K * L);
-      for (int64_t n = 0; n < s.N; ++n)
-        for (int64_t k = 0; k < s.K; ++k)
-          for (int64_t p = 0; p < L; ++p) {
-            const float e = tp ? b[k] + tp[n * s.K + k] : b[k];
-            float acc = rp ? e + rp[(n * s.K + k) * L + p] : e;
-            for (int64_t c = 0; c < s.C; ++c) acc = std::fma(w[k * s.C + c], x[(n * s.C + c) * L + p], acc);
-            want[(n * s.K + k) * L + p] = acc;
-          }
+      const std::vector<float> want = engine::test::conv2d_forward_chain(s, x, w, b.data(), tp, rp);
       for (kc::CpuIsa isa : engine::test::supported_isas())
         for (int threads : {1, 2, 3}) {
           kc::set_cpu_isa(isa);

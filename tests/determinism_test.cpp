@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/conv2d_chains.h"
 #include "tests/test_util.h"
 
 namespace kc = kern::cpu;

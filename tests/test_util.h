@@ -113,30 +113,6 @@ inline kern::Conv2dShape shape3x3(int64_t N, int64_t C, int64_t H, int64_t W, in
   return kern::Conv2dShape{N, C, H, W, K, 3, 3, 1, 1, 1, 1, H, W};
 }
 
-// The definition of the CPU conv weight gradient (kernels/cpu/conv2d.cpp, every path): each dw element is
-// ONE fma chain over (n, p, q) in order, starting from +0, with the zero-padded im2col value (0 outside the
-// image) as the other factor. Written from the convolution's index formula, not from the kernel's code.
-inline std::vector<float> conv2d_bwd_weight_chain(const kern::Conv2dShape& s, const std::vector<float>& dy,
-                                                  const std::vector<float>& x) {
-  std::vector<float> dw(s.K * s.C * s.R * s.S);
-  for (int64_t k = 0; k < s.K; ++k)
-    for (int64_t c = 0; c < s.C; ++c)
-      for (int64_t r = 0; r < s.R; ++r)
-        for (int64_t t = 0; t < s.S; ++t) {
-          float acc = 0.f;
-          for (int64_t n = 0; n < s.N; ++n)
-            for (int64_t p = 0; p < s.P; ++p)
-              for (int64_t q = 0; q < s.Q; ++q) {
-                const int64_t h = p * s.stride_h - s.pad_h + r, w = q * s.stride_w - s.pad_w + t;
-                const bool in = h >= 0 && h < s.H && w >= 0 && w < s.W;
-                const float xv = in ? x[((n * s.C + c) * s.H + h) * s.W + w] : 0.f;
-                acc = std::fma(dy[((n * s.K + k) * s.P + p) * s.Q + q], xv, acc);
-              }
-          dw[((k * s.C + c) * s.R + r) * s.S + t] = acc;
-        }
-  return dw;
-}
-
 // Runs f with the OpenMP thread count set to n, restoring it afterwards.
 template <typename F>
 void with_threads(int n, F&& f) {
