@@ -16,7 +16,7 @@ namespace {
 constexpr int64_t kBatch = 128;
 
 // UNet convs that bench/unet_shapes.h's kConvs (shared with the kernel benchmarks) leaves out: conv_in,
-// conv_out, the shortcuts it lists under another row and the attention projections.
+// conv_out, the shortcuts it lists under another row and the attention projections; and one non-UNet case.
 constexpr bench::ConvCase kExtraConvs[] = {
     {"conv_in 2->32", 2, 32, 28, 3, 1, 1},    // conv_in (noisy image + class channel)
     {"conv_out 32->1", 32, 1, 28, 3, 1, 1},   // conv_out
@@ -26,6 +26,9 @@ constexpr bench::ConvCase kExtraConvs[] = {
     // block: 5 blocks at 14x14 and 6 at 7x7 per step (20 + 24 calls, with to_out's residual epilogue).
     {"attn proj 64->64", 64, 64, 14, 1, 1, 0},
     {"attn proj 64->64", 64, 64, 7, 1, 1, 0},
+    // Not in the UNet: a 1x1 projection to a few channels (a segmentation or latent head), whose weight
+    // gradient's threads split x's rows (dw has <= 16 columns).
+    {"conv1x1 256->4", 256, 4, 28, 1, 1, 0},
 };
 
 enum class Pass { Forward, BackwardInput, BackwardWeight };

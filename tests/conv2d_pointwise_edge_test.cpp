@@ -2,7 +2,8 @@
 // (kernels/cpu/conv2d.cpp, P*Q <= 196): the group-size boundary (P*Q = 195, 196, 197), one pixel, one
 // channel, K <= 4 output channels, batch 1 and batches that are not multiples of the group size or the
 // thread count, more threads than images (16), every combination of the epilogue terms (b, t, r, none),
-// and the bias gradients db and dt of the fused weight gradient (split over threads with dw's columns).
+// and the bias gradients db and dt of the fused weight gradient (split over threads with dw's columns, or
+// with its rows when dw has at most 16 columns).
 // Every output is compared bit for bit with its documented chain (tests/conv2d_chains.h):
 //   y[n][k][p]  = e (+ r[n][k][p]), e = b[k] + t[n][k] (the terms given), then fma over c in order;
 //   dx[n][c][p] = 0, then fma over k in order;   dw[k][c] = 0, then fma over n, then p, in order;
@@ -28,9 +29,12 @@ class ConvPointwiseEdges : public engine::test::CpuSettingsRestored {};
 
 TEST_F(ConvPointwiseEdges, EveryPassAndBiasGradientIsItsChainAtGroupBoundaries) {
   // {N, C, K, H, W}
-  const int64_t shapes[][5] = {{9, 1, 1, 14, 14}, {3, 5, 3, 13, 15},  {4, 6, 2, 197, 1},
-                               {17, 17, 4, 1, 1}, {2, 3, 17, 14, 14}, {5, 64, 192, 7, 7},
-                               {1, 7, 9, 14, 14}, {6, 16, 48, 2, 3},  {3, 40, 8, 14, 14}};
+  // The last three: a weight gradient whose smaller side has <= 16 channels and enough work for threads
+  // (the threads then split the larger side: x's rows, grouped and not, or dy's).
+  const int64_t shapes[][5] = {{9, 1, 1, 14, 14},   {3, 5, 3, 13, 15},  {4, 6, 2, 197, 1},
+                               {17, 17, 4, 1, 1},   {2, 3, 17, 14, 14}, {5, 64, 192, 7, 7},
+                               {1, 7, 9, 14, 14},   {6, 16, 48, 2, 3},  {3, 40, 8, 14, 14},
+                               {3, 256, 4, 14, 14}, {2, 96, 8, 20, 20}, {3, 8, 64, 14, 14}};
   unsigned seed = 7300;
   for (const auto& sh : shapes) {
     const auto s = kern::conv2d_shape(sh[0], sh[1], sh[3], sh[4], sh[2], 1, 1, 1, 1, 0, 0);

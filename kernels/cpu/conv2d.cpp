@@ -454,9 +454,10 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
   // Pointwise (no im2col to build per thread): the threads split B's rows (dw's columns when not
   // transposed; multiples of 16, a whole AVX2 tile or half an AVX-512 one), so that each packs only its
   // share of B^T (the attention projections' 64 x 64 at 14 x 14: the transposing pack was a fifth of the
-  // time, and split by A's rows both threads packed all of it). Otherwise they split A's rows, each
-  // building only its own im2col rows when A is cols.
-  const bool split_b = pw;
+  // time, and split by A's rows both threads packed all of it). Otherwise (and when B has at most 16
+  // rows, one block: 256 -> 4 channels would run on one thread) they split A's rows, each building only its
+  // own im2col rows when A is cols.
+  const bool split_b = pw && brows > 16;
   const int64_t split = split_b ? brows : rows, align = split_b ? 16 : 8;
   const int64_t chunk = ((split + nthreads - 1) / nthreads + align - 1) / align * align;
   const int64_t nblocks = (split + chunk - 1) / chunk;
