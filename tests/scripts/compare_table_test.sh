@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Tests bench/compare_table.py (the ratio table of bench/compare_torch.sh) on hand-written round files, and
+# bench/compare_torch.sh --rounds with the build's fm_bench and PyTorch hidden (so it runs in seconds and
+# never depends on a torch install): medians and ratios of medians, each round's ratios, empty PyTorch
+# columns, one-line errors with exit 2 for bad input. Exit 77 (skipped) without python3.
+# Usage: tests/scripts/compare_table_test.sh BIN_DIR  (the folder holding fm_bench)
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+BIN=${1:?usage: compare_table_test.sh BIN_DIR}
+REAL_PY=$(command -v python3) || { echo "python3 not found: skipped"; exit 77; }
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail=0
+check() {  # check DESCRIPTION CONDITION...
+  local what=$1
+  shift
+  if "$@"; then echo "ok   $what"; else echo "FAIL $what"; fail=1; fi
+}
+
+# round DIR OURS_MS OURS_SAMPLE TORCH_MS TORCH_SAMPLE: one round's two JSON files (TORCH_MS "-": none).
+round() {
+  mkdir -p "$1"
+  cat > "$1/fm_bench.json" <<EOF
+{"meta": {"device": "cpu", "device_name": "test cpu", "batch": 16, "threads": 2, "iters": 3, "warmup": 1,
+          "sample_batch": 0},
+ "engine": {"train_ms_per_step": $2, "train_img_per_s": $(( 16000 / $2 )), "peak_mem_bytes": 104857600,
+            "sample80_img_per_s": $3, "sample_large_img_per_s": null}}
+EOF
+  [ "$4" = - ] && return
+  cat > "$1/torch_baseline.json" <<EOF
+{"meta": {"torch": "2.x", "diffusers": "0.x", "attn": "sdpa"},
+ "eager": {"train_ms_per_step": $4, "train_img_per_s": 1.0, "peak_mem_bytes": 209715200,
+           "sample80_img_per_s": $5, "sample_large_img_per_s": null}}
+EOF
+}
+
+# 1. Three rounds: the medians (ours 200 of 100/300/200, torch 500 of 400/600/500) and their ratio, and
+#    each round's own ratios.
+round "$T/r1" 100 8 400 4
+round "$T/r2" 300 6 600 3
+round "$T/r3" 200 7 500 5
+"$REAL_PY" "$ROOT/bench/compare_table.py" "$T/r1" "$T/r2" "$T/r3" > "$T/out1.txt" 2>&1
+rc=$?
+cat "$T/out1.txt"
+check "three rounds exit 0 (got $rc)" test "$rc" -eq 0
+check "says median of 3 rounds" grep -q "median of 3 rounds" "$T/out1.txt"
+check "ms/step medians and their ratio" grep -Eq "^train ms/step +200\.0 +500\.0 +0\.40x$" "$T/out1.txt"
+check "sample80 medians and their ratio" grep -Eq "^sample80 img/s +7\.00 +4\.00 +1\.75x$" "$T/out1.txt"
+check "peak memory in MiB" grep -Eq "^peak memory MiB +100 +200 +0\.50x$" "$T/out1.txt"
+check "each round's ms/step ratio" grep -Eq "train ms/step +vs torch eager +0\.25x 0\.50x 0\.40x$" "$T/out1.txt"
+check "each round's sample80 ratio" grep -Eq "sample80 img/s +vs torch eager +2\.00x 2\.00x 1\.40x$" "$T/out1.txt"
+
+# 2. One round without PyTorch: the engine column alone, no per-round block.
+round "$T/solo" 250 9 -
+"$REAL_PY" "$ROOT/bench/compare_table.py" "$T/solo" > "$T/out2.txt" 2>&1
+rc=$?
+check "one round without torch exits 0 (got $rc)" test "$rc" -eq 0
+check "engine value shown" grep -Eq "^train ms/step +250\.0$" "$T/out2.txt"
+check "no per-round block for one round" bash -c "! grep -q 'per round' '$T/out2.txt'"
+
+# 3. Bad input: one line on stderr, exit 2.
+mkdir -p "$T/empty"
+"$REAL_PY" "$ROOT/bench/compare_table.py" "$T/empty" > "$T/out3.txt" 2>&1
+rc=$?
+check "missing fm_bench.json exits 2 (got $rc)" test "$rc" -eq 2
+check "missing file named" grep -q "empty/fm_bench.json not found" "$T/out3.txt"
+check "missing file: one line" test "$(wc -l < "$T/out3.txt")" -eq 1
+echo '{"meta": ' > "$T/empty/fm_bench.json"
+"$REAL_PY" "$ROOT/bench/compare_table.py" "$T/empty" > "$T/out4.txt" 2>&1
+rc=$?
+check "malformed JSON exits 2 (got $rc)" test "$rc" -eq 2
+for bad in 0 101 abc -1; do
+  bash "$ROOT/bench/compare_torch.sh" --rounds "$bad" --bin "$BIN" --out "$T/never" > "$T/out5.txt" 2>&1
+  rc=$?
+  check "--rounds $bad exits 2 (got $rc)" test "$rc" -eq 2
+  check "--rounds $bad says why" grep -q "rounds must be a whole number from 1 to 100" "$T/out5.txt"
+done
+check "nothing written for a bad --rounds" test ! -e "$T/never"
+
+# 4. compare_torch.sh --rounds 2 with the real fm_bench (--quick) and PyTorch hidden by a python3 that
+#    cannot import torch: two round folders, the engine's medians, no stale PyTorch file.
+if [ -x "$BIN/fm_bench" ]; then
+  mkdir -p "$T/shim" "$T/cmp/round1"
+  cat > "$T/shim/python3" <<EOF
+#!/usr/bin/env bash
+if [ "\${1:-}" = -c ] && [ "\${2:-}" = "import torch" ]; then exit 1; fi
+exec "$REAL_PY" "\$@"
+EOF
+  chmod +x "$T/shim/python3"
+  echo '{"stale": {}}' > "$T/cmp/round1/torch_baseline.json"
+  PATH="$T/shim:$PATH" OMP_NUM_THREADS=2 bash "$ROOT/bench/compare_torch.sh" --quick --batch 8 --rounds 2 \
+    --threads 2 --bin "$BIN" --out "$T/cmp" > "$T/out6.txt" 2>&1
+  rc=$?
+  tail -12 "$T/out6.txt"
+  check "compare_torch.sh --rounds 2 exits 0 (got $rc)" test "$rc" -eq 0
+  check "round folders written" test -s "$T/cmp/round1/fm_bench.json" -a -s "$T/cmp/round2/fm_bench.json"
+  check "stale PyTorch result removed" test ! -e "$T/cmp/round1/torch_baseline.json"
+  check "table of 2 rounds" grep -q "median of 2 rounds" "$T/out6.txt"
+  check "engine ms/step shown" grep -Eq "^train ms/step +[0-9]+\.[0-9]$" "$T/out6.txt"
+  check "the quick run's sample10 shown" grep -Eq "^sample10 img/s +[0-9]+\.[0-9]{2}$" "$T/out6.txt"
+  check "no per-round block without torch" bash -c "! grep -q 'per round' '$T/out6.txt'"
+else
+  echo "FAIL $BIN/fm_bench not found"
+  fail=1
+fi
+exit $fail
