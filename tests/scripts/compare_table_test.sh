@@ -5,9 +5,9 @@
 # columns, one-line errors with exit 2 for bad input. Exit 77 (skipped) without python3.
 # Usage: tests/scripts/compare_table_test.sh BIN_DIR  (the folder holding fm_bench)
 set -uo pipefail
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BIN=${1:?usage: compare_table_test.sh BIN_DIR}
 REAL_PY=$(command -v python3) || { echo "python3 not found: skipped"; exit 77; }
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 fail=0
