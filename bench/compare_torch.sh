@@ -18,6 +18,12 @@ DEVICE=cpu BATCH=128 THREADS="" QUICK="" MODES=eager,compile OUT="" BIN="$ROOT/b
 EXTRA=() OURS=()
 while [ $# -gt 0 ]; do
   case $1 in
+    --device | --batch | --threads | --mode | --modes | --out | --bin | --rounds | --precision | --iters | \
+      --warmup | --sample-iters | --sample-batch)
+      if [ $# -lt 2 ]; then
+        echo "compare_torch.sh: $1 needs a value" >&2
+        exit 2
+      fi ;;&
     --device) DEVICE=$2; shift 2 ;;
     --batch) BATCH=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
@@ -29,12 +35,17 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --precision) OURS+=(--precision "$2"); shift 2 ;;
     --iters | --warmup | --sample-iters | --sample-batch) EXTRA+=("$1" "$2"); shift 2 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "compare_torch.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-if ! [[ $ROUNDS =~ ^[0-9]+$ ]] || [ "$ROUNDS" -lt 1 ] || [ "$ROUNDS" -gt 100 ]; then
+# Digits only, no leading zero (bash arithmetic would read 010 as octal), at most 100.
+if ! [[ $ROUNDS =~ ^[1-9][0-9]{0,2}$ ]] || [ "$ROUNDS" -gt 100 ]; then
   echo "compare_torch.sh: --rounds must be a whole number from 1 to 100, got '$ROUNDS'" >&2
+  exit 2
+fi
+if [ ! -x "$BIN/fm_bench" ]; then
+  echo "compare_torch.sh: $BIN/fm_bench not found (build it, or pass --bin DIR)" >&2
   exit 2
 fi
 OUT=${OUT:-$ROOT/out/compare_$DEVICE}
@@ -45,10 +56,6 @@ if [ -n "$THREADS" ]; then
   export OMP_NUM_THREADS=$THREADS
 fi
 
-if [ ! -x "$BIN/fm_bench" ]; then
-  echo "compare_torch.sh: $BIN/fm_bench not found (build it, or pass --bin DIR)" >&2
-  exit 2
-fi
 # A private inductor cache: a shared /tmp/torchinductor_* written by another process can be half-written
 # ("file too short" on import).
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$OUT/inductor_cache}

@@ -27,7 +27,7 @@ constexpr bench::ConvCase kExtraConvs[] = {
     {"attn proj 64->64", 64, 64, 14, 1, 1, 0},
     {"attn proj 64->64", 64, 64, 7, 1, 1, 0},
     // Not in the UNet: a 1x1 projection to a few channels (a segmentation or latent head), whose weight
-    // gradient's threads split x's rows (dw has <= 16 columns).
+    // gradient's threads split x's rows (the smaller side, K, has <= 16 channels).
     {"conv1x1 256->4", 256, 4, 28, 1, 1, 0},
 };
 

@@ -2,8 +2,8 @@
 // (kernels/cpu/conv2d.cpp, P*Q <= 196): the group-size boundary (P*Q = 195, 196, 197), one pixel, one
 // channel, K <= 4 output channels, batch 1 and batches that are not multiples of the group size or the
 // thread count, more threads than images (16), every combination of the epilogue terms (b, t, r, none),
-// and the bias gradients db and dt of the fused weight gradient (split over threads with dw's columns, or
-// with its rows when dw has at most 16 columns).
+// and the bias gradients db and dt of the fused weight gradient (its threads split the smaller operand's
+// rows, or the larger one's when the smaller side has at most 16 channels).
 // Every output is compared bit for bit with its documented chain (tests/conv2d_chains.h):
 //   y[n][k][p]  = e (+ r[n][k][p]), e = b[k] + t[n][k] (the terms given), then fma over c in order;
 //   dx[n][c][p] = 0, then fma over k in order;   dw[k][c] = 0, then fma over n, then p, in order;
@@ -92,7 +92,7 @@ TEST_F(ConvPointwiseEdges, EveryPassAndBiasGradientIsItsChainAtGroupBoundaries) 
 
 // The bias gradients of the im2col weight gradient's image loop when the threads' blocks outnumber the
 // output channels (K = 3 and 1: some blocks own no bias channel) and for a pointwise conv too large to be
-// grouped (P*Q = 400, dw's columns split): db and dt their documented sums, dw the 1-thread bits.
+// grouped (P*Q = 400, dw's columns split): db, dt and dw their documented chains.
 TEST_F(ConvPointwiseEdges, BiasGradientsWhenThreadBlocksOutnumberChannels) {
   const kern::Conv2dShape shapes[] = {kern::conv2d_shape(4, 64, 17, 17, 3, 3, 3, 2, 2, 1, 1),
                                       kern::conv2d_shape(3, 96, 20, 20, 1, 3, 3, 2, 2, 1, 1),
@@ -104,9 +104,7 @@ TEST_F(ConvPointwiseEdges, BiasGradientsWhenThreadBlocksOutnumberChannels) {
     for (size_t i = 0; i < dy.size(); ++i) dy[i] *= std::ldexp(1.0f, int(i % 23) - 11);
     const auto x = engine::test::random_vector(s.N * s.C * s.H * s.W, ++seed);
     const auto want_db = engine::test::conv2d_db_chain(s, dy), want_dt = engine::test::conv2d_dt_chain(s, dy);
-    omp_set_num_threads(1);
-    std::vector<float> want_dw(s.K * s.C * s.R * s.S);
-    kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), want_dw.data(), nullptr);
+    const auto want_dw = engine::test::conv2d_bwd_weight_chain(s, dy, x);
     for (int threads : {1, 2, 3, 16}) {
       omp_set_num_threads(threads);
       std::vector<float> dw(want_dw.size(), 7.0f), db(s.K, 99.0f), dt(s.N * s.K, 99.0f);
