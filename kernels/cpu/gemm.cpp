@@ -278,10 +278,16 @@ void narrow_gemm(NarrowFn<T> fn, const View<T>& A, const View<T>& B, int64_t M, 
   }
   constexpr int64_t kRows = 96;  // rows per task: a multiple of the kernel's 12- and 6-row blocks
   const int64_t tasks = (M + kRows - 1) / kRows;
-#pragma omp parallel for schedule(static) if (parallel && tasks > 1)
-  for (int64_t t = 0; t < tasks; ++t)
+  auto task = [&](int64_t t) {
     fn(NarrowArgs<T>{t * kRows, std::min(M, (t + 1) * kRows), N, K, alpha, A.p, A.ld, A.trans, Bp, ldb, beta,
                      C, ldc});
+  };
+  if (!parallel || tasks <= 1) {  // no one-thread OpenMP region (see gemm_impl)
+    for (int64_t t = 0; t < tasks; ++t) task(t);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tasks; ++t) task(t);
 }
 
 }  // namespace
@@ -415,22 +421,35 @@ void gemm_impl(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alph
   // The narrow strip's rows, in blocks of a multiple of the narrow kernel's 12 rows, one block per thread.
   const int64_t strip_rows = round_up((M + p.threads - 1) / p.threads, 12);
   const int64_t strip_tasks = n_strip > 0 ? (M + strip_rows - 1) / strip_rows : 0;
-#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
+  auto tile = [&](int64_t t, T* Ap, T* Bp) {
+    const int64_t ti = t / p.ntiles, tj = t % p.ntiles;
+    const int64_t i0 = p.row_start(ti), i1 = std::min(M, p.row_start(ti + 1));
+    const int64_t j0 = p.col_start(tj), j1 = std::min(N, p.col_start(tj + 1));
+    if (i1 > i0 && j1 > j0)
+      macro_tile(uk, a, b, K, alpha, beta, C, ldc, i0, i1 - i0, j0, j1 - j0, Ap, Bp, a_rows);
+  };
+  auto strip = [&](int64_t t) {
+    uk.narrow(NarrowArgs<T>{t * strip_rows, std::min(M, (t + 1) * strip_rows), n_strip, K, alpha, a.p, a.ld,
+                            a.trans, b_strip.p, b_strip.ld, beta, C + N, ldc});
+  };
+  // One thread (a small problem, or a call from inside a parallel region: the convs' image and chunk
+  // loops call gemm thousands of times per training step): plain loops, no OpenMP region. A region with an
+  // if(false) clause still builds and frees a one-thread team in libgomp, ~1 us per call.
+  if (p.threads <= 1) {
+    T* Ap = scratch<T>(0, p.mc_max * kc_max);
+    T* Bp = scratch<T>(1, p.nc_max * kc_max);
+    for (int64_t t = 0; t < p.tiles(); ++t) tile(t, Ap, Bp);
+    for (int64_t t = 0; t < strip_tasks; ++t) strip(t);
+    return;
+  }
+#pragma omp parallel num_threads(p.threads)
   {
     T* Ap = scratch<T>(0, p.mc_max * kc_max);
     T* Bp = scratch<T>(1, p.nc_max * kc_max);
 #pragma omp for schedule(static) nowait
-    for (int64_t t = 0; t < p.tiles(); ++t) {
-      const int64_t ti = t / p.ntiles, tj = t % p.ntiles;
-      const int64_t i0 = p.row_start(ti), i1 = std::min(M, p.row_start(ti + 1));
-      const int64_t j0 = p.col_start(tj), j1 = std::min(N, p.col_start(tj + 1));
-      if (i1 > i0 && j1 > j0)
-        macro_tile(uk, a, b, K, alpha, beta, C, ldc, i0, i1 - i0, j0, j1 - j0, Ap, Bp, a_rows);
-    }
+    for (int64_t t = 0; t < p.tiles(); ++t) tile(t, Ap, Bp);
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < strip_tasks; ++t)
-      uk.narrow(NarrowArgs<T>{t * strip_rows, std::min(M, (t + 1) * strip_rows), n_strip, K, alpha, a.p, a.ld,
-                              a.trans, b_strip.p, b_strip.ld, beta, C + N, ldc});
+    for (int64_t t = 0; t < strip_tasks; ++t) strip(t);
   }
 }
 
