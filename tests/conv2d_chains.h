@@ -10,9 +10,18 @@
 
 namespace engine::test {
 
+// The im2col value both chains multiply by: x[n][c][h][w] at h = p * stride_h - pad_h + r,
+// w = q * stride_w - pad_w + t, or +0 outside the image.
+inline float im2col_value(const kern::Conv2dShape& s, const std::vector<float>& x, int64_t n, int64_t c,
+                          int64_t p, int64_t q, int64_t r, int64_t t) {
+  const int64_t h = p * s.stride_h - s.pad_h + r, w = q * s.stride_w - s.pad_w + t;
+  const bool in = h >= 0 && h < s.H && w >= 0 && w < s.W;
+  return in ? x[((n * s.C + c) * s.H + h) * s.W + w] : 0.f;
+}
+
 // The definition of the CPU conv weight gradient (kernels/cpu/conv2d.cpp, every path): each dw element is
-// ONE fma chain over (n, p, q) in order, starting from +0, with the zero-padded im2col value (0 outside the
-// image) as the other factor. Written from the convolution's index formula, not from the kernel's code.
+// ONE fma chain over (n, p, q) in order, starting from +0, with im2col_value as the other factor. Written
+// from the convolution's index formula, not from the kernel's code.
 inline std::vector<float> conv2d_bwd_weight_chain(const kern::Conv2dShape& s, const std::vector<float>& dy,
                                                   const std::vector<float>& x) {
   std::vector<float> dw(s.K * s.C * s.R * s.S);
@@ -23,12 +32,9 @@ inline std::vector<float> conv2d_bwd_weight_chain(const kern::Conv2dShape& s, co
           float acc = 0.f;
           for (int64_t n = 0; n < s.N; ++n)
             for (int64_t p = 0; p < s.P; ++p)
-              for (int64_t q = 0; q < s.Q; ++q) {
-                const int64_t h = p * s.stride_h - s.pad_h + r, w = q * s.stride_w - s.pad_w + t;
-                const bool in = h >= 0 && h < s.H && w >= 0 && w < s.W;
-                const float xv = in ? x[((n * s.C + c) * s.H + h) * s.W + w] : 0.f;
-                acc = std::fma(dy[((n * s.K + k) * s.P + p) * s.Q + q], xv, acc);
-              }
+              for (int64_t q = 0; q < s.Q; ++q)
+                acc = std::fma(dy[((n * s.K + k) * s.P + p) * s.Q + q], im2col_value(s, x, n, c, p, q, r, t),
+                               acc);
           dw[((k * s.C + c) * s.R + r) * s.S + t] = acc;
         }
   return dw;
@@ -37,7 +43,7 @@ inline std::vector<float> conv2d_bwd_weight_chain(const kern::Conv2dShape& s, co
 // The conv forward with its fused epilogue (every path: im2col GEMM, direct, grouped pointwise):
 // y[n][k][p][q] starts at e = b[k] + t[n][k] (the terms given; b, t may be null) plus r[n][k][p][q] when r is
 // given (+0 with none), then ONE fma chain over (c, r, s) in order: acc = fma(w[k][c][r][s], the x value or
-// +0 outside the image, acc).
+// +0 outside the image (im2col_value), acc).
 inline std::vector<float> conv2d_forward_chain(const kern::Conv2dShape& s, const std::vector<float>& x,
                                                const std::vector<float>& w, const float* b, const float* t,
                                                const float* r) {
@@ -56,12 +62,9 @@ inline std::vector<float> conv2d_forward_chain(const kern::Conv2dShape& s, const
           }
           for (int64_t c = 0; c < s.C; ++c)
             for (int64_t rr = 0; rr < s.R; ++rr)
-              for (int64_t ss = 0; ss < s.S; ++ss) {
-                const int64_t h = p * s.stride_h - s.pad_h + rr, ww = q * s.stride_w - s.pad_w + ss;
-                const bool in = h >= 0 && h < s.H && ww >= 0 && ww < s.W;
-                const float xv = in ? x[((n * s.C + c) * s.H + h) * s.W + ww] : 0.f;
-                acc = std::fma(w[((k * s.C + c) * s.R + rr) * s.S + ss], xv, acc);
-              }
+              for (int64_t ss = 0; ss < s.S; ++ss)
+                acc = std::fma(w[((k * s.C + c) * s.R + rr) * s.S + ss],
+                               im2col_value(s, x, n, c, p, q, rr, ss), acc);
           y[o] = acc;
         }
   return y;
