@@ -8,14 +8,7 @@ set -uo pipefail
 BIN=${1:?usage: compare_table_test.sh BIN_DIR}
 REAL_PY=$(command -v python3) || { echo "python3 not found: skipped"; exit 77; }
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fail=0
-check() {  # check DESCRIPTION CONDITION...
-  local what=$1
-  shift
-  if "$@"; then echo "ok   $what"; else echo "FAIL $what"; fail=1; fi
-}
+source "$(dirname "$0")/check_lib.sh"  # $T, check, fail
 
 # round DIR OURS_MS OURS_SAMPLE TORCH_MS TORCH_SAMPLE: one round's two JSON files (TORCH_MS "-": none;
 # BATCH=N in the environment: another batch in the engine's meta).

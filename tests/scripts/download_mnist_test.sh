@@ -6,14 +6,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 SCRIPT="$ROOT/scripts/download_mnist.sh"
 MNIST=${1:-}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fail=0
-check() {  # check DESCRIPTION CONDITION...
-  local what=$1
-  shift
-  if "$@"; then echo "ok   $what"; else echo "FAIL $what"; fail=1; fi
-}
+source "$(dirname "$0")/check_lib.sh"  # $T, check, fail
 
 # 1. No mirror reachable: exit 1, and neither data/mnist nor data/ is left behind.
 (cd "$T" && MNIST_MIRRORS="file://$T/no_such_mirror" bash "$SCRIPT" data/mnist > out1.txt 2>&1)
