@@ -82,6 +82,14 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Te
 // so training uses less memory. CUDA: runs the unfused group_norm + silu composition (no fused CUDA
 // kernel; the CUDA path is the existing, verified code).
 Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, double eps);
+// group_norm_silu(concat({x0, x1}, 1), groups, gamma, beta, eps) without materialising the concatenation:
+// x0 (N, C0, *) and x1 (N, C1, *) of the same dtype, device, N and trailing dims -> (N, C0 + C1, *);
+// gradients flow to x0 and x1 (a UNet up block's hidden state and skip connection). CPU: the fused kernel
+// reads both in place and saves them (not a concatenated copy) for the backward; values and gradients are
+// bitwise those of the concat + group_norm_silu pair. CUDA: runs that pair. Throws engine::Error on
+// mismatched shapes, dtypes or devices and on group_norm's errors for the concatenated shape.
+Tensor group_norm_silu_cat(const Tensor& x0, const Tensor& x1, int64_t groups, const Tensor& gamma,
+                           const Tensor& beta, double eps);
 
 // ---- attention: q (B, H, Lq, D), k/v (B, H, Lk, D) -> (B, H, Lq, D).
 // softmax(q k^T * scale) v with a numerically stable softmax; scale defaults to D^-0.5.

@@ -94,7 +94,7 @@ Tensor UpBlock::forward(Tensor h, const Tensor& temb, std::vector<Tensor>& skips
     skips.pop_back();
     ENGINE_CHECK(skip.size(2) == h.size(2) && skip.size(3) == h.size(3), "UNet2D", "skip connection ",
                  shape_str(skip.shape()), " does not match the upsampled path ", shape_str(h.shape()));
-    h = (*resnets)[i].forward(concat({h, skip}, 1), temb);  // hidden first, then skip
+    h = (*resnets)[i].forward(h, skip, temb);  // on cat([h, skip], 1): hidden first, then skip
     if (attentions) h = (*attentions)[i].forward(h);
   }
   if (upsamplers) h = (*upsamplers)[0].forward(h);

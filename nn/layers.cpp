@@ -27,6 +27,17 @@ Tensor Conv2d::forward(const Tensor& x, const Tensor& sample_bias, const Tensor&
   return conv2d(x, weight, bias, Conv2dOptions::same(stride, padding), sample_bias, residual);
 }
 
+Tensor Conv2d::forward_cat(const Tensor& x0, const Tensor& x1) const {
+  const int64_t in = weight.size(1);
+  ENGINE_CHECK(x0.dim() == 4 && x1.dim() == 4 && x0.size(1) + x1.size(1) == in, "Conv2d",
+               "forward_cat: parts ", shape_str(x0.shape()), " and ", shape_str(x1.shape()), " do not have ",
+               in, " input channels between them");
+  const int64_t c0 = x0.size(1);
+  const Conv2dOptions opt = Conv2dOptions::same(stride, padding);
+  Tensor y0 = conv2d(x0, weight.narrow(1, 0, c0), bias, opt);                     // bias + x0's channels
+  return conv2d(x1, weight.narrow(1, c0, in - c0), Tensor(), opt, Tensor(), y0);  // ... + x1's channels
+}
+
 Linear::Linear(Init& init, int64_t in, int64_t out, bool bias_) {
   ENGINE_CHECK(in > 0 && out > 0, "Linear", "invalid sizes in=", in, " out=", out);
   const double bound = 1.0 / std::sqrt(static_cast<double>(in));
@@ -50,6 +61,10 @@ Tensor GroupNorm::forward(const Tensor& x) const { return group_norm(x, groups, 
 
 Tensor GroupNorm::forward_silu(const Tensor& x) const {
   return group_norm_silu(x, groups, weight, bias, eps);
+}
+
+Tensor GroupNorm::forward_silu_cat(const Tensor& x0, const Tensor& x1) const {
+  return group_norm_silu_cat(x0, x1, groups, weight, bias, eps);
 }
 
 Embedding::Embedding(Init& init, int64_t num, int64_t dim) {
@@ -144,6 +159,16 @@ Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor& temb) const {
   // diffusers: (shortcut(x) + conv2(h)) / output_scale_factor; the residual is conv2's epilogue.
   Tensor sc = conv_shortcut ? conv_shortcut->forward(x) : x;
   Tensor o = conv2->forward(h, Tensor(), sc);
+  return output_scale_factor == 1.0 ? o : div(o, Tensor::scalar(output_scale_factor, o.dtype(), o.device()));
+}
+
+Tensor ResnetBlock2D::forward(const Tensor& x0, const Tensor& x1, const Tensor& temb) const {
+  if (x0.device().is_cuda() || !conv_shortcut) return forward(concat({x0, x1}, 1), temb);
+  // forward(x, temb) above with x = cat([x0, x1], 1) read in place by its two consumers.
+  Tensor t = time_emb_proj->forward(engine::silu(temb));                    // (B, out)
+  Tensor h = conv1->forward(norm1->forward_silu_cat(x0, x1), t, Tensor());  // (B, out, H, W)
+  h = norm2->forward_silu(h);
+  Tensor o = conv2->forward(h, Tensor(), conv_shortcut->forward_cat(x0, x1));
   return output_scale_factor == 1.0 ? o : div(o, Tensor::scalar(output_scale_factor, o.dtype(), o.device()));
 }
 

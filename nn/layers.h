@@ -18,6 +18,13 @@ class Conv2d : public Module {
   // The same plus sample_bias (B, out) broadcast over (P, Q) and residual (B, out, P, Q) (either may be
   // undefined), in the conv op itself (engine::conv2d's epilogue). Throws engine::Error on shape mismatch.
   Tensor forward(const Tensor& x, const Tensor& sample_bias, const Tensor& residual) const;
+  // forward(concat({x0, x1}, 1)) without the concatenation, x0 (B, C0, H, W), x1 (B, in - C0, H, W): a
+  // conv of x0 with the weight's first C0 input channels (and the bias), then one of x1 with the rest
+  // that continues it through its residual epilogue. Each output is one sum in the concatenation's order
+  // (bias, x0's channels, x1's), so on the CPU a 1x1 conv (the UNet's shortcuts) gives the bits of the
+  // concatenated one, whose copy it saves; other kernels may pick another algorithm per part (e.g.
+  // Winograd), a different rounding. Throws engine::Error when the parts' channels do not add up to in.
+  Tensor forward_cat(const Tensor& x0, const Tensor& x1) const;
   Tensor weight, bias;  // (out, in, k, k), (out)
   int64_t stride, padding;
 };
@@ -35,7 +42,10 @@ class GroupNorm : public Module {
   Tensor forward(const Tensor& x) const;  // (B, C, *)
   // silu(forward(x)) as one op (engine::group_norm_silu: fused on the CPU, the unfused pair on CUDA).
   Tensor forward_silu(const Tensor& x) const;  // (B, C, *)
-  Tensor weight, bias;                         // (C) each; undefined without affine
+  // forward_silu(concat({x0, x1}, 1)) without the concatenation (engine::group_norm_silu_cat): x0 (B, C0, *),
+  // x1 (B, C - C0, *) -> (B, C, *).
+  Tensor forward_silu_cat(const Tensor& x0, const Tensor& x1) const;
+  Tensor weight, bias;  // (C) each; undefined without affine
   int64_t groups;
   double eps;
 };
@@ -68,6 +78,12 @@ class ResnetBlock2D : public Module {
   ResnetBlock2D(Init& init, int64_t in, int64_t out, int64_t temb_channels, int64_t groups, double eps,
                 double output_scale_factor = 1.0);
   Tensor forward(const Tensor& x, const Tensor& temb) const;  // (B, in, H, W), (B, T) -> (B, out, H, W)
+  // forward(concat({x0, x1}, 1), temb) (an up block's hidden state and skip connection), x0 (B, C0, H, W),
+  // x1 (B, in - C0, H, W). On the CPU, with a shortcut conv, without the concatenation: norm1 + SiLU and
+  // the shortcut read x0 and x1 in place (GroupNorm::forward_silu_cat, Conv2d::forward_cat), bitwise the
+  // concatenated block's values and gradients, and the backward keeps no concatenated copy. CUDA (no
+  // two-part kernels yet) and blocks without a shortcut concatenate.
+  Tensor forward(const Tensor& x0, const Tensor& x1, const Tensor& temb) const;
   int64_t in_channels, out_channels;
   double output_scale_factor;
   std::shared_ptr<GroupNorm> norm1;

@@ -218,6 +218,15 @@ Vec concat(const Ins& t, const std::vector<Shape>& ss, int dim) {
   return y;
 }
 
+// group_norm_silu of the concatenation along dim 1 of t[0] (shape s0) and t[1] (s1); t[2], t[3] gamma, beta.
+Vec group_norm_silu_cat(const Ins& t, const Shape& s0, const Shape& s1, int64_t G, bool affine) {
+  Shape xs = s0;
+  xs[1] += s1[1];
+  Ins u{concat({t[0], t[1]}, {s0, s1}, 1)};
+  if (affine) u.insert(u.end(), {t[2], t[3]});
+  return group_norm_silu(u, xs, G, affine);
+}
+
 Vec transpose2(const Vec& x, int64_t R, int64_t C) {  // (R, C) -> (C, R)
   Vec y(x.size());
   for (int64_t r = 0; r < R; ++r)
@@ -272,6 +281,14 @@ const std::map<std::string, Ref>& refs() {
         {"GroupNormSilu/per_channel_no_affine",
          [=](auto& t, auto& c) { return group_norm_silu(t, sh(c, 0), 4, false); }},
         {"GroupNormSilu/g4_m300", [=](auto& t, auto& c) { return group_norm_silu(t, sh(c, 0), 4, true); }},
+        {"GroupNormSiluCat/g4_straddle",
+         [=](auto& t, auto& c) { return group_norm_silu_cat(t, sh(c, 0), sh(c, 1), 4, true); }},
+        {"GroupNormSiluCat/g3_no_affine",
+         [=](auto& t, auto& c) { return group_norm_silu_cat(t, sh(c, 0), sh(c, 1), 3, false); }},
+        {"GroupNormSiluCat/g2_on_boundary_m300",
+         [=](auto& t, auto& c) { return group_norm_silu_cat(t, sh(c, 0), sh(c, 1), 2, true); }},
+        {"GroupNormSiluCat/unet_64_32ch_28x28",
+         [=](auto& t, auto& c) { return group_norm_silu_cat(t, sh(c, 0), sh(c, 1), 32, true); }},
         {"Linear/bias", [=](auto& t, auto&) { return linear_bias(t, 5, 4, 3); }},
         {"Linear/nobias_3d", [=](auto& t, auto&) { return bmm(t[0], 1, t[1], 1, 6, 4, 6, false, true); }},
         {"Linear/bias_3d", [=](auto& t, auto&) { return linear_bias(t, 6, 4, 6); }},

@@ -95,6 +95,18 @@ std::vector<OpCase> build_cases() {
         "unet_32groups_" + std::to_string(a.C) + "ch_" + std::to_string(a.H) + "x" + std::to_string(a.H),
         {F({4, a.C, a.H, a.H}), F({a.C}), F({a.C})},
         [](auto& t) { return group_norm_silu(t[0], 32, t[1], t[2], 1e-5); }, false);
+  // ---- group_norm_silu_cat (the concatenation read in place on the CPU; concat + the pair on CUDA). Each
+  // case has a group that straddles the two parts, and one a part that ends on a group boundary too.
+  def("GroupNormSiluCat", "g4_straddle", {F({2, 5, 3, 4}), F({2, 3, 3, 4}), F({8}), F({8})},
+      [](auto& t) { return group_norm_silu_cat(t[0], t[1], 4, t[2], t[3], 1e-5); });
+  def("GroupNormSiluCat", "g3_no_affine", {F({2, 3, 5}), F({2, 3, 5})},
+      [](auto& t) { return group_norm_silu_cat(t[0], t[1], 3, Tensor(), Tensor(), 1e-5); });
+  def("GroupNormSiluCat", "g2_on_boundary_m300", {F({2, 4, 10, 15}), F({2, 4, 10, 15}), F({8}), F({8})},
+      [](auto& t) { return group_norm_silu_cat(t[0], t[1], 2, t[2], t[3], 1e-5); });
+  // The UNet's first up-block resnet at 28x28: 64 + 32 channels in 32 groups of 3.
+  def(
+      "GroupNormSiluCat", "unet_64_32ch_28x28", {F({2, 64, 28, 28}), F({2, 32, 28, 28}), F({96}), F({96})},
+      [](auto& t) { return group_norm_silu_cat(t[0], t[1], 32, t[2], t[3], 1e-5); }, false);
   // ---- linear / matmul
   def("Linear", "bias", {F({5, 4}), F({3, 4}), F({3})}, [](auto& t) { return linear(t[0], t[1], t[2]); });
   def("Linear", "nobias_3d", {F({2, 3, 4}), F({6, 4})}, [](auto& t) { return linear(t[0], t[1]); });
@@ -222,7 +234,7 @@ OpCost op_cost(const OpCase& c) {
     k.flops = 4.0 * out * sz(1, -2);
   else if (c.op == "GroupNorm")  // two statistics passes and the affine normalisation
     k.flops = 8.0 * out;
-  else if (c.op == "GroupNormSilu")  // group_norm's 8 per element + SiLU (counted as 1, as elementwise)
+  else if (c.op == "GroupNormSilu" || c.op == "GroupNormSiluCat")  // group_norm's 8 per element + SiLU (1)
     k.flops = 9.0 * out;
   else if (c.op == "Views" || c.op == "Concat" || c.op == "Embedding" || c.op == "Upsample")
     k.flops = 0;

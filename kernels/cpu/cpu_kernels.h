@@ -75,6 +75,20 @@ template <typename T>
 void group_norm_silu_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, const T* x,
                               const double* stats, const T* gamma, const T* beta, T* dx, T* dgamma, T* dbeta);
 
+// ---- group_norm_silu over a channel concatenation that is never materialised (CPU only): x = cat([x0
+// (N, C0, HW), x1 (N, C - C0, HW)], dim 1), 0 <= C0 <= C; y (N, C, HW) and stats as group_norm_silu_forward;
+// the backward writes dx in the same two blocks, dx0 (N, C0, HW) and dx1 (N, C - C0, HW). Bitwise the
+// same as the two functions above on the concatenated x (a group that straddles the blocks is copied into
+// a scratch span for its statistics, the rest is read in place). x1 / dx1 are not read when C0 == C.
+template <typename T>
+void group_norm_silu_forward_cat(int64_t N, int64_t C0, int64_t C, int64_t HW, int64_t G, double eps,
+                                 const T* x0, const T* x1, const T* gamma, const T* beta, T* y,
+                                 double* stats);
+template <typename T>
+void group_norm_silu_backward_cat(int64_t N, int64_t C0, int64_t C, int64_t HW, int64_t G, const T* dy,
+                                  const T* x0, const T* x1, const double* stats, const T* gamma,
+                                  const T* beta, T* dx0, T* dx1, T* dgamma, T* dbeta);
+
 // ---- run-time ISA dispatch of the CPU hot kernels (GEMM microkernels).
 // Ordered: a larger value needs more of the CPU. Auto = the best the CPU supports.
 enum class CpuIsa : int { Auto = -1, Scalar = 0, Avx2 = 1, Avx512 = 2 };

@@ -16,6 +16,8 @@
 //   dx = rstd * (g*dy - mean(g*dy) - xhat * mean(g*dy*xhat)), xhat = (x - mean) * rstd,
 // per element in double as rs * fma(-xhat, m2, fma(g, dy, -m1)): no x*a + c form that cancels
 // when mean >> spread.
+// x may also be given as two channel blocks (group_norm_silu_*_cat: an up block's hidden state and skip
+// connection, read in place instead of concatenated; ChannelCat below), with the concatenation's bits.
 // Every sum has a fixed order that depends only on the group size, so a group's results do not
 // depend on N, on the group's position or on the thread count. NaN/Inf in a group make it NaN.
 #include <algorithm>
@@ -32,40 +34,69 @@ namespace {
 
 using gn::backward_sums;
 
+// x (N, C, HW) held as two channel blocks that are never concatenated: channels [0, C0) of image n at
+// p0 + (n * C0 + c) * HW, channels [C0, C) at p1 + (n * (C - C0) + c - C0) * HW. A plain contiguous
+// tensor is the block p0 alone (C0 = C). P is const T (an input) or T (an output).
+template <typename P>
+struct ChannelCat {
+  P* p0;
+  P* p1;
+  int64_t C0, C, HW;
+  // Channel c of image n: HW elements.
+  P* row(int64_t n, int64_t c) const {
+    return c < C0 ? p0 + (n * C0 + c) * HW : p1 + (n * (C - C0) + (c - C0)) * HW;
+  }
+};
+
+// The group (n, channels [c0, c0 + Cg)) as one contiguous span of Cg * HW elements: in place when it lies in
+// one block, else copied into scratch (a group straddling the two blocks, e.g. 64 + 32 channels in 32 groups
+// of 3), so that its statistics are summed in the same order as over the concatenated tensor.
+template <typename T>
+const T* group_span(const ChannelCat<const T>& x, int64_t n, int64_t c0, int64_t Cg,
+                    std::vector<T>& scratch) {
+  if (c0 + Cg <= x.C0 || c0 >= x.C0) return x.row(n, c0);
+  scratch.resize(Cg * x.HW);
+  for (int64_t cc = 0; cc < Cg; ++cc) std::copy_n(x.row(n, c0 + cc), x.HW, scratch.data() + cc * x.HW);
+  return scratch.data();
+}
+
 // The forward of group_norm (Silu = false) and group_norm_silu (Silu = true). Writes mean/rstd (T) when
 // given and stats (double pairs mean, rstd) when given.
 template <typename T, bool Silu>
-void forward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const T* x, const T* gamma,
-                  const T* beta, T* y, T* mean, T* rstd, double* stats) {
+void forward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const ChannelCat<const T>& x,
+                  const T* gamma, const T* beta, T* y, T* mean, T* rstd, double* stats) {
   const int64_t Cg = C / G, M = Cg * HW;  // channels per group, elements per group
   if (M == 0) return;
   const int64_t NG = N * G;
   // Groups in pairs (2p, 2p + 1): their statistics in one interleaved loop (group_stats2, bitwise
   // group_stats of each), then each group's affine while the pair is in L1/L2.
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < (NG + 1) / 2; ++p) {
-    const int64_t ng0 = 2 * p, cnt = std::min<int64_t>(2, NG - ng0);
-    std::array<double, 2> st[2];
-    if (cnt == 2)
-      gn::group_stats2(x + ng0 * M, x + (ng0 + 1) * M, M, eps, st);
-    else
-      st[0] = gn::group_stats(x + ng0 * M, M, eps);
-    for (int64_t k = 0; k < cnt; ++k) {
-      const int64_t ng = ng0 + k;
-      const T* xg = x + ng * M;  // (Cg, HW)
-      T* yg = y + ng * M;
-      const double mu = st[k][0], rs = st[k][1];
-      if (mean) mean[ng] = static_cast<T>(mu);
-      if (rstd) rstd[ng] = static_cast<T>(rs);
-      if (stats) stats[2 * ng] = mu, stats[2 * ng + 1] = rs;
-      const int64_t c0 = (ng % G) * Cg;
-      for (int64_t cc = 0; cc < Cg; ++cc) {
-        const double a = rs * (gamma ? double(gamma[c0 + cc]) : 1.0);
-        const double b = beta ? double(beta[c0 + cc]) : 0.0;
-        if constexpr (Silu)  // y = silu(gn(x)) while the channel is in registers
-          gn::affine_silu(xg + cc * HW, HW, mu, a, b, yg + cc * HW);
-        else
-          gn::affine(xg + cc * HW, HW, mu, a, b, yg + cc * HW);
+#pragma omp parallel
+  {
+    std::vector<T> scratch[2];  // straddling groups only (group_span)
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < (NG + 1) / 2; ++p) {
+      const int64_t ng0 = 2 * p, cnt = std::min<int64_t>(2, NG - ng0);
+      const T* xa = group_span(x, ng0 / G, (ng0 % G) * Cg, Cg, scratch[0]);
+      std::array<double, 2> st[2];
+      if (cnt == 2)
+        gn::group_stats2(xa, group_span(x, (ng0 + 1) / G, ((ng0 + 1) % G) * Cg, Cg, scratch[1]), M, eps, st);
+      else
+        st[0] = gn::group_stats(xa, M, eps);
+      for (int64_t k = 0; k < cnt; ++k) {
+        const int64_t ng = ng0 + k, n = ng / G, c0 = (ng % G) * Cg;
+        T* yg = y + ng * M;
+        const double mu = st[k][0], rs = st[k][1];
+        if (mean) mean[ng] = static_cast<T>(mu);
+        if (rstd) rstd[ng] = static_cast<T>(rs);
+        if (stats) stats[2 * ng] = mu, stats[2 * ng + 1] = rs;
+        for (int64_t cc = 0; cc < Cg; ++cc) {
+          const double a = rs * (gamma ? double(gamma[c0 + cc]) : 1.0);
+          const double b = beta ? double(beta[c0 + cc]) : 0.0;
+          if constexpr (Silu)  // y = silu(gn(x)) while the channel is in registers
+            gn::affine_silu(x.row(n, c0 + cc), HW, mu, a, b, yg + cc * HW);
+          else
+            gn::affine(x.row(n, c0 + cc), HW, mu, a, b, yg + cc * HW);
+        }
       }
     }
   }
@@ -78,9 +109,9 @@ void forward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const
 // that group_norm saves (the group-norm part uses exactly these, so Silu = true is bitwise
 // group_norm_backward(silu_backward(...))).
 template <typename T, bool Silu>
-void backward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, const T* x, const T* mean,
-                   const T* rstd, const double* stats, const T* gamma, const T* beta, T* dx, T* dgamma,
-                   T* dbeta) {
+void backward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, const ChannelCat<const T>& x,
+                   const T* mean, const T* rstd, const double* stats, const T* gamma, const T* beta,
+                   const ChannelCat<T>& dx, T* dgamma, T* dbeta) {
   const int64_t Cg = C / G, M = Cg * HW;
   if (M == 0) {
     for (int64_t c = 0; c < C; ++c) {
@@ -98,9 +129,7 @@ void backward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, con
     std::vector<std::array<double, 3>> part(Cg);  // per channel of the group: backward_sums
 #pragma omp for schedule(static)
     for (int64_t ng = 0; ng < N * G; ++ng) {
-      const T* xg = x + ng * M;
       const T* dyg = dy + ng * M;
-      T* dxg = dx + ng * M;
       const double rs = rstd[ng];
       const int64_t n = ng / G, c0 = (ng % G) * Cg;
       // One pass per channel around the saved (rounded) mean K: sum(dy), sum(dy*(x - K)), sum(x - K).
@@ -110,11 +139,11 @@ void backward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, con
       double sum_xk = 0;
       for (int64_t cc = 0; cc < Cg; ++cc) {
         const T* dyc = dyg + cc * HW;
-        const T* xc = xg + cc * HW;
+        const T* xc = x.row(n, c0 + cc);
         if constexpr (Silu) {  // dx := dv = dy * silu'(v), v recomputed as the forward made it; its sums
           const double gm = gamma ? double(gamma[c0 + cc]) : 1.0, b = beta ? double(beta[c0 + cc]) : 0.0;
           part[cc] =
-              gn::silu_dv_sums(xc, dyc, HW, stats[2 * ng], stats[2 * ng + 1] * gm, b, K, dxg + cc * HW);
+              gn::silu_dv_sums(xc, dyc, HW, stats[2 * ng], stats[2 * ng + 1] * gm, b, K, dx.row(n, c0 + cc));
         } else {
           part[cc] = backward_sums(xc, dyc, HW, K);
         }
@@ -134,9 +163,9 @@ void backward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, con
       const double m2 = sum_gdy_xc * rs / double(M);  // mean(g*dy*xhat)
       for (int64_t cc = 0; cc < Cg; ++cc) {
         const double gm = gamma ? double(gamma[c0 + cc]) : 1.0;
-        const T* dyc = Silu ? dxg + cc * HW : dyg + cc * HW;  // Silu: dv, read back in place
-        const T* xc = xg + cc * HW;
-        gn::dx_span(xc, dyc, HW, mu, rs, gm, m1, m2, dxg + cc * HW);
+        T* dxc = dx.row(n, c0 + cc);
+        const T* dyc = Silu ? dxc : dyg + cc * HW;  // Silu: dv, read back in place
+        gn::dx_span(x.row(n, c0 + cc), dyc, HW, mu, rs, gm, m1, m2, dxc);
       }
     }
   }
@@ -155,34 +184,58 @@ void backward_impl(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, con
   }
 }
 
+// One block: a plain contiguous (N, C, HW) tensor.
+template <typename P>
+ChannelCat<P> whole(P* x, int64_t C, int64_t HW) {
+  return {x, nullptr, C, C, HW};
+}
+
 }  // namespace
 
 template <typename T>
 void group_norm_forward(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const T* x, const T* gamma,
                         const T* beta, T* y, T* mean, T* rstd) {
-  forward_impl<T, false>(N, C, HW, G, eps, x, gamma, beta, y, mean, rstd, nullptr);
+  forward_impl<T, false>(N, C, HW, G, eps, whole(x, C, HW), gamma, beta, y, mean, rstd, nullptr);
 }
 
 template <typename T>
 void group_norm_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, const T* x, const T* mean,
                          const T* rstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {
-  backward_impl<T, false>(N, C, HW, G, dy, x, mean, rstd, nullptr, gamma, nullptr, dx, dgamma, dbeta);
+  backward_impl<T, false>(N, C, HW, G, dy, whole(x, C, HW), mean, rstd, nullptr, gamma, nullptr,
+                          whole(dx, C, HW), dgamma, dbeta);
+}
+
+template <typename T>
+void group_norm_silu_forward_cat(int64_t N, int64_t C0, int64_t C, int64_t HW, int64_t G, double eps,
+                                 const T* x0, const T* x1, const T* gamma, const T* beta, T* y,
+                                 double* stats) {
+  forward_impl<T, true>(N, C, HW, G, eps, ChannelCat<const T>{x0, x1, C0, C, HW}, gamma, beta, y, nullptr,
+                        nullptr, stats);
 }
 
 template <typename T>
 void group_norm_silu_forward(int64_t N, int64_t C, int64_t HW, int64_t G, double eps, const T* x,
                              const T* gamma, const T* beta, T* y, double* stats) {
-  forward_impl<T, true>(N, C, HW, G, eps, x, gamma, beta, y, nullptr, nullptr, stats);
+  group_norm_silu_forward_cat<T>(N, C, C, HW, G, eps, x, nullptr, gamma, beta, y, stats);
+}
+
+template <typename T>
+void group_norm_silu_backward_cat(int64_t N, int64_t C0, int64_t C, int64_t HW, int64_t G, const T* dy,
+                                  const T* x0, const T* x1, const double* stats, const T* gamma,
+                                  const T* beta, T* dx0, T* dx1, T* dgamma, T* dbeta) {
+  // The T-rounded statistics group_norm would have saved (the group-norm part of the backward uses them).
+  std::vector<T> mean(N * G), rstd(N * G);
+  for (int64_t ng = 0; ng < N * G; ++ng) mean[ng] = T(stats[2 * ng]), rstd[ng] = T(stats[2 * ng + 1]);
+  backward_impl<T, true>(N, C, HW, G, dy, ChannelCat<const T>{x0, x1, C0, C, HW}, mean.data(), rstd.data(),
+                         stats, gamma, beta, ChannelCat<T>{dx0, dx1, C0, C, HW}, dgamma, dbeta);
 }
 
 template <typename T>
 void group_norm_silu_backward(int64_t N, int64_t C, int64_t HW, int64_t G, const T* dy, const T* x,
                               const double* stats, const T* gamma, const T* beta, T* dx, T* dgamma,
                               T* dbeta) {
-  // The T-rounded statistics group_norm would have saved (the group-norm part of the backward uses them).
-  std::vector<T> mean(N * G), rstd(N * G);
-  for (int64_t ng = 0; ng < N * G; ++ng) mean[ng] = T(stats[2 * ng]), rstd[ng] = T(stats[2 * ng + 1]);
-  backward_impl<T, true>(N, C, HW, G, dy, x, mean.data(), rstd.data(), stats, gamma, beta, dx, dgamma, dbeta);
+  group_norm_silu_backward_cat<T>(N, C, C, HW, G, dy, x, nullptr, stats, gamma, beta, dx, nullptr, dgamma,
+                                  dbeta);
 }
 
 KERN_INSTANTIATE_CPU(group_norm_forward)
@@ -197,5 +250,14 @@ template void group_norm_silu_backward<float>(int64_t, int64_t, int64_t, int64_t
 template void group_norm_silu_backward<double>(int64_t, int64_t, int64_t, int64_t, const double*,
                                                const double*, const double*, const double*, const double*,
                                                double*, double*, double*);
+#define GN_SILU_CAT(T)                                                                                     \
+  template void group_norm_silu_forward_cat<T>(int64_t, int64_t, int64_t, int64_t, int64_t, double,        \
+                                               const T*, const T*, const T*, const T*, T*, double*);       \
+  template void group_norm_silu_backward_cat<T>(int64_t, int64_t, int64_t, int64_t, int64_t, const T*,     \
+                                                const T*, const T*, const double*, const T*, const T*, T*, \
+                                                T*, T*, T*);
+GN_SILU_CAT(float)
+GN_SILU_CAT(double)
+#undef GN_SILU_CAT
 
 }  // namespace kern::cpu

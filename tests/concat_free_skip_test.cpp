@@ -1,0 +1,271 @@
+// The UNet's concat-free skip connections on the CPU against the concatenation they replace:
+//  * group_norm_silu_cat(x0, x1) against group_norm_silu(concat({x0, x1}, 1)): y and the gradients of x0,
+//    x1, gamma and beta bitwise, float32 and float64, every ISA path this CPU has, 1-3 threads, groups that
+//    straddle the two parts, parts that end on a group boundary, an empty part;
+//  * nn::Conv2d::forward_cat (1x1) and ResnetBlock2D::forward(x0, x1, temb) against the same layers on the
+//    concatenation: outputs and every gradient bitwise, with the skip x1 also used by an earlier op (as the
+//    down path uses it), so that the order in which its gradients are accumulated is covered;
+//  * argument errors name the op.
+// Gradient checks and NaN/inf semantics come from the op table (GradCheck.GroupNormSiluCat,
+// NonFinite.GroupNormSiluCat).
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <string>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/error.h"
+#include "core/ops.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "nn/layers.h"
+#include "tests/test_util.h"
+
+namespace {
+
+using namespace engine;
+using engine::test::bitwise_equal;
+using engine::test::supported_isas;
+namespace kc = kern::cpu;
+using kc::CpuIsa;
+
+template <typename T>
+Tensor leaf(const std::vector<T>& v, const Shape& s) {
+  Tensor t = Tensor::from_vector(v, s);
+  t.set_requires_grad(true);
+  return t;
+}
+
+template <typename T>
+std::vector<T> host(const Tensor& t) {
+  return t.detach().contiguous().to_vector<T>();
+}
+
+struct GnCase {
+  int64_t N, C0, C1, H, W, G;
+  bool affine;
+};
+// Channels per group 3 with the 64 | 32 split inside group 21 (the UNet's 28x28 up block), 2 per group
+// with a straddle, a split on a group boundary, one group across both parts, empty first and second parts,
+// SIMD blocks and tails per channel (150, 37, 1 elements).
+const GnCase kGnCases[] = {{2, 64, 32, 5, 6, 32, true}, {2, 5, 3, 10, 15, 4, true},
+                           {3, 4, 4, 1, 37, 2, false},  {2, 1, 2, 3, 3, 1, true},
+                           {2, 0, 6, 2, 3, 3, true},    {2, 6, 0, 2, 3, 3, true},
+                           {5, 3, 3, 1, 1, 2, true}};
+
+// {y, dx0, dx1, dgamma, dbeta} of y = f(x0, x1, gamma, beta) with the upstream gradient w.
+template <typename T, typename F>
+std::vector<std::vector<T>> run_gn(const GnCase& c, F f, unsigned seed) {
+  const int64_t C = c.C0 + c.C1, HW = c.H * c.W;
+  Tensor x0 = leaf(test::normal_vector<T>(c.N * c.C0 * HW, seed, 3.0, 2.0), {c.N, c.C0, c.H, c.W});
+  Tensor x1 = leaf(test::normal_vector<T>(c.N * c.C1 * HW, seed + 1, -1.0, 0.5), {c.N, c.C1, c.H, c.W});
+  Tensor g = c.affine ? leaf(test::normal_vector<T>(C, seed + 2, 1.0, 0.5), {C}) : Tensor();
+  Tensor b = c.affine ? leaf(test::normal_vector<T>(C, seed + 3, 0.0, 1.0), {C}) : Tensor();
+  Tensor w =
+      Tensor::from_vector(test::normal_vector<T>(c.N * C * HW, seed + 4, 0.0, 1.0), {c.N, C, c.H, c.W});
+  Tensor y = f(x0, x1, g, b);
+  sum(mul(y, w)).backward();
+  auto grad = [](const Tensor& t) { return t.grad().defined() ? host<T>(t.grad()) : std::vector<T>(); };
+  std::vector<std::vector<T>> out{host<T>(y), grad(x0), grad(x1)};
+  if (c.affine) out.insert(out.end(), {grad(g), grad(b)});
+  return out;
+}
+
+template <typename T>
+void gn_matches_concat_bitwise() {
+  const char* names[] = {"y", "dx0", "dx1", "dgamma", "dbeta"};
+  test::IsaGuard isa_guard;
+  const int old = omp_get_max_threads();
+  for (CpuIsa isa : supported_isas()) {
+    kc::set_cpu_isa(isa);
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      unsigned seed = 10;
+      for (const GnCase& c : kGnCases) {
+        SCOPED_TRACE(::testing::Message()
+                     << kc::cpu_isa_name(isa) << " threads " << threads << " N" << c.N << " C " << c.C0 << "+"
+                     << c.C1 << " HW " << c.H * c.W << " G" << c.G << (c.affine ? " affine" : ""));
+        const auto split = run_gn<T>(
+            c,
+            [&](auto& x0, auto& x1, auto& g, auto& b) {
+              return group_norm_silu_cat(x0, x1, c.G, g, b, 1e-5);
+            },
+            seed);
+        const auto cat = run_gn<T>(
+            c,
+            [&](auto& x0, auto& x1, auto& g, auto& b) {
+              return group_norm_silu(concat({x0, x1}, 1), c.G, g, b, 1e-5);
+            },
+            seed);
+        ASSERT_EQ(split.size(), cat.size());
+        for (size_t k = 0; k < split.size(); ++k) {
+          EXPECT_EQ(split[k].size(), cat[k].size()) << names[k];
+          EXPECT_TRUE(bitwise_equal(split[k], cat[k])) << names[k] << " differs from the concatenation's";
+        }
+        seed += 10;
+      }
+    }
+  }
+  omp_set_num_threads(old);
+}
+
+TEST(GroupNormSiluCat, MatchesConcatBitwiseFloat) { gn_matches_concat_bitwise<float>(); }
+TEST(GroupNormSiluCat, MatchesConcatBitwiseDouble) { gn_matches_concat_bitwise<double>(); }
+
+// Sanity of the comparison above: a different split point gives a different result (the parts are really
+// read from where the op says they are).
+TEST(GroupNormSiluCat, PartsAreReadInPlace) {
+  Tensor x0 = Tensor::from_vector(test::normal_vector<float>(2 * 4 * 9, 1, 0.0, 1.0), {2, 4, 3, 3});
+  Tensor x1 = Tensor::from_vector(test::normal_vector<float>(2 * 2 * 9, 2, 5.0, 1.0), {2, 2, 3, 3});
+  Tensor ref = group_norm_silu(concat({x0, x1}, 1), 3, Tensor(), Tensor(), 1e-5);
+  Tensor swapped = group_norm_silu(concat({x1, x0}, 1), 3, Tensor(), Tensor(), 1e-5);
+  EXPECT_TRUE(
+      bitwise_equal(host<float>(group_norm_silu_cat(x0, x1, 3, Tensor(), Tensor(), 1e-5)), host<float>(ref)));
+  EXPECT_FALSE(bitwise_equal(host<float>(group_norm_silu_cat(x0, x1, 3, Tensor(), Tensor(), 1e-5)),
+                             host<float>(swapped)));
+}
+
+TEST(GroupNormSiluCat, BadArgumentsNameTheOp) {
+  auto msg = [](auto f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  Tensor a = Tensor::zeros({2, 4, 3, 3}), g6 = Tensor::ones({6}), b6 = Tensor::zeros({6});
+  const std::string op = "group_norm_silu_cat";
+  // Another batch, other spatial dims, another rank, another dtype.
+  for (const Tensor& b : {Tensor::zeros({3, 2, 3, 3}), Tensor::zeros({2, 2, 3, 4}), Tensor::zeros({2, 2, 9}),
+                          Tensor::zeros({2, 2, 3, 3}, DType::F64)}) {
+    const std::string m = msg([&] { group_norm_silu_cat(a, b, 3, g6, b6, 1e-5); });
+    EXPECT_NE(m.find(op), std::string::npos) << m;
+  }
+  // Channels of the concatenation (6) not divisible into 4 groups; gamma of the wrong size.
+  std::string m = msg([&] { group_norm_silu_cat(a, Tensor::zeros({2, 2, 3, 3}), 4, g6, b6, 1e-5); });
+  EXPECT_NE(m.find("6 channels are not divisible into 4 groups"), std::string::npos) << m;
+  m = msg([&] {
+    group_norm_silu_cat(a, Tensor::zeros({2, 2, 3, 3}), 3, Tensor::ones({4}), Tensor::zeros({4}), 1e-5);
+  });
+  EXPECT_NE(m.find(op), std::string::npos) << m;
+  EXPECT_NE(m.find("must be (6,)"), std::string::npos) << m;
+}
+
+// Gradients of every leaf, in a fixed order; empty where a leaf got none.
+std::vector<std::vector<float>> grads(const std::vector<Tensor>& leaves) {
+  std::vector<std::vector<float>> g;
+  for (const Tensor& t : leaves)
+    g.push_back(t.grad().defined() ? host<float>(t.grad()) : std::vector<float>());
+  return g;
+}
+
+void expect_same(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b,
+                 const std::vector<std::string>& names) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_FALSE(a[i].empty()) << names[i] << " has no gradient";
+    EXPECT_TRUE(bitwise_equal(a[i], b[i])) << names[i] << " differs from the concatenation's";
+  }
+}
+
+// The 1x1 shortcut on its parts against the conv of the concatenation (values, dx0, dx1, dweight, dbias).
+TEST(Conv2dForwardCat, PointwiseMatchesConcatBitwise) {
+  test::IsaGuard isa_guard;
+  const int old = omp_get_max_threads();
+  struct Shp {
+    int64_t N, C0, C1, K, H;
+  };
+  for (CpuIsa isa : supported_isas()) {
+    kc::set_cpu_isa(isa);
+    for (int threads : {1, 2})
+      for (const Shp& s :
+           {Shp{4, 64, 32, 32, 14}, Shp{3, 64, 64, 64, 7}, Shp{2, 5, 3, 4, 6}, Shp{9, 32, 32, 32, 28}}) {
+        omp_set_num_threads(threads);
+        SCOPED_TRACE(::testing::Message()
+                     << kc::cpu_isa_name(isa) << " threads " << threads << " N" << s.N << " C " << s.C0 << "+"
+                     << s.C1 << " K" << s.K << " " << s.H << "x" << s.H);
+        auto run = [&](bool split) {
+          nn::Init init(5);
+          nn::Conv2d conv(init, s.C0 + s.C1, s.K, 1);
+          Tensor x0 =
+              leaf(test::normal_vector<float>(s.N * s.C0 * s.H * s.H, 1, 0.0, 1.0), {s.N, s.C0, s.H, s.H});
+          Tensor x1 =
+              leaf(test::normal_vector<float>(s.N * s.C1 * s.H * s.H, 2, 0.5, 2.0), {s.N, s.C1, s.H, s.H});
+          Tensor y = split ? conv.forward_cat(x0, x1) : conv.forward(concat({x0, x1}, 1));
+          Tensor w = Tensor::from_vector(test::normal_vector<float>(y.numel(), 3, 0.0, 1.0), y.shape());
+          sum(mul(y, w)).backward();
+          std::vector<std::vector<float>> out{host<float>(y)};
+          for (auto& g : grads({x0, x1, conv.weight, conv.bias})) out.push_back(g);
+          return out;
+        };
+        expect_same(run(true), run(false), {"y", "dx0", "dx1", "dweight", "dbias"});
+      }
+  }
+  omp_set_num_threads(old);
+}
+
+TEST(Conv2dForwardCat, PartsMustAddUpToTheInputChannels) {
+  nn::Init init(1);
+  nn::Conv2d conv(init, 6, 4, 1);
+  try {
+    conv.forward_cat(Tensor::zeros({1, 4, 3, 3}), Tensor::zeros({1, 3, 3, 3}));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("do not have 6 input channels"), std::string::npos) << e.what();
+  }
+}
+
+// A whole up-block resnet on (h, skip) against the same block on cat([h, skip], 1): output and the
+// gradients of h, skip, temb and every parameter, bitwise. As in the UNet, skip also feeds the down path's
+// next layer, from which the block's h is computed: that layer's gradient reaches skip after the block's
+// (the backward runs in topological order), so skip's three gradients are summed in the concatenation's
+// order, (norm1's + the shortcut's) + the down path's. (Were the down path's gradient to arrive between the
+// block's two, the sum would round differently.)
+TEST(ResnetBlock2DCat, MatchesConcatBitwise) {
+  test::IsaGuard isa_guard;
+  const int old = omp_get_max_threads();
+  struct Shp {
+    int64_t N, C0, C1, K, H;
+  };
+  for (CpuIsa isa : supported_isas()) {
+    kc::set_cpu_isa(isa);
+    for (int threads : {1, 2})
+      for (const Shp& s : {Shp{3, 64, 32, 32, 14}, Shp{2, 64, 64, 64, 7}, Shp{2, 32, 32, 32, 12}}) {
+        omp_set_num_threads(threads);
+        SCOPED_TRACE(::testing::Message()
+                     << kc::cpu_isa_name(isa) << " threads " << threads << " N" << s.N << " C " << s.C0 << "+"
+                     << s.C1 << " K" << s.K << " " << s.H << "x" << s.H);
+        auto run = [&](bool split) {
+          nn::Init init(7);
+          nn::ResnetBlock2D block(init, s.C0 + s.C1, s.K, 16, 32, 1e-5);
+          Tensor h0 =
+              leaf(test::normal_vector<float>(s.N * s.C0 * s.H * s.H, 1, 0.0, 1.0), {s.N, s.C0, s.H, s.H});
+          Tensor skip =
+              leaf(test::normal_vector<float>(s.N * s.C1 * s.H * s.H, 2, 0.5, 2.0), {s.N, s.C1, s.H, s.H});
+          Tensor temb = leaf(test::normal_vector<float>(s.N * 16, 3, 0.0, 1.0), {s.N, 16});
+          Tensor down = silu(skip);                  // the down path's next layer
+          Tensor h = add(h0, down.narrow(1, 0, 1));  // the up path's state, computed from it
+          Tensor y = split ? block.forward(h, skip, temb) : block.forward(concat({h, skip}, 1), temb);
+          Tensor w = Tensor::from_vector(test::normal_vector<float>(y.numel(), 4, 0.0, 1.0), y.shape());
+          sum(mul(y, w)).backward();
+          std::vector<Tensor> leaves{h0, skip, temb};
+          for (const auto& [name, p] : block.named_parameters()) leaves.push_back(p);
+          std::vector<std::vector<float>> out{host<float>(y)};
+          for (auto& g : grads(leaves)) out.push_back(g);
+          return out;
+        };
+        std::vector<std::string> names{"y", "dh", "dskip", "dtemb"};
+        {
+          nn::Init init(7);
+          nn::ResnetBlock2D block(init, s.C0 + s.C1, s.K, 16, 32, 1e-5);
+          for (const auto& [name, p] : block.named_parameters()) names.push_back("d " + name);
+          ASSERT_TRUE(block.conv_shortcut) << "the test needs a block with a shortcut";
+        }
+        expect_same(run(true), run(false), names);
+      }
+  }
+  omp_set_num_threads(old);
+}
+
+}  // namespace
