@@ -29,10 +29,17 @@ Tensor Conv2d::forward(const Tensor& x, const Tensor& sample_bias, const Tensor&
 
 Tensor Conv2d::forward_cat(const Tensor& x0, const Tensor& x1) const {
   const int64_t in = weight.size(1);
-  ENGINE_CHECK(x0.dim() == 4 && x1.dim() == 4 && x0.size(1) + x1.size(1) == in, "Conv2d",
-               "forward_cat: parts ", shape_str(x0.shape()), " and ", shape_str(x1.shape()), " do not have ",
-               in, " input channels between them");
+  ENGINE_CHECK(x0.defined() && x1.defined(), "Conv2d", "forward_cat: undefined input");
+  ENGINE_CHECK(x0.dim() == 4 && x1.dim() == 4 && x0.size(0) == x1.size(0) && x0.size(2) == x1.size(2) &&
+                   x0.size(3) == x1.size(3),
+               "Conv2d", "forward_cat: parts ", shape_str(x0.shape()), " and ", shape_str(x1.shape()),
+               " must be (B, C0, H, W) and (B, C1, H, W)");
+  ENGINE_CHECK(x0.size(1) + x1.size(1) == in, "Conv2d", "forward_cat: parts ", shape_str(x0.shape()), " and ",
+               shape_str(x1.shape()), " do not have ", in, " input channels between them");
   const int64_t c0 = x0.size(1);
+  // The bf16 GEMM (--precision bf16) sums the input channels in pairs: a split after an odd channel would
+  // pair them differently from the concatenation.
+  if (c0 % 2 != 0) return forward(concat({x0, x1}, 1));
   const Conv2dOptions opt = Conv2dOptions::same(stride, padding);
   Tensor y0 = conv2d(x0, weight.narrow(1, 0, c0), bias, opt);                     // bias + x0's channels
   return conv2d(x1, weight.narrow(1, c0, in - c0), Tensor(), opt, Tensor(), y0);  // ... + x1's channels
@@ -162,8 +169,19 @@ Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor& temb) const {
   return output_scale_factor == 1.0 ? o : div(o, Tensor::scalar(output_scale_factor, o.dtype(), o.device()));
 }
 
+namespace {
+// Whether a and b send their gradients to the same place (the same tensor, e.g. a UNet without a mid block,
+// whose first up resnet gets the down path's output as both h and skip). The concatenation sums its four
+// gradient pieces two and two; the concat-free block would sum them one by one, another rounding.
+bool same_gradient_target(const Tensor& a, const Tensor& b) {
+  if (!a.requires_grad() || !b.requires_grad()) return false;
+  return a.grad_fn() ? a.grad_fn() == b.grad_fn() : a.impl() == b.impl();
+}
+}  // namespace
+
 Tensor ResnetBlock2D::forward(const Tensor& x0, const Tensor& x1, const Tensor& temb) const {
-  if (x0.device().is_cuda() || !conv_shortcut) return forward(concat({x0, x1}, 1), temb);
+  if (x0.device().is_cuda() || !conv_shortcut || same_gradient_target(x0, x1))
+    return forward(concat({x0, x1}, 1), temb);
   // forward(x, temb) above with x = cat([x0, x1], 1) read in place by its two consumers.
   Tensor t = time_emb_proj->forward(engine::silu(temb));                    // (B, out)
   Tensor h = conv1->forward(norm1->forward_silu_cat(x0, x1), t, Tensor());  // (B, out, H, W)

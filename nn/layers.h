@@ -23,7 +23,8 @@ class Conv2d : public Module {
   // that continues it through its residual epilogue. Each output is one sum in the concatenation's order
   // (bias, x0's channels, x1's), so on the CPU a 1x1 conv (the UNet's shortcuts) gives the bits of the
   // concatenated one, whose copy it saves; other kernels may pick another algorithm per part (e.g.
-  // Winograd), a different rounding. Throws engine::Error when the parts' channels do not add up to in.
+  // Winograd), a different rounding. An odd C0 concatenates (the bf16 GEMM sums channels in pairs).
+  // Throws engine::Error when the parts differ in B, H or W or their channels do not add up to in.
   Tensor forward_cat(const Tensor& x0, const Tensor& x1) const;
   Tensor weight, bias;  // (out, in, k, k), (out)
   int64_t stride, padding;
@@ -82,7 +83,9 @@ class ResnetBlock2D : public Module {
   // x1 (B, in - C0, H, W). On the CPU, with a shortcut conv, without the concatenation: norm1 + SiLU and
   // the shortcut read x0 and x1 in place (GroupNorm::forward_silu_cat, Conv2d::forward_cat), bitwise the
   // concatenated block's values and gradients, and the backward keeps no concatenated copy. CUDA (no
-  // two-part kernels yet) and blocks without a shortcut concatenate.
+  // two-part kernels yet), blocks without a shortcut, and x0 and x1 that are one tensor (their gradients
+  // would be summed in another order) concatenate. Bitwise gradients also need x1's other consumers, if
+  // any, to receive their gradient after this block (as the UNet's down path does: h is computed from it).
   Tensor forward(const Tensor& x0, const Tensor& x1, const Tensor& temb) const;
   int64_t in_channels, out_channels;
   double output_scale_factor;

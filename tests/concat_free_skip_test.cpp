@@ -4,7 +4,8 @@
 //    straddle the two parts, parts that end on a group boundary, an empty part;
 //  * nn::Conv2d::forward_cat (1x1) and ResnetBlock2D::forward(x0, x1, temb) against the same layers on the
 //    concatenation: outputs and every gradient bitwise, with the skip x1 also used by an earlier op (as the
-//    down path uses it), so that the order in which its gradients are accumulated is covered;
+//    down path uses it), so that the order in which its gradients are accumulated is covered; in bf16
+//    matmul precision (odd splits); with x0 and x1 one tensor (a UNet without a mid block);
 //  * argument errors name the op.
 // Gradient checks and NaN/inf semantics come from the op table (GradCheck.GroupNormSiluCat,
 // NonFinite.GroupNormSiluCat).
@@ -142,6 +143,8 @@ TEST(GroupNormSiluCat, BadArgumentsNameTheOp) {
     const std::string m = msg([&] { group_norm_silu_cat(a, b, 3, g6, b6, 1e-5); });
     EXPECT_NE(m.find(op), std::string::npos) << m;
   }
+  std::string u = msg([&] { group_norm_silu_cat(Tensor(), a, 2, Tensor(), Tensor(), 1e-5); });
+  EXPECT_NE(u.find(op + ": undefined input"), std::string::npos) << u;
   // Channels of the concatenation (6) not divisible into 4 groups; gamma of the wrong size.
   std::string m = msg([&] { group_norm_silu_cat(a, Tensor::zeros({2, 2, 3, 3}), 4, g6, b6, 1e-5); });
   EXPECT_NE(m.find("6 channels are not divisible into 4 groups"), std::string::npos) << m;
@@ -169,9 +172,19 @@ void expect_same(const std::vector<std::vector<float>>& a, const std::vector<std
   }
 }
 
-// The 1x1 shortcut on its parts against the conv of the concatenation (values, dx0, dx1, dweight, dbias).
-TEST(Conv2dForwardCat, PointwiseMatchesConcatBitwise) {
+// Restores the float32 matmul precision at scope exit.
+struct PrecisionGuard {
+  kc::MatmulPrecision old = kc::matmul_precision();
+  ~PrecisionGuard() { kc::set_matmul_precision(old); }
+};
+
+// The 1x1 shortcut on its parts against the conv of the concatenation (values, dx0, dx1, dweight, dbias),
+// in float32 and (where the CPU has AVX512_BF16) in bf16 matmul precision, whose GEMM sums channels in
+// pairs: even splits run as two convs, odd ones (5 + 3, 33 + 33) concatenate.
+void pointwise_matches_concat(kc::MatmulPrecision precision) {
   test::IsaGuard isa_guard;
+  PrecisionGuard precision_guard;
+  kc::set_matmul_precision(precision);
   const int old = omp_get_max_threads();
   struct Shp {
     int64_t N, C0, C1, K, H;
@@ -179,8 +192,8 @@ TEST(Conv2dForwardCat, PointwiseMatchesConcatBitwise) {
   for (CpuIsa isa : supported_isas()) {
     kc::set_cpu_isa(isa);
     for (int threads : {1, 2})
-      for (const Shp& s :
-           {Shp{4, 64, 32, 32, 14}, Shp{3, 64, 64, 64, 7}, Shp{2, 5, 3, 4, 6}, Shp{9, 32, 32, 32, 28}}) {
+      for (const Shp& s : {Shp{4, 64, 32, 32, 14}, Shp{3, 64, 64, 64, 7}, Shp{2, 5, 3, 4, 6},
+                           Shp{9, 32, 32, 32, 28}, Shp{2, 33, 33, 33, 9}, Shp{2, 300, 100, 20, 5}}) {
         omp_set_num_threads(threads);
         SCOPED_TRACE(::testing::Message()
                      << kc::cpu_isa_name(isa) << " threads " << threads << " N" << s.N << " C " << s.C0 << "+"
@@ -205,14 +218,29 @@ TEST(Conv2dForwardCat, PointwiseMatchesConcatBitwise) {
   omp_set_num_threads(old);
 }
 
-TEST(Conv2dForwardCat, PartsMustAddUpToTheInputChannels) {
+TEST(Conv2dForwardCat, PointwiseMatchesConcatBitwise) { pointwise_matches_concat(kc::MatmulPrecision::Fp32); }
+
+TEST(Conv2dForwardCat, PointwiseMatchesConcatBitwiseBf16) {
+  if (!kc::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16: bf16 matmul precision runs float32";
+  pointwise_matches_concat(kc::MatmulPrecision::Bf16);
+}
+
+TEST(Conv2dForwardCat, BadPartsAreRefusedWithTheReason) {
   nn::Init init(1);
   nn::Conv2d conv(init, 6, 4, 1);
-  try {
-    conv.forward_cat(Tensor::zeros({1, 4, 3, 3}), Tensor::zeros({1, 3, 3, 3}));
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("do not have 6 input channels"), std::string::npos) << e.what();
+  const std::pair<std::vector<Tensor>, std::string> cases[] = {
+      {{Tensor::zeros({1, 4, 3, 3}), Tensor::zeros({1, 3, 3, 3})}, "do not have 6 input channels"},
+      {{Tensor::zeros({1, 4, 3, 3}), Tensor::zeros({2, 2, 3, 3})}, "must be (B, C0, H, W) and (B, C1, H, W)"},
+      {{Tensor::zeros({1, 4, 3, 3}), Tensor::zeros({1, 2, 3, 4})}, "must be (B, C0, H, W) and (B, C1, H, W)"},
+      {{Tensor::zeros({1, 4, 3, 3}), Tensor::zeros({1, 2, 9})}, "must be (B, C0, H, W) and (B, C1, H, W)"},
+      {{Tensor(), Tensor::zeros({1, 2, 3, 3})}, "forward_cat: undefined input"}};
+  for (const auto& [parts, reason] : cases) {
+    try {
+      conv.forward_cat(parts[0], parts[1]);
+      ADD_FAILURE() << "no error for " << reason;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(reason), std::string::npos) << e.what();
+    }
   }
 }
 
@@ -222,23 +250,31 @@ TEST(Conv2dForwardCat, PartsMustAddUpToTheInputChannels) {
 // (the backward runs in topological order), so skip's three gradients are summed in the concatenation's
 // order, (norm1's + the shortcut's) + the down path's. (Were the down path's gradient to arrive between the
 // block's two, the sum would round differently.)
-TEST(ResnetBlock2DCat, MatchesConcatBitwise) {
+// Also in bf16 matmul precision (odd C0: the shortcut concatenates), and with h and skip one tensor (a UNet
+// without a mid block): then the block concatenates, as the concatenation sums that tensor's four gradient
+// pieces two and two.
+void resnet_block_matches_concat(kc::MatmulPrecision precision, bool aliased) {
   test::IsaGuard isa_guard;
+  PrecisionGuard precision_guard;
+  kc::set_matmul_precision(precision);
   const int old = omp_get_max_threads();
   struct Shp {
-    int64_t N, C0, C1, K, H;
+    int64_t N, C0, C1, K, H, G = 32;
   };
+  std::vector<Shp> shapes{Shp{3, 64, 32, 32, 14}, Shp{2, 64, 64, 64, 7}, Shp{2, 32, 32, 32, 12}};
+  if (aliased) shapes = {Shp{2, 32, 32, 32, 7}, Shp{2, 64, 64, 32, 5}};
+  if (precision == kc::MatmulPrecision::Bf16) shapes.push_back(Shp{2, 33, 33, 33, 9, 3});
   for (CpuIsa isa : supported_isas()) {
     kc::set_cpu_isa(isa);
     for (int threads : {1, 2})
-      for (const Shp& s : {Shp{3, 64, 32, 32, 14}, Shp{2, 64, 64, 64, 7}, Shp{2, 32, 32, 32, 12}}) {
+      for (const Shp& s : shapes) {
         omp_set_num_threads(threads);
         SCOPED_TRACE(::testing::Message()
                      << kc::cpu_isa_name(isa) << " threads " << threads << " N" << s.N << " C " << s.C0 << "+"
                      << s.C1 << " K" << s.K << " " << s.H << "x" << s.H);
         auto run = [&](bool split) {
           nn::Init init(7);
-          nn::ResnetBlock2D block(init, s.C0 + s.C1, s.K, 16, 32, 1e-5);
+          nn::ResnetBlock2D block(init, s.C0 + s.C1, s.K, 16, s.G, 1e-5);
           Tensor h0 =
               leaf(test::normal_vector<float>(s.N * s.C0 * s.H * s.H, 1, 0.0, 1.0), {s.N, s.C0, s.H, s.H});
           Tensor skip =
@@ -246,7 +282,8 @@ TEST(ResnetBlock2DCat, MatchesConcatBitwise) {
           Tensor temb = leaf(test::normal_vector<float>(s.N * 16, 3, 0.0, 1.0), {s.N, 16});
           Tensor down = silu(skip);                  // the down path's next layer
           Tensor h = add(h0, down.narrow(1, 0, 1));  // the up path's state, computed from it
-          Tensor y = split ? block.forward(h, skip, temb) : block.forward(concat({h, skip}, 1), temb);
+          const Tensor x1 = aliased ? h : skip;  // aliased: dh0 is h's whole gradient, its four pieces summed
+          Tensor y = split ? block.forward(h, x1, temb) : block.forward(concat({h, x1}, 1), temb);
           Tensor w = Tensor::from_vector(test::normal_vector<float>(y.numel(), 4, 0.0, 1.0), y.shape());
           sum(mul(y, w)).backward();
           std::vector<Tensor> leaves{h0, skip, temb};
@@ -258,7 +295,7 @@ TEST(ResnetBlock2DCat, MatchesConcatBitwise) {
         std::vector<std::string> names{"y", "dh", "dskip", "dtemb"};
         {
           nn::Init init(7);
-          nn::ResnetBlock2D block(init, s.C0 + s.C1, s.K, 16, 32, 1e-5);
+          nn::ResnetBlock2D block(init, s.C0 + s.C1, s.K, 16, s.G, 1e-5);
           for (const auto& [name, p] : block.named_parameters()) names.push_back("d " + name);
           ASSERT_TRUE(block.conv_shortcut) << "the test needs a block with a shortcut";
         }
@@ -266,6 +303,19 @@ TEST(ResnetBlock2DCat, MatchesConcatBitwise) {
       }
   }
   omp_set_num_threads(old);
+}
+
+TEST(ResnetBlock2DCat, MatchesConcatBitwise) {
+  resnet_block_matches_concat(kc::MatmulPrecision::Fp32, false);
+}
+
+TEST(ResnetBlock2DCat, MatchesConcatBitwiseBf16) {
+  if (!kc::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16: bf16 matmul precision runs float32";
+  resnet_block_matches_concat(kc::MatmulPrecision::Bf16, false);
+}
+
+TEST(ResnetBlock2DCat, SameTensorAsHiddenAndSkipMatchesConcatBitwise) {
+  resnet_block_matches_concat(kc::MatmulPrecision::Fp32, true);
 }
 
 }  // namespace

@@ -151,6 +151,7 @@ Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& gamma, con
 Tensor group_norm_silu_cat(const Tensor& x0, const Tensor& x1, int64_t groups, const Tensor& gamma,
                            const Tensor& beta, double eps) {
   const char* op = "group_norm_silu_cat";
+  ENGINE_CHECK(x0.defined() && x1.defined(), op, "undefined input");
   detail::check_same(op, {&x0, &x1});
   ENGINE_CHECK(x0.dim() >= 2 && x1.dim() == x0.dim(), op, "inputs must be (N, C0, *) and (N, C1, *), got ",
                shape_str(x0.shape()), " and ", shape_str(x1.shape()));
