@@ -26,16 +26,10 @@ namespace {
 
 using namespace engine;
 using engine::test::bitwise_equal;
+using engine::test::leaf;
 using engine::test::supported_isas;
 namespace kc = kern::cpu;
 using kc::CpuIsa;
-
-template <typename T>
-Tensor leaf(const std::vector<T>& v, const Shape& s) {
-  Tensor t = Tensor::from_vector(v, s);
-  t.set_requires_grad(true);
-  return t;
-}
 
 template <typename T>
 std::vector<T> host(const Tensor& t) {
@@ -155,6 +149,15 @@ TEST(GroupNormSiluCat, BadArgumentsNameTheOp) {
   EXPECT_NE(m.find("must be (6,)"), std::string::npos) << m;
 }
 
+// A layer's input as two parts: (N, C0, H, H) and (N, C1, H, H); K output channels, G norm groups.
+struct SplitShape {
+  int64_t N, C0, C1, K, H, G = 32;
+};
+std::ostream& operator<<(std::ostream& o, const SplitShape& s) {
+  return o << "N" << s.N << " C " << s.C0 << "+" << s.C1 << " K" << s.K << " " << s.H << "x" << s.H << " G"
+           << s.G;
+}
+
 // Gradients of every leaf, in a fixed order; empty where a leaf got none.
 std::vector<std::vector<float>> grads(const std::vector<Tensor>& leaves) {
   std::vector<std::vector<float>> g;
@@ -186,18 +189,14 @@ void pointwise_matches_concat(kc::MatmulPrecision precision) {
   PrecisionGuard precision_guard;
   kc::set_matmul_precision(precision);
   const int old = omp_get_max_threads();
-  struct Shp {
-    int64_t N, C0, C1, K, H;
-  };
   for (CpuIsa isa : supported_isas()) {
     kc::set_cpu_isa(isa);
     for (int threads : {1, 2})
-      for (const Shp& s : {Shp{4, 64, 32, 32, 14}, Shp{3, 64, 64, 64, 7}, Shp{2, 5, 3, 4, 6},
-                           Shp{9, 32, 32, 32, 28}, Shp{2, 33, 33, 33, 9}, Shp{2, 300, 100, 20, 5}}) {
+      for (const SplitShape& s :
+           {SplitShape{4, 64, 32, 32, 14}, SplitShape{3, 64, 64, 64, 7}, SplitShape{2, 5, 3, 4, 6},
+            SplitShape{9, 32, 32, 32, 28}, SplitShape{2, 33, 33, 33, 9}, SplitShape{2, 300, 100, 20, 5}}) {
         omp_set_num_threads(threads);
-        SCOPED_TRACE(::testing::Message()
-                     << kc::cpu_isa_name(isa) << " threads " << threads << " N" << s.N << " C " << s.C0 << "+"
-                     << s.C1 << " K" << s.K << " " << s.H << "x" << s.H);
+        SCOPED_TRACE(::testing::Message() << kc::cpu_isa_name(isa) << " threads " << threads << " " << s);
         auto run = [&](bool split) {
           nn::Init init(5);
           nn::Conv2d conv(init, s.C0 + s.C1, s.K, 1);
@@ -258,20 +257,16 @@ void resnet_block_matches_concat(kc::MatmulPrecision precision, bool aliased) {
   PrecisionGuard precision_guard;
   kc::set_matmul_precision(precision);
   const int old = omp_get_max_threads();
-  struct Shp {
-    int64_t N, C0, C1, K, H, G = 32;
-  };
-  std::vector<Shp> shapes{Shp{3, 64, 32, 32, 14}, Shp{2, 64, 64, 64, 7}, Shp{2, 32, 32, 32, 12}};
-  if (aliased) shapes = {Shp{2, 32, 32, 32, 7}, Shp{2, 64, 64, 32, 5}};
-  if (precision == kc::MatmulPrecision::Bf16) shapes.push_back(Shp{2, 33, 33, 33, 9, 3});
+  std::vector<SplitShape> shapes{SplitShape{3, 64, 32, 32, 14}, SplitShape{2, 64, 64, 64, 7},
+                                 SplitShape{2, 32, 32, 32, 12}};
+  if (aliased) shapes = {SplitShape{2, 32, 32, 32, 7}, SplitShape{2, 64, 64, 32, 5}};
+  if (precision == kc::MatmulPrecision::Bf16) shapes.push_back(SplitShape{2, 33, 33, 33, 9, 3});
   for (CpuIsa isa : supported_isas()) {
     kc::set_cpu_isa(isa);
     for (int threads : {1, 2})
-      for (const Shp& s : shapes) {
+      for (const SplitShape& s : shapes) {
         omp_set_num_threads(threads);
-        SCOPED_TRACE(::testing::Message()
-                     << kc::cpu_isa_name(isa) << " threads " << threads << " N" << s.N << " C " << s.C0 << "+"
-                     << s.C1 << " K" << s.K << " " << s.H << "x" << s.H);
+        SCOPED_TRACE(::testing::Message() << kc::cpu_isa_name(isa) << " threads " << threads << " " << s);
         auto run = [&](bool split) {
           nn::Init init(7);
           nn::ResnetBlock2D block(init, s.C0 + s.C1, s.K, 16, s.G, 1e-5);

@@ -25,16 +25,10 @@
 namespace {
 
 using namespace engine;
+using engine::test::leaf;
 using engine::test::supported_isas;
 namespace kc = kern::cpu;
 using kc::CpuIsa;
-
-template <typename T>
-Tensor leaf(const std::vector<T>& v, const Shape& s) {
-  Tensor t = Tensor::from_vector(v, s);
-  t.set_requires_grad(true);
-  return t;
-}
 
 // Index of the first element whose bits differ, or -1.
 template <typename T>

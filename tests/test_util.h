@@ -1,6 +1,6 @@
 // Helpers shared by the test files: running an app binary of this build and capturing its output, the
-// small wrapper config used by the nn/ and models/ tests, seeded random vectors, bitwise comparison, and
-// the CPU ISA paths this machine can run.
+// small wrapper config used by the nn/ and models/ tests, autograd leaves, seeded random vectors, bitwise
+// comparison, and the CPU ISA paths this machine can run.
 #pragma once
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/tensor.h"
 #include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "models/unet2d_config.h"
@@ -55,6 +56,14 @@ inline models::ConditionalConfig tiny_config() {
   return c;
 }
 
+// A CPU tensor of shape s holding v, with requires_grad set (a leaf of the autograd graph).
+template <typename T>
+Tensor leaf(const std::vector<T>& v, const Shape& s) {
+  Tensor t = Tensor::from_vector(v, s);
+  t.set_requires_grad(true);
+  return t;
+}
+
 // n values normal(mean, sd) from mt19937(seed), drawn as double and rounded to T.
 template <typename T>
 std::vector<T> normal_vector(size_t n, unsigned seed, double mean, double sd) {
@@ -78,7 +87,8 @@ std::vector<T> random_vector(size_t n, unsigned seed, double lo = -1.0, double h
 // True when a and b have the same size and the same bytes (NaN payloads and signed zeros included).
 template <typename T>
 bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+  // Empty vectors may hold null data(), which memcmp must not get even for 0 bytes.
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 // Every CPU ISA path this machine supports (for kern::cpu::set_cpu_isa), scalar first.
