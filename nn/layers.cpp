@@ -157,16 +157,27 @@ ResnetBlock2D::ResnetBlock2D(Init& init, int64_t in, int64_t out, int64_t temb_c
     conv_shortcut = register_module("conv_shortcut", std::make_shared<Conv2d>(init, in, out, 1, 1, 0));
 }
 
-Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor& temb) const {
+namespace {
+// ResnetBlock2D's forward, its input read by its two consumers: norm1_silu() = silu(norm1(x)) and
+// shortcut() = conv_shortcut(x), or x itself (called in this order, after the time projection).
+template <typename Norm1Silu, typename Shortcut>
+Tensor resnet_forward(const ResnetBlock2D& b, Norm1Silu norm1_silu, Shortcut shortcut, const Tensor& temb) {
   // diffusers: h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb))[:, :, None, None]; the time term is
   // conv1's per-sample bias here, added in the conv op (conv2d's epilogue) instead of a separate add.
-  Tensor t = time_emb_proj->forward(engine::silu(temb));           // (B, out)
-  Tensor h = conv1->forward(norm1->forward_silu(x), t, Tensor());  // (B, out, H, W)
-  h = norm2->forward_silu(h);  // dropout (p = 0 in diffusers' default and our recipe) is the identity
+  Tensor t = b.time_emb_proj->forward(engine::silu(temb));  // (B, out)
+  Tensor h = b.conv1->forward(norm1_silu(), t, Tensor());   // (B, out, H, W)
+  h = b.norm2->forward_silu(h);  // dropout (p = 0 in diffusers' default and our recipe) is the identity
   // diffusers: (shortcut(x) + conv2(h)) / output_scale_factor; the residual is conv2's epilogue.
-  Tensor sc = conv_shortcut ? conv_shortcut->forward(x) : x;
-  Tensor o = conv2->forward(h, Tensor(), sc);
-  return output_scale_factor == 1.0 ? o : div(o, Tensor::scalar(output_scale_factor, o.dtype(), o.device()));
+  Tensor o = b.conv2->forward(h, Tensor(), shortcut());
+  const double osf = b.output_scale_factor;
+  return osf == 1.0 ? o : div(o, Tensor::scalar(osf, o.dtype(), o.device()));
+}
+}  // namespace
+
+Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor& temb) const {
+  return resnet_forward(
+      *this, [&] { return norm1->forward_silu(x); },
+      [&] { return conv_shortcut ? conv_shortcut->forward(x) : x; }, temb);
 }
 
 namespace {
@@ -182,12 +193,10 @@ bool same_gradient_target(const Tensor& a, const Tensor& b) {
 Tensor ResnetBlock2D::forward(const Tensor& x0, const Tensor& x1, const Tensor& temb) const {
   if (x0.device().is_cuda() || !conv_shortcut || same_gradient_target(x0, x1))
     return forward(concat({x0, x1}, 1), temb);
-  // forward(x, temb) above with x = cat([x0, x1], 1) read in place by its two consumers.
-  Tensor t = time_emb_proj->forward(engine::silu(temb));                    // (B, out)
-  Tensor h = conv1->forward(norm1->forward_silu_cat(x0, x1), t, Tensor());  // (B, out, H, W)
-  h = norm2->forward_silu(h);
-  Tensor o = conv2->forward(h, Tensor(), conv_shortcut->forward_cat(x0, x1));
-  return output_scale_factor == 1.0 ? o : div(o, Tensor::scalar(output_scale_factor, o.dtype(), o.device()));
+  // x = cat([x0, x1], 1) read in place by its two consumers.
+  return resnet_forward(
+      *this, [&] { return norm1->forward_silu_cat(x0, x1); },
+      [&] { return conv_shortcut->forward_cat(x0, x1); }, temb);
 }
 
 // ---------------------------------------------------------------- Down/Upsample2D

@@ -79,12 +79,13 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Te
 }
 
 namespace {
-// group_norm_silu of x0, or of cat([x0, x1], 1) when x1 is defined (checked by the callers; op is the
-// caller's name, a string literal), on the CPU:
-// the fused kernel reads the two blocks in place and the backward writes their two gradients.
+// group_norm_silu of x0, or of cat([x0, x1], 1) when x1 is defined, on the CPU: the fused kernel reads the
+// two blocks in place and the backward writes their two gradients. The callers checked the arguments:
+// shape is the (concatenated) input's, dims check_args' {N, C, HW} of it; op is their name, a literal.
 Tensor group_norm_silu_cpu(const char* op, const Tensor& x0, const Tensor& x1, int64_t groups,
-                           const Tensor& gamma, const Tensor& beta, double eps, const Shape& shape) {
-  const int64_t N = shape[0], C = shape[1], HW = numel_of(shape) / std::max<int64_t>(N * C, 1);
+                           const Tensor& gamma, const Tensor& beta, double eps, const Shape& shape,
+                           const std::array<int64_t, 3>& dims) {
+  const int64_t N = dims[0], C = dims[1], HW = dims[2];
   const bool cat = x1.defined();
   const int64_t C0 = x0.size(1);
   Tensor xc0 = x0.contiguous(), xc1 = cat ? x1.contiguous() : Tensor();
@@ -143,9 +144,9 @@ Tensor group_norm_silu_cpu(const char* op, const Tensor& x0, const Tensor& x1, i
 }  // namespace
 
 Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, double eps) {
-  check_args("group_norm_silu", x, x.shape(), groups, gamma, beta);
+  const std::array<int64_t, 3> dims = check_args("group_norm_silu", x, x.shape(), groups, gamma, beta);
   if (x.device().is_cuda()) return silu(group_norm(x, groups, gamma, beta, eps));  // no fused CUDA kernel
-  return group_norm_silu_cpu("group_norm_silu", x, Tensor(), groups, gamma, beta, eps, x.shape());
+  return group_norm_silu_cpu("group_norm_silu", x, Tensor(), groups, gamma, beta, eps, x.shape(), dims);
 }
 
 Tensor group_norm_silu_cat(const Tensor& x0, const Tensor& x1, int64_t groups, const Tensor& gamma,
@@ -160,10 +161,10 @@ Tensor group_norm_silu_cat(const Tensor& x0, const Tensor& x1, int64_t groups, c
                  shape_str(x1.shape()), " differ outside dim 1");
   Shape shape = x0.shape();
   shape[1] += x1.size(1);
-  check_args(op, x0, shape, groups, gamma, beta);  // those of the concatenated input
+  const std::array<int64_t, 3> dims = check_args(op, x0, shape, groups, gamma, beta);  // the concatenation's
   if (x0.device().is_cuda())  // no fused CUDA kernel: the concatenation, then the unfused pair
     return silu(group_norm(concat({x0, x1}, 1), groups, gamma, beta, eps));
-  return group_norm_silu_cpu(op, x0, x1, groups, gamma, beta, eps, shape);
+  return group_norm_silu_cpu(op, x0, x1, groups, gamma, beta, eps, shape, dims);
 }
 
 }  // namespace engine
