@@ -202,23 +202,17 @@ TEST(GroupNormSilu, KernelsBitwiseIndependentOfIsaPath) {
 
 TEST(GroupNormSilu, BadArgumentsNameTheOp) {
   Tensor x = Tensor::zeros({2, 6, 4});
-  auto message = [](auto f) {
-    try {
-      f();
-    } catch (const engine::Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
-  EXPECT_NE(message([&] { group_norm_silu(x, 4, Tensor(), Tensor(), 1e-5); }).find("group_norm_silu"),
-            std::string::npos);
-  EXPECT_NE(message([&] {
+  EXPECT_NE(
+      test::error_message([&] { group_norm_silu(x, 4, Tensor(), Tensor(), 1e-5); }).find("group_norm_silu"),
+      std::string::npos);
+  EXPECT_NE(test::error_message([&] {
               group_norm_silu(x, 3, Tensor::ones({5}), Tensor::zeros({5}), 1e-5);
             }).find("must be (6,)"),
             std::string::npos);
-  EXPECT_NE(
-      message([&] { group_norm_silu(Tensor::zeros({6}), 3, Tensor(), Tensor(), 1e-5); }).find("(N, C, *)"),
-      std::string::npos);
+  EXPECT_NE(test::error_message([&] {
+              group_norm_silu(Tensor::zeros({6}), 3, Tensor(), Tensor(), 1e-5);
+            }).find("(N, C, *)"),
+            std::string::npos);
 }
 
 }  // namespace

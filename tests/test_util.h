@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/tensor.h"
 #include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -62,6 +63,17 @@ Tensor leaf(const std::vector<T>& v, const Shape& s) {
   Tensor t = Tensor::from_vector(v, s);
   t.set_requires_grad(true);
   return t;
+}
+
+// The message of the engine::Error that f() throws, or "no error" when it returns.
+template <typename F>
+std::string error_message(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
 }
 
 // n values normal(mean, sd) from mt19937(seed), drawn as double and rounded to T.
