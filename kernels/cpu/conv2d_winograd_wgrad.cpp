@@ -10,7 +10,7 @@
 // conv2d_winograd_wgrad_tm_impl.h; on the portable one staged and transposed 8 x 8), then per transform point
 // xi one kern::cpu::gemm dU[xi] (C x K) += V[xi]^T (C x T) @ Mdy[xi] (T x K), both operands read in place,
 // with beta = 1 continuing each element's FMA chain (gemm's contract), so every dU element is one chain
-// over the tiles in order. Mdy is built once per chunk, shared out over the threads; the GEMMs split the
+// over the tiles in order. Each thread builds the chunk's Mdy for itself; the GEMMs split the
 // channels c (rows of dU), never the tile reduction; the chunk size depends on C and K only. So dw is
 // bitwise independent of the thread count and the ISA path (this file and the SIMD ones are built with
 // -ffp-contract=off), and of the layouts (the same values, the same chains).
@@ -19,10 +19,7 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <atomic>
-#include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -121,7 +118,7 @@ namespace {
 
 // Per-thread buffer `slot` of at least n floats, kept between calls (it only grows; new space is zero).
 float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> buf[4];  // V, Mdy (the calling thread's, shared by the team), dU, stage
+  thread_local std::vector<float> buf[4];  // V, Mdy, dU (the calling thread's, shared by the team), stage
   if (static_cast<int64_t>(buf[slot].size()) < n) buf[slot].resize(static_cast<size_t>(n));
   return buf[slot].data();
 }
@@ -151,76 +148,35 @@ void transform_block(bool is_dy, const Conv2dShape& s, const float* src, int64_t
   }
 }
 
-// The channel block of one transform item: the tile-major transforms' vector width (16 channels on
-// AVX-512), 8 for the staged portable path.
-int64_t chan_block(CpuIsa isa) { return isa == CpuIsa::Avx512 ? 16 : 8; }
-
-// The tile-major transform of channels [c0, c1) (blocks of chan_block(isa) from c0) for the chunk's tiles
-// t0 .. t0 + nt - 1 at out[xi * xs + (t - t0) * ldo + (c - c0)] (ldo >= round8(c1 - c0)), in blocks of at
-// most kBlk tiles of one image. Items: the (channel block, tile block) pairs (block_items counts them), of
-// which transform_items does [i0, i1) (so that threads can share one transform). The SIMD paths write
-// straight from registers (winograd_*_tm_*), the portable one through transform_block's staging.
-int64_t block_items(CpuIsa isa, const Conv2dShape& s, int64_t c0, int64_t c1, int64_t t0, int64_t nt) {
-  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2), cw = chan_block(isa);
-  int64_t nb = 0;
-  for (int64_t t = t0, end = t0 + nt; t < end; ++nb) t = std::min({end, (t / TT + 1) * TT, t + kBlk});
-  return (c1 - c0 + cw - 1) / cw * nb;
-}
-
-void transform_items(CpuIsa isa, bool is_dy, const Conv2dShape& s, const float* src, int64_t c0, int64_t c1,
-                     int64_t t0, int64_t nt, int64_t i0, int64_t i1, float* out, int64_t xs, int64_t ldo) {
-  if (i0 >= i1) return;
-  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2), nb = block_items(isa, s, 0, 1, t0, nt),
-                cw = chan_block(isa);
-  float* stage = scratch(3, std::max(kA2 * 8 * kLds, detail::winograd_tm_buf_floats(s)));
-  // Item i: channel block i / nb, tile block i % nb (threads building neighbouring items write different
-  // rows of out, not neighbouring columns of the same cache lines).
-  for (int64_t cb = c0 + i0 / nb * cw, item = i0 / nb * nb; cb < c1 && item < i1; cb += cw) {
-    for (int64_t t = t0, end = t0 + nt; t < end && item < i1; ++item) {
-      const int64_t tb = std::min({end, (t / TT + 1) * TT, t + kBlk}), cend = std::min(c1, cb + cw);
-      float* o = out + (t - t0) * ldo + (cb - c0);
-      if (item >= i0) {
+// The tile-major transform of channels [c0, c1) of x (B^T d B, !is_dy) or dy (A dy A^T, is_dy) for the
+// chunk's tiles t0 .. t0 + nt - 1 at out[xi * xs + (t - t0) * ldo + (c - c0)] (ldo >= round8(c1 - c0)). The
+// SIMD paths write straight from registers in one call (winograd_*_tm_*; the row ring spans the whole
+// chunk), the portable one blocks of 8 channels x at most kBlk tiles of one image through
+// transform_block's staging.
+void transform_chunk(CpuIsa isa, bool is_dy, const Conv2dShape& s, const float* src, int64_t c0, int64_t c1,
+                     int64_t t0, int64_t nt, float* out, int64_t xs, int64_t ldo) {
+  float* buf = scratch(3, std::max(kA2 * 8 * kLds, detail::winograd_tm_buf_floats(s)));
 #if defined(__x86_64__)
-        if (isa == CpuIsa::Avx512)
-          (is_dy ? detail::winograd_dy_tm_avx512 : detail::winograd_input_tm_avx512)(
-              s, src, cb, cend, t, tb - t, o, xs, ldo, stage);
-        else if (isa == CpuIsa::Avx2)
-          (is_dy ? detail::winograd_dy_tm_avx2 : detail::winograd_input_tm_avx2)(s, src, cb, cend, t, tb - t,
-                                                                                 o, xs, ldo, stage);
-        else
+  if (isa == CpuIsa::Avx512)
+    return (is_dy ? detail::winograd_dy_tm_avx512 : detail::winograd_input_tm_avx512)(s, src, c0, c1, t0, nt,
+                                                                                      out, xs, ldo, buf);
+  if (isa == CpuIsa::Avx2)
+    return (is_dy ? detail::winograd_dy_tm_avx2 : detail::winograd_input_tm_avx2)(s, src, c0, c1, t0, nt, out,
+                                                                                  xs, ldo, buf);
 #endif
-          transform_block(is_dy, s, src, cb, cend, t, tb - t, stage, o, xs, ldo);
-      }
+  const int64_t TT = ((s.H + 1) / 2) * ((s.W + 1) / 2);
+  for (int64_t cb = c0; cb < c1; cb += 8)
+    for (int64_t t = t0, end = t0 + nt; t < end;) {
+      const int64_t tb = std::min({end, (t / TT + 1) * TT, t + kBlk});
+      transform_block(is_dy, s, src, cb, std::min(c1, cb + 8), t, tb - t, buf,
+                      out + (t - t0) * ldo + (cb - c0), xs, ldo);
       t = tb;
     }
-  }
-}
-
-// The tile-major input transform of channels [c0, c1) of the chunk's tiles (transform_items' layout), in
-// one call on the SIMD paths (its row ring then spans the whole chunk).
-void transform_x(CpuIsa isa, const Conv2dShape& s, const float* x, int64_t c0, int64_t c1, int64_t t0,
-                 int64_t nt, float* out, int64_t xs, int64_t ldo) {
-#if defined(__x86_64__)
-  if (isa != CpuIsa::Scalar) {
-    float* buf = scratch(3, std::max(kA2 * 8 * kLds, detail::winograd_tm_buf_floats(s)));
-    (isa == CpuIsa::Avx512 ? detail::winograd_input_tm_avx512 : detail::winograd_input_tm_avx2)(
-        s, x, c0, c1, t0, nt, out, xs, ldo, buf);
-    return;
-  }
-#endif
-  transform_items(isa, false, s, x, c0, c1, t0, nt, 0, block_items(isa, s, c0, c1, t0, nt), out, xs, ldo);
 }
 
 // A per-transform-point stride of at least n floats that is not a multiple of 4 KiB: the 16 points'
 // stores of one tile then fall into different L1 sets (1 KiB apart) instead of all into one.
 int64_t point_stride(int64_t n) { return (n + 1023) / 1024 * 1024 + 64; }
-
-// Waits until count >= target: spins briefly, then yields the core (the thread it waits for may need it
-// when the machine has more runnable threads than cores).
-void wait_until(const std::atomic<int64_t>& count, int64_t target) {
-  for (int spin = 0; count.load(std::memory_order_acquire) < target; ++spin)
-    if (spin >= 256) std::this_thread::yield();
-}
 
 // dw[k][c] (3 x 3) = G^T dU[.][c][k] G in float64, rounded once; G =
 // [[1,0,0],[.5,.5,.5],[.5,-.5,.5],[0,0,1]].
@@ -260,57 +216,36 @@ void conv2d_backward_weight_winograd(const Conv2dShape& s, const float* dy, cons
   }
   const int64_t TB = chunk_tiles(C, K), chunks = (T + TB - 1) / TB;
   // Channel blocks (a multiple of 8, the GEMM's register-tile rows), one per thread: each thread owns
-  // dU[.][c0 .. c1 - 1][.] and transforms its channels of x (V, tile-major: V[xi][t][c]) chunk by chunk,
-  // then runs the chunk's 16 GEMMs dU[xi] (Cc x K) += V[xi]^T (Cc x T) @ D[xi] (T x K) for its rows, both
-  // operands read in place (transposed A with alpha 1, untransposed B: nothing is packed).
-  // Mdy (tile-major: D[xi][t][k]) is built once per chunk, into one of three shared buffers, by whichever
-  // threads claim its items (channel block x tile block) first: a thread about to need chunk ch builds the
-  // unclaimed items of ch, waits only for items others are still building, and before its GEMMs builds
-  // unclaimed items of chunk ch + 1. Buffer ch % 3 is written only once every thread has finished chunk
-  // ch - 3's GEMMs (a blocking wait for chunk ch, a check that skips the look-ahead for ch + 1). Who builds
-  // an item changes no value, so the threads are loosely coupled (a descheduled thread holds the others
-  // up only while it is inside one item or two chunks behind) and the results never depend on them.
+  // dU[.][c0 .. c1 - 1][.] and, chunk by chunk, transforms its channels of x (V, tile-major: V[xi][t][c])
+  // and all of dy (Mdy, tile-major: D[xi][t][k]) into its own buffers, then runs the chunk's 16 GEMMs
+  // dU[xi] (Cc x K) += V[xi]^T (Cc x T) @ D[xi] (T x K) for its rows, both operands read in place
+  // (transposed A with alpha 1, untransposed B: nothing is packed). Every thread builds the whole of Mdy:
+  // the threads never wait for each other and never touch each other's cache lines. (Mdy built once per
+  // chunk and shared, by claimed items into three rotating buffers, cost more than the duplicated work:
+  // each thread's stores went to lines the other core had just read, and its GEMMs read lines the other
+  // core had just written. Weight gradient 1.2-2x faster, bench/RESULTS.md 2026-12-02.)
   const int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
   const int64_t cblk = std::max<int64_t>(8, (C + nth - 1) / nth + 7) / 8 * 8, parts = (C + cblk - 1) / cblk;
   const int want = static_cast<int>(std::min<int64_t>(nth, parts));
   const int64_t ldk = round8(K), xs = point_stride(TB * ldk);
   float* dU = scratch(2, kA2 * K * C);  // dU[xi][c][k]
-  float* Dbuf = scratch(1, 3 * kA2 * xs);
   const CpuIsa isa = cpu_isa();
-  struct ChunkState {
-    std::atomic<int64_t> claimed{0}, built{0}, gemms_done{0};
-  };
-  std::unique_ptr<ChunkState[]> st(new ChunkState[static_cast<size_t>(chunks)]);
-  auto items_of = [&](int64_t ch) { return block_items(isa, s, 0, K, ch * TB, std::min(TB, T - ch * TB)); };
-  // Builds the unclaimed items of chunk ch (the caller has made sure buffer ch % 3 is free).
-  auto help = [&](int64_t ch) {
-    const int64_t t0 = ch * TB, nt = std::min(TB, T - t0), items = items_of(ch);
-    for (int64_t g; (g = st[ch].claimed.fetch_add(1, std::memory_order_relaxed)) < items;) {
-      transform_items(isa, true, s, dy, 0, K, t0, nt, g, g + 1, Dbuf + (ch % 3) * kA2 * xs, xs, ldk);
-      st[ch].built.fetch_add(1, std::memory_order_release);
-    }
-  };
 #pragma omp parallel num_threads(want) if (want > 1)
   {
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+    float* D = scratch(1, kA2 * xs);
     for (int64_t ch = 0; ch < chunks; ++ch) {
-      if (ch >= 3) wait_until(st[ch - 3].gemms_done, team);
-      help(ch);
-      wait_until(st[ch].built, items_of(ch));
-      if (ch + 1 < chunks && (ch < 2 || st[ch - 2].gemms_done.load(std::memory_order_acquire) >= team))
-        help(ch + 1);
       const int64_t t0 = ch * TB, nt = std::min(TB, T - t0);
-      const float* D = Dbuf + (ch % 3) * kA2 * xs;
+      transform_chunk(isa, true, s, dy, 0, K, t0, nt, D, xs, ldk);
       for (int64_t part = tid; part < parts; part += team) {
         const int64_t c0 = part * cblk, c1 = std::min(C, c0 + cblk), Cc = c1 - c0, ldc = round8(Cc);
         const int64_t xsv = point_stride(TB * ldc);
         float* V = scratch(0, kA2 * xsv);
-        transform_x(isa, s, x, c0, c1, t0, nt, V, xsv, ldc);
+        transform_chunk(isa, false, s, x, c0, c1, t0, nt, V, xsv, ldc);
         for (int xi = 0; xi < kA2; ++xi)
           gemm<float>(true, false, Cc, K, nt, 1.0f, V + xi * xsv, ldc, D + xi * xs, ldk,
                       ch == 0 ? 0.0f : 1.0f, dU + xi * C * K + c0 * K, K);
       }
-      st[ch].gemms_done.fetch_add(1, std::memory_order_release);
     }
   }
   transform_back(s, dU, dw);
