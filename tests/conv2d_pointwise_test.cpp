@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -59,13 +60,12 @@ TEST_F(ConvPointwise, EveryPassIsItsFmaChainOnEveryIsaAndThreadCount) {
         kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data());
         kc::conv2d_backward_input<float>(s, dy.data(), w.data(), dx.data());
         kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), dw.data(), db.data());
-        const std::string where = "N" + std::to_string(s.N) + " C" + std::to_string(s.C) + " K" +
-                                  std::to_string(s.K) + " " + std::to_string(s.H) + "x" +
-                                  std::to_string(s.W) + " isa " + kc::cpu_isa_name(isa) + " threads " +
-                                  std::to_string(threads);
-        EXPECT_TRUE(bitwise_equal(y, want.y)) << "y " << where;
-        EXPECT_TRUE(bitwise_equal(dx, want.dx)) << "dx " << where;
-        EXPECT_TRUE(bitwise_equal(dw, want.dw)) << "dw " << where;
+        std::ostringstream where;
+        where << "N" << s.N << " C" << s.C << " K" << s.K << " " << s.H << "x" << s.W << " isa "
+              << kc::cpu_isa_name(isa) << " threads " << threads;
+        EXPECT_TRUE(bitwise_equal(y, want.y)) << "y " << where.str();
+        EXPECT_TRUE(bitwise_equal(dx, want.dx)) << "dx " << where.str();
+        EXPECT_TRUE(bitwise_equal(dw, want.dw)) << "dw " << where.str();
       }
   }
 }
@@ -97,6 +97,55 @@ TEST_F(ConvPointwise, FusedEpilogueIsItsFmaChainOnEveryIsaAndThreadCount) {
               << "N" << s.N << " C" << s.C << " K" << s.K << " " << s.H << "x" << s.W << " terms " << terms
               << " isa " << kc::cpu_isa_name(isa) << " threads " << threads;
         }
+    }
+  }
+}
+
+// bf16 mode (on CPUs with AVX512_BF16): the grouped small-image forward (with each epilogue term) and input
+// gradient give the bits of one call per image (N = 1, never grouped), for any thread count: each output's
+// k-pairs run over the channels whatever the columns. The weight gradient keeps one GEMM per image (the
+// grouped one would pair pixels of neighbouring images): the bits of the per-image bf16 GEMMs written out.
+TEST_F(ConvPointwise, Bf16ModeGroupedPassesGiveThePerImageBits) {
+  if (!kc::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  struct Guard {
+    kc::MatmulPrecision p = kc::matmul_precision();
+    ~Guard() { kc::set_matmul_precision(p); }
+  } guard;
+  kc::set_matmul_precision(kc::MatmulPrecision::Bf16);
+  const int64_t shapes[][5] = {
+      {13, 64, 64, 7, 7}, {5, 128, 64, 14, 14}, {4, 32, 64, 14, 14}, {5, 9, 17, 3, 5}};
+  unsigned seed = 6100;
+  for (const auto& sh : shapes) {
+    const auto s = kern::conv2d_shape(sh[0], sh[1], sh[3], sh[4], sh[2], 1, 1, 1, 1, 0, 0);
+    auto one = s;
+    one.N = 1;
+    const int64_t L = s.P * s.Q, xs = s.C * L, ys = s.K * L;
+    const auto x = engine::test::random_vector(s.N * xs, ++seed),
+               w = engine::test::random_vector(s.K * s.C, ++seed),
+               b = engine::test::random_vector(s.K, ++seed),
+               t = engine::test::random_vector(s.N * s.K, ++seed),
+               r = engine::test::random_vector(s.N * ys, ++seed),
+               dy = engine::test::random_vector(s.N * ys, ++seed);
+    std::vector<float> want_y(s.N * ys), want_dx(s.N * xs), want_dw(s.K * s.C), db(s.K);
+    for (int64_t n = 0; n < s.N; ++n) {
+      kc::conv2d_forward_fused<float>(one, x.data() + n * xs, w.data(), b.data(), t.data() + n * s.K,
+                                      r.data() + n * ys, want_y.data() + n * ys);
+      kc::conv2d_backward_input<float>(one, dy.data() + n * ys, w.data(), want_dx.data() + n * xs);
+      // dw (K x C) += dy_n (K x L) @ x_n^T (L x C): the per-image chain over the pixels.
+      kc::gemm<float>(false, true, s.K, s.C, L, 1.0f, dy.data() + n * ys, L, x.data() + n * xs, L,
+                      n == 0 ? 0.0f : 1.0f, want_dw.data(), s.C);
+    }
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      std::vector<float> y(want_y.size(), 7.0f), dx(want_dx.size(), 7.0f), dw(want_dw.size(), 7.0f);
+      kc::conv2d_forward_fused<float>(s, x.data(), w.data(), b.data(), t.data(), r.data(), y.data());
+      kc::conv2d_backward_input<float>(s, dy.data(), w.data(), dx.data());
+      kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), dw.data(), db.data());
+      std::ostringstream where;
+      where << "N" << s.N << " C" << s.C << " K" << s.K << " " << s.H << "x" << s.W << " threads " << threads;
+      EXPECT_TRUE(bitwise_equal(y, want_y)) << "y " << where.str();
+      EXPECT_TRUE(bitwise_equal(dx, want_dx)) << "dx " << where.str();
+      EXPECT_TRUE(bitwise_equal(dw, want_dw)) << "dw " << where.str();
     }
   }
 }

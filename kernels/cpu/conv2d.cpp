@@ -251,15 +251,25 @@ bool batch_parallel(int64_t N) {
 // 1.6 or 0.4 MFLOP. Each thread takes a contiguous range of images, in groups. Every output element keeps
 // its FMA chain (over the input channels, from its prefilled value): the same bits as per image, for any
 // grouping and thread count. kGroupCols: 512 measured as fast as 1024 or faster (bench/RESULTS.md,
-// 2026-12-01). float32 only while gemm<float> runs Fp32 (the bf16 path keeps one GEMM per image).
+// 2026-12-01). In bf16 mode too for the forward and the input gradient (each output's k-pairs run over the
+// input channels, whatever the columns: the same bits; 7x7 0.6-0.7x and 14x14 0.86x the time,
+// bench/RESULTS.md 2026-12-02), but not for the weight gradient (grouped_wgrad_selected).
 constexpr int64_t kGroupMaxPQ = 196, kGroupCols = 512;
 
 template <typename T>
 bool grouped_selected(const Conv2dShape& s) {
+  return is_pointwise(s) && s.P * s.Q <= kGroupMaxPQ && s.N > 1;
+}
+
+// The weight gradient's reduction runs over the pixels, which the bf16 GEMM sums in k-pairs from each call's
+// first column: grouped images (7x7: 49 pixels each) would pair pixels of neighbouring images and change the
+// bf16 bits, so bf16 mode keeps one GEMM per image there.
+template <typename T>
+bool grouped_wgrad_selected(const Conv2dShape& s) {
   if constexpr (std::is_same_v<T, float>) {
     if (matmul_precision_active() != MatmulPrecision::Fp32) return false;
   }
-  return is_pointwise(s) && s.P * s.Q <= kGroupMaxPQ && s.N > 1;
+  return grouped_selected<T>(s);
 }
 
 // dst (rows, g * PQ) <- images [0, g) of src (image stride img, rows of PQ values each), side by side.
@@ -476,9 +486,10 @@ void backward_weight_im2col(const Conv2dShape& s, const T* dy, const T* x, T* dw
     const int64_t k0 = own_rows ? r0 : blk * s.K / nblocks,
                   k1 = own_rows ? r0 + nr : (blk + 1) * s.K / nblocks;
     std::vector<BiasPartials> bp(bg.any() ? k1 - k0 : 0, BiasPartials{});
-    // Pointwise on small images (grouped_selected): G images per GEMM, their A and B rows gathered side by
-    // side, so that the reduction runs over (image, pixel) in order, as image after image: the same chains.
-    const int64_t G = grouped_selected<T>(s) ? std::max<int64_t>(1, kGroupCols / PQ) : 1;
+    // Pointwise on small images (grouped_wgrad_selected): G images per GEMM, their A and B rows gathered side
+    // by side, so that the reduction runs over (image, pixel) in order, as image after image: the same
+    // chains.
+    const int64_t G = grouped_wgrad_selected<T>(s) ? std::max<int64_t>(1, kGroupCols / PQ) : 1;
     std::vector<T> ag(G > 1 ? nr * G * PQ : 0), bgt(G > 1 ? nc * G * PQ : 0);
     for (int64_t n = 0; n < s.N; n += G) {
       const int64_t g = std::min(G, s.N - n), L = g * PQ;
