@@ -172,51 +172,39 @@ TEST_F(ConvDirect, Im2colStride2ForwardIsTheFmaChainBitwise) {
   }
 }
 
-// In bf16 mode (set_matmul_precision(Bf16), on CPUs with AVX512_BF16) the few-output-channel convs keep
-// im2col + the bf16 GEMM, as docs/apps.md "Precision" says: the same bits as that computation written out.
-TEST_F(ConvDirect, Bf16ModeKeepsIm2colAndTheBf16Gemm) {
+// In bf16 mode (set_matmul_precision(Bf16), on CPUs with AVX512_BF16) the few-output-channel convs run the
+// same float32 direct kernels as in fp32 mode, as docs/apps.md "Precision" says: forward (= the float32
+// chain definition), backward-data and weight gradient bitwise their fp32-mode results, 1 and 2 threads.
+TEST_F(ConvDirect, Bf16ModeRunsTheFloat32DirectKernels) {
   if (!kc::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
   struct Guard {
     kc::MatmulPrecision p = kc::matmul_precision();
     ~Guard() { kc::set_matmul_precision(p); }
   } guard;
-  kc::set_matmul_precision(kc::MatmulPrecision::Bf16);
-  const auto s = kern::conv2d_shape(2, 32, 28, 28, 1, 3, 3, 1, 1, 1, 1);  // conv_out
+  const auto s = kern::conv2d_shape(3, 32, 28, 28, 1, 3, 3, 1, 1, 1, 1);  // conv_out
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
   const auto x = random_vector<float>(s.N * s.C * s.H * s.W, 61), w = random_vector<float>(s.K * CRS, 62),
              b = random_vector<float>(s.K, 63), dy = random_vector<float>(s.N * s.K * PQ, 64);
-  std::vector<float> y_ref(s.N * s.K * PQ), dx_ref(x.size(), 0.f), cols(CRS * PQ);
-  for (int64_t n = 0; n < s.N; ++n) {
-    for (int64_t c = 0; c < s.C; ++c)  // im2col from the index formula
-      for (int64_t rr = 0; rr < s.R; ++rr)
-        for (int64_t ss = 0; ss < s.S; ++ss)
-          for (int64_t p = 0; p < s.P; ++p)
-            for (int64_t q = 0; q < s.Q; ++q) {
-              const int64_t h = p - s.pad_h + rr, ww = q - s.pad_w + ss;
-              const bool in = h >= 0 && h < s.H && ww >= 0 && ww < s.W;
-              cols[((c * s.R + rr) * s.S + ss) * PQ + p * s.Q + q] =
-                  in ? x[((n * s.C + c) * s.H + h) * s.W + ww] : 0.f;
-            }
-    float* yn = y_ref.data() + n * s.K * PQ;
-    for (int64_t k = 0; k < s.K; ++k)
-      for (int64_t i = 0; i < PQ; ++i) yn[k * PQ + i] = b[k];
-    kc::gemm<float>(false, false, s.K, PQ, CRS, 1.f, w.data(), CRS, cols.data(), PQ, 1.f, yn, PQ);
-    kc::gemm<float>(true, false, CRS, PQ, s.K, 1.f, w.data(), CRS, dy.data() + n * s.K * PQ, PQ, 0.f,
-                    cols.data(), PQ);
-    for (int64_t c = 0; c < s.C; ++c)  // col2im: rows added in (c, r, s) order
-      for (int64_t rr = 0; rr < s.R; ++rr)
-        for (int64_t ss = 0; ss < s.S; ++ss)
-          for (int64_t p = 0; p < s.P; ++p)
-            for (int64_t q = 0; q < s.Q; ++q) {
-              const int64_t h = p - s.pad_h + rr, ww = q - s.pad_w + ss;
-              if (h < 0 || h >= s.H || ww < 0 || ww >= s.W) continue;
-              dx_ref[((n * s.C + c) * s.H + h) * s.W + ww] +=
-                  cols[((c * s.R + rr) * s.S + ss) * PQ + p * s.Q + q];
-            }
+  struct Passes {
+    std::vector<float> y, dx, dw, db;
+  };
+  auto run = [&](kc::MatmulPrecision p, int threads) {
+    kc::set_matmul_precision(p);
+    omp_set_num_threads(threads);
+    Passes r{std::vector<float>(s.N * s.K * PQ), std::vector<float>(x.size()), std::vector<float>(w.size()),
+             std::vector<float>(s.K)};
+    kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), r.y.data());
+    kc::conv2d_backward_input<float>(s, dy.data(), w.data(), r.dx.data());
+    kc::conv2d_backward_weight<float>(s, dy.data(), x.data(), r.dw.data(), r.db.data());
+    return r;
+  };
+  const Passes fp32 = run(kc::MatmulPrecision::Fp32, 1);
+  EXPECT_TRUE(bitwise_equal(fp32.y, conv2d_forward_chain(s, x, w, b.data(), nullptr, nullptr)));
+  for (int threads : {1, 2}) {
+    const Passes bf16 = run(kc::MatmulPrecision::Bf16, threads);
+    EXPECT_TRUE(bitwise_equal(bf16.y, fp32.y)) << "forward, threads " << threads;
+    EXPECT_TRUE(bitwise_equal(bf16.dx, fp32.dx)) << "backward-data, threads " << threads;
+    EXPECT_TRUE(bitwise_equal(bf16.dw, fp32.dw)) << "weight gradient, threads " << threads;
+    EXPECT_TRUE(bitwise_equal(bf16.db, fp32.db)) << "bias gradient, threads " << threads;
   }
-  std::vector<float> y(y_ref.size()), dx(x.size());
-  kc::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data());
-  kc::conv2d_backward_input<float>(s, dy.data(), w.data(), dx.data());
-  EXPECT_TRUE(bitwise_equal(y, y_ref)) << "forward";
-  EXPECT_TRUE(bitwise_equal(dx, dx_ref)) << "backward-data";
 }

@@ -159,13 +159,10 @@ void backward_input_small_k(const Conv2dShape& s, const T* w, const T* __restric
 // register tile would be mostly padding rows (MR = 8 or 6) and whose im2col copies the input R*S times:
 // conv_out's forward 5-7x faster (bench/RESULTS.md, 2026-12-01). Not for more channels: conv_in (K = 32)
 // measured 2x slower direct (no reuse of the loaded inputs across k).
-// float32 only while gemm<float> runs Fp32: in bf16 mode (docs/apps.md "Precision") these convs keep
-// im2col + the bf16 GEMM, as documented.
+// In bf16 mode too (docs/apps.md "Precision"): these kernels are float32 and run no GEMM; im2col + the bf16
+// GEMM took 1.2-4.7x their time on conv_out (bench/RESULTS.md, 2026-12-02).
 template <typename T>
 bool small_k_selected(const Conv2dShape& s) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (matmul_precision_active() != MatmulPrecision::Fp32) return false;
-  }
   return s.K <= kDirectMaxK && !is_pointwise(s);
 }
 template <typename T>
