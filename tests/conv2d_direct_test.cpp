@@ -181,6 +181,9 @@ TEST_F(ConvDirect, Bf16ModeRunsTheFloat32DirectKernels) {
     kc::MatmulPrecision p = kc::matmul_precision();
     ~Guard() { kc::set_matmul_precision(p); }
   } guard;
+  kc::set_matmul_precision(kc::MatmulPrecision::Bf16);
+  if (kc::matmul_precision_active() != kc::MatmulPrecision::Bf16)
+    GTEST_SKIP() << "bf16 mode is not active here";
   const auto s = kern::conv2d_shape(3, 32, 28, 28, 1, 3, 3, 1, 1, 1, 1);  // conv_out
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
   const auto x = random_vector<float>(s.N * s.C * s.H * s.W, 61), w = random_vector<float>(s.K * CRS, 62),

@@ -165,7 +165,7 @@ TEST_F(WinogradWgrad, UNetShapesWithinTheRoundingBound) {
 // The same bits whatever the thread count and the ISA path, through conv2d_backward_weight's dispatch.
 TEST_F(WinogradWgrad, BitwiseInvariantToThreadsAndIsa) {
   // 5 images of 28x28 (two chunks, chunk boundary inside an image), odd sizes, many 7x7 images, K and C
-  // not multiples of 8 (the shared Mdy's padding columns, a partial channel block per thread).
+  // not multiples of 8 (Mdy's padding columns, a partial channel block per thread).
   const int64_t shapes[][5] = {
       {5, 32, 28, 28, 32}, {3, 33, 15, 13, 40}, {40, 64, 7, 7, 64}, {2, 48, 1, 1, 24}, {6, 20, 9, 9, 13}};
   kc::set_cpu_conv_algo(CpuConvAlgo::Winograd);
@@ -190,10 +190,10 @@ TEST_F(WinogradWgrad, BitwiseInvariantToThreadsAndIsa) {
   }
 }
 
-// The shared per-chunk Mdy (atomics, spin-then-yield waits) with teams other than the one asked for:
-// OpenMP dynamic teams (possibly fewer threads than omp_get_max_threads), calls from inside an active
-// parallel region (each caller runs alone, concurrently with the others) and from an inactive nested one.
-// Four chunks (the buffer-reuse wait) and one; every result equals the 1-thread one bit for bit.
+// Teams other than the one asked for: OpenMP dynamic teams (possibly fewer threads than
+// omp_get_max_threads), calls from inside an active parallel region (each caller runs alone, concurrently
+// with the others, on its own thread_local buffers) and from an inactive nested one. Four chunks and one;
+// every result equals the 1-thread one bit for bit.
 TEST_F(WinogradWgrad, DynamicAndNestedTeamsGiveTheSameBits) {
   const int dyn = omp_get_dynamic(), levels = omp_get_max_active_levels();
   for (const auto& sh : {std::vector<int64_t>{40, 64, 7, 7, 64}, std::vector<int64_t>{3, 13, 9, 11, 5}}) {

@@ -161,13 +161,10 @@ void backward_input_small_k(const Conv2dShape& s, const T* w, const T* __restric
 // measured 2x slower direct (no reuse of the loaded inputs across k).
 // In bf16 mode too (docs/apps.md "Precision"): these kernels are float32 and run no GEMM; im2col + the bf16
 // GEMM took 1.2-4.7x their time on conv_out (bench/RESULTS.md, 2026-12-02).
-template <typename T>
-bool small_k_selected(const Conv2dShape& s) {
-  return s.K <= kDirectMaxK && !is_pointwise(s);
-}
+bool small_k_selected(const Conv2dShape& s) { return s.K <= kDirectMaxK && !is_pointwise(s); }
 template <typename T>
 bool direct_selected(const Conv2dShape& s) {
-  return s.stride_h == 1 && s.stride_w == 1 && small_k_selected<T>(s);
+  return s.stride_h == 1 && s.stride_w == 1 && small_k_selected(s);
 }
 
 // One image's outputs y_n (K, P, Q) by the direct conv: each element is the im2col GEMM's chain exactly,
@@ -249,8 +246,9 @@ bool batch_parallel(int64_t N) {
 // its FMA chain (over the input channels, from its prefilled value): the same bits as per image, for any
 // grouping and thread count. kGroupCols: 512 measured as fast as 1024 or faster (bench/RESULTS.md,
 // 2026-12-01). In bf16 mode too for the forward and the input gradient (each output's k-pairs run over the
-// input channels, whatever the columns: the same bits; 7x7 0.6-0.7x and 14x14 0.86x the time,
-// bench/RESULTS.md 2026-12-02), but not for the weight gradient (grouped_wgrad_selected).
+// input channels, whatever the columns: the same bits; 7x7 0.57-0.71x, 14x14 0.73-0.95x the time except
+// the input gradient of 32 -> 64 (1.21x), bench/RESULTS.md 2026-12-02), but not for the weight gradient
+// (grouped_wgrad_selected).
 constexpr int64_t kGroupMaxPQ = 196, kGroupCols = 512;
 
 template <typename T>
@@ -411,7 +409,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* dy, const T* w, T* dx)
   }
   if (grouped_selected<T>(s)) return backward_input_grouped(s, dy, w, dx);
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
-  const bool pw = is_pointwise(s), small_k = small_k_selected<T>(s);
+  const bool pw = is_pointwise(s), small_k = small_k_selected(s);
 #pragma omp parallel if (batch_parallel(s.N))
   {
     std::vector<T> cols(pw ? 0 : small_k ? PQ : CRS * PQ);  // (C*R*S, P*Q); small_k: one row

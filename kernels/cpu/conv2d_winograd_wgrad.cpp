@@ -95,7 +95,7 @@ void transpose8_portable(const float* src, int64_t lds, int64_t n, float* dst, i
 namespace {
 
 constexpr int kA2 = 16;              // transform points of F(2x2, 3x3)
-constexpr int64_t kBlk = 32;         // tiles per transform item
+constexpr int64_t kBlk = 32;         // tiles per staging block of the portable transforms
 constexpr int64_t kLds = kBlk + 16;  // the portable path's stage row stride
 
 // Tiles per chunk: one thread's V (half the channels) and Mdy within about 1 MiB (its L2 on the target
@@ -220,10 +220,12 @@ void conv2d_backward_weight_winograd(const Conv2dShape& s, const float* dy, cons
   // and all of dy (Mdy, tile-major: D[xi][t][k]) into its own buffers, then runs the chunk's 16 GEMMs
   // dU[xi] (Cc x K) += V[xi]^T (Cc x T) @ D[xi] (T x K) for its rows, both operands read in place
   // (transposed A with alpha 1, untransposed B: nothing is packed). Every thread builds the whole of Mdy:
-  // the threads never wait for each other and never touch each other's cache lines. (Mdy built once per
-  // chunk and shared, by claimed items into three rotating buffers, cost more than the duplicated work:
-  // each thread's stores went to lines the other core had just read, and its GEMMs read lines the other
-  // core had just written. Weight gradient 1.2-2x faster, bench/RESULTS.md 2026-12-02.)
+  // the threads never wait for each other until the join. (Mdy built once per chunk and shared, by claimed
+  // items into three rotating buffers, cost more than the duplicated work on 2 threads: each thread's stores
+  // went to lines the other core had just read, and its GEMMs read lines the other core had just written.
+  // Weight gradient 0.92x the time over the UNet's shapes, 0.68x at 32 -> 32 @28, bench/RESULTS.md
+  // 2026-12-02. Measured on 2 threads only: with many threads and few input channels the repeated dy
+  // transform grows to dominate.)
   const int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
   const int64_t cblk = std::max<int64_t>(8, (C + nth - 1) / nth + 7) / 8 * 8, parts = (C + cblk - 1) / cblk;
   const int want = static_cast<int>(std::min<int64_t>(nth, parts));
