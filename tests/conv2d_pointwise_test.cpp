@@ -103,8 +103,9 @@ TEST_F(ConvPointwise, FusedEpilogueIsItsFmaChainOnEveryIsaAndThreadCount) {
 
 // bf16 mode (on CPUs with AVX512_BF16): the grouped small-image forward (with each epilogue term) and input
 // gradient give the bits of one call per image (N = 1, never grouped), for any thread count: each output's
-// k-pairs run over the channels whatever the columns. The weight gradient keeps one GEMM per image (the
-// grouped one would pair pixels of neighbouring images): the bits of the per-image bf16 GEMMs written out.
+// k-pairs run over the channels whatever the columns. The weight gradient is grouped only where an image has
+// an even pixel count (14x14; at 7x7 or 3x5 grouping would pair pixels of neighbouring images): the bits of
+// the per-image bf16 GEMMs written out, in both cases.
 TEST_F(ConvPointwise, Bf16ModeGroupedPassesGiveThePerImageBits) {
   if (!kc::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
   struct Guard {

@@ -257,12 +257,13 @@ bool grouped_selected(const Conv2dShape& s) {
 }
 
 // The weight gradient's reduction runs over the pixels, which the bf16 GEMM sums in k-pairs from each call's
-// first column: grouped images (7x7: 49 pixels each) would pair pixels of neighbouring images and change the
-// bf16 bits, so bf16 mode keeps one GEMM per image there.
+// first column (K blocks of an even size): with an odd number of pixels per image (7x7: 49) grouped images
+// would pair pixels of neighbouring images and change the bf16 bits, so bf16 mode keeps one GEMM per image
+// there. With an even number (14x14) every image starts a pair: the same pairs, the same bits.
 template <typename T>
 bool grouped_wgrad_selected(const Conv2dShape& s) {
   if constexpr (std::is_same_v<T, float>) {
-    if (matmul_precision_active() != MatmulPrecision::Fp32) return false;
+    if (matmul_precision_active() != MatmulPrecision::Fp32 && s.P * s.Q % 2 != 0) return false;
   }
   return grouped_selected<T>(s);
 }
