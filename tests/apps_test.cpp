@@ -819,6 +819,8 @@ TEST_F(AppsEndToEnd, SampleGridAndDeterminism) {
 // bf16 on CUDA and unknown values are usage errors (exit 2).
 TEST_F(AppsEndToEnd, SamplePrecisionBf16) {
   REQUIRE_TRAINED();
+  if (kern::cpu::cpu_isa() != kern::cpu::cpu_isa_supported())
+    GTEST_SKIP() << "ENGINE_CPU_ISA forces a path below this CPU's; this test sets it for its own sub-run";
   const std::string samp = bin("fm_sample") + " --quiet --checkpoint " + ckpt() +
                            " --steps 2 --classes 3,7 --per-class 2 --seed 5 --bare-grid --out " +
                            (dir_ / "gp.png").string(),

@@ -169,19 +169,12 @@ void expect_same(const std::vector<std::vector<float>>& a, const std::vector<std
   }
 }
 
-// Restores the float32 matmul precision at scope exit.
-struct PrecisionGuard {
-  kc::MatmulPrecision old = kc::matmul_precision();
-  ~PrecisionGuard() { kc::set_matmul_precision(old); }
-};
-
 // The 1x1 shortcut on its parts against the conv of the concatenation (values, dx0, dx1, dweight, dbias),
 // in float32 and (where the CPU has AVX512_BF16) in bf16 matmul precision, whose GEMM sums channels in
 // pairs: even splits run as two convs, odd ones (5 + 3, 33 + 33) concatenate.
 void pointwise_matches_concat(kc::MatmulPrecision precision) {
   test::IsaGuard isa_guard;
-  PrecisionGuard precision_guard;
-  kc::set_matmul_precision(precision);
+  const test::MatmulPrecisionScope precision_scope(precision);
   const int old = omp_get_max_threads();
   for (CpuIsa isa : supported_isas()) {
     kc::set_cpu_isa(isa);
@@ -244,8 +237,7 @@ TEST(Conv2dForwardCat, BadPartsAreRefusedWithTheReason) {
 // pieces two and two.
 void resnet_block_matches_concat(kc::MatmulPrecision precision, bool aliased) {
   test::IsaGuard isa_guard;
-  PrecisionGuard precision_guard;
-  kc::set_matmul_precision(precision);
+  const test::MatmulPrecisionScope precision_scope(precision);
   const int old = omp_get_max_threads();
   std::vector<SplitShape> shapes{SplitShape{3, 64, 32, 32, 14}, SplitShape{2, 64, 64, 64, 7},
                                  SplitShape{2, 32, 32, 32, 12}};

@@ -176,14 +176,8 @@ TEST_F(ConvDirect, Im2colStride2ForwardIsTheFmaChainBitwise) {
 // same float32 direct kernels as in fp32 mode, as docs/apps.md "Precision" says: forward (= the float32
 // chain definition), backward-data and weight gradient bitwise their fp32-mode results, 1 and 2 threads.
 TEST_F(ConvDirect, Bf16ModeRunsTheFloat32DirectKernels) {
-  if (!kc::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
-  struct Guard {
-    kc::MatmulPrecision p = kc::matmul_precision();
-    ~Guard() { kc::set_matmul_precision(p); }
-  } guard;
-  kc::set_matmul_precision(kc::MatmulPrecision::Bf16);
-  if (kc::matmul_precision_active() != kc::MatmulPrecision::Bf16)
-    GTEST_SKIP() << "bf16 mode is not active here";
+  const engine::test::MatmulPrecisionScope bf16(kc::MatmulPrecision::Bf16);  // restores it at the end
+  if (!bf16.active()) GTEST_SKIP() << "bf16 does not run here (no AVX512_BF16, or an ISA path below avx512)";
   const auto s = kern::conv2d_shape(3, 32, 28, 28, 1, 3, 3, 1, 1, 1, 1);  // conv_out
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
   const auto x = random_vector<float>(s.N * s.C * s.H * s.W, 61), w = random_vector<float>(s.K * CRS, 62),

@@ -107,14 +107,8 @@ TEST_F(ConvPointwise, FusedEpilogueIsItsFmaChainOnEveryIsaAndThreadCount) {
 // an even pixel count (14x14; at 7x7 or 3x5 grouping would pair pixels of neighbouring images): the bits of
 // the per-image bf16 GEMMs written out, in both cases.
 TEST_F(ConvPointwise, Bf16ModeGroupedPassesGiveThePerImageBits) {
-  if (!kc::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
-  struct Guard {
-    kc::MatmulPrecision p = kc::matmul_precision();
-    ~Guard() { kc::set_matmul_precision(p); }
-  } guard;
-  kc::set_matmul_precision(kc::MatmulPrecision::Bf16);
-  if (kc::matmul_precision_active() != kc::MatmulPrecision::Bf16)
-    GTEST_SKIP() << "bf16 mode is not active here";
+  const engine::test::MatmulPrecisionScope bf16(kc::MatmulPrecision::Bf16);
+  if (!bf16.active()) GTEST_SKIP() << "bf16 does not run here (no AVX512_BF16, or an ISA path below avx512)";
   const int64_t shapes[][5] = {
       {13, 64, 64, 7, 7}, {5, 128, 64, 14, 14}, {4, 32, 64, 14, 14}, {5, 9, 17, 3, 5}};
   unsigned seed = 6100;

@@ -502,14 +502,9 @@ TEST_F(WinogradWgrad, ErrorOnUNetShapesAgainstIm2col) {
 // (2^-7 + 2^-16 + 1.01 gamma_(T+5)) DW_abs of the definition. Prints the error next to im2col's (whose
 // GEMM goes bf16 too) on the UNet shapes (docs/apps.md).
 TEST_F(WinogradWgrad, Bf16ModeWithinItsBoundAndErrorAgainstIm2col) {
-  if (!kc::cpu_has_bf16() || kc::cpu_isa() != CpuIsa::Avx512)
+  const engine::test::MatmulPrecisionScope bf16(kc::MatmulPrecision::Bf16);
+  if (!bf16.active())
     GTEST_SKIP() << "this CPU lacks AVX512_BF16, or ENGINE_CPU_ISA forces a path below avx512: no bf16 GEMM";
-  struct Guard {
-    kc::MatmulPrecision p = kc::matmul_precision();
-    ~Guard() { kc::set_matmul_precision(p); }
-  } guard;
-  kc::set_matmul_precision(kc::MatmulPrecision::Bf16);
-  ASSERT_EQ(kc::matmul_precision_active(), kc::MatmulPrecision::Bf16);
   double rms = 0;
   unet_shapes_error_table(
       "bf16 ", [](double gamma) { return std::ldexp(1.0, -7) + std::ldexp(1.0, -16) + 1.01 * gamma; }, &rms);

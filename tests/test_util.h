@@ -117,6 +117,23 @@ struct IsaGuard {
   ~IsaGuard() { kern::cpu::set_cpu_isa(kern::cpu::CpuIsa::Auto); }
 };
 
+// Sets the CPU matmul precision (kern::cpu::set_matmul_precision) for a scope and restores the previous
+// setting at its end. active(): the requested precision is the one that runs (bf16 needs AVX512_BF16 and the
+// avx512 ISA path; elsewhere bf16 runs fp32): a bf16 test skips when it is false.
+class MatmulPrecisionScope {
+ public:
+  explicit MatmulPrecisionScope(kern::cpu::MatmulPrecision p) : want_(p) {
+    kern::cpu::set_matmul_precision(p);
+  }
+  ~MatmulPrecisionScope() { kern::cpu::set_matmul_precision(old_); }
+  MatmulPrecisionScope(const MatmulPrecisionScope&) = delete;
+  MatmulPrecisionScope& operator=(const MatmulPrecisionScope&) = delete;
+  bool active() const { return kern::cpu::matmul_precision_active() == want_; }
+
+ private:
+  kern::cpu::MatmulPrecision old_ = kern::cpu::matmul_precision(), want_;
+};
+
 // A test fixture that restores the run-time ISA choice, the CPU conv algorithm setting (ENGINE_CPU_CONV)
 // and the OpenMP thread count after each test, whatever the test set.
 class CpuSettingsRestored : public ::testing::Test {
