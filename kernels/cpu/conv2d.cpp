@@ -247,8 +247,8 @@ bool batch_parallel(int64_t N) {
 // grouping and thread count. kGroupCols: 512 measured as fast as 1024 or faster (bench/RESULTS.md,
 // 2026-12-01). In bf16 mode too for the forward and the input gradient (each output's k-pairs run over the
 // input channels, whatever the columns: the same bits; 7x7 0.57-0.71x, 14x14 0.73-0.95x the time except
-// the input gradient of 32 -> 64 (1.21x), bench/RESULTS.md 2026-12-02), but not for the weight gradient
-// (grouped_wgrad_selected).
+// the input gradient of 32 -> 64 (1.21x), bench/RESULTS.md 2026-12-02); the weight gradient only at an
+// even pixel count (grouped_wgrad_selected).
 constexpr int64_t kGroupMaxPQ = 196, kGroupCols = 512;
 
 template <typename T>
