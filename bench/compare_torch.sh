@@ -3,7 +3,7 @@
 # its modes) on the same machine, same device, batch and threads; prints a ratio table.
 # Usage: bench/compare_torch.sh [--device cpu|cuda] [--batch 128] [--threads N] [--quick] [--precision fp32|bf16]
 #                               [--iters N] [--warmup N] [--sample-iters N] [--sample-batch N]
-#                               [--modes eager,eager-tf32,compile,compile-tf32,compile-ro | --mode both]
+#                               [--modes eager,eager-tf32,compile,compile-tf32,compile-ro,eager-bf16 | --mode both]
 #                               [--rounds N] [--out DIR] [--bin DIR]
 # Writes DIR/fm_bench.json, DIR/torch_baseline.json (default DIR: out/compare_<device>) and prints
 # ours vs eager vs compile: train img/s, ms/step, peak memory, sample img/s, with ratios ours / torch

@@ -12,6 +12,9 @@ Modes (``--modes`` takes a comma list, run in the order given, in one process):
   compile       torch.compile(model), strict fp32 (TF32 only with ``--tf32``)
   compile-tf32  torch.compile(model) with TF32
   compile-ro    torch.compile(model, mode="reduce-overhead") (CUDA graphs), TF32, AdamW(fused=True)
+  eager-bf16    eager PyTorch, the forward under torch.autocast(dtype=torch.bfloat16) (mixed
+                precision: float32 weights, AdamW and loss; convs and matmuls in bf16): the counterpart
+                of fm_bench --precision bf16
   ``--mode eager|compile|both`` is the older spelling of ``--modes eager|compile|eager,compile``.
 
 Measured per mode:
@@ -36,7 +39,7 @@ Measured per mode:
 Output: a table on stdout, and with ``--json FILE`` a JSON object
 ``{"meta": {...}, "<mode>": {metrics}, ...}``, metrics keys train_ms_per_step,
 train_img_per_s, peak_mem_bytes, sample80_img_per_s (None for modes not in
-``--sample-modes``), sample_large_img_per_s (None for modes not in ``--large-modes``), tf32, fused_adamw, compile_mode. The file is
+``--sample-modes``), sample_large_img_per_s (None for modes not in ``--large-modes``), tf32, fused_adamw, compile_mode, autocast_bf16. The file is
 rewritten after every mode, so a run killed by a timeout keeps the finished modes.
 A mode that fails records {"error": "compile failed: ..."}.
 
@@ -144,13 +147,15 @@ def timed(fn, dev, warmup, iters):
     return statistics.median(ts)
 
 
-# mode -> (compile mode or None, TF32 forced on, fused AdamW); "tf32 forced off" modes follow --tf32.
+# mode -> (compile mode or None, TF32 forced on, fused AdamW, bf16 autocast); "tf32 forced off" modes
+# follow --tf32.
 MODES = {
-    "eager": (None, False, False),
-    "eager-tf32": (None, True, False),
-    "compile": ("default", False, False),
-    "compile-tf32": ("default", True, False),
-    "compile-ro": ("reduce-overhead", True, True),
+    "eager": (None, False, False, False),
+    "eager-tf32": (None, True, False, False),
+    "compile": ("default", False, False, False),
+    "compile-tf32": ("default", True, False, False),
+    "compile-ro": ("reduce-overhead", True, True, False),
+    "eager-bf16": (None, False, False, True),
 }
 
 
@@ -198,7 +203,7 @@ def sample(fwd, n_images, dev, steps=15, cfg_scale=3.0, t0=0.994):
 
 
 def run_mode(mode, args, dev, unet_cls):
-    compile_mode, force_tf32, fused = MODES[mode]
+    compile_mode, force_tf32, fused, bf16 = MODES[mode]
     tf32 = force_tf32 or args.tf32
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -211,7 +216,12 @@ def run_mode(mode, args, dev, unet_cls):
             if isinstance(m, Attention):
                 m.set_processor(AttnProcessor())
     fwd = model
-    res = {"tf32": tf32 and dev.type == "cuda", "fused_adamw": fused, "compile_mode": compile_mode}
+    if bf16:  # the forward in autocast; its output back to float32 for the loss and the Euler update
+        def fwd(*a):
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
+                return model(*a).float()
+    res = {"tf32": tf32 and dev.type == "cuda", "fused_adamw": fused, "compile_mode": compile_mode,
+           "autocast_bf16": bf16}
     t_compile = time.perf_counter()
     if compile_mode:
         fwd = torch.compile(model, mode=compile_mode)
