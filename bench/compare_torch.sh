@@ -8,7 +8,8 @@
 # Writes DIR/fm_bench.json, DIR/torch_baseline.json (default DIR: out/compare_<device>) and prints
 # ours vs eager vs compile: train img/s, ms/step, peak memory, sample img/s, with ratios ours / torch
 # (> 1 = ours faster for throughput; < 1 = ours smaller/faster for ms and memory). --precision goes to our
-# side only (fm_bench; PyTorch runs its own modes, e.g. eager-tf32). --rounds N (default 1) alternates the
+# side only (fm_bench; PyTorch runs its own modes, e.g. eager-tf32, or eager-bf16 for
+# PyTorch's autocast bf16). --rounds N (default 1) alternates the
 # two N times (DIR/round1 .. DIR/roundN) and prints the medians and each round's ratios
 # (bench/compare_table.py): on a noisy host, quote those, not one run.
 set -euo pipefail

@@ -28,7 +28,8 @@ Measured per mode:
              after --warmup), train_img_per_s
   peak mem   torch.cuda.max_memory_allocated during training on CUDA; on CPU the
              process's peak resident set (resource.getrusage ru_maxrss), which
-             includes the Python/torch runtime itself  -> peak_mem_bytes
+             includes the Python/torch runtime itself (process-wide: a mode run after
+             another reports at least the earlier one's peak)  -> peak_mem_bytes
   sample80   8 images per class x 10 classes = 80 images, 15 Euler steps of
              t = 0.994 -> 0 (linspace, 16 points), classifier-free guidance with
              scale 3: cond + uncond in one batch of 160,
