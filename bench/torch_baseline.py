@@ -217,15 +217,17 @@ def run_mode(mode, args, dev, unet_cls):
             if isinstance(m, Attention):
                 m.set_processor(AttnProcessor())
     fwd = model
-    if bf16:  # the forward in autocast; its output back to float32 for the loss and the Euler update
-        def fwd(*a):
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
-                return model(*a).float()
     res = {"tf32": tf32 and dev.type == "cuda", "fused_adamw": fused, "compile_mode": compile_mode,
            "autocast_bf16": bf16}
     t_compile = time.perf_counter()
     if compile_mode:
         fwd = torch.compile(model, mode=compile_mode)
+    if bf16:  # autocast around the forward (compiled or not); its output back to float32 for the loss
+        inner = fwd  # and the Euler update
+
+        def fwd(*a):
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
+                return inner(*a).float()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, **({"fused": True} if fused else {}))
     step = make_train_step(model, fwd, opt, args.batch, dev)
     model.train()
